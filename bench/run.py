@@ -1,0 +1,648 @@
+"""The benchmark: the gateway beside its anchors, on one machine, in one run.
+
+    python bench/run.py [--seconds 10] [--write docs/performance.md]
+
+Starts a fast upstream (nginx returning a small JSON body), Redis, the bare aiohttp proxy
+baseline, nginx ``proxy_pass``, HAProxy ``jwt_verify`` RS256, and the gateway (proxy mode with
+each credential kind, decision mode behind nginx ``auth_request``, the decision endpoint alone),
+drives each with ``wrk`` over loopback for a fixed time, and prints requests/s, p50/p99
+latency, server CPU µs per request (from /proc, the servers' own CPU time: the figure that
+survives a noisy machine), peak RSS, and each row's CPU ratio to the bare proxy. The server
+under test is pinned to core 0; wrk and the upstream to core 1. Needs: wrk, nginx, haproxy,
+redis-server (Debian packages). Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import jwt
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway import __version__  # noqa: E402
+from gateway.issue.signing import generate_private_key, private_pem  # noqa: E402
+from tests.support import free_port, wait_for_port  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, LOAD_CORE = "0", "1"
+ADMIN = "bench-admin-token-0123456789"
+MASTER = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
+    if path is None:
+        sys.exit(f"bench: {name} not found (Debian: apt-get install {name})")
+    return path
+
+
+class Server:
+    """A process (and its children) whose CPU time and peak RSS we read from /proc."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        core: str = SERVER_CORE,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", core, *command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        wait_for_port(port, 20)
+        self.port = port
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        children = [int(p) for p in out]
+        grand = []
+        for child in children:
+            more = subprocess.run(
+                ["pgrep", "-P", str(child)], capture_output=True, text=True, check=False
+            ).stdout.split()
+            grand += [int(p) for p in more]
+        return [self.proc.pid, *children, *grand]
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / TICKS
+
+    def peak_rss_mib(self) -> float:
+        peaks = []
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                continue
+            match = re.search(r"VmHWM:\s+(\d+)", status)
+            if match:
+                peaks.append(int(match.group(1)))
+        return max(peaks or [0]) / 1024
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@dataclass
+class Row:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+    rss_mib: float
+    note: str = ""
+
+
+def wrk(
+    url: str,
+    seconds: int,
+    *,
+    headers: dict[str, str] | None = None,
+    script: Path | None = None,
+    connections: int = 32,
+) -> tuple[float, float, float, int]:
+    command = [
+        "taskset",
+        "-c",
+        LOAD_CORE,
+        binary("wrk"),
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
+    for k, v in (headers or {}).items():
+        command += ["-H", f"{k}: {v}"]
+    if script is not None:
+        command += ["-s", str(script)]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx and int(non2xx.group(1)) > total * 0.01:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} non-2xx responses of {total}\n{out}")
+
+    def pct(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rps, pct("50"), pct("99"), total
+
+
+def measure(
+    name: str, servers: list[Server], url: str, seconds: int, note: str = "", **kw: object
+) -> Row:
+    before = [s.cpu_seconds() for s in servers]
+    rps, p50, p99, total = wrk(url, seconds, **kw)  # type: ignore[arg-type]
+    cpu = sum(s.cpu_seconds() - b for s, b in zip(servers, before, strict=True))
+    return Row(name, rps, p50, p99, cpu / total * 1e6, max(s.peak_rss_mib() for s in servers), note)
+
+
+def token_script(directory: Path, tokens: list[str], name: str) -> Path:
+    path = directory / f"{name}.txt"
+    path.write_text("\n".join(tokens) + "\n")
+    script = directory / f"{name}.lua"
+    script.write_text(f"""
+local tokens = {{}}
+for line in io.lines("{path}") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format(nil, nil, {{["Authorization"] = "Bearer " .. tokens[i]}})
+end
+""")
+    return script
+
+
+NGINX = """
+worker_processes 1; daemon off; error_log {tmp}/{name}-error.log crit; pid {tmp}/{name}.pid;
+{user}
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/b-{name}; proxy_temp_path {tmp}/p-{name};
+  fastcgi_temp_path {tmp}/f-{name}; uwsgi_temp_path {tmp}/u-{name}; scgi_temp_path {tmp}/s-{name};
+  upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  upstream gateway {{ server 127.0.0.1:{gateway}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    {body}
+  }}
+}}
+"""
+UPSTREAM_BODY = """location / { default_type application/json;
+  return 200 '{"user_id":"usr_a","data":[{"date":"2026-11-22","recovery":71}]}'; }"""
+PROXY_BODY = """location / { proxy_pass http://backend; proxy_http_version 1.1;
+  proxy_set_header Connection ""; }"""
+AUTH_BODY = """location / {
+  auth_request /_auth;
+  auth_request_set $a $upstream_http_x_auth_account; proxy_set_header X-Auth-Account $a;
+  auth_request_set $u $upstream_http_x_auth_user; proxy_set_header X-Auth-User $u;
+  auth_request_set $c $upstream_http_x_auth_credential; proxy_set_header X-Auth-Credential $c;
+  proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+location = /_auth { internal; proxy_pass http://gateway/decisions;
+  proxy_http_version 1.1; proxy_set_header Connection "";
+  proxy_pass_request_body off; proxy_set_header Content-Length "";
+  proxy_set_header X-Original-URI $request_uri;
+  proxy_set_header X-Original-Method $request_method; }"""
+
+HAPROXY = """
+global
+  maxconn 4096
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:{port}
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.verdict) var(txn.bearer),jwt_verify("RS256","{pub}")
+  http-request deny deny_status 401 unless {{ var(txn.verdict) -m int 1 }}
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:{upstream}
+"""
+
+
+def nginx(
+    tmp: Path,
+    name: str,
+    port: int,
+    body: str,
+    upstream: int,
+    gateway: int = 1,
+    core: str = SERVER_CORE,
+) -> Server:
+    conf = tmp / f"{name}.conf"
+    conf.write_text(
+        NGINX.format(
+            tmp=tmp,
+            name=name,
+            port=port,
+            body=body,
+            upstream=upstream,
+            gateway=gateway,
+            user="user root;" if os.geteuid() == 0 else "",
+        )
+    )
+    return Server(name, [binary("nginx"), "-c", str(conf)], port, core)
+
+
+@contextmanager
+def stack(tmp: Path, seconds: int) -> Iterator[dict[str, object]]:
+    started: list[Server] = []
+    try:
+        up_port = free_port()
+        upstream = nginx(tmp, "upstream", up_port, UPSTREAM_BODY, up_port, core=LOAD_CORE)
+        started.append(upstream)
+        redis_port = free_port()
+        redis = Server(
+            "redis",
+            [binary("redis-server"), "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+            redis_port,
+            core=LOAD_CORE,
+        )
+        started.append(redis)
+        yield {
+            "upstream": upstream,
+            "up_port": up_port,
+            "redis_port": redis_port,
+            "started": started,
+        }
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def gateway_config(
+    tmp: Path, name: str, up_port: int, redis_port: int, extra: dict[str, object] | None = None
+) -> tuple[Path, int, int]:
+    port, admin = free_port(), free_port()
+    keys = tmp / "keys"
+    keys.mkdir(exist_ok=True)
+    rs, es = keys / "rs1.pem", keys / "es1.pem"
+    if not rs.exists():
+        rs.write_bytes(private_pem(generate_private_key("RS256")))
+        es.write_bytes(private_pem(generate_private_key("ES256")))
+    document: dict[str, object] = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin, "token": ADMIN},
+        "store": {"url": f"redis://127.0.0.1:{redis_port}/0", "prefix": f"{name}:"},
+        "master_key": MASTER,
+        "upstreams": {"live": {"url": f"http://127.0.0.1:{up_port}"}},
+        "tokens": {
+            "signing_keys": [
+                {"kid": "rs1", "file": str(rs), "algorithm": "RS256"},
+                {"kid": "es1", "file": str(es), "algorithm": "ES256"},
+            ],
+            "active_kid": "rs1",
+        },
+        "log_level": "WARNING",
+    }
+    document.update(extra or {})
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path, port, admin
+
+
+def start_gateway(
+    tmp: Path, name: str, ctx: dict[str, object], extra: dict[str, object] | None = None
+) -> tuple[Server, int]:
+    path, port, admin = gateway_config(
+        tmp,
+        name,
+        ctx["up_port"],
+        ctx["redis_port"],  # type: ignore[arg-type]
+        extra,
+    )
+    server = Server(name, [sys.executable, "-m", "gateway", "serve", "--config", str(path)], port)
+    wait_for_port(admin)
+    ctx["started"].append(server)  # type: ignore[attr-defined]
+    return server, admin
+
+
+async def credentials(port: int, admin: int, users: int) -> dict[str, object]:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"http://127.0.0.1:{admin}/admin/keys",
+            json={"account": "acc_1"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        ) as r:
+            created = await r.json()
+        key, key_id = created["key"], created["key_id"]
+        async with s.put(
+            f"http://127.0.0.1:{admin}/admin/relationships",
+            json={"account": "acc_1", "subject": "usr_a", "actor": "usr_c"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        ) as r:
+            assert r.status == 200
+        sem = asyncio.Semaphore(16)
+
+        async def user_token(user: str) -> str:
+            async with (
+                sem,
+                s.post(
+                    f"http://127.0.0.1:{port}/v1/auth/user-token",
+                    json={"user_id": user},
+                    headers={"Authorization": f"Bearer {key}"},
+                ) as r,
+            ):
+                return str((await r.json())["token"])
+
+        tokens = await asyncio.gather(*(user_token("usr_a") for _ in range(users)))
+    now = int(time.time())
+
+    def member(act: str | None = None, jti: int = 0) -> str:
+        claims: dict[str, object] = {
+            "sub": "usr_a",
+            "iat": now,
+            "exp": now + 3600,
+            "scopes": [],
+            "jti": str(jti),
+        }
+        if act:
+            claims["act"] = act
+        return jwt.encode(claims, key.encode(), algorithm="HS256", headers={"kid": key_id})
+
+    return {
+        "key": key,
+        "key_id": key_id,
+        "user_tokens": tokens,
+        "member": member(),
+        "caregiver": member("usr_c"),
+        "member_fn": member,
+    }
+
+
+async def mobile_pairs(port: int, key: str, seconds: float) -> int:
+    base = f"http://127.0.0.1:{port}"
+    pairs = 0
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
+
+        async def loop() -> None:
+            nonlocal pairs
+            while time.monotonic() < deadline:
+                async with s.post(
+                    base + "/v1/auth/mobile-token",
+                    json={"user_id": "usr_a"},
+                    headers={"Authorization": f"Bearer {key}"},
+                ) as r:
+                    token = (await r.json())["token"]
+                async with s.post(
+                    base + "/v1/sdk/initialize", headers={"Authorization": f"Bearer {token}"}
+                ) as r:
+                    await r.read()
+                    if r.status == 200:
+                        pairs += 1
+
+        await asyncio.gather(*(loop() for _ in range(32)))
+    return pairs
+
+
+def run(seconds: int) -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    notes: list[str] = []
+    path = "/v1/users/usr_a/scores"
+    with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        with stack(tmp, seconds) as ctx:
+            up_port = ctx["up_port"]
+            upstream = ctx["upstream"]
+            rows.append(
+                measure(
+                    "direct upstream (nginx return 200)",
+                    [upstream],  # type: ignore[list-item]
+                    f"http://127.0.0.1:{up_port}{path}",
+                    seconds,
+                )
+            )
+            bare_port = free_port()
+            bare = Server(
+                "bare",
+                [
+                    sys.executable,
+                    str(ROOT / "bench/bare_proxy.py"),
+                    str(bare_port),
+                    f"http://127.0.0.1:{up_port}",
+                ],
+                bare_port,
+            )
+            rows.append(
+                measure(
+                    "bare aiohttp+uvloop proxy (baseline)",
+                    [bare],
+                    f"http://127.0.0.1:{bare_port}{path}",
+                    seconds,
+                )
+            )
+            bare.stop()
+            proxy_port = free_port()
+            front = nginx(tmp, "proxy", proxy_port, PROXY_BODY, up_port)  # type: ignore[arg-type]
+            rows.append(
+                measure(
+                    "nginx proxy_pass", [front], f"http://127.0.0.1:{proxy_port}{path}", seconds
+                )
+            )
+            front.stop()
+
+            # HAProxy verifying an RS256 JWT natively, on every request.
+            private = generate_private_key("RS256")
+            pub = tmp / "haproxy-pub.pem"
+            from cryptography.hazmat.primitives import serialization
+
+            pub.write_bytes(
+                private.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+            rs_token = jwt.encode(
+                {"sub": "usr_a", "exp": int(time.time()) + 3600}, private, algorithm="RS256"
+            )
+            ha_port = free_port()
+            conf = tmp / "haproxy.cfg"
+            conf.write_text(HAPROXY.format(port=ha_port, pub=pub, upstream=up_port))
+            haproxy = Server("haproxy", [binary("haproxy"), "-f", str(conf), "-db"], ha_port)
+            rows.append(
+                measure(
+                    "HAProxy jwt_verify RS256",
+                    [haproxy],
+                    f"http://127.0.0.1:{ha_port}{path}",
+                    seconds,
+                    headers={"Authorization": f"Bearer {rs_token}"},
+                )
+            )
+            haproxy.stop()
+
+            gateway, admin = start_gateway(tmp, "gw", ctx, {"decision": {"enabled": True}})
+            creds = asyncio.run(credentials(gateway.port, admin, 1000))
+            url = f"http://127.0.0.1:{gateway.port}{path}"
+            rows.append(
+                measure(
+                    "gateway proxy: API key",
+                    [gateway],
+                    url,
+                    seconds,
+                    headers={"Authorization": f"Bearer {creds['key']}"},
+                )
+            )
+            rows.append(
+                measure(
+                    "gateway proxy: user token (RS256)",
+                    [gateway],
+                    url,
+                    seconds,
+                    headers={"Authorization": f"Bearer {creds['user_tokens'][0]}"},
+                )
+            )  # type: ignore[index]
+            rows.append(
+                measure(
+                    "gateway proxy: member token (HS256)",
+                    [gateway],
+                    url,
+                    seconds,
+                    headers={"Authorization": f"Bearer {creds['member']}"},
+                )
+            )
+            rows.append(
+                measure(
+                    "gateway proxy: caregiver token",
+                    [gateway],
+                    url,
+                    seconds,
+                    headers={"Authorization": f"Bearer {creds['caregiver']}"},
+                    note="relationship cached",
+                )
+            )
+            script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
+            decide = f"http://127.0.0.1:{gateway.port}/decisions{path}"
+            rows.append(
+                measure(
+                    "gateway decision endpoint alone, 1,000 user tokens",
+                    [gateway],
+                    decide,
+                    seconds,
+                    script=script,
+                )
+            )
+            auth_port = free_port()
+            auth_front = nginx(tmp, "auth", auth_port, AUTH_BODY, up_port, gateway.port)  # type: ignore[arg-type]
+            rows.append(
+                measure(
+                    "nginx auth_request + gateway decision, 1,000 user tokens",
+                    [auth_front, gateway],
+                    f"http://127.0.0.1:{auth_port}{path}",
+                    seconds,
+                    script=script,
+                    note="CPU of nginx front + gateway",
+                )
+            )
+            auth_front.stop()
+
+            cpu = gateway.cpu_seconds()
+            pairs = asyncio.run(mobile_pairs(gateway.port, str(creds["key"]), seconds))
+            cpu = gateway.cpu_seconds() - cpu
+            notes.append(
+                f"mobile tokens: {pairs / seconds:.0f} issue+consume pairs/s through "
+                f"HTTP (client-bound, one Python client on core 1); the gateway spent "
+                f"{cpu / pairs * 1e6:.0f} µs CPU per pair, i.e. "
+                f"{pairs / cpu:.0f} pairs per CPU-second per worker, against one "
+                "local Redis"
+            )
+
+            # Memory with 100,000 distinct live tokens seen (member tokens: cheap to mint).
+            fresh, admin2 = start_gateway(tmp, "gw-rss", ctx)
+            creds2 = asyncio.run(credentials(fresh.port, admin2, 1))
+            member = creds2["member_fn"]
+            many = [member(None, i) for i in range(100_000)]  # type: ignore[operator]
+            script = token_script(tmp, many, "many")
+            before = fresh.peak_rss_mib()
+            seen = 0
+            while seen < 100_000:
+                _, _, _, total = wrk(f"http://127.0.0.1:{fresh.port}{path}", 15, script=script)
+                seen += total
+            notes.append(
+                f"peak RSS of one worker after {min(seen, 100_000):,} distinct live "
+                f"member tokens seen ({seen:,} requests): {fresh.peak_rss_mib():.0f} "
+                f"MiB (after start-up: {before:.0f} MiB)"
+            )
+    return rows, notes
+
+
+def table(rows: list[Row]) -> str:
+    base = next(r for r in rows if "baseline" in r.name).cpu_us
+    lines = [
+        "| row | req/s | p50 ms | p99 ms | CPU µs/req | x baseline CPU | peak RSS MiB | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"{r.cpu_us:.0f} | {r.cpu_us / base:.2f} | {r.rss_mib:.0f} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def versions() -> str:
+    def v(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+
+    import aiohttp as aio
+
+    return (
+        f"gateway {__version__}, Python {platform.python_version()}, aiohttp {aio.__version__},"
+        f" PyJWT {jwt.__version__}; {v([binary('nginx'), '-v'])}; "
+        f"{v([binary('haproxy'), '-v'])}; {v([binary('wrk'), '-v'])}; "
+        f"{os.cpu_count()} cores, {platform.machine()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--write", type=Path, help="append the results to this markdown file")
+    args = parser.parse_args()
+    rows, notes = run(args.seconds)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    report = (
+        f"### {stamp}\n\n`python bench/run.py --seconds {args.seconds}` — {versions()}."
+        f" Server under test on core 0, wrk and the upstream on core 1; wrk -t1 -c32.\n\n"
+        f"{table(rows)}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    )
+    print(report)
+    if args.write:
+        with args.write.open("a", encoding="utf-8") as out:
+            out.write("\n" + report)
+    json.dumps([r.__dict__ for r in rows])
+
+
+if __name__ == "__main__":
+    main()

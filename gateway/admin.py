@@ -1,0 +1,174 @@
+"""The admin listener: health, readiness, metrics, and the admin API behind the admin token.
+
+It listens on its own address (127.0.0.1:9090 by default), never on the public one. The admin API
+is disabled unless ``admin.token`` is configured; the token is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gateway.errors import GatewayError, InvalidRequest, InvalidToken, NotFound
+from gateway.render import error_response
+from gateway.runtime import RUNTIME, Runtime
+
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+AdminHandler = Callable[[web.Request, Runtime], Awaitable[web.Response]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the store answers and every upstream accepts a TCP connection."""
+    runtime = request.app[RUNTIME]
+    checks: dict[str, str] = {}
+    try:
+        await runtime.store.ping()
+        checks["store"] = "ok"
+    except GatewayError:
+        checks["store"] = "unavailable"
+    for name, upstream in runtime.settings.upstreams.items():
+        host, port = upstream.url.host or "", upstream.url.port or 80
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), upstream.connect_timeout
+            )
+            writer.close()
+            checks[f"upstream:{name}"] = "ok"
+        except (OSError, TimeoutError):
+            checks[f"upstream:{name}"] = "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    return json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS_REGISTRY]
+    body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Require ``Authorization: Bearer <admin token>``; render errors as the gateway's JSON."""
+
+    async def impl(request: web.Request) -> web.Response:
+        runtime = request.app[RUNTIME]
+        expected = runtime.settings.admin_token
+        try:
+            if expected is None:
+                raise NotFound("The admin API is disabled (set admin.token).")
+            presented = request.headers.get("Authorization", "")
+            # SECURITY: constant-time comparison of the whole header value.
+            if not hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode()):
+                raise InvalidToken("The admin token is missing or wrong.")
+            return await handler(request, runtime)
+        except GatewayError as error:
+            return error_response(error)
+
+    return impl
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return data
+
+
+def _str(data: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string.", details={"field": name})
+    return value
+
+
+async def create_key(request: web.Request, runtime: Runtime) -> web.Response:
+    data = await _body(request)
+    lifetime = data.get("lifetime_seconds")
+    if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int)):
+        raise InvalidRequest("lifetime_seconds must be an integer.")
+    test = data.get("test", False)
+    if not isinstance(test, bool):
+        raise InvalidRequest("test must be true or false.", details={"field": "test"})
+    key, record = await runtime.keys.create(
+        _str(data, "account"),
+        _str(data, "environment", "live"),
+        label=_str(data, "label", ""),
+        test=test,
+        lifetime=lifetime,
+    )
+    return json_response({"key": key, **record.public(runtime.clock.now())}, 201)
+
+
+async def list_keys(request: web.Request, runtime: Runtime) -> web.Response:
+    account = request.query.get("account")
+    records = await runtime.keys.list(account)
+    now = runtime.clock.now()
+    return json_response({"keys": [r.public(now) for r in records]})
+
+
+async def rotate_key(request: web.Request, runtime: Runtime) -> web.Response:
+    data = await _body(request)
+    grace = data.get("grace_seconds", 0)
+    if isinstance(grace, bool) or not isinstance(grace, int | float):
+        raise InvalidRequest("grace_seconds must be a number.", details={"field": "grace_seconds"})
+    key, new, old = await runtime.keys.rotate(request.match_info["key_id"], grace=float(grace))
+    now = runtime.clock.now()
+    return json_response({"key": key, **new.public(now), "previous": old.public(now)}, 201)
+
+
+async def revoke_key(request: web.Request, runtime: Runtime) -> web.Response:
+    record = await runtime.keys.revoke(request.match_info["key_id"])
+    return json_response(record.public(runtime.clock.now()))
+
+
+async def set_relationship(request: web.Request, runtime: Runtime) -> web.Response:
+    from gateway.identifiers import is_identifier
+
+    data = await _body(request)
+    fields = {name: _str(data, name) for name in ("account", "subject", "actor")}
+    for name, value in fields.items():
+        if not is_identifier(value):
+            raise InvalidRequest(
+                f"{name} must be 1-128 letters, digits, '_' or '-'.", details={"field": name}
+            )
+    active = request.method == "PUT"
+    await runtime.store.set_relationship(
+        fields["account"], fields["subject"], fields["actor"], active
+    )
+    return json_response({**fields, "active": active})
+
+
+def admin_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics),
+        web.post("/admin/keys", guarded(create_key)),
+        web.get("/admin/keys", guarded(list_keys)),
+        web.post("/admin/keys/{key_id}/rotate", guarded(rotate_key)),
+        web.post("/admin/keys/{key_id}/revoke", guarded(revoke_key)),
+        web.put("/admin/relationships", guarded(set_relationship)),
+        web.delete("/admin/relationships", guarded(set_relationship)),
+    ]

@@ -1,0 +1,66 @@
+"""Application factories: the public listener and the admin listener."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway.admin import METRICS_REGISTRY, admin_routes
+from gateway.config import Settings
+from gateway.cors import on_response_prepare
+from gateway.forward.decision import decision_handler
+from gateway.issue.endpoints import jwks
+from gateway.middlewares import error_middleware, observe_middleware
+from gateway.pipeline import proxy_handler
+from gateway.runtime import RUNTIME, Runtime, runtime_ctx
+
+
+def create_app(runtime: Runtime) -> web.Application:
+    """The public app: every path goes through the pipeline (the policy decides what exists)."""
+    settings = runtime.settings
+    app = web.Application(
+        middlewares=[observe_middleware(runtime), error_middleware(runtime)],
+        client_max_size=settings.limits.max_body_bytes,
+        handler_args=server_limits(settings),
+    )
+    app[RUNTIME] = runtime
+    app.cleanup_ctx.append(runtime_ctx(runtime))
+    app.on_response_prepare.append(on_response_prepare)
+    app.router.add_get("/.well-known/jwks.json", jwks)
+    if settings.decision.enabled:
+        prefix = settings.decision.prefix
+        app.router.add_route("*", prefix, decision_handler)
+        app.router.add_route("*", prefix + "/{tail:.*}", decision_handler)
+    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+    return app
+
+
+def create_admin_app(
+    runtime: Runtime, metrics_registry: CollectorRegistry | None = None
+) -> web.Application:
+    """The admin app. ``metrics_registry`` replaces the runtime's own registry on ``/metrics``
+    (a supervisor serves the registry that aggregates its workers)."""
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app[METRICS_REGISTRY] = metrics_registry or runtime.metrics.registry
+    app.add_routes(admin_routes())
+    return app
+
+
+def server_limits(settings: Settings) -> dict[str, Any]:
+    """aiohttp's own parser limits, set at four times the gateway's so that a request whose
+    headers pass ``limits.max_header_bytes`` gets the gateway's JSON 431; one far beyond it is
+    cut off by the parser itself (a plain 400) before it is ever buffered whole."""
+    limit = settings.limits.max_header_bytes * 4
+    return {
+        "max_field_size": limit,
+        "max_line_size": limit,
+        "max_headers": 128,
+        # SECURITY: a connection must deliver complete request headers within this time of
+        # opening (or of its previous response), else it is closed: no slowloris.
+        "keepalive_timeout": settings.limits.header_timeout,
+        # After an early answer (413, 408) the unread body is drained for at most this long.
+        "lingering_time": min(2.0, settings.limits.body_timeout),
+    }

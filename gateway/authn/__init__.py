@@ -1,0 +1,1 @@
+"""Authentication: one module per credential kind, each turning a credential into a Principal."""

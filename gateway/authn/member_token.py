@@ -1,0 +1,149 @@
+"""Member and caregiver tokens: HS256 JWTs customers sign with their own API key.
+
+Header ``{"alg": "HS256", "kid": "<key id>"}``; payload ``sub`` (the member), optional ``act``
+(a caregiver acting for ``sub``), ``iat``, ``exp`` (at most ``member_tokens.max_lifetime``, 24 h,
+after ``iat``) and ``scopes`` (an array of strings; empty means not narrowed). The key named by
+``kid`` must be active: revoking, rotating or expiring it ends its member tokens (within the
+one-second revocation bound). A caregiver token is admitted only while the relationship
+(``sub``, ``act``) is active; ``act`` equal to ``sub`` is a plain member token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+
+from gateway.authn.claims import check_times
+from gateway.authn.jws_checks import check_jws
+from gateway.authz.relationships import RelationshipProvider
+from gateway.clock import Clock
+from gateway.config import MemberTokenSettings
+from gateway.credentials import Credential
+from gateway.errors import InsufficientScope, InvalidToken, TokenExpired
+from gateway.identifiers import is_identifier
+from gateway.keys.service import KeyService
+from gateway.principal import CredentialKind, Principal
+from gateway.ttlcache import TTLCache
+
+MAX_SCOPES = 64
+MAX_SCOPE_LENGTH = 128
+
+
+def _bad(message: str, reason: str) -> InvalidToken:
+    return InvalidToken(message, details={"reason": reason})
+
+
+class MemberTokenAuthenticator:
+    kind = CredentialKind.MEMBER_TOKEN
+
+    def __init__(
+        self,
+        keys: KeyService,
+        relationships: RelationshipProvider,
+        settings: MemberTokenSettings,
+        clock: Clock,
+        cache_size: int,
+    ) -> None:
+        self._keys = keys
+        self._relationships = relationships
+        self._settings = settings
+        self._clock = clock
+        # token -> (principal without relationship check); the key's status and the
+        # relationship are checked on every request through their own 1 s caches.
+        self.cache: TTLCache[str, Principal] = TTLCache(cache_size)
+
+    async def authenticate(self, credential: Credential) -> Principal:
+        header = credential.header or {}
+        kid = header.get("kid")
+        # SECURITY: the algorithm is exactly HS256, whatever else the header says.
+        if header.get("alg") != "HS256":
+            raise _bad("Member tokens must be signed with HS256.", "alg")
+        if not isinstance(kid, str):
+            raise _bad("The token's kid must name an API key.", "unknown_kid")
+        try:
+            active = await self._keys.active_by_id(kid)
+        except TokenExpired:
+            raise _bad("The API key that signed this token has expired.", "key_expired") from None
+        now = self._clock.now()
+        principal = self.cache.get(credential.value, now)
+        if principal is None:
+            check_jws(credential.value, header)
+            principal = self._verify(
+                credential.value,
+                active.secret,
+                active.record.account,
+                active.record.environment,
+                kid,
+                now,
+            )
+            assert principal.expires_at is not None
+            self.cache.put(
+                credential.value, principal, principal.expires_at + self._settings.leeway
+            )
+        if principal.is_caregiver:
+            assert principal.user is not None
+            if not await self._relationships.active(
+                principal.account, principal.user, principal.actor
+            ):
+                raise InsufficientScope(
+                    f"{principal.actor} has no active caregiver relationship with "
+                    f"{principal.user}.",
+                    details={"reason": "relationship_inactive"},
+                )
+        return principal
+
+    def _verify(
+        self, token: str, secret: bytes, account: str, environment: str, kid: str, now: float
+    ) -> Principal:
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                secret,
+                algorithms=["HS256"],
+                options={
+                    "require": ["sub", "iat", "exp"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                    "verify_aud": False,
+                },
+            )
+        except jwt.PyJWTError:
+            raise _bad("The token's signature or claims are invalid.", "signature") from None
+        iat, exp = check_times(payload, now, self._settings.leeway)
+        if exp - iat > self._settings.max_lifetime:
+            raise _bad("Member tokens may live at most 24 hours (exp - iat).", "lifetime")
+        sub = payload.get("sub")
+        if not is_identifier(sub):
+            raise _bad("The token's sub must be a member id.", "claims")
+        assert isinstance(sub, str)
+        actor = sub
+        if "act" in payload:
+            act = payload["act"]
+            if not isinstance(act, str) or not is_identifier(act):
+                raise _bad("The token's act must be a member id.", "claims")
+            actor = act
+        scopes = payload.get("scopes", [])
+        if (
+            not isinstance(scopes, list)
+            or len(scopes) > MAX_SCOPES
+            or not all(
+                isinstance(s, str)
+                and 0 < len(s) <= MAX_SCOPE_LENGTH
+                and s.isprintable()
+                and " " not in s
+                for s in scopes
+            )
+        ):
+            raise _bad("The token's scopes must be an array of strings.", "claims")
+        return Principal(
+            account=account,
+            credential=CredentialKind.MEMBER_TOKEN,
+            environment=environment,
+            actor=actor,
+            user=sub,
+            scopes=tuple(scopes),
+            key_id=kid,
+            expires_at=exp,
+        )

@@ -1,0 +1,103 @@
+"""Team session tokens: JWTs from the operator's identity provider(s).
+
+The provider is chosen by the token's ``iss`` among the configured ones (an unknown issuer is
+refused); the signature is checked with that provider's JWKS, with the algorithm pinned to the
+provider's configured list; ``aud`` must be the provider's audience. The account and the person
+are read from the configured claims. Access is account-wide like an API key, attributed to the
+person (``X-Auth-Actor``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+
+from gateway.authn.claims import check_times
+from gateway.authn.jwks import JwksCache
+from gateway.authn.jws_checks import check_jws
+from gateway.clock import Clock
+from gateway.config import IdentityProvider
+from gateway.credentials import Credential
+from gateway.errors import InvalidToken
+from gateway.identifiers import is_header_safe, is_identifier
+from gateway.principal import CredentialKind, Principal
+from gateway.ttlcache import TTLCache
+
+
+def _bad(message: str, reason: str) -> InvalidToken:
+    return InvalidToken(message, details={"reason": reason})
+
+
+class TeamSessionAuthenticator:
+    kind = CredentialKind.TEAM_SESSION
+
+    def __init__(
+        self,
+        providers: dict[str, tuple[IdentityProvider, JwksCache]],
+        clock: Clock,
+        cache_size: int,
+    ) -> None:
+        self._providers = providers
+        self._clock = clock
+        self.cache: TTLCache[str, Principal] = TTLCache(cache_size)
+
+    async def authenticate(self, credential: Credential) -> Principal:
+        now = self._clock.now()
+        cached = self.cache.get(credential.value, now)
+        if cached is not None:
+            return cached
+        header = credential.header or {}
+        check_jws(credential.value, header)
+        try:
+            unverified = jwt.decode(credential.value, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise _bad("The token is malformed.", "malformed") from None
+        issuer = unverified.get("iss")
+        found = self._providers.get(issuer) if isinstance(issuer, str) else None
+        if found is None:
+            raise _bad("The token's issuer is not trusted here.", "issuer")
+        provider, jwks = found
+        alg, kid = header.get("alg"), header.get("kid")
+        # SECURITY: only the provider's configured algorithms; never "none" or HS*.
+        if alg not in provider.algorithms:
+            raise _bad("The token's algorithm is not allowed.", "alg")
+        if not isinstance(kid, str) or not kid or len(kid) > 256:
+            raise _bad("The token has no usable kid.", "unknown_kid")
+        key = await jwks.key(kid)
+        if key.algorithm_name not in provider.algorithms and key.algorithm_name != alg:
+            raise _bad("The token's algorithm does not match its key.", "alg")
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                credential.value,
+                key.key,
+                algorithms=[alg],
+                audience=provider.audience,
+                issuer=provider.issuer,
+                options={
+                    "require": ["iss", "aud", "exp", "iat"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.PyJWTError:
+            raise _bad("The token's signature or claims are invalid.", "signature") from None
+        _, exp = check_times(payload, now, provider.leeway)
+        account, person = payload.get(provider.account_claim), payload.get(provider.actor_claim)
+        if not is_identifier(account):
+            raise _bad(
+                f"The token's {provider.account_claim} claim is not an account id.", "claims"
+            )
+        if not is_header_safe(person):
+            raise _bad(f"The token's {provider.actor_claim} claim is not usable.", "claims")
+        assert isinstance(account, str) and isinstance(person, str)
+        principal = Principal(
+            account=account,
+            credential=CredentialKind.TEAM_SESSION,
+            environment=provider.environment,
+            actor=person,
+            expires_at=exp,
+        )
+        self.cache.put(credential.value, principal, exp + provider.leeway)
+        return principal

@@ -1,0 +1,1 @@
+"""Authorization: the compiled route policy and the checks a principal must pass on a route."""

@@ -1,0 +1,24 @@
+"""Time, injectable: every expiry decision asks a :class:`Clock`, so tests move time instead of
+waiting for it."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the Unix epoch."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+def rfc3339(epoch: float) -> str:
+    """``2025-01-15T11:00:00Z``: RFC 3339, UTC, whole seconds, as the token doc shows."""
+    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

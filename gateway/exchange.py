@@ -1,0 +1,40 @@
+"""What the pipeline learned about one request, for the access log, audit log and metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.principal import CredentialKind, Principal
+
+
+class Exchange:
+    __slots__ = (
+        "credential",
+        "credential_present",
+        "error",
+        "group",
+        "principal",
+        "rate",
+        "request_id",
+        "route",
+        "started",
+        "timings",
+        "upstream",
+    )
+
+    def __init__(self, request_id: str, started: float) -> None:
+        self.request_id = request_id
+        self.started = started
+        self.route = "unmatched"
+        self.group: str | None = None
+        # (limit, remaining, reset seconds) of the tightest rate limit that applied.
+        self.rate: tuple[int, int, float] | None = None
+        self.credential: CredentialKind | None = None
+        self.credential_present = False
+        self.principal: Principal | None = None
+        self.error: str | None = None
+        self.upstream: str | None = None
+        self.timings: dict[str, float] = {}
+
+
+EXCHANGE = web.RequestKey("exchange", Exchange)

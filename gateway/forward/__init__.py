@@ -1,0 +1,1 @@
+"""Forwarding: proxy mode streams to the upstream; decision mode answers a proxy in front."""

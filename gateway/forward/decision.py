@@ -1,0 +1,76 @@
+"""Decision mode (forward auth): a proxy in front asks, the gateway answers; nothing is forwarded.
+
+``GET|POST|… {decision.prefix}[/original/path]``. The original method and URI are read from, in
+order:
+
+- ``X-Original-Method`` + ``X-Original-URI`` (nginx ``auth_request``),
+- ``X-Original-Method`` + ``X-Original-URL`` (ingress-nginx ``auth-url``),
+- ``X-Forwarded-Method`` + ``X-Forwarded-Uri`` (Traefik ForwardAuth),
+- otherwise the request itself, with the prefix stripped (Envoy ``ext_authz`` HTTP service with
+  ``path_prefix``).
+
+The same pipeline as proxy mode runs on them. Allowed: 200, empty body, the identity headers
+(``auth-response-headers`` / ``auth_request_set`` copy them to the upstream request). Refused: the
+usual JSON error with its status and ``WWW-Authenticate``. Gateway-owned endpoints (token
+issuance, SDK initialize) are not decided here: route them to the gateway itself.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+from yarl import URL
+
+from gateway.errors import InvalidRequest, NotFound
+from gateway.exchange import EXCHANGE
+from gateway.pipeline import admit
+from gateway.runtime import RUNTIME
+
+_METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
+
+
+def original_target(request: web.Request, prefix: str) -> tuple[str, str]:
+    """(method, raw target) of the request the proxy in front is asking about."""
+    headers = request.headers
+    method = next((headers[h] for h in _METHOD_HEADERS if h in headers), request.method)
+    if "X-Original-URI" in headers:
+        target = headers["X-Original-URI"]
+    elif "X-Original-URL" in headers:
+        url = URL(headers["X-Original-URL"], encoded=True)
+        target = url.raw_path_qs
+    elif "X-Forwarded-Uri" in headers:
+        target = headers["X-Forwarded-Uri"]
+    else:
+        target = request.raw_path[len(prefix) :] or "/"
+    if not method.isalpha() or not method.isupper() or len(method) > 16:
+        raise InvalidRequest("The original method is not valid.", details={"reason": "method"})
+    return method, target
+
+
+def query_of(target: str) -> MultiDictProxy[str]:
+    _, _, query = target.partition("?")
+    return MultiDictProxy(MultiDict(parse_qsl(query, keep_blank_values=True)))
+
+
+async def decision_handler(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    exchange = request[EXCHANGE]
+    method, target = original_target(request, runtime.settings.decision.prefix)
+    principal, match = await admit(
+        runtime, exchange, request.headers, query_of(target), method, target
+    )
+    if match.rule.handler is not None:
+        raise NotFound(
+            "This endpoint is served by the gateway itself: route it to the gateway, "
+            "not through forward auth.",
+            details={"reason": "gateway_endpoint"},
+        )
+    runtime.upstream_for(principal)  # SECURITY: an environment with no upstream is refused here too
+    response = web.Response(status=200)
+    response.headers.extend(runtime.identity.render(principal))
+    response.headers[runtime.settings.headers.request_id] = exchange.request_id
+    if runtime.assertions is not None:
+        response.headers[runtime.settings.headers.assertion] = runtime.assertions.render(principal)
+    return response

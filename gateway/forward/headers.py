@@ -1,0 +1,88 @@
+"""Which request and response headers cross the gateway (RFC 9110 §7.6.1)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "http2-settings",
+    }
+)
+# Set by the gateway from what it knows; a client's copy is never trusted.
+FORWARDED = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"}
+)
+# Recomputed by aiohttp's client for the upstream.
+RECOMPUTED = frozenset({"host", "expect", "content-length"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
+
+
+def canonical(name: str) -> str:
+    """Header names compared the way a lenient backend might read them: case-insensitively and
+    with ``_`` equal to ``-`` (several servers and CGI-style frameworks fold them)."""
+    return name.lower().replace("_", "-")
+
+
+def connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.getall("Connection", []):
+        tokens.update(canonical(t.strip()) for t in value.split(",") if t.strip())
+    return tokens
+
+
+def request_headers(
+    incoming: CIMultiDictProxy[str],
+    *,
+    owned: frozenset[str],
+    forward_authorization: bool,
+    trust_forwarded: bool,
+) -> CIMultiDict[str]:
+    """The client's headers less hop-by-hop ones, those its ``Connection`` names, the
+    gateway-owned identity headers in any spelling, and (unless configured) ``Authorization``.
+
+    The identity headers are added afterwards by the caller, so naming them in ``Connection``
+    cannot make the gateway drop its own copies.
+    """
+    drop = HOP_BY_HOP | RECOMPUTED | connection_tokens(incoming)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        key = canonical(name)
+        # SECURITY: spoofed identity headers are removed in every case and with '_' for '-'.
+        if key in owned or key in drop:
+            continue
+        if key in FORWARDED and not trust_forwarded:
+            continue
+        if key == "authorization" and not forward_authorization:
+            continue
+        out.add(name, value)
+    return out
+
+
+def response_headers(incoming: CIMultiDictProxy[str]) -> Iterable[tuple[str, str]]:
+    drop = HOP_BY_HOP | connection_tokens(incoming)
+    return [(k, v) for k, v in incoming.items() if canonical(k) not in drop]
+
+
+def request_id(incoming: str | None, generate: str) -> str:
+    """Propagate a well-formed ``X-Request-Id``; replace anything else."""
+    if incoming is not None and _REQUEST_ID.match(incoming):
+        return incoming
+    return generate
+
+
+def forwarded_host(host: str | None) -> str | None:
+    return host if host is not None and _HOST.match(host) else None

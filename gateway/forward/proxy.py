@@ -1,0 +1,214 @@
+"""Proxy mode: stream the request to the upstream and the answer back.
+
+Bodies are streamed in both directions and never buffered whole. Errors before the upstream's
+answer starts become 502/504/413 JSON; a failure after the answer started aborts the client's
+connection, so a client never sees a clean, complete-looking response with a truncated body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.config import Settings, Upstream
+from gateway.errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.forward import headers as hdrs
+from gateway.observe.metrics import Metrics
+
+CHUNK = 64 * 1024
+
+
+class _BodyTooLarge(Exception):
+    """Raised inside the body stream when a chunked body passes the limit."""
+
+
+class _BodyTimeout(Exception):
+    """Raised inside the body stream when the client stops sending."""
+
+
+def _ssl_context(upstream: Upstream) -> ssl.SSLContext | bool:
+    if upstream.url.scheme != "https":
+        return False
+    context = ssl.create_default_context(cafile=str(upstream.ca_file) if upstream.ca_file else None)
+    if upstream.client_cert is not None:
+        context.load_cert_chain(
+            str(upstream.client_cert), str(upstream.client_key) if upstream.client_key else None
+        )
+    return context
+
+
+def open_session(upstream: Upstream) -> aiohttp.ClientSession:
+    """A pooled client for one upstream, opened in the app's ``cleanup_ctx``."""
+    connector = aiohttp.TCPConnector(
+        limit=upstream.max_connections,
+        ssl=_ssl_context(upstream),
+        ttl_dns_cache=60,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+    )
+
+
+class Forwarder:
+    def __init__(
+        self, settings: Settings, sessions: dict[str, aiohttp.ClientSession], metrics: Metrics
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._sessions = sessions
+        self._owned = frozenset(hdrs.canonical(h) for h in settings.headers.identity())
+        self._max_body = settings.limits.max_body_bytes
+        self._in_flight: dict[str, int] = {}
+
+    async def forward(
+        self,
+        request: web.Request,
+        upstream: Upstream,
+        identity: tuple[tuple[str, str], ...],
+        request_id: str,
+        timings: dict[str, float],
+    ) -> web.StreamResponse:
+        settings = self._settings
+        out = hdrs.request_headers(
+            request.headers,
+            owned=self._owned,
+            forward_authorization=settings.forward_authorization,
+            trust_forwarded=settings.trust_forwarded,
+        )
+        peer = request.remote or ""
+        if settings.trust_forwarded and (prior := request.headers.get("X-Forwarded-For")):
+            peer = f"{prior}, {peer}"
+        out["X-Forwarded-For"] = peer
+        out["X-Forwarded-Proto"] = request.scheme
+        if (host := hdrs.forwarded_host(request.host)) is not None:
+            out["X-Forwarded-Host"] = host
+        out[settings.headers.request_id] = request_id
+        out.extend(identity)
+
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise PayloadTooLarge(details={"limit": self._max_body})
+        if length is not None:
+            out["Content-Length"] = str(length)
+        in_flight = self._in_flight.get(upstream.name, 0)
+        if in_flight >= upstream.max_in_flight:
+            # SECURITY: shed load fast instead of queueing without bound behind a slow upstream.
+            self._metrics.upstream_errors.labels(upstream.name, "shed").inc()
+            raise ServiceUnavailable(
+                "The upstream is at its concurrency limit. Retry later.",
+                details={"reason": "overloaded"},
+                headers={"Retry-After": "1"},
+            )
+        self._in_flight[upstream.name] = in_flight + 1
+        try:
+            return await self._exchange(request, upstream, out, request_id, timings)
+        finally:
+            self._in_flight[upstream.name] -= 1
+
+    async def _exchange(
+        self,
+        request: web.Request,
+        upstream: Upstream,
+        out: CIMultiDict[str],
+        request_id: str,
+        timings: dict[str, float],
+    ) -> web.StreamResponse:
+        data = self._body(request) if request.body_exists else None
+        url = URL(str(upstream.url) + request.raw_path, encoded=True)
+        session = self._sessions[upstream.name]
+        started = time.perf_counter()
+        try:
+            upstream_response = await session.request(
+                request.method,
+                url,
+                headers=out,
+                data=data,
+                allow_redirects=False,
+                compress=None,
+                chunked=None,
+            )
+        except _BodyTooLarge:
+            raise PayloadTooLarge(details={"limit": self._max_body}) from None
+        except _BodyTimeout:
+            raise RequestTimeout(headers={"Connection": "close"}) from None
+        except TimeoutError:
+            self._metrics.upstream_errors.labels(upstream.name, "timeout").inc()
+            raise UpstreamTimeout(details={"upstream": upstream.name}) from None
+        except aiohttp.ClientError as exc:
+            if isinstance(exc.__cause__, _BodyTooLarge):
+                raise PayloadTooLarge(details={"limit": self._max_body}) from None
+            if isinstance(exc.__cause__, _BodyTimeout):
+                raise RequestTimeout(headers={"Connection": "close"}) from None
+            self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
+            raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
+        try:
+            return await self._relay(request, upstream_response, request_id, upstream.name)
+        finally:
+            upstream_response.release()
+            timings["upstream"] = time.perf_counter() - started
+
+    async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
+        seen = 0
+        timeout = self._settings.limits.body_timeout
+        while True:
+            try:
+                # SECURITY: a client that stalls mid-body is cut off; it cannot hold an
+                # upstream connection open indefinitely.
+                chunk = await asyncio.wait_for(request.content.read(CHUNK), timeout)
+            except TimeoutError:
+                raise _BodyTimeout from None
+            if not chunk:
+                return
+            seen += len(chunk)
+            if seen > self._max_body:
+                raise _BodyTooLarge
+            yield chunk
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        request_id: str,
+        upstream_name: str,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in hdrs.response_headers(upstream.headers):
+            response.headers.add(name, value)
+        response.headers[self._settings.headers.request_id] = request_id
+        try:
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+        except (aiohttp.ClientError, TimeoutError, ConnectionError):
+            # The answer has started: the only honest signal left is to abort the connection.
+            self._metrics.upstream_errors.labels(upstream_name, "aborted").inc()
+            if request.transport is not None:
+                request.transport.abort()
+            response.force_close()
+        return response
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex

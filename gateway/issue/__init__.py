@@ -1,0 +1,1 @@
+"""Token issuance: gateway signing keys, JWKS, user tokens, mobile tokens and SDK sessions."""

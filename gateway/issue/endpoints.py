@@ -1,0 +1,181 @@
+"""The gateway-owned endpoints: user tokens, mobile tokens, SDK initialization, JWKS.
+
+Reached through the policy like any route (``handler:`` in a rule), so they are authenticated and
+authorized by the same pipeline before these functions run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.clock import rfc3339
+from gateway.errors import InsufficientScope, InvalidRequest
+from gateway.identifiers import is_identifier
+from gateway.issue.gateway_tokens import SDK, USER
+from gateway.issue.mobile import SCOPES, refusal
+from gateway.principal import CredentialKind, Principal
+from gateway.runtime import RUNTIME, Handler
+from gateway.stores.base import MobileState
+
+MAX_BODY = 64 * 1024
+
+
+def _json(data: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise InvalidRequest("The request body is too large.", details={"reason": "body"})
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise InvalidRequest("The request body is too large.", details={"reason": "body"})
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "The body must be a JSON object.", details={"reason": "body"}
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object.", details={"reason": "body"})
+    return data
+
+
+def _user_id(data: dict[str, Any]) -> str:
+    user_id = data.get("user_id")
+    if not isinstance(user_id, str) or not is_identifier(user_id):
+        raise InvalidRequest(
+            "user_id must be 1-128 letters, digits, '_' or '-'.", details={"field": "user_id"}
+        )
+    return user_id
+
+
+def _require_api_key(principal: Principal) -> str:
+    # SECURITY: only an API key issues tokens, even if a policy were edited to allow more.
+    if principal.credential is not CredentialKind.API_KEY or principal.key_id is None:
+        raise InsufficientScope(
+            "Only an API key can issue tokens.", details={"reason": "credential_kind"}
+        )
+    return principal.key_id
+
+
+async def _confirm_user(request: web.Request, principal: Principal, user_id: str) -> None:
+    runtime = request.app[RUNTIME]
+    upstream = runtime.upstream_for(principal)
+    await runtime.membership.confirm(
+        runtime.sessions[upstream.name],
+        upstream.url,
+        principal,
+        user_id,
+        runtime.identity.render(principal),
+        upstream.name,
+    )
+
+
+async def user_token(request: web.Request, principal: Principal) -> web.StreamResponse:
+    """``POST /v1/auth/user-token`` and ``/refresh``: ``{"user_id"}`` → a 1-hour user token."""
+    runtime = request.app[RUNTIME]
+    key_id = _require_api_key(principal)
+    user_id = _user_id(await _body(request))
+    await _confirm_user(request, principal, user_id)
+    token, exp = runtime.tokens.issue(
+        USER,
+        user=user_id,
+        account=principal.account,
+        environment=principal.environment,
+        key_id=key_id,
+        ttl=runtime.settings.tokens.user_token_ttl,
+    )
+    runtime.metrics.tokens_issued.labels("user_token").inc()
+    return _json({"token": token, "user_id": user_id, "expires_at": rfc3339(exp)})
+
+
+async def mobile_token(request: web.Request, principal: Principal) -> web.StreamResponse:
+    """``POST /v1/auth/mobile-token``: ``{"user_id", "scopes"?}`` → a single-use ``mt_`` token."""
+    runtime = request.app[RUNTIME]
+    key_id = _require_api_key(principal)
+    data = await _body(request)
+    user_id = _user_id(data)
+    scopes = data.get("scopes", list(SCOPES))
+    if (
+        not isinstance(scopes, list)
+        or not scopes
+        or not all(isinstance(s, str) and s in SCOPES for s in scopes)
+    ):
+        raise InvalidRequest(
+            f"scopes must be a non-empty subset of {', '.join(SCOPES)}.",
+            details={"field": "scopes"},
+        )
+    ordered = tuple(s for s in SCOPES if s in scopes)
+    await _confirm_user(request, principal, user_id)
+    token, record = await runtime.mobile.issue(
+        account=principal.account,
+        environment=principal.environment,
+        user=user_id,
+        scopes=ordered,
+        key_id=key_id,
+    )
+    runtime.metrics.tokens_issued.labels("mobile_token").inc()
+    return _json(
+        {
+            "token": token,
+            "user_id": user_id,
+            "scopes": list(ordered),
+            "expires_at": rfc3339(record.expires_at),
+        }
+    )
+
+
+async def sdk_initialize(request: web.Request, principal: Principal) -> web.StreamResponse:
+    """``POST /v1/sdk/initialize`` with ``Bearer mt_…``: consume it, answer an SDK session."""
+    runtime = request.app[RUNTIME]
+    if principal.credential is not CredentialKind.MOBILE_TOKEN or principal.token_id is None:
+        raise InsufficientScope(
+            "Only a mobile token can initialize the SDK.", details={"reason": "credential_kind"}
+        )
+    state, record = await runtime.mobile.consume(principal.token_id)
+    runtime.metrics.mobile_consumed.labels(state.value).inc()
+    if state is not MobileState.OK or record is None:
+        raise refusal(state)
+    session, exp = runtime.tokens.issue(
+        SDK,
+        user=record.user,
+        account=record.account,
+        environment=record.environment,
+        key_id=record.key_id,
+        ttl=runtime.settings.tokens.sdk_session_ttl,
+        scopes=record.scopes,
+    )
+    runtime.metrics.tokens_issued.labels("sdk_session").inc()
+    return _json(
+        {
+            "session_token": session,
+            "user_id": record.user,
+            "scopes": list(record.scopes),
+            "expires_at": rfc3339(exp),
+        }
+    )
+
+
+async def jwks(request: web.Request) -> web.Response:
+    """``GET /.well-known/jwks.json``: public keys of every signing key in use."""
+    body = orjson.dumps(request.app[RUNTIME].tokens.keys.jwks())
+    return web.Response(
+        body=body, content_type="application/json", headers={"Cache-Control": "public, max-age=300"}
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "user_token": user_token,
+    "user_token_refresh": user_token,
+    "mobile_token": mobile_token,
+    "sdk_initialize": sdk_initialize,
+}

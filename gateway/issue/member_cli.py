@@ -1,0 +1,77 @@
+"""``gateway tokens member``: sign a member or caregiver token the way a customer's server does.
+
+It mirrors the customer-side library of the Source auth document: header
+``{"alg": "HS256", "kid": KEY_ID}`` (no ``typ``), payload ``sub``, optional ``act``, ``iat``,
+``exp`` and ``scopes`` (default ``[]``), HMAC-SHA256 keyed with the API key's UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import jwt
+
+from gateway.confignode import ConfigError, Node
+from gateway.identifiers import is_identifier
+from gateway.keys.material import KEY_ID_SHAPE, KEY_SHAPE
+
+MAX_TTL = 86400.0
+
+
+def member_token(
+    key: str,
+    key_id: str,
+    sub: str,
+    *,
+    act: str | None = None,
+    ttl: float = 300.0,
+    scopes: tuple[str, ...] = (),
+    now: float | None = None,
+) -> str:
+    issued = int(now if now is not None else time.time())
+    payload: dict[str, Any] = {"sub": sub}
+    if act is not None:
+        payload["act"] = act
+    payload.update({"iat": issued, "exp": issued + int(ttl), "scopes": list(scopes)})
+    return jwt.encode(
+        payload, key.encode("utf-8"), algorithm="HS256", headers={"kid": key_id, "typ": None}
+    )
+
+
+def cmd_member(args: argparse.Namespace) -> int:
+    problems = []
+    if not KEY_SHAPE.match(args.key):
+        problems.append("--key must be an API key (sk_live_…, sk_sandbox_…, sk_test_…)")
+    if not KEY_ID_SHAPE.match(args.key_id):
+        problems.append("--key-id must be a key id (key_…)")
+    for name in ("sub", "act"):
+        value = getattr(args, name)
+        if value is not None and not is_identifier(value):
+            problems.append(f"--{name} must be 1-128 letters, digits, '_' or '-'")
+    try:
+        ttl = Node(args.ttl, "--ttl").duration(minimum=1, maximum=MAX_TTL)
+    except ConfigError as exc:
+        problems.append(f"{exc} (at most 24h)")
+        ttl = 0.0
+    if problems:
+        sys.stderr.write("gateway: " + "; ".join(problems) + "\n")
+        return 2
+    scopes = tuple(s for s in (args.scopes or "").split(",") if s)
+    print(member_token(args.key, args.key_id, args.sub, act=args.act, ttl=ttl, scopes=scopes))
+    return 0
+
+
+def add_member_command(sub: Any) -> None:
+    tokens = sub.add_parser("tokens", help="sign tokens as a customer's server would")
+    tsub = tokens.add_subparsers(dest="action", required=True)
+    m = tsub.add_parser("member", help="a member token (or a caregiver token with --act)")
+    m.add_argument("--key", required=True, help="the API key that signs (sk_…)")
+    m.add_argument("--key-id", required=True, help="its key id (key_…), the JWT kid")
+    m.add_argument("--sub", required=True, help="the member")
+    m.add_argument("--act", help="the caregiver acting for --sub")
+    m.add_argument("--ttl", default="5m", help="lifetime, e.g. 5m, 1h (at most 24h)")
+    m.add_argument("--scopes", default="", help="comma-separated, e.g. sleep:read,scores:read")
+    tokens.set_defaults(func=cmd_member)

@@ -1,0 +1,70 @@
+"""Does a user belong to the account of the key asking for a token? The backend knows.
+
+Before issuing a token for a user, the gateway asks the upstream ``GET /v1/users/{user_id}`` with
+the API key's identity headers: 2xx means the user is in the account, 404 (or 403) means not.
+Answers are cached for ``tokens.membership_cache_ttl`` per (account, environment, user).
+Anything else is an upstream failure, never a yes.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from yarl import URL
+
+from gateway.clock import Clock
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable, UserNotFound
+from gateway.principal import Principal
+from gateway.ttlcache import TTLCache
+
+Session = aiohttp.ClientSession
+
+
+class Membership:
+    def __init__(self, clock: Clock, ttl: float) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self.cache: TTLCache[tuple[str, str, str], bool] = TTLCache(100_000)
+
+    async def confirm(
+        self,
+        session: Session,
+        base: URL,
+        principal: Principal,
+        user_id: str,
+        identity: tuple[tuple[str, str], ...],
+        upstream_name: str,
+    ) -> None:
+        key = (principal.account, principal.environment, user_id)
+        now = self._clock.now()
+        known = self.cache.get(key, now)
+        if known is None:
+            known = await self._ask(session, base, user_id, identity, upstream_name)
+            self.cache.put(key, known, now + self._ttl)
+        if not known:
+            raise UserNotFound(f"No user {user_id} in this account.")
+
+    @staticmethod
+    async def _ask(
+        session: Session,
+        base: URL,
+        user_id: str,
+        identity: tuple[tuple[str, str], ...],
+        upstream_name: str,
+    ) -> bool:
+        # user_id was validated as an identifier, so it is a single safe path segment.
+        url = URL(f"{base}/v1/users/{user_id}", encoded=True)
+        try:
+            async with session.get(url, headers=list(identity), allow_redirects=False) as resp:
+                await resp.read()
+                if 200 <= resp.status < 300:
+                    return True
+                if resp.status in (403, 404):
+                    return False
+        except TimeoutError:
+            raise UpstreamTimeout(details={"upstream": upstream_name}) from None
+        except aiohttp.ClientError:
+            raise UpstreamUnavailable(details={"upstream": upstream_name}) from None
+        raise UpstreamUnavailable(
+            "The upstream could not confirm the user.",
+            details={"upstream": upstream_name, "status": resp.status},
+        )

@@ -1,0 +1,103 @@
+"""The gateway's signing keys: one signs, every configured key verifies, all are published.
+
+Keys are PEM private keys (RS256: RSA ≥ 2048 bits; ES256: P-256) named in
+``tokens.signing_keys`` with a ``kid``; ``tokens.active_kid`` signs. Rotating means adding a new
+key, making it active, and removing the old one after the longest token lifetime has passed:
+tokens signed by the old key keep verifying until then. JWK conversion is PyJWT's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from gateway.config import TokenSettings
+from gateway.confignode import ConfigError
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    algorithm: str
+    private: PrivateKey
+    public: PublicKey
+
+    def jwk(self) -> dict[str, Any]:
+        if isinstance(self.public, rsa.RSAPublicKey):
+            jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self.public))
+        else:
+            jwk = json.loads(ECAlgorithm.to_jwk(self.public))
+        jwk.update({"kid": self.kid, "alg": self.algorithm, "use": "sig"})
+        return jwk
+
+
+def generate_private_key(algorithm: str) -> PrivateKey:
+    if algorithm == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ValueError(f"unsupported algorithm {algorithm}")
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _load(path: Path, algorithm: str, field: str) -> PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        raise ConfigError(field, f"{path} is not an unencrypted PEM private key") from None
+    if algorithm == "RS256" and isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < 2048:
+            raise ConfigError(field, "RS256 keys must be at least 2048 bits")
+        return key
+    if (
+        algorithm == "ES256"
+        and isinstance(key, ec.EllipticCurvePrivateKey)
+        and isinstance(key.curve, ec.SECP256R1)
+    ):
+        return key
+    raise ConfigError(field, f"{path} is not a key for {algorithm}")
+
+
+class SigningKeys:
+    def __init__(self, keys: list[SigningKey], active_kid: str) -> None:
+        self._by_kid = {k.kid: k for k in keys}
+        self.active = self._by_kid[active_kid]
+
+    @classmethod
+    def from_settings(cls, settings: TokenSettings) -> SigningKeys:
+        """The configured keys; with none configured, one ephemeral RS256 key (one process
+        only: tokens it signs do not verify on other replicas or after a restart)."""
+        if not settings.signing_keys:
+            private = generate_private_key("RS256")
+            return cls(
+                [SigningKey("ephemeral", "RS256", private, private.public_key())], "ephemeral"
+            )
+        keys = []
+        for i, configured in enumerate(settings.signing_keys):
+            private = _load(configured.path, configured.algorithm, f"tokens.signing_keys[{i}].file")
+            keys.append(
+                SigningKey(configured.kid, configured.algorithm, private, private.public_key())
+            )
+        assert settings.active_kid is not None  # validated with the config
+        return cls(keys, settings.active_kid)
+
+    def get(self, kid: object) -> SigningKey | None:
+        # SECURITY: a kid is only ever a dictionary key here: never a path, URL or query.
+        return self._by_kid.get(kid) if isinstance(kid, str) else None
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [k.jwk() for k in self._by_kid.values()]}

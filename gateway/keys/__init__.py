@@ -1,0 +1,1 @@
+"""API keys: the account credential, from creation to revocation."""

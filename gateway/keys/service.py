@@ -1,0 +1,237 @@
+"""The API-key lifecycle and the one lookup every key-authenticated request goes through.
+
+Revocation bound: a looked-up key is cached in-process for at most ``api_keys.cache_ttl`` seconds
+(one second at most, enforced by the config), after which the store is asked again. Revoking or
+rotating a key on any replica therefore takes effect on every replica sharing the store within
+that bound, with no message that could be lost. When the store is unreachable a cached entry is
+used for at most ``api_keys.stale_window`` more seconds (0 by default: fail closed).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from gateway.clock import Clock
+from gateway.config import ApiKeySettings
+from gateway.errors import InvalidRequest, InvalidToken, StoreUnavailable, TokenExpired
+from gateway.identifiers import is_identifier
+from gateway.keys import material
+from gateway.keys.record import KeyRecord
+from gateway.keys.sealing import Sealer
+from gateway.stores.base import KeyStore
+from gateway.ttlcache import StatsFactory, TTLCache
+
+_REASON_MESSAGES = {
+    "unknown": "The API key is not recognized.",
+    "revoked": "The API key has been revoked.",
+    "rotated": "The API key has been rotated; use the new key.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveKey:
+    """A key record together with its secret, for verifying member tokens signed with it."""
+
+    record: KeyRecord
+    secret: bytes
+
+
+class KeyService:
+    def __init__(
+        self,
+        store: KeyStore,
+        sealer: Sealer,
+        clock: Clock,
+        settings: ApiKeySettings,
+        *,
+        cache_size: int = 100_000,
+    ) -> None:
+        self._store = store
+        self._sealer = sealer
+        self._clock = clock
+        self._settings = settings
+        self._by_digest: TTLCache[str, KeyRecord] = TTLCache(cache_size)
+        self._by_id: TTLCache[str, KeyRecord] = TTLCache(cache_size)
+        # Secrets never change for a key id; kept (bounded) so member tokens cost no decryption.
+        self._secrets: dict[str, bytes] = {}
+        self._secrets_max = cache_size
+
+    # -- authentication --------------------------------------------------------------------
+    async def authenticate(self, presented: str) -> KeyRecord:
+        """The active record of ``presented``, or :class:`InvalidToken` / :class:`TokenExpired`
+        / :class:`StoreUnavailable`."""
+        now = self._clock.now()
+        digest = material.digest(presented)
+        record = self._by_digest.get(digest, now)
+        if record is None:
+            try:
+                blob = await self._store.key_by_digest(digest)
+            except StoreUnavailable:
+                record = self._by_digest.get(digest, now, stale=True)
+                if record is None:
+                    raise
+            else:
+                record = KeyRecord.from_blob(blob) if blob is not None else None
+                # SECURITY: constant-time confirmation that the record found is this key's.
+                if record is None or not hmac.compare_digest(record.digest, digest):
+                    raise InvalidToken(_REASON_MESSAGES["unknown"], details={"reason": "unknown"})
+                self._remember(record, now)
+        return self._check(record, now)
+
+    async def record_by_id(self, key_id: str) -> KeyRecord:
+        """The record with this id, whatever its status (cached like :meth:`authenticate`)."""
+        if not material.KEY_ID_SHAPE.match(key_id):
+            raise InvalidToken("Unknown signing key.", details={"reason": "unknown_kid"})
+        now = self._clock.now()
+        record = self._by_id.get(key_id, now)
+        if record is None:
+            try:
+                blob = await self._store.key_by_id(key_id)
+            except StoreUnavailable:
+                record = self._by_id.get(key_id, now, stale=True)
+                if record is None:
+                    raise
+            else:
+                if blob is None:
+                    raise InvalidToken("Unknown signing key.", details={"reason": "unknown_kid"})
+                record = KeyRecord.from_blob(blob)
+                ttl = self._settings.cache_ttl
+                self._by_id.put(key_id, record, now + ttl, now + ttl + self._settings.stale_window)
+        return record
+
+    async def active_by_id(self, key_id: str) -> ActiveKey:
+        """The key with this id and its secret, if active; errors as :meth:`authenticate`."""
+        record = self._check(await self.record_by_id(key_id), self._clock.now())
+        secret = self._secrets.get(key_id)
+        if secret is None:
+            secret = self._sealer.open(record.sealed, record.key_id).encode()
+            self._secrets[key_id] = secret
+            if len(self._secrets) > self._secrets_max:
+                self._secrets.pop(next(iter(self._secrets)))
+        return ActiveKey(record, secret)
+
+    async def ensure_not_revoked(self, key_id: str) -> None:
+        """Tokens derived from a key die with an explicit revocation of that key (within the
+        revocation bound). A rotated or expired key's tokens live out their own short lifetime,
+        so rotating a key does not log every browser out."""
+        record = await self.record_by_id(key_id)
+        now = self._clock.now()
+        if record.revoked_at is not None and record.revoked_at <= now and not record.rotated_to:
+            raise InvalidToken(
+                "The API key this token was issued with has been revoked.",
+                details={"reason": "key_revoked"},
+            )
+
+    def attach_stats(self, stats: StatsFactory) -> None:
+        self._by_digest.attach(stats("api_key"))
+        self._by_id.attach(stats("api_key_by_id"))
+
+    def _remember(self, record: KeyRecord, now: float) -> None:
+        ttl = self._settings.cache_ttl
+        self._by_digest.put(
+            record.digest, record, now + ttl, now + ttl + self._settings.stale_window
+        )
+
+    @staticmethod
+    def _check(record: KeyRecord, now: float) -> KeyRecord:
+        status = record.status(now)
+        if status == "expired":
+            raise TokenExpired(
+                "The API key has expired (keys are revoked automatically after "
+                "their lifetime); create a new one.",
+                details={"reason": "expired"},
+            )
+        if status != "active":
+            raise InvalidToken(_REASON_MESSAGES[status], details={"reason": status})
+        return record
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def create(
+        self,
+        account: str,
+        environment: str,
+        *,
+        label: str = "",
+        test: bool = False,
+        lifetime: float | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """A new key. The key itself is returned here and never again."""
+        if not is_identifier(account):
+            raise InvalidRequest(
+                "account must be 1-128 letters, digits, '_' or '-'.", details={"field": "account"}
+            )
+        if environment not in ("live", "sandbox"):
+            raise InvalidRequest(
+                "environment must be live or sandbox.", details={"field": "environment"}
+            )
+        if len(label) > 200 or not label.isprintable():
+            raise InvalidRequest(
+                "label must be at most 200 printable characters.", details={"field": "label"}
+            )
+        limit = self._settings.lifetime
+        if lifetime is not None and not 0 < lifetime <= limit:
+            raise InvalidRequest(
+                f"lifetime must be between 1 and {int(limit)} seconds.",
+                details={"field": "lifetime"},
+            )
+        now = self._clock.now()
+        prefix = material.prefix_for(environment, test=test)
+        key, key_id = material.new_key(prefix), material.new_key_id()
+        record = KeyRecord(
+            key_id=key_id,
+            account=account,
+            environment=environment,
+            prefix=prefix,
+            label=label,
+            created_at=now,
+            expires_at=now + (lifetime or limit),
+            digest=material.digest(key),
+            sealed=self._sealer.seal(key, key_id),
+        )
+        await self._store.put_key(key_id, record.digest, record.to_blob())
+        return key, record
+
+    async def list(self, account: str | None = None) -> list[KeyRecord]:
+        records = [KeyRecord.from_blob(b) for b in await self._store.list_keys()]
+        return sorted(
+            (r for r in records if account is None or r.account == account),
+            key=lambda r: r.created_at,
+        )
+
+    async def _get(self, key_id: str) -> KeyRecord:
+        blob = await self._store.key_by_id(key_id) if material.KEY_ID_SHAPE.match(key_id) else None
+        if blob is None:
+            raise InvalidRequest(f"No key with id {key_id}.", details={"field": "key_id"})
+        return KeyRecord.from_blob(blob)
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        record = await self._get(key_id)
+        if record.revoked_at is None or record.revoked_at > self._clock.now():
+            record = record.with_changes(revoked_at=self._clock.now())
+            await self._store.put_key(record.key_id, record.digest, record.to_blob())
+        self._forget(record)
+        return record
+
+    async def rotate(self, key_id: str, *, grace: float = 0.0) -> tuple[str, KeyRecord, KeyRecord]:
+        """A new key for the same account and environment. The old key stops working at once,
+        or after ``grace`` seconds when a zero-downtime rotation asks for it (at most 24 h)."""
+        if not 0 <= grace <= 86400:
+            raise InvalidRequest(
+                "grace must be between 0 and 86400 seconds.", details={"field": "grace"}
+            )
+        old = await self._get(key_id)
+        if old.status(self._clock.now()) != "active":
+            raise InvalidRequest(f"Key {key_id} is not active.", details={"field": "key_id"})
+        key, new = await self.create(
+            old.account, old.environment, label=old.label, test=old.prefix == "sk_test_"
+        )
+        old = old.with_changes(revoked_at=self._clock.now() + grace, rotated_to=new.key_id)
+        await self._store.put_key(old.key_id, old.digest, old.to_blob())
+        self._forget(old)
+        return key, new, old
+
+    def _forget(self, record: KeyRecord) -> None:
+        self._by_digest.discard(record.digest)
+        self._by_id.discard(record.key_id)
+        self._secrets.pop(record.key_id, None)

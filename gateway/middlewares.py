@@ -1,0 +1,126 @@
+"""The public app's middlewares, as small factories over the runtime (aiohttp's own style)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, NotFound
+from gateway.exchange import EXCHANGE, Exchange
+from gateway.forward.headers import request_id
+from gateway.forward.proxy import new_request_id
+from gateway.observe import logs
+from gateway.render import error_response
+from gateway.runtime import Runtime
+
+_AIOHTTP_STATUS = {400: InvalidRequest, 404: NotFound}
+
+
+def observe_middleware(runtime: Runtime) -> Middleware:
+    """Outermost: gives every request an :class:`Exchange` and a request id, then records one
+    access line, one audit line (when someone was authenticated) and the request metrics."""
+
+    @web.middleware
+    async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        metrics = runtime.metrics
+        header = runtime.settings.headers.request_id
+        exchange = Exchange(
+            request_id(request.headers.get(header), new_request_id()), time.perf_counter()
+        )
+        request[EXCHANGE] = exchange
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            elapsed = time.perf_counter() - exchange.started
+            kind = exchange.credential.value if exchange.credential else "none"
+            metrics.requests.labels(
+                exchange.route, metrics.method_label(request.method), kind, str(status)
+            ).inc()
+            metrics.duration.labels(exchange.route).observe(elapsed)
+            if exchange.upstream is not None and "upstream" in exchange.timings:
+                metrics.upstream_duration.labels(exchange.upstream).observe(
+                    exchange.timings["upstream"]
+                )
+            p = exchange.principal
+            outcome = "allow" if exchange.error is None else "deny"
+            if exchange.credential_present:
+                metrics.auth.labels(kind, outcome, exchange.error or "ok").inc()
+            logs.access(
+                request_id=exchange.request_id,
+                route=exchange.route,
+                method=request.method,
+                status=status,
+                credential=kind,
+                account=p.account if p else None,
+                user=p.user if p else None,
+                actor=p.actor if p else None,
+                error=exchange.error,
+                duration_ms=round(elapsed * 1000, 3),
+                upstream_ms=round(exchange.timings["upstream"] * 1000, 3)
+                if "upstream" in exchange.timings
+                else None,
+            )
+            if p is not None:
+                logs.audit(
+                    request_id=exchange.request_id,
+                    route=exchange.route,
+                    method=request.method,
+                    status=status,
+                    credential=kind,
+                    account=p.account,
+                    subject=p.user,
+                    actor=p.actor,
+                    key_id=p.key_id,
+                    outcome=outcome,
+                )
+
+    return impl
+
+
+def error_middleware(runtime: Runtime) -> Middleware:
+    """Renders every error as the gateway's JSON; nothing else ever reaches a client."""
+
+    @web.middleware
+    async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        exchange = request[EXCHANGE]
+        header = runtime.settings.headers.request_id
+        max_header_bytes = runtime.settings.limits.max_header_bytes
+        try:
+            size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+            if size > max_header_bytes:
+                raise HeadersTooLarge(details={"limit": max_header_bytes})
+            return await handler(request)
+        except GatewayError as error:
+            return _render(error, exchange, header)
+        except web.HTTPException as exc:
+            mapped = _AIOHTTP_STATUS.get(exc.status, GatewayError)
+            return _render(mapped(), exchange, header)
+        except Exception:
+            logs.EVENTS.exception(
+                "unhandled error",
+                extra={"fields": {"request_id": exchange.request_id, "route": exchange.route}},
+            )
+            return _render(GatewayError(), exchange, header)
+
+    return impl
+
+
+def _render(error: GatewayError, exchange: Exchange, header: str) -> web.Response:
+    exchange.error = error.code
+    response = error_response(error, credential_present=exchange.credential_present)
+    response.headers[header] = exchange.request_id
+    if error.status >= 500 and error.code != "service_unavailable":
+        logs.event(
+            "request failed",
+            logging.WARNING,
+            request_id=exchange.request_id,
+            error=error.code,
+            route=exchange.route,
+        )
+    return response

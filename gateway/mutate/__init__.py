@@ -1,0 +1,1 @@
+"""Mutation: what the gateway adds to a request it lets through."""

@@ -1,0 +1,66 @@
+"""Structured JSON logs: one access line per request, one audit line per authenticated action.
+
+Lines are built from explicit fields only (ids, route templates, codes), never from headers,
+tokens or bodies, so no secret can reach them. Records are written by a
+:class:`logging.handlers.QueueHandler` so the request path only enqueues.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import queue
+import sys
+import time
+from typing import Any
+
+import orjson
+
+ACCESS = logging.getLogger("gateway.access")
+AUDIT = logging.getLogger("gateway.audit")
+EVENTS = logging.getLogger("gateway")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exc_type"] = record.exc_info[0].__name__
+        return orjson.dumps(line).decode()
+
+
+def configure(level: str = "INFO", stream: Any = None) -> logging.handlers.QueueListener:
+    """Route the gateway's loggers through a queue to one JSON stream handler."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(q, handler)
+    root = logging.getLogger("gateway")
+    root.handlers[:] = [logging.handlers.QueueHandler(q)]
+    root.setLevel(level)
+    root.propagate = False
+    listener.start()
+    return listener
+
+
+def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
+    EVENTS.log(level, message, extra={"fields": fields})
+
+
+def access(**fields: Any) -> None:
+    if ACCESS.isEnabledFor(logging.INFO):
+        ACCESS.info("access", extra={"fields": fields})
+
+
+def audit(**fields: Any) -> None:
+    if AUDIT.isEnabledFor(logging.INFO):
+        AUDIT.info("audit", extra={"fields": fields})

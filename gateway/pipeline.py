@@ -1,0 +1,73 @@
+"""The request pipeline: extract → authenticate → authorize → mutate → forward.
+
+One function, read top to bottom, is the whole data path of proxy mode. Decision mode runs the
+same steps on the original method and URI a proxy in front reports, and answers instead of
+forwarding (:mod:`gateway.forward.decision`).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from multidict import CIMultiDictProxy, MultiMapping
+
+from gateway.authz.authorize import authorize
+from gateway.authz.paths import split_path
+from gateway.authz.policy import RouteMatch
+from gateway.cors import is_preflight, preflight
+from gateway.credentials import extract
+from gateway.errors import InvalidToken
+from gateway.exchange import EXCHANGE, Exchange
+from gateway.principal import Principal
+from gateway.runtime import RUNTIME, Runtime
+
+
+async def admit(
+    runtime: Runtime,
+    exchange: Exchange,
+    headers: CIMultiDictProxy[str],
+    query: MultiMapping[str],
+    method: str,
+    raw_target: str,
+) -> tuple[Principal, RouteMatch]:
+    """Match, extract, authenticate and authorize; the principal and route, or an error."""
+    raw_path = raw_target.partition("?")[0]
+    match = runtime.settings.policy.match(method, split_path(raw_path))
+    exchange.route, exchange.group = match.rule.id, match.rule.group
+    credential = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
+    if credential is None:
+        raise InvalidToken(
+            "This request needs an access token (Authorization: Bearer …).",
+            details={"reason": "missing"},
+        )
+    exchange.credential_present = True
+    exchange.credential = credential.kind
+    principal = await runtime.authenticators.authenticate(credential)
+    exchange.principal = principal
+    authorize(principal, match, method)
+    if runtime.rate_limiter is not None:
+        await runtime.rate_limiter.check(principal, match.rule.group, exchange)
+    return principal, match
+
+
+async def proxy_handler(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    exchange = request[EXCHANGE]
+    if runtime.settings.cors and is_preflight(request):
+        return preflight(request)
+    principal, match = await admit(
+        runtime, exchange, request.headers, request.query, request.method, request.raw_path
+    )
+    if match.rule.handler is not None:
+        return await runtime.handlers[match.rule.handler](request, principal)
+    upstream = runtime.upstream_for(principal)
+    exchange.upstream = upstream.name
+    assert runtime.forwarder is not None  # opened by runtime_ctx before the first request
+    identity = runtime.identity.render(principal)
+    if runtime.assertions is not None:
+        identity = (
+            *identity,
+            (runtime.settings.headers.assertion, runtime.assertions.render(principal)),
+        )
+    return await runtime.forwarder.forward(
+        request, upstream, identity, exchange.request_id, exchange.timings
+    )

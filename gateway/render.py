@@ -1,0 +1,57 @@
+"""The one place that renders a :class:`~gateway.errors.GatewayError` for a client."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import AuthenticationError, AuthorizationError, GatewayError
+
+REALM = "gateway"
+
+# RFC 6750 §3.1 knows three codes; the gateway's finer codes map onto them in the header while
+# the JSON body keeps the precise one.
+_RFC6750_CODE = {
+    "invalid_token": "invalid_token",
+    "token_expired": "invalid_token",
+    "insufficient_scope": "insufficient_scope",
+    "wrong_user": "insufficient_scope",
+}
+
+
+def _quote(value: str) -> str:
+    # SECURITY: a quoted-string may not carry '"' or '\\' unescaped, nor control characters;
+    # messages never contain secrets, but must not be able to break the header either.
+    cleaned = "".join(ch for ch in value if 0x20 <= ord(ch) < 0x7F)
+    return cleaned.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def www_authenticate(error: GatewayError, *, credential_present: bool = True) -> str:
+    """The RFC 6750 challenge for a 401 or 403.
+
+    A request that carried no credential at all gets the bare challenge (RFC 6750 §3.1: "the
+    resource server SHOULD NOT include an error code").
+    """
+    if not credential_present:
+        return f'Bearer realm="{REALM}"'
+    rfc_code = _RFC6750_CODE.get(error.code, "invalid_request")
+    return (
+        f'Bearer realm="{REALM}", error="{rfc_code}", error_description="{_quote(error.message)}"'
+    )
+
+
+def error_body(error: GatewayError) -> bytes:
+    return orjson.dumps({"error": error.code, "message": error.message, "details": error.details})
+
+
+def error_response(error: GatewayError, *, credential_present: bool = True) -> web.Response:
+    """JSON ``{"error","message","details"}`` with the class's status and headers."""
+    response = web.Response(
+        status=error.status, body=error_body(error), content_type="application/json"
+    )
+    if isinstance(error, AuthenticationError | AuthorizationError):
+        response.headers["WWW-Authenticate"] = www_authenticate(
+            error, credential_present=credential_present
+        )
+    response.headers.update(error.headers)
+    return response

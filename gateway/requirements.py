@@ -1,0 +1,28 @@
+"""What a config needs beyond being a valid file, checked before serving or reloading."""
+
+from __future__ import annotations
+
+from gateway.config import Settings
+from gateway.confignode import ConfigError
+
+
+def check_runtime_requirements(settings: Settings) -> None:
+    """A shared store needs what lets every replica open the keys and verify the tokens the
+    others sign; several workers need a shared store (each worker is its own process)."""
+    if settings.store.is_redis and not settings.master_key:
+        raise ConfigError(
+            "master_key",
+            "is required with a redis store (API keys are kept encrypted under it); generate "
+            "one with `gateway master-key`",
+        )
+    if settings.store.is_redis and not settings.tokens.signing_keys:
+        raise ConfigError(
+            "tokens.signing_keys",
+            "is required with a redis store (every replica must verify the tokens the others "
+            "sign); generate a key with `gateway signing-key --out FILE`",
+        )
+    if settings.workers > 1 and not settings.store.is_redis:
+        raise ConfigError(
+            "workers",
+            "more than one worker needs a redis store (the memory store lives in one process)",
+        )

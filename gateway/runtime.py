@@ -1,0 +1,234 @@
+"""The gateway's long-lived parts, built in one place and torn down in reverse.
+
+:func:`runtime_ctx` is the public app's ``cleanup_ctx``: it opens the store and one pooled
+client session per upstream, builds the key service, the signing keys and the explicit registry of
+authenticators, and closes everything on shutdown. Nothing here is module-level.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, fields
+
+import aiohttp
+from aiohttp import web
+
+from gateway.authn.api_key import ApiKeyAuthenticator
+from gateway.authn.base import Authenticator, Authenticators
+from gateway.authn.gateway_token import GatewayTokenAuthenticator
+from gateway.authn.jwks import JwksCache
+from gateway.authn.member_token import MemberTokenAuthenticator
+from gateway.authn.mobile_token import MobileTokenAuthenticator
+from gateway.authn.team_session import TeamSessionAuthenticator
+from gateway.authz.rate_limits import RateLimiter
+from gateway.authz.relationships import (
+    HttpRelationships,
+    RelationshipProvider,
+    StoreRelationships,
+)
+from gateway.clock import Clock, SystemClock
+from gateway.config import Settings, Upstream
+from gateway.errors import ServiceUnavailable
+from gateway.forward.proxy import Forwarder, open_session
+from gateway.issue.gateway_tokens import SDK, USER, GatewayTokens
+from gateway.issue.membership import Membership
+from gateway.issue.mobile import MobileTokens
+from gateway.issue.signing import SigningKeys
+from gateway.keys.sealing import Sealer
+from gateway.keys.service import KeyService
+from gateway.mutate.assertion import Assertions
+from gateway.mutate.headers import IdentityHeaders
+from gateway.observe.metrics import Metrics
+from gateway.principal import CredentialKind, Principal
+from gateway.stores.base import Store
+from gateway.stores.memory import MemoryStore
+from gateway.ttlcache import TTLCache
+
+Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    store: Store
+    keys: KeyService
+    metrics: Metrics
+    identity: IdentityHeaders
+    tokens: GatewayTokens
+    mobile: MobileTokens
+    membership: Membership
+    relationships: RelationshipProvider
+    jwks: dict[str, JwksCache] = field(default_factory=dict)
+    sessions: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+    authenticators: Authenticators = field(default_factory=lambda: Authenticators({}))
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    forwarder: Forwarder | None = None
+    helper_session: aiohttp.ClientSession | None = None
+    assertions: Assertions | None = None
+    rate_limiter: RateLimiter | None = None
+
+    def replace_with(self, new: Runtime) -> Runtime:
+        """Take over everything of ``new`` in one synchronous step (atomic for the event loop:
+        a request sees either the old configuration or the new one, never a mix). Returns a
+        runtime holding the old parts, for closing once in-flight requests are done."""
+        old = Runtime(**{f.name: getattr(self, f.name) for f in fields(self)})
+        for f in fields(self):
+            setattr(self, f.name, getattr(new, f.name))
+        return old
+
+    def upstream_for(self, principal: Principal) -> Upstream:
+        name = self.settings.environments.get(principal.environment)
+        if name is None:
+            # SECURITY: no configured upstream for this environment: refuse rather than guess.
+            raise ServiceUnavailable(
+                f"No upstream is configured for the {principal.environment} environment.",
+                details={"reason": "no_upstream"},
+            )
+        return self.settings.upstreams[name]
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.store.is_redis:
+        from gateway.stores.redis import RedisStore
+
+        return RedisStore(
+            settings.store.url, timeout=settings.store.timeout, prefix=settings.store.prefix
+        )
+    return MemoryStore()
+
+
+def sealer_for(settings: Settings) -> Sealer:
+    # With the memory store nothing outlives the process, so an ephemeral master key is enough.
+    return Sealer(settings.master_key or os.urandom(32))
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+) -> Runtime:
+    clock = clock or SystemClock()
+    store = store or open_store(settings)
+    keys = KeyService(store, sealer_for(settings), clock, settings.api_keys)
+    tokens = settings.tokens
+    runtime = Runtime(
+        settings=settings,
+        clock=clock,
+        store=store,
+        keys=keys,
+        metrics=metrics or Metrics(),
+        identity=IdentityHeaders(settings.headers),
+        tokens=GatewayTokens(SigningKeys.from_settings(tokens), tokens, clock),
+        mobile=MobileTokens(store, clock, tokens.mobile_token_ttl),
+        membership=Membership(clock, tokens.membership_cache_ttl),
+        relationships=build_relationships(settings, store, clock),
+        jwks={
+            idp.issuer: JwksCache(idp.jwks_url, idp.refresh_interval, clock)
+            for idp in settings.identity_providers
+        },
+    )
+    runtime.authenticators = Authenticators(build_authenticators(runtime))
+    if settings.rate_limits.rules:
+        runtime.rate_limiter = RateLimiter(store, settings.rate_limits, clock, runtime.metrics)
+    if tokens.assertion:
+        runtime.assertions = Assertions(runtime.tokens.keys, tokens, clock)
+    attach_metrics(runtime)
+    # Imported here: the endpoints read the runtime from the app, so they import this module.
+    from gateway.issue.endpoints import HANDLERS
+
+    runtime.handlers = dict(HANDLERS)
+    return runtime
+
+
+def build_authenticators(runtime: Runtime) -> dict[CredentialKind, Authenticator]:
+    """The explicit registry: adding a credential kind is one module and one line here."""
+    settings = runtime.settings
+    return {
+        CredentialKind.API_KEY: ApiKeyAuthenticator(runtime.keys),
+        CredentialKind.USER_TOKEN: GatewayTokenAuthenticator(
+            CredentialKind.USER_TOKEN, USER, runtime.tokens, runtime.keys
+        ),
+        CredentialKind.SDK_SESSION: GatewayTokenAuthenticator(
+            CredentialKind.SDK_SESSION, SDK, runtime.tokens, runtime.keys
+        ),
+        CredentialKind.MOBILE_TOKEN: MobileTokenAuthenticator(runtime.mobile),
+        CredentialKind.MEMBER_TOKEN: MemberTokenAuthenticator(
+            runtime.keys,
+            runtime.relationships,
+            settings.member_tokens,
+            runtime.clock,
+            settings.tokens.verify_cache_size,
+        ),
+        CredentialKind.TEAM_SESSION: TeamSessionAuthenticator(
+            {i.issuer: (i, runtime.jwks[i.issuer]) for i in settings.identity_providers},
+            runtime.clock,
+            settings.tokens.verify_cache_size,
+        ),
+    }
+
+
+def build_relationships(settings: Settings, store: Store, clock: Clock) -> RelationshipProvider:
+    rel = settings.relationships
+    if rel.provider == "http":
+        assert rel.url_template is not None  # validated with the config
+        return HttpRelationships(
+            rel.url_template, clock, rel.positive_ttl, rel.negative_ttl, rel.timeout
+        )
+    return StoreRelationships(store, clock, rel.positive_ttl, rel.negative_ttl)
+
+
+def attach_metrics(runtime: Runtime) -> None:
+    """Bind cache and store metrics once; the hot path only calls ``inc()``/``observe()``."""
+    stats = runtime.metrics.cache_stats
+    runtime.keys.attach_stats(stats)
+    runtime.tokens.cache.attach(stats("gateway_token"))
+    runtime.membership.cache.attach(stats("membership"))
+    runtime.relationships.attach_stats(stats)
+    for kind in (CredentialKind.MEMBER_TOKEN, CredentialKind.TEAM_SESSION):
+        authenticator = runtime.authenticators.get(kind)
+        cache = getattr(authenticator, "cache", None)
+        if isinstance(cache, TTLCache):
+            cache.attach(stats(kind.value))
+    if hasattr(runtime.store, "observer"):
+        runtime.store.observer = runtime.metrics.observe_store
+
+
+async def open_resources(runtime: Runtime) -> None:
+    """Open the connection pools: one per upstream, one for identity providers and the
+    relationship service."""
+    runtime.sessions = {name: open_session(u) for name, u in runtime.settings.upstreams.items()}
+    runtime.forwarder = Forwarder(runtime.settings, runtime.sessions, runtime.metrics)
+    runtime.helper_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    for cache in runtime.jwks.values():
+        cache.session = runtime.helper_session
+    if isinstance(runtime.relationships, HttpRelationships):
+        runtime.relationships.session = runtime.helper_session
+
+
+async def close_resources(runtime: Runtime, *, close_store: bool = True) -> None:
+    if runtime.helper_session is not None:
+        await runtime.helper_session.close()
+    for session in runtime.sessions.values():
+        await session.close()
+    if close_store:
+        await runtime.store.close()
+
+
+def runtime_ctx(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The public app's ``cleanup_ctx``: pools opened at start-up, closed at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await open_resources(runtime)
+        try:
+            yield
+        finally:
+            await close_resources(runtime)
+
+    return ctx

@@ -1,0 +1,147 @@
+"""Running the gateway: listeners, signals, graceful drain.
+
+One process (``workers: 1``) serves the public and admin listeners. With ``workers: N`` a
+supervisor (:mod:`gateway.workers`) serves the admin listener and runs N worker processes that
+share the public port (``SO_REUSEPORT``). SIGHUP reloads the config; SIGTERM and SIGINT stop
+accepting connections, drain in-flight requests for up to ``SHUTDOWN_TIMEOUT`` and close pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway.app import create_admin_app, create_app
+from gateway.config import Listener, Settings
+from gateway.observe import logs
+from gateway.reload import reload
+from gateway.runtime import Runtime, build_runtime
+
+SHUTDOWN_TIMEOUT = 30.0
+
+
+class TlsContexts:
+    """Server TLS contexts, reloadable in place: the certificate files are read again on SIGHUP
+    and new handshakes use them, while established connections keep theirs."""
+
+    def __init__(self) -> None:
+        self._contexts: list[tuple[ssl.SSLContext, Listener]] = []
+
+    def context(self, listener: Listener) -> ssl.SSLContext | None:
+        if listener.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(listener.tls_cert), str(listener.tls_key))
+        self._contexts.append((context, listener))
+        return context
+
+    def reload(self, listeners: dict[int, Listener]) -> None:
+        for context, old in self._contexts:
+            new = listeners.get(old.port, old)
+            if new.tls_cert is not None:
+                context.load_cert_chain(str(new.tls_cert), str(new.tls_key))
+
+
+async def run(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    on_ready: Callable[[Runtime], Awaitable[None]] | None = None,
+    public: bool = True,
+    admin: bool = True,
+    metrics_registry: CollectorRegistry | None = None,
+    on_signal: Callable[[signal.Signals], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT. ``public``/``admin`` choose the listeners (a worker serves
+    only the public one, a supervisor only the admin one)."""
+    runtime = runtime or build_runtime(settings)
+    tls = TlsContexts()
+    runners: list[web.AppRunner] = []
+    if public:
+        runners.append(
+            web.AppRunner(
+                create_app(runtime),
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                access_log=None,
+                handle_signals=False,
+            )
+        )
+    if admin:
+        runners.append(
+            web.AppRunner(
+                create_admin_app(runtime, metrics_registry), access_log=None, handle_signals=False
+            )
+        )
+    for runner in runners:
+        await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def hangup() -> None:
+        if on_signal is not None:
+            on_signal(signal.SIGHUP)
+        if settings.source is not None:
+            task = loop.create_task(_reload(runtime, settings, tls))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+    def terminate(sig: signal.Signals) -> None:
+        if on_signal is not None:
+            on_signal(sig)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, terminate, sig)
+    try:
+        if public:
+            await web.TCPSite(
+                runners[0],
+                settings.listen.host,
+                settings.listen.port,
+                ssl_context=tls.context(settings.listen),
+                reuse_port=True,
+            ).start()
+        if admin:
+            await web.TCPSite(
+                runners[-1],
+                settings.admin.host,
+                settings.admin.port,
+                ssl_context=tls.context(settings.admin),
+            ).start()
+        logs.event(
+            "listening",
+            public=f"{settings.listen.host}:{settings.listen.port}" if public else None,
+            admin=f"{settings.admin.host}:{settings.admin.port}" if admin else None,
+            store=runtime.store.name,
+        )
+        if on_ready is not None:
+            await on_ready(runtime)
+        await stop.wait()
+        logs.event("stopping: draining in-flight requests", timeout_s=SHUTDOWN_TIMEOUT)
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        logs.event("stopped")
+
+
+async def _reload(runtime: Runtime, settings: Settings, tls: TlsContexts) -> None:
+    assert settings.source is not None
+    if await reload(runtime, settings.source):
+        new = runtime.settings
+        tls.reload({new.listen.port: new.listen, new.admin.port: new.admin})
+
+
+def install_event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -1,0 +1,1 @@
+"""State shared between requests (and, with Redis, between replicas), behind small protocols."""

@@ -1,0 +1,75 @@
+"""The store protocols. Two implementations, :mod:`.memory` (one process) and :mod:`.redis`
+(any number of replicas), pass the same tests.
+
+Stores deal in opaque bytes keyed by non-secret identifiers (key ids, digests); they never see a
+credential in the clear. Every operation that must be atomic is one store call, implemented as one
+Redis command or Lua script, never a read followed by a write from Python. A store that cannot
+answer raises :class:`~gateway.errors.StoreUnavailable` so the gateway fails closed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+
+class MobileState(StrEnum):
+    """What a mobile-token lookup found."""
+
+    OK = "ok"
+    USED = "used"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+class KeyStore(Protocol):
+    async def put_key(self, key_id: str, digest: str, blob: bytes) -> None:
+        """Create or replace the record of ``key_id``, reachable by ``digest`` too."""
+
+    async def key_by_digest(self, digest: str) -> bytes | None: ...
+
+    async def key_by_id(self, key_id: str) -> bytes | None: ...
+
+    async def list_keys(self) -> list[bytes]: ...
+
+
+class MobileTokenStore(Protocol):
+    async def put_mobile(
+        self, digest: str, blob: bytes, now: float, expires_at: float, retain_until: float
+    ) -> None:
+        """Store a fresh token's record; it is remembered (as used or expired) until
+        ``retain_until`` so a late caller learns why it failed."""
+
+    async def peek_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
+        """Look without consuming."""
+
+    async def consume_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
+        """Atomically mark the token used and return its record. Exactly one caller ever gets
+        ``OK`` for a token, across every process sharing the store."""
+
+
+class RelationshipStore(Protocol):
+    async def set_relationship(
+        self, account: str, subject: str, actor: str, active: bool
+    ) -> None: ...
+
+    async def relationship_active(self, account: str, subject: str, actor: str) -> bool: ...
+
+
+class RateLimitStore(Protocol):
+    async def rate_limit(
+        self, bucket: str, limit: int, period: float, now: float
+    ) -> tuple[bool, int, float]:
+        """GCRA: one atomic step. Returns (allowed, remaining, seconds until a request is
+        allowed again — or until the bucket is full, when allowed)."""
+
+
+class Store(KeyStore, MobileTokenStore, RelationshipStore, RateLimitStore, Protocol):
+    """Everything the gateway keeps outside its own process."""
+
+    name: str
+
+    async def ping(self) -> None:
+        """Raise :class:`~gateway.errors.StoreUnavailable` unless the store answers."""
+
+    async def close(self) -> None: ...

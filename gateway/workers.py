@@ -1,0 +1,86 @@
+"""``workers: N``: a supervisor and N worker processes sharing the public port.
+
+Each worker is ``gateway serve --worker`` and serves the public listener with ``SO_REUSEPORT``
+(the kernel spreads connections over them). The supervisor serves the admin listener: health,
+readiness, the admin API, and ``/metrics`` aggregated over all workers with prometheus_client's
+multiprocess mode (each process writes its samples to a shared directory). It forwards SIGHUP
+(reload) and SIGTERM (drain) to the workers and restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.observe import logs
+
+RESTART_DELAY = 1.0
+
+
+def supervise(config_path: Path, settings: Settings) -> int:
+    directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+    # prometheus_client picks its multiprocess value store when first imported, so the
+    # directory is set before anything imports it, here and (inherited) in every worker.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        from gateway.server import install_event_loop_policy
+
+        install_event_loop_policy()
+        asyncio.run(_supervise(config_path, settings))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+async def _supervise(config_path: Path, settings: Settings) -> None:
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    from gateway.server import SHUTDOWN_TIMEOUT, run
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--worker"]
+    workers: list[subprocess.Popen[bytes]] = [
+        subprocess.Popen(command)  # noqa: S603
+        for _ in range(settings.workers)
+    ]
+    stopping = False
+
+    def forward(sig: signal.Signals) -> None:
+        nonlocal stopping
+        stopping = stopping or sig != signal.SIGHUP
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(sig)
+
+    async def watch() -> None:
+        while not stopping:
+            await asyncio.sleep(0.5)
+            for i, worker in enumerate(workers):
+                if worker.poll() is not None and not stopping:
+                    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+                    logs.event("worker exited; restarting", pid=worker.pid, code=worker.returncode)
+                    await asyncio.sleep(RESTART_DELAY)
+                    workers[i] = subprocess.Popen(command)  # noqa: S603
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await run(settings, public=False, admin=True, metrics_registry=registry, on_signal=forward)
+    finally:
+        stopping = True
+        watcher.cancel()
+        forward(signal.SIGTERM)
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_TIMEOUT + 5
+        for worker in workers:
+            remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+            try:
+                await asyncio.to_thread(worker.wait, remaining)
+            except subprocess.TimeoutExpired:
+                worker.kill()

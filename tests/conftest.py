@@ -1,0 +1,124 @@
+"""Shared fixtures. Everything is real: a fresh redis-server on a free port for the session,
+real aiohttp upstreams and the real gateway app on localhost sockets."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.config import Settings, parse_settings
+from gateway.confignode import Node
+from gateway.runtime import Runtime, build_runtime
+from gateway.stores.base import Store
+from gateway.stores.memory import MemoryStore
+from gateway.stores.redis import RedisStore
+from tests.support import FakeClock, Recorder, RedisServer, signing_config
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.exit(
+            "redis-server not found: install it first (Debian/Ubuntu: "
+            "apt-get install redis-server; macOS: brew install redis)",
+            returncode=4,
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if redis_server.proc is None:
+        redis_server.start()
+    return redis_server.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """The same test, once per store implementation."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    url = request.getfixturevalue("redis_url")
+    redis_store = RedisStore(url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    yield redis_store
+    await redis_store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> tuple[Recorder, TestServer]:
+    recorder = Recorder()
+    server = await aiohttp_server(recorder.app())
+    return recorder, server
+
+
+def make_settings(live_url: str, sandbox_url: str | None = None, **extra: Any) -> Settings:
+    document: dict[str, Any] = {"upstreams": {"live": {"url": live_url}}}
+    if sandbox_url is not None:
+        document["upstreams"]["sandbox"] = {"url": sandbox_url}
+    document["tokens"] = signing_config()
+    for key, value in extra.items():
+        document[key] = value
+    return parse_settings(Node(document), base_dir=Path.cwd())
+
+
+@dataclass
+class Gateway:
+    client: TestClient[Any, Any]
+    runtime: Runtime
+    recorder: Recorder
+    clock: FakeClock
+
+    @property
+    def port(self) -> int:
+        port = self.client.server.port
+        assert port is not None
+        return port
+
+    async def key(self, account: str = "acc_1", environment: str = "live", **kw: Any) -> str:
+        key, _ = await self.runtime.keys.create(account, environment, **kw)
+        return key
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(
+    aiohttp_client: Any, upstream: tuple[Recorder, TestServer], clock: FakeClock
+) -> GatewayFactory:
+    recorder, server = upstream
+
+    async def factory(
+        *, store: Store | None = None, settings: Settings | None = None, **extra: Any
+    ) -> Gateway:
+        url = str(server.make_url("")).rstrip("/")
+        settings = settings or make_settings(url, url, **extra)
+        runtime = build_runtime(settings, clock=clock, store=store or MemoryStore())
+        client = await aiohttp_client(create_app(runtime))
+        return Gateway(client, runtime, recorder, clock)
+
+    return factory
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
+    return await make_gateway()

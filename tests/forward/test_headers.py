@@ -1,0 +1,84 @@
+"""Header handling, as properties: whatever a client sends, no identity header of its own
+survives, nothing hop-by-hop crosses, and everything else does."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.config import HeaderNames
+from gateway.forward.headers import HOP_BY_HOP, canonical, request_headers, request_id
+
+OWNED = frozenset(canonical(h) for h in HeaderNames().identity())
+TOKEN_CHARS = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def spellings(name: str) -> st.SearchStrategy[str]:
+    """The name in any case, with any '-' possibly written '_'."""
+    return st.tuples(
+        *[st.sampled_from([c.lower(), c.upper()] if c != "-" else ["-", "_"]) for c in name]
+    ).map("".join)
+
+
+owned_spelled = st.sampled_from(sorted(OWNED)).flatmap(spellings)
+names = st.one_of(
+    owned_spelled,
+    st.text(TOKEN_CHARS, min_size=1, max_size=20),
+    st.sampled_from(sorted(HOP_BY_HOP)).flatmap(spellings),
+)
+values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
+
+
+@given(
+    st.lists(st.tuples(names, values), max_size=20),
+    st.lists(st.one_of(owned_spelled, st.text(TOKEN_CHARS, min_size=1, max_size=12)), max_size=5),
+)
+def test_no_owned_or_hop_by_hop_header_survives(
+    headers: list[tuple[str, str]], connection: list[str]
+) -> None:
+    incoming = CIMultiDict(headers)
+    if connection:
+        incoming.add("Connection", ", ".join(connection))
+    out = request_headers(
+        CIMultiDictProxy(incoming), owned=OWNED, forward_authorization=False, trust_forwarded=False
+    )
+    named = {canonical(c) for c in connection}
+    for name in out:
+        key = canonical(name)
+        assert key not in OWNED
+        assert key not in HOP_BY_HOP
+        assert key not in named
+        assert key != "authorization"
+    # Everything else crosses unchanged.
+    for name, value in headers:
+        key = canonical(name)
+        if (
+            key in OWNED
+            or key in HOP_BY_HOP
+            or key in named
+            or key
+            in (
+                "authorization",
+                "host",
+                "expect",
+                "content-length",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "forwarded",
+                "x-real-ip",
+            )
+        ):
+            continue
+        assert value in out.getall(name)
+
+
+@given(st.text(max_size=200))
+def test_request_ids_are_propagated_only_when_well_formed(incoming: str) -> None:
+    chosen = request_id(incoming, "generated")
+    assert chosen in (incoming, "generated")
+    if chosen == incoming:
+        assert 1 <= len(incoming) <= 128 and all(
+            c.isascii() and (c.isalnum() or c in "._:-") for c in incoming
+        )

@@ -1,0 +1,170 @@
+"""Decision mode (forward auth) as nginx, ingress-nginx, Traefik and Envoy ask it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import Gateway, GatewayFactory, make_settings
+
+
+@pytest.fixture
+async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]) -> Gateway:
+    url = str(upstream[1].make_url("")).rstrip("/")
+    return await make_gateway(settings=make_settings(url, url, decision={"enabled": True}))
+
+
+STYLES = {
+    "nginx": lambda m, u: ("GET", "/decisions", {"X-Original-Method": m, "X-Original-URI": u}),
+    "ingress-nginx": lambda m, u: (
+        "GET",
+        "/decisions",
+        {"X-Original-Method": m, "X-Original-URL": f"https://api.example.com{u}"},
+    ),
+    "traefik": lambda m, u: (
+        "GET",
+        "/decisions",
+        {
+            "X-Forwarded-Method": m,
+            "X-Forwarded-Uri": u,
+            "X-Forwarded-Host": "api.example.com",
+            "X-Forwarded-Proto": "https",
+        },
+    ),
+    "envoy": lambda m, u: (m, "/decisions" + u, {}),
+}
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+async def test_allowed_answers_200_with_identity(gw: Gateway, style: str) -> None:
+    key, record = await gw.runtime.keys.create("acc_1", "live")
+    method, path, headers = STYLES[style]("GET", "/v1/users/usr_a/scores?days=7")
+    response = await gw.client.request(
+        method, path, headers={**headers, "Authorization": f"Bearer {key}"}
+    )
+    assert response.status == 200, await response.text()
+    assert response.headers["X-Auth-Account"] == "acc_1"
+    assert response.headers["X-Auth-Credential"] == "api_key"
+    assert response.headers["X-Auth-Key-Id"] == record.key_id
+    assert response.headers["X-Request-Id"]
+    assert gw.recorder.seen == []  # nothing is ever forwarded in decision mode
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+async def test_refusals_carry_the_error(gw: Gateway, style: str) -> None:
+    key = await gw.key()
+    token = await (
+        await gw.client.post(
+            "/v1/auth/user-token",
+            json={"user_id": "usr_a"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    ).json()
+    before = len(gw.recorder.seen)  # the membership check of the token issuance
+    cases = [
+        ("GET", "/v1/users/usr_a/scores", None, 401, "invalid_token"),
+        ("GET", "/v1/users/usr_b/scores", token["token"], 403, "wrong_user"),
+        ("POST", "/v1/users", token["token"], 403, "insufficient_scope"),
+        ("GET", "/v1/users/usr_a/../usr_b/scores", key, 400, "invalid_request"),
+        ("GET", "/v1/nothing", key, 404, "not_found"),
+    ]
+    for method, uri, credential, status, code in cases:
+        m, path, headers = STYLES[style](method, uri)
+        if credential:
+            headers = {**headers, "Authorization": f"Bearer {credential}"}
+        if style == "envoy" and ".." in uri:
+            continue  # the aiohttp test client normalizes the path itself
+        response = await gw.client.request(m, path, headers=headers)
+        body = await response.json()
+        assert (response.status, body["error"]) == (status, code), (uri, body)
+        if status in (401, 403):
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert len(gw.recorder.seen) == before
+
+
+async def test_gateway_owned_endpoints_are_not_decided(gw: Gateway) -> None:
+    key = await gw.key()
+    response = await gw.client.get(
+        "/decisions",
+        headers={
+            "X-Original-Method": "POST",
+            "X-Original-URI": "/v1/auth/user-token",
+            "Authorization": f"Bearer {key}",
+        },
+    )
+    assert response.status == 404
+    assert (await response.json())["details"]["reason"] == "gateway_endpoint"
+
+
+async def test_token_in_original_query_is_refused(gw: Gateway) -> None:
+    key = await gw.key()
+    response = await gw.client.get(
+        "/decisions",
+        headers={
+            "X-Original-Method": "GET",
+            "X-Original-URI": f"/v1/users/usr_a/scores?access_token={key}",
+        },
+    )
+    assert response.status == 400
+
+
+async def test_decision_endpoint_is_off_unless_enabled(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.client.get("/decisions", headers={"X-Original-URI": "/v1/users"})
+    assert response.status == 404
+
+
+async def test_signed_assertion_verifies_with_the_jwks(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    from tests.support import signing_config
+
+    url = str(upstream[1].make_url("")).rstrip("/")
+    gw = await make_gateway(
+        settings=make_settings(
+            url,
+            url,
+            decision={"enabled": True},
+            tokens={**signing_config(), "assertion": True, "assertion_ttl": "60s"},
+        )
+    )
+    key, record = await gw.runtime.keys.create("acc_1", "live")
+    response = await gw.client.get(
+        "/v1/users/usr_a/scores",
+        headers={"Authorization": f"Bearer {key}", "X-Auth-Assertion": "forged"},
+    )
+    assert response.status == 200
+    assertion = gw.recorder.last.headers["x-auth-assertion"]
+    assert len(assertion) == 1 and assertion[0] != "forged"
+    # What an upstream does: fetch the JWKS, verify, check the type marker.
+    jwks = await (await gw.client.get("/.well-known/jwks.json")).json()
+    kid = jwt.get_unverified_header(assertion[0])["kid"]
+    jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
+    claims = jwt.decode(
+        assertion[0],
+        jwt.PyJWK(jwk).key,
+        algorithms=[jwk["alg"]],
+        audience="health-api",
+        issuer="health-gateway",
+    )
+    assert claims["tkn"] == "assertion" and claims["acc"] == "acc_1"
+    assert claims["act"] == record.key_id and claims["cred"] == "api_key"
+    assert claims["exp"] - claims["iat"] == 60
+    # Decision mode answers it too.
+    response = await gw.client.get(
+        "/decisions",
+        headers={
+            "X-Original-Method": "GET",
+            "X-Original-URI": "/v1/users/usr_a/scores",
+            "Authorization": f"Bearer {key}",
+        },
+    )
+    assert response.headers["X-Auth-Assertion"]
+    # An assertion is never a credential.
+    response = await gw.client.get(
+        "/v1/users/usr_a/scores", headers={"Authorization": f"Bearer {assertion[0]}"}
+    )
+    assert response.status == 401

@@ -1,0 +1,332 @@
+"""Operating the gateway as a process: reload, drain, workers, metrics, logs, nginx in front."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+
+from tests.support import (
+    ADMIN_TOKEN,
+    GatewayProcess,
+    Recorder,
+    free_port,
+    require_binary,
+    wait_for_port,
+    write_config,
+)
+
+SCORES = "/v1/users/usr_a/scores"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+def url_of(upstream: tuple[Recorder, TestServer]) -> str:
+    return str(upstream[1].make_url("")).rstrip("/")
+
+
+async def new_key(s: aiohttp.ClientSession, proc: GatewayProcess, env: str = "live") -> str:
+    async with s.post(
+        f"http://127.0.0.1:{proc.admin_port}/admin/keys",
+        json={"account": "acc_1", "environment": env},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as r:
+        assert r.status == 201, await r.text()
+        key: str = (await r.json())["key"]
+        return key
+
+
+async def metrics_text(s: aiohttp.ClientSession, proc: GatewayProcess) -> str:
+    async with s.get(f"http://127.0.0.1:{proc.admin_port}/metrics") as r:
+        return await r.text()
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+async def test_sighup_reloads_and_an_invalid_file_keeps_the_old_config(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    proc = write_config(tmp_path, url_of(upstream))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    document = yaml.safe_load(proc.config.read_text())
+    async with aiohttp.ClientSession() as s:
+        key = await new_key(s, proc)
+        auth = {"Authorization": f"Bearer {key}"}
+        async with s.get(proc.base + SCORES, headers=auth) as r:
+            assert r.status == 200
+        # A new policy that closes the route: reload, and the route is 403 without a restart.
+        document["policy"] = {
+            "routes": [
+                {
+                    "id": "only-users",
+                    "methods": ["GET"],
+                    "paths": ["/v1/users"],
+                    "allow": ["api_key"],
+                }
+            ]
+        }
+        proc.config.write_text(yaml.safe_dump(document))
+        proc.proc.send_signal(signal.SIGHUP)
+
+        async def closed() -> bool:
+            async with s.get(proc.base + SCORES, headers=auth) as r:
+                return r.status == 404
+
+        await wait_until(closed)
+        # The key (memory store) survived the reload: the store is kept when unchanged.
+        async with s.get(proc.base + "/v1/users", headers=auth) as r:
+            assert r.status == 200
+        # An invalid file: logged, counted, and the running config stays.
+        proc.config.write_text("upstreams:\n  live:\n    url: not-a-url\n")
+        proc.proc.send_signal(signal.SIGHUP)
+
+        async def counted() -> bool:
+            return 'gateway_config_reloads_total{result="error"} 1.0' in await metrics_text(s, proc)
+
+        await wait_until(counted)
+        async with s.get(proc.base + "/v1/users", headers=auth) as r:
+            assert r.status == 200
+        assert 'gateway_config_reloads_total{result="ok"} 1.0' in await metrics_text(s, proc)
+    assert "upstreams.live.url: not a URL" in proc.output()
+
+
+async def test_sigterm_drains_in_flight_requests(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    proc = write_config(tmp_path, url_of(upstream))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    async with aiohttp.ClientSession() as s:
+        key = await new_key(s, proc)
+
+        async def slow() -> tuple[int, bytes]:
+            async with s.get(
+                proc.base + SCORES + "?slow=1.5", headers={"Authorization": f"Bearer {key}"}
+            ) as r:
+                return r.status, await r.read()
+
+        in_flight = asyncio.create_task(slow())
+        await asyncio.sleep(0.5)
+        proc.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        # No new connections once draining has started...
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as fresh, fresh.get(proc.base + SCORES) as r:
+                await r.read()
+        # ...while the request in flight completes.
+        status, body = await in_flight
+        assert status == 200 and orjson.loads(body)["path"].startswith(SCORES)
+    code = await asyncio.to_thread(proc.proc.wait, 10)
+    assert code == 0
+    assert '"stopped"' in proc.output()
+
+
+async def test_workers_share_the_port_and_metrics_add_up(
+    tmp_path: Path,
+    redis_url: str,
+    upstream: tuple[Recorder, TestServer],
+    processes: list[GatewayProcess],
+) -> None:
+    promtool = require_binary("promtool", "prometheus")
+    proc = write_config(
+        tmp_path, url_of(upstream), store=redis_url, name="workers", extra={"workers": 2}
+    )
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        key = await new_key(s, proc)
+        statuses = []
+        for _ in range(40):
+            async with s.get(proc.base + SCORES, headers={"Authorization": f"Bearer {key}"}) as r:
+                statuses.append(r.status)
+        assert statuses == [200] * 40
+        text = await metrics_text(s, proc)
+    line = next(
+        x
+        for x in text.splitlines()
+        if x.startswith(
+            'gateway_requests_total{credential="api_key",method="GET",route="user-scores"'
+        )
+    )
+    assert float(line.rsplit(" ", 1)[1]) == 40.0
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.proc.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert len(children) == 2
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def test_metrics_pass_promtool_and_cover_every_family(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    promtool = require_binary("promtool", "prometheus")
+    proc = write_config(tmp_path, url_of(upstream))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    async with aiohttp.ClientSession() as s:
+        key = await new_key(s, proc)
+        auth = {"Authorization": f"Bearer {key}"}
+        for path in (SCORES, SCORES, "/v1/nope", "/v1/users/usr_a/../x"):
+            async with s.get(proc.base + path, headers=auth) as r:
+                await r.read()
+        async with s.post(
+            proc.base + "/v1/auth/mobile-token", json={"user_id": "usr_a"}, headers=auth
+        ) as r:
+            mt = (await r.json())["token"]
+        async with s.post(
+            proc.base + "/v1/sdk/initialize", headers={"Authorization": f"Bearer {mt}"}
+        ) as r:
+            assert r.status == 200
+        text = await metrics_text(s, proc)
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    for family in (
+        "gateway_requests_total",
+        "gateway_request_duration_seconds_bucket",
+        "gateway_auth_decisions_total",
+        "gateway_upstream_duration_seconds_bucket",
+        "gateway_tokens_issued_total",
+        "gateway_mobile_token_consumptions_total",
+        "gateway_cache_lookups_total",
+        "gateway_build_info",
+    ):
+        assert family in text, family
+    assert 'le="0.0001"' in text  # sub-millisecond buckets
+    assert key[8:20] not in text and "usr_a" not in text  # bounded labels, no secrets
+
+
+NGINX_CONF = """
+worker_processes 1;
+error_log {tmp}/error.log warn;
+pid {tmp}/nginx.pid;
+{user}
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      auth_request /_auth;
+      auth_request_set $auth_account $upstream_http_x_auth_account;
+      auth_request_set $auth_user $upstream_http_x_auth_user;
+      auth_request_set $auth_actor $upstream_http_x_auth_actor;
+      auth_request_set $auth_credential $upstream_http_x_auth_credential;
+      proxy_set_header X-Auth-Account $auth_account;
+      proxy_set_header X-Auth-User $auth_user;
+      proxy_set_header X-Auth-Actor $auth_actor;
+      proxy_set_header X-Auth-Credential $auth_credential;
+      proxy_pass {upstream};
+    }}
+    location = /_auth {{
+      internal;
+      proxy_pass http://127.0.0.1:{gateway}/decisions;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+    }}
+    location /v1/auth/ {{ proxy_pass http://127.0.0.1:{gateway}; }}
+  }}
+}}
+"""
+
+
+async def test_decision_mode_behind_a_real_nginx(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    nginx = require_binary("nginx", "nginx")
+    recorder = upstream[0]
+    proc = write_config(tmp_path, url_of(upstream), extra={"decision": {"enabled": True}})
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    port = free_port()
+    import os
+
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            tmp=tmp_path,
+            port=port,
+            upstream=url_of(upstream),
+            gateway=proc.port,
+            user="user root;" if os.geteuid() == 0 else "",
+        )
+    )
+    server = subprocess.Popen(
+        [nginx, "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as s:
+            key = await new_key(s, proc)
+            async with s.get(
+                base + SCORES,
+                headers={"Authorization": f"Bearer {key}", "X-Auth-User": "usr_admin"},
+            ) as r:
+                assert r.status == 200
+            h = recorder.last.headers
+            assert h["x-auth-account"] == ["acc_1"] and h["x-auth-credential"] == ["api_key"]
+            assert h.get("x-auth-user") in (None, [""])  # the spoofed value was replaced
+            seen = len(recorder.seen)
+            async with s.get(base + SCORES) as r:
+                assert r.status == 401
+            async with s.get(
+                base + SCORES, headers={"Authorization": "Bearer sk_live_nope1234"}
+            ) as r:
+                assert r.status == 401
+            # A user token issued through nginx (routed to the gateway), then decided.
+            async with s.post(
+                base + "/v1/auth/user-token",
+                json={"user_id": "usr_a"},
+                headers={"Authorization": f"Bearer {key}"},
+            ) as r:
+                token = (await r.json())["token"]
+            seen = len(recorder.seen)
+            async with s.get(
+                base + "/v1/users/usr_b/scores", headers={"Authorization": f"Bearer {token}"}
+            ) as r:
+                assert r.status == 403
+            assert len(recorder.seen) == seen
+            async with s.get(base + SCORES, headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 200
+            assert recorder.last.headers["x-auth-user"] == ["usr_a"]
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -1,0 +1,196 @@
+"""TLS on the public listener and toward upstreams, with certificates made by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import GatewayFactory, make_settings
+from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, write_config
+
+SCORES = "/v1/users/usr_a/scores"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+def server_files(ca: trustme.CA, directory: Path, name: str) -> tuple[Path, Path]:
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert_path), append=True)
+    cert.private_key_pem.write_to_path(str(key_path))
+    return cert_path, key_path
+
+
+async def https_upstream(
+    aiohttp_server: Any, ca: trustme.CA, *, require_client: trustme.CA | None = None
+) -> tuple[Recorder, TestServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    if require_client is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        require_client.configure_trust(context)
+    recorder = Recorder()
+    return recorder, await aiohttp_server(recorder.app(), ssl=context)
+
+
+async def test_https_client_to_gateway(
+    tmp_path: Path,
+    ca: trustme.CA,
+    upstream: tuple[Recorder, TestServer],
+    processes: list[GatewayProcess],
+) -> None:
+    cert, key = server_files(ca, tmp_path, "gateway")
+    url = str(upstream[1].make_url("")).rstrip("/")
+    proc = write_config(
+        tmp_path,
+        url,
+        extra={
+            "listen": {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert), "tls_key": str(key)}
+        },
+    )
+    # write_config chose the ports; keep its public port with TLS on.
+    import yaml
+
+    document = yaml.safe_load(proc.config.read_text())
+    document["listen"]["port"] = proc.port
+    proc.config.write_text(yaml.safe_dump(document))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"http://127.0.0.1:{proc.admin_port}/admin/keys",
+            json={"account": "acc_1"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r:
+            api_key = (await r.json())["key"]
+        async with s.get(
+            f"https://127.0.0.1:{proc.port}{SCORES}",
+            ssl=client_context,
+            headers={"Authorization": f"Bearer {api_key}"},
+        ) as r:
+            assert r.status == 200
+        # A client that does not trust the CA refuses the gateway's certificate.
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            async with s.get(
+                f"https://127.0.0.1:{proc.port}{SCORES}", ssl=ssl.create_default_context()
+            ) as r:
+                await r.read()
+        # Plain HTTP on the TLS port gets nothing useful.
+        with pytest.raises(aiohttp.ClientError):
+            async with s.get(f"http://127.0.0.1:{proc.port}{SCORES}") as r:
+                await r.read()
+                raise aiohttp.ClientError(str(r.status))
+        # Renewed certificate files are picked up on SIGHUP, without a restart.
+        renewed = trustme.CA()
+        server_files(renewed, tmp_path, "gateway")
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGHUP)
+        renewed_context = ssl.create_default_context()
+        renewed.configure_trust(renewed_context)
+        for _ in range(50):
+            try:
+                async with s.get(
+                    f"https://127.0.0.1:{proc.port}{SCORES}",
+                    ssl=renewed_context,
+                    headers={"Authorization": f"Bearer {api_key}"},
+                ) as r:
+                    assert r.status == 200
+                    break
+            except aiohttp.ClientConnectorCertificateError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the renewed certificate was not served after SIGHUP")
+
+
+async def test_gateway_to_https_upstream(
+    make_gateway: GatewayFactory, aiohttp_server: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    recorder, server = await https_upstream(aiohttp_server, ca)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    url = f"https://127.0.0.1:{server.port}"
+    gw = await make_gateway(
+        settings=make_settings(url, upstreams={"live": {"url": url, "ca_file": str(bundle)}})
+    )
+    key = await gw.key()
+    response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
+    assert response.status == 200
+    assert recorder.last.path == SCORES
+
+
+async def test_upstream_with_an_untrusted_certificate_is_refused(
+    make_gateway: GatewayFactory, aiohttp_server: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    recorder, server = await https_upstream(aiohttp_server, trustme.CA())  # another CA
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    url = f"https://127.0.0.1:{server.port}"
+    gw = await make_gateway(
+        settings=make_settings(url, upstreams={"live": {"url": url, "ca_file": str(bundle)}})
+    )
+    key = await gw.key()
+    response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
+    assert response.status == 502
+    assert (await response.json())["error"] == "upstream_unavailable"
+    assert recorder.seen == []
+
+
+async def test_client_certificate_toward_the_upstream(
+    make_gateway: GatewayFactory, aiohttp_server: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    client_ca = trustme.CA()
+    recorder, server = await https_upstream(aiohttp_server, ca, require_client=client_ca)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    client = client_ca.issue_cert("gateway.internal")
+    cert_path, key_path = tmp_path / "client.crt", tmp_path / "client.key"
+    client.cert_chain_pems[0].write_to_path(str(cert_path))
+    client.private_key_pem.write_to_path(str(key_path))
+    url = f"https://127.0.0.1:{server.port}"
+    without = await make_gateway(
+        settings=make_settings(url, upstreams={"live": {"url": url, "ca_file": str(bundle)}})
+    )
+    key = await without.key()
+    response = await without.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
+    assert response.status == 502
+    with_cert = await make_gateway(
+        settings=make_settings(
+            url,
+            upstreams={
+                "live": {
+                    "url": url,
+                    "ca_file": str(bundle),
+                    "client_cert": str(cert_path),
+                    "client_key": str(key_path),
+                }
+            },
+        ),
+        store=without.runtime.store,
+    )
+    response = await with_cert.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
+    assert response.status == 200
+    assert len(recorder.seen) == 1

@@ -1,0 +1,174 @@
+"""The API-key lifecycle on both stores, with an injectable clock."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gateway.config import ApiKeySettings
+from gateway.errors import InvalidRequest, InvalidToken, StoreUnavailable, TokenExpired
+from gateway.keys import material
+from gateway.keys.sealing import Sealer, SealingError
+from gateway.keys.service import KeyService
+from gateway.stores.base import Store
+from gateway.stores.redis import RedisStore
+from tests.support import FakeClock, RedisServer
+
+DAY = 86400.0
+
+
+def service(store: Store, clock: FakeClock, **settings: float) -> KeyService:
+    return KeyService(store, Sealer(os.urandom(32)), clock, ApiKeySettings(**settings))
+
+
+async def test_created_key_has_the_documented_shape(store: Store, clock: FakeClock) -> None:
+    keys = service(store, clock)
+    live, record = await keys.create("acc_1", "live", label="ci")
+    sandbox, _ = await keys.create("acc_1", "sandbox")
+    test, _ = await keys.create("acc_1", "sandbox", test=True)
+    assert live.startswith("sk_live_") and len(live) == len("sk_live_") + 43
+    assert sandbox.startswith("sk_sandbox_") and test.startswith("sk_test_")
+    assert material.KEY_ID_SHAPE.match(record.key_id)
+    assert record.expires_at - record.created_at == 90 * DAY
+    assert (await keys.authenticate(live)).key_id == record.key_id
+    assert (await keys.authenticate(test)).environment == "sandbox"
+
+
+async def test_the_key_is_never_stored_in_the_clear(store: Store, clock: FakeClock) -> None:
+    keys = service(store, clock)
+    key, _ = await keys.create("acc_1", "live")
+    blobs = b"".join(await store.list_keys())
+    assert key.encode() not in blobs
+    assert key.split("_")[-1].encode() not in blobs
+    listed = await keys.list()
+    assert key not in repr([r.public(clock.now()) for r in listed])
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [
+        "sk_live_" + "a" * 43,  # far miss
+        None,  # near miss: filled in below
+    ],
+)
+async def test_unknown_keys_are_invalid(
+    store: Store, clock: FakeClock, presented: str | None
+) -> None:
+    keys = service(store, clock)
+    key, _ = await keys.create("acc_1", "live")
+    presented = presented or key[:-1] + ("A" if key[-1] != "A" else "B")
+    with pytest.raises(InvalidToken) as info:
+        await keys.authenticate(presented)
+    assert info.value.details == {"reason": "unknown"}
+
+
+async def test_expiry_at_the_90_day_boundary(store: Store, clock: FakeClock) -> None:
+    keys = service(store, clock)
+    key, _ = await keys.create("acc_1", "live")
+    clock.advance(90 * DAY - 1)
+    await keys.authenticate(key)
+    clock.advance(1)
+    with pytest.raises(TokenExpired):
+        await keys.authenticate(key)
+
+
+async def test_lifetime_can_only_be_shortened(store: Store, clock: FakeClock) -> None:
+    keys = service(store, clock, lifetime=30 * DAY)
+    _, record = await keys.create("acc_1", "live")
+    assert record.expires_at - record.created_at == 30 * DAY
+    with pytest.raises(InvalidRequest):
+        await keys.create("acc_1", "live", lifetime=31 * DAY)
+
+
+async def test_revoked_key_stops_at_once(store: Store, clock: FakeClock) -> None:
+    keys = service(store, clock)
+    key, record = await keys.create("acc_1", "live")
+    await keys.authenticate(key)
+    await keys.revoke(record.key_id)
+    with pytest.raises(InvalidToken) as info:
+        await keys.authenticate(key)
+    assert info.value.details["reason"] == "revoked"
+
+
+async def test_revocation_by_another_replica_is_seen_within_the_cache_ttl(
+    store: Store, clock: FakeClock
+) -> None:
+    sealer = Sealer(os.urandom(32))
+    replica_a = KeyService(store, sealer, clock, ApiKeySettings())
+    replica_b = KeyService(store, sealer, clock, ApiKeySettings())
+    key, record = await replica_a.create("acc_1", "live")
+    await replica_b.authenticate(key)  # cached on b
+    await replica_a.revoke(record.key_id)
+    await replica_b.authenticate(key)  # still inside b's 1 s cache
+    clock.advance(1.0)
+    with pytest.raises(InvalidToken):
+        await replica_b.authenticate(key)
+
+
+async def test_rotation_revokes_the_old_key_at_once(store: Store, clock: FakeClock) -> None:
+    keys = service(store, clock)
+    old_key, old = await keys.create("acc_1", "sandbox", label="prod")
+    new_key, new, old_after = await keys.rotate(old.key_id)
+    assert new.account == old.account and new.environment == "sandbox" and new.label == "prod"
+    assert old_after.rotated_to == new.key_id
+    with pytest.raises(InvalidToken) as info:
+        await keys.authenticate(old_key)
+    assert info.value.details["reason"] == "rotated"
+    assert (await keys.authenticate(new_key)).key_id == new.key_id
+
+
+async def test_rotation_with_an_explicit_grace_period(store: Store, clock: FakeClock) -> None:
+    keys = service(store, clock)
+    old_key, old = await keys.create("acc_1", "live")
+    await keys.rotate(old.key_id, grace=60)
+    clock.advance(59)
+    await keys.authenticate(old_key)
+    clock.advance(1)
+    with pytest.raises(InvalidToken):
+        await keys.authenticate(old_key)
+    with pytest.raises(InvalidRequest):
+        await keys.rotate(old.key_id)  # no longer active
+
+
+async def test_active_by_id_returns_the_secret_for_member_tokens(
+    store: Store, clock: FakeClock
+) -> None:
+    keys = service(store, clock)
+    key, record = await keys.create("acc_1", "live")
+    active = await keys.active_by_id(record.key_id)
+    assert active.secret == key.encode()
+    await keys.revoke(record.key_id)
+    with pytest.raises(InvalidToken):
+        await keys.active_by_id(record.key_id)
+    with pytest.raises(InvalidToken):
+        await keys.active_by_id("key_../../etc/passwd")
+
+
+async def test_a_wrong_master_key_cannot_open_keys(store: Store, clock: FakeClock) -> None:
+    _key, record = await service(store, clock).create("acc_1", "live")
+    with pytest.raises(SealingError):
+        await service(store, clock).active_by_id(record.key_id)
+
+
+async def test_redis_down_fails_closed_unless_a_stale_window_is_set(
+    redis_server: RedisServer, redis_url: str, clock: FakeClock
+) -> None:
+    store = RedisStore(redis_url, prefix="stale:", timeout=0.2)
+    strict = service(store, clock)
+    lenient = KeyService(store, strict._sealer, clock, ApiKeySettings(stale_window=30))
+    key, _ = await strict.create("acc_1", "live")
+    await strict.authenticate(key)
+    await lenient.authenticate(key)
+    redis_server.stop()
+    try:
+        clock.advance(2)
+        with pytest.raises(StoreUnavailable):
+            await strict.authenticate(key)
+        await lenient.authenticate(key)  # inside the stale window
+        clock.advance(30)
+        with pytest.raises(StoreUnavailable):
+            await lenient.authenticate(key)  # past it
+    finally:
+        redis_server.start()
+        await store.close()

@@ -1,0 +1,106 @@
+"""Every kind of credential goes through; no key or token appears in any log line."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway.observe.logs import JsonFormatter
+from tests.conftest import GatewayFactory, make_settings
+from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gateway")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield stream
+    logger.removeHandler(handler)
+    logger.setLevel(old)
+
+
+async def test_no_secret_in_any_log_line(
+    make_gateway: GatewayFactory,
+    aiohttp_server: Any,
+    upstream: tuple[Any, TestServer],
+    log_lines: io.StringIO,
+) -> None:
+    idp = IdentityProvider()
+    idp_server = await aiohttp_server(idp.app())
+    url = str(upstream[1].make_url("")).rstrip("/")
+    gw = await make_gateway(
+        settings=make_settings(
+            url,
+            identity_providers=[
+                {
+                    "name": "corp",
+                    "issuer": ISSUER,
+                    "audience": AUDIENCE,
+                    "jwks_url": str(idp_server.make_url("/.well-known/jwks.json")),
+                }
+            ],
+        )
+    )
+    key, record = await gw.runtime.keys.create("acc_1", "live")
+    await gw.runtime.store.set_relationship("acc_1", "usr_a", "usr_c", True)
+    secrets: list[str] = [key]
+
+    async def call(method: str, path: str, token: str, **kw: Any) -> Any:
+        response = await gw.client.request(
+            method, path, headers={"Authorization": f"Bearer {token}"}, **kw
+        )
+        assert response.status < 500
+        return await response.json() if response.content_type == "application/json" else None
+
+    user = (await call("POST", "/v1/auth/user-token", key, json={"user_id": "usr_a"}))["token"]
+    mobile = (await call("POST", "/v1/auth/mobile-token", key, json={"user_id": "usr_a"}))["token"]
+    session = (await call("POST", "/v1/sdk/initialize", mobile))["session_token"]
+    now = int(gw.clock.now())
+    member = jwt.encode(
+        {"sub": "usr_a", "iat": now, "exp": now + 60, "scopes": []},
+        key.encode(),
+        algorithm="HS256",
+        headers={"kid": record.key_id},
+    )
+    caregiver = jwt.encode(
+        {"sub": "usr_a", "act": "usr_c", "iat": now, "exp": now + 60, "scopes": []},
+        key.encode(),
+        algorithm="HS256",
+        headers={"kid": record.key_id},
+    )
+    team = idp.token(now=now)
+    secrets += [user, mobile, session, member, caregiver, team]
+    for token in (key, user, member, caregiver, team):
+        await call("GET", "/v1/users/usr_a/scores", token)
+        await call("GET", "/v1/users/usr_b/scores", token)  # refused
+        await call("GET", "/v1/users/usr_a/scores", token + "x")  # broken
+    await call("GET", "/v1/sdk/config", session)
+    await call("POST", "/v1/sdk/initialize", mobile)  # used
+    text = log_lines.getvalue()
+    lines = [orjson.loads(line) for line in text.splitlines()]
+    kinds = {line.get("credential") for line in lines if line["logger"] == "gateway.access"}
+    assert {
+        "api_key",
+        "user_token",
+        "mobile_token",
+        "sdk_session",
+        "member_token",
+        "team_session",
+    } <= kinds
+    audit = [line for line in lines if line["logger"] == "gateway.audit"]
+    assert any(line["actor"] == "usr_c" and line["subject"] == "usr_a" for line in audit)
+    for secret in secrets:
+        for part in {secret, secret[-24:], *secret.split(".")[2:]}:
+            assert part not in text

@@ -1,0 +1,219 @@
+"""Faults, bounded in time and on loopback only: Redis stopped or slow, upstreams that refuse,
+reset or stall, clients that stall, and a concurrency cap that sheds instead of queueing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+from aiohttp.test_utils import TestServer
+
+from gateway.stores.redis import RedisStore
+from tests.conftest import GatewayFactory, make_settings
+from tests.support import RedisServer, free_port
+
+SCORES = "/v1/users/usr_a/scores"
+
+
+def url_of(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+class RawUpstream:
+    """A TCP server that misbehaves on purpose: ``reset`` closes before any response,
+    ``truncate`` promises 1000 bytes and sends 100."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.port = free_port()
+        self.accepted = 0
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.settimeout(2)
+            try:
+                conn.recv(65536)
+                if self.mode == "truncate":
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 1000\r\n\r\n" + b"x" * 100
+                    )
+                    time.sleep(0.05)
+                conn.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        self._sock.close()
+
+
+@pytest.mark.parametrize("mode", ["reset"])
+async def test_upstream_resetting_before_headers_is_502(
+    make_gateway: GatewayFactory, mode: str
+) -> None:
+    raw = RawUpstream(mode)
+    try:
+        gw = await make_gateway(settings=make_settings(f"http://127.0.0.1:{raw.port}"))
+        key = await gw.key()
+        response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 502
+        assert (await response.json())["error"] == "upstream_unavailable"
+    finally:
+        raw.close()
+
+
+async def test_upstream_resetting_mid_body_aborts_the_client(make_gateway: GatewayFactory) -> None:
+    raw = RawUpstream("truncate")
+    try:
+        gw = await make_gateway(settings=make_settings(f"http://127.0.0.1:{raw.port}"))
+        key = await gw.key()
+        response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 200  # the headers had been sent on already
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()  # never a clean, complete-looking short body
+    finally:
+        raw.close()
+
+
+async def test_broken_pooled_connections_are_dropped(
+    make_gateway: GatewayFactory, aiohttp_server: Any
+) -> None:
+    from tests.support import Recorder
+
+    port = free_port()
+    first = Recorder()
+    server = await aiohttp_server(first.app(), port=port)
+    gw = await make_gateway(settings=make_settings(f"http://127.0.0.1:{port}"))
+    key = await gw.key()
+    auth = {"Authorization": f"Bearer {key}"}
+    assert (await gw.client.get(SCORES, headers=auth)).status == 200
+    await server.close()  # every pooled connection to it is now dead
+    second = Recorder()
+    await aiohttp_server(second.app(), port=port)
+    for _ in range(3):
+        assert (await gw.client.get(SCORES, headers=auth)).status == 200
+    assert len(second.seen) == 3
+
+
+async def test_concurrency_cap_sheds_fast(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    gw = await make_gateway(
+        settings=make_settings(
+            "http://unused", upstreams={"live": {"url": url_of(upstream[1]), "max_in_flight": 2}}
+        )
+    )
+    key = await gw.key()
+    auth = {"Authorization": f"Bearer {key}"}
+
+    async def call(path: str) -> tuple[int, float]:
+        started = time.monotonic()
+        response = await gw.client.get(path, headers=auth)
+        await response.read()
+        return response.status, time.monotonic() - started
+
+    slow = [asyncio.create_task(call(SCORES + "?slow=1")) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    shed = await asyncio.gather(*(call(SCORES) for _ in range(4)))
+    assert [s for s, _ in shed] == [503] * 4
+    assert all(elapsed < 0.5 for _, elapsed in shed)  # answered, not queued behind the slow ones
+    assert [s for s, _ in await asyncio.gather(*slow)] == [200, 200]
+    assert (await call(SCORES))[0] == 200  # capacity is back
+
+
+async def test_slowloris_is_closed_while_others_are_served(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(limits={"header_timeout": "1s"})
+    key = await gw.key()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET /v1/users/usr_a/scores HTTP/1.1\r\nHost: x\r\n")
+    await writer.drain()
+    started = time.monotonic()
+    for _ in range(3):  # keep trickling a header byte at a time
+        await asyncio.sleep(0.3)
+        writer.write(b"X")
+        response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 200
+    closed = await asyncio.wait_for(reader.read(), 5)
+    assert closed == b""  # the server closed it without a response
+    assert time.monotonic() - started < 4
+    writer.close()
+
+
+async def test_slow_body_is_cut_off(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(
+        limits={"body_timeout": "500ms"},
+        policy={
+            "routes": [
+                {"id": "w", "methods": ["POST"], "paths": ["/v1/users"], "allow": ["api_key"]}
+            ]
+        },
+    )
+    key = await gw.key()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(
+        f"POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Length: 100\r\n\r\n0123456789".encode()
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer.startswith(b"HTTP/1.1 408") or answer == b""
+    assert all(s.body_size < 100 for s in gw.recorder.seen)
+    writer.close()
+
+
+async def test_redis_slow_is_bounded_and_other_routes_are_unharmed(
+    make_gateway: GatewayFactory, redis_server: RedisServer, redis_url: str
+) -> None:
+    store = RedisStore(redis_url, prefix="slow:", timeout=0.2)
+    gw = await make_gateway(store=store)
+    cached = await gw.key()
+    assert (
+        await gw.client.get(SCORES, headers={"Authorization": f"Bearer {cached}"})
+    ).status == 200
+    fresh = await gw.key()  # never looked up: needs Redis
+    client = redis.Redis(port=redis_server.port)
+    sleeper = threading.Thread(target=lambda: client.execute_command("DEBUG", "SLEEP", "1.5"))
+    sleeper.start()
+    await asyncio.sleep(0.1)
+    try:
+        started = time.monotonic()
+        response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {fresh}"})
+        assert response.status == 503
+        assert time.monotonic() - started < 1.2  # bounded by store.timeout, not by Redis
+        jwks = await gw.client.get("/.well-known/jwks.json")
+        assert jwks.status == 200
+        again = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {cached}"})
+        assert again.status == 200  # inside its one-second cache: no Redis needed
+    finally:
+        sleeper.join()
+        client.close()
+    await asyncio.sleep(0.1)
+    gw.clock.advance(1)
+    response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {fresh}"})
+    assert response.status == 200  # recovered without a restart
+    await store.close()

@@ -1,0 +1,80 @@
+"""The same contract, run against the memory store and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.stores.base import MobileState, Store
+from gateway.stores.gcra import gcra_step
+
+NOW = 1_700_000_000.0
+
+
+async def test_keys_by_digest_and_id(store: Store) -> None:
+    assert await store.key_by_digest("d1") is None
+    await store.put_key("key_1", "d1", b'{"a":1}')
+    assert await store.key_by_digest("d1") == b'{"a":1}'
+    assert await store.key_by_id("key_1") == b'{"a":1}'
+    await store.put_key("key_1", "d1", b'{"a":2}')
+    assert await store.key_by_digest("d1") == b'{"a":2}'
+    await store.put_key("key_2", "d2", b'{"b":1}')
+    assert sorted(await store.list_keys()) == [b'{"a":2}', b'{"b":1}']
+
+
+@pytest.mark.parametrize("hostile", ["*", "d?", "[a-z]*", "x\r\nFLUSHALL\r\n", "k" * 10_000])
+async def test_hostile_identifiers_are_just_keys(store: Store, hostile: str) -> None:
+    await store.put_key("key_real", "real", b"1")
+    assert await store.key_by_digest(hostile) is None
+    assert await store.key_by_digest("real") == b"1"
+    assert (await store.peek_mobile(hostile, NOW))[0] is MobileState.UNKNOWN
+
+
+async def test_mobile_token_is_consumed_once(store: Store) -> None:
+    await store.put_mobile("m1", b"rec", NOW, NOW + 300, NOW + 3600)
+    assert await store.peek_mobile("m1", NOW) == (MobileState.OK, b"rec")
+    assert await store.consume_mobile("m1", NOW) == (MobileState.OK, b"rec")
+    assert await store.consume_mobile("m1", NOW) == (MobileState.USED, None)
+    assert await store.peek_mobile("m1", NOW) == (MobileState.USED, None)
+    assert await store.consume_mobile("nope", NOW) == (MobileState.UNKNOWN, None)
+
+
+async def test_mobile_token_expiry_is_not_consumption(store: Store) -> None:
+    await store.put_mobile("m2", b"rec", NOW, NOW + 300, NOW + 3600)
+    assert await store.consume_mobile("m2", NOW + 300) == (MobileState.EXPIRED, None)
+    assert await store.peek_mobile("m2", NOW + 299) == (MobileState.OK, b"rec")
+
+
+async def test_concurrent_consumers_have_one_winner(store: Store) -> None:
+    await store.put_mobile("race", b"rec", NOW, NOW + 300, NOW + 3600)
+    results = await asyncio.gather(*(store.consume_mobile("race", NOW) for _ in range(200)))
+    assert sum(1 for state, _ in results if state is MobileState.OK) == 1
+    assert {state for state, _ in results} == {MobileState.OK, MobileState.USED}
+
+
+async def test_relationships(store: Store) -> None:
+    assert not await store.relationship_active("acc", "mem_1", "mem_2")
+    await store.set_relationship("acc", "mem_1", "mem_2", True)
+    assert await store.relationship_active("acc", "mem_1", "mem_2")
+    assert not await store.relationship_active("acc", "mem_2", "mem_1")
+    assert not await store.relationship_active("other", "mem_1", "mem_2")
+    await store.set_relationship("acc", "mem_1", "mem_2", False)
+    assert not await store.relationship_active("acc", "mem_1", "mem_2")
+
+
+async def test_rate_limit_matches_the_reference(store: Store) -> None:
+    allowed = [await store.rate_limit("b", 5, 10.0, NOW) for _ in range(7)]
+    assert [a for a, _, _ in allowed] == [True] * 5 + [False] * 2
+    assert [r for _, r, _ in allowed[:5]] == [4, 3, 2, 1, 0]
+    assert allowed[5][2] == pytest.approx(2.0, abs=0.01)
+    assert (await store.rate_limit("b", 5, 10.0, NOW + 2.0))[0] is True
+
+
+def test_gcra_reference() -> None:
+    tat = None
+    results = []
+    for _ in range(3):
+        ok, tat, remaining, _ = gcra_step(tat, 2, 1.0, NOW)
+        results.append((ok, remaining))
+    assert results == [(True, 1), (True, 0), (False, 0)]

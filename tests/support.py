@@ -1,0 +1,362 @@
+"""Real helpers for tests: free ports, a Redis server, a recording upstream, a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeClock:
+    """A clock the test moves."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.t = start if start is not None else time.time()
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class RedisServer:
+    """A fresh ``redis-server`` on a free port, owned by the test session."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server not found: install it (Debian: apt-get install redis-server)"
+            )
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._binary = binary
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self._binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+                "--enable-debug-command",
+                "local",  # the fault tests use DEBUG SLEEP to make Redis slow
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, list[str]]
+    body_size: int
+
+
+@dataclass
+class Recorder:
+    """A real upstream that records what reached it and answers with JSON."""
+
+    seen: list[Seen] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024**4)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        size = 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+        headers: dict[str, list[str]] = {}
+        for k, v in request.headers.items():
+            headers.setdefault(k.lower(), []).append(v)
+        self.seen.append(Seen(request.method, request.raw_path, headers, size))
+        if "slow" in request.query:
+            await asyncio.sleep(float(request.query["slow"]))
+        if "bytes" in request.query:
+            return await self._stream(request, int(request.query["bytes"]))
+        response = web.json_response({"path": request.raw_path, "received": size})
+        response.headers["Connection"] = "X-Upstream-Secret"
+        response.headers["X-Upstream-Secret"] = "hop"
+        response.headers["Keep-Alive"] = "timeout=5"
+        return response
+
+    async def _stream(self, request: web.Request, total: int) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        chunk = b"x" * (1 << 16)
+        sent = 0
+        while sent < total:
+            part = chunk[: min(len(chunk), total - sent)]
+            await response.write(part)
+            sent += len(part)
+        await response.write_eof()
+        return response
+
+    @property
+    def last(self) -> Seen:
+        return self.seen[-1]
+
+
+def gateway_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(current, peak) resident set of a process, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    values = {
+        line.split(":")[0]: int(line.split()[1])
+        for line in status.splitlines()
+        if line.startswith(("VmRSS", "VmHWM"))
+    }
+    return values["VmRSS"], values["VmHWM"]
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class GatewayProcess:
+    """``gateway serve`` in a child process."""
+
+    config: Path
+    port: int
+    admin_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.log = self.config.with_suffix(f".{self.port}.log")
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                gateway_command("serve", "--config", str(self.config)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
+        wait_for_port(self.port)
+        wait_for_port(self.admin_port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log and self.log.exists() else ""
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    return (line for line in text.splitlines() if line.strip())
+
+
+async def raw_http(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Send raw bytes to 127.0.0.1:port and read until the peer closes or goes quiet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    chunks: list[bytes] = []
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), read_timeout)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except (TimeoutError, ConnectionError):
+        pass
+    writer.close()
+    return b"".join(chunks)
+
+
+def status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else 0
+
+
+MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # tests only
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def write_config(
+    directory: Path,
+    upstream: str,
+    *,
+    store: str = "memory",
+    name: str = "gateway",
+    extra: dict[str, Any] | None = None,
+) -> GatewayProcess:
+    """A config file for ``gateway serve`` on free ports."""
+    import yaml
+
+    port, admin_port = free_port(), free_port()
+    document: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin_port, "token": ADMIN_TOKEN},
+        "store": {"url": store, "prefix": f"{name}:"} if store != "memory" else "memory",
+        "master_key": MASTER_KEY,
+        "upstreams": {"live": {"url": upstream}, "sandbox": {"url": upstream}},
+        "tokens": signing_config(),
+        "log_level": "INFO",
+    }
+    document.update(extra or {})
+    path = directory / f"{name}-{port}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return GatewayProcess(path, port, admin_port)
+
+
+@functools.cache
+def signing_key_files() -> dict[str, Path]:
+    """One RS256 and one ES256 key per test session, as PEM files (kid → path)."""
+    from gateway.issue.signing import generate_private_key, private_pem
+
+    directory = Path(tempfile.mkdtemp(prefix="gw-keys-"))
+    files = {}
+    for kid, alg in (("rs1", "RS256"), ("es1", "ES256"), ("rs2", "RS256")):
+        path = directory / f"{kid}.pem"
+        path.write_bytes(private_pem(generate_private_key(alg)))
+        files[kid] = path
+    return files
+
+
+def signing_config(active: str = "rs1", kids: tuple[str, ...] = ("rs1", "es1")) -> dict[str, Any]:
+    files = signing_key_files()
+    algs = {"rs1": "RS256", "es1": "ES256", "rs2": "RS256"}
+    return {
+        "signing_keys": [
+            {"kid": kid, "file": str(files[kid]), "algorithm": algs[kid]} for kid in kids
+        ],
+        "active_kid": active,
+    }
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of a system binary a test needs. Missing: a skip on a developer's machine, a
+    failure in CI (where .ci/run installs it), so CI never passes by skipping."""
+    import pytest
+
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
+    if path is None:
+        message = f"{name} not found: install it (Debian: apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class ThreadedUpstream:
+    """A recording upstream on its own event loop in a thread, so that it can outlive one
+    test's event loop (module-scoped fixtures)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.recorder = Recorder()
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        asyncio.set_event_loop(self._loop)
+        runner = web.AppRunner(self.recorder.app(), access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._runner = runner
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def admin_create_key(proc: GatewayProcess, account: str, environment: str = "live") -> str:
+    """Create a key through a running gateway's admin API (synchronously)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{proc.admin_port}/admin/keys",
+        method="POST",
+        data=json.dumps({"account": account, "environment": environment}).encode(),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+        key: str = json.loads(response.read())["key"]
+    return key

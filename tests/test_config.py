@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import load_settings, parse_settings
+from gateway.confignode import ConfigError, Node
+from tests.support import gateway_command
+
+MASTER = "A" * 43 + "="  # 32 zero-ish bytes, valid base64
+
+BASE: dict[str, Any] = {"upstreams": {"live": {"url": "http://127.0.0.1:9000"}}}
+
+
+def parse(doc: dict[str, Any]) -> Any:
+    return parse_settings(Node(doc), base_dir=Path.cwd())
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    doc = yaml.safe_load(yaml.safe_dump(BASE))
+    doc.update(changes)
+    return doc
+
+
+def test_minimal_config_has_secure_defaults() -> None:
+    settings = parse(BASE)
+    assert settings.admin.host == "127.0.0.1"
+    assert settings.environments == {"live": "live"}  # no sandbox fallback to live
+    assert settings.api_keys.cache_ttl <= 1.0
+    assert settings.forward_authorization is False
+    assert settings.policy.rules  # the default policy
+
+
+BAD = [
+    (with_(upstreams={"live": {"url": "not a url"}}), "upstreams.live.url", "not a URL"),
+    (with_(upstreams={"live": {"url": "ftp://x"}}), "upstreams.live.url", "not a URL"),
+    (with_(upstreams={"live": {"url": "http://x/path"}}), "upstreams.live.url", "without a path"),
+    (with_(upstreams={}), "upstreams", "at least one upstream"),
+    (
+        with_(upstreams={"live": {"url": "http://x", "read_timeout": "soon"}}),
+        "upstreams.live.read_timeout",
+        "duration",
+    ),
+    (
+        with_(upstreams={"live": {"url": "http://x", "timeout": 3}}),
+        "upstreams.live.timeout",
+        "unknown field",
+    ),
+    (with_(listen={"port": 70000}), "listen.port", "at most 65535"),
+    (with_(listen={"port": "eighty"}), "listen.port", "integer"),
+    (with_(workers=0), "workers", "at least 1"),
+    (with_(store="mysql://db"), "store", "redis://"),
+    (with_(master_key="short"), "master_key", "32 bytes"),
+    (with_(environments={"sandbox": "nowhere"}), "environments.sandbox", "not defined"),
+    (with_(api_keys={"cache_ttl": "5s"}), "api_keys.cache_ttl", "at most 1"),
+    (with_(api_keys={"lifetime": "120d"}), "api_keys.lifetime", "at most"),
+    (with_(headers={"user": "X Auth User"}), "headers.user", "not a valid header name"),
+    (with_(admin={"token": "short"}), "admin.token", "at least 16"),
+    (with_(relationships={"provider": "http"}), "relationships.url_template", "required"),
+    (with_(relationships={"provider": "ldap"}), "relationships.provider", "not one of"),
+    (with_(tokens={"signing_keys": [{"kid": "k1"}]}), "tokens.signing_keys[0].file", "required"),
+    (
+        with_(
+            policy={
+                "routes": [{"id": "a", "methods": ["GET"], "paths": ["/x"], "allow": ["api-key"]}]
+            }
+        ),
+        "policy.routes[0].allow[0]",
+        "not one of",
+    ),
+    (
+        with_(
+            policy={
+                "routes": [{"id": "a", "methods": ["FETCH"], "paths": ["/x"], "allow": ["api_key"]}]
+            }
+        ),
+        "policy.routes[0].methods[0]",
+        "not one of",
+    ),
+    (
+        with_(
+            policy={
+                "routes": [
+                    {
+                        "id": "a",
+                        "methods": ["GET"],
+                        "paths": ["/x/{id}"],
+                        "allow": ["user_token"],
+                        "bind": "user_id",
+                    }
+                ]
+            }
+        ),
+        "policy.routes[0].bind",
+        "not a parameter",
+    ),
+    (
+        with_(
+            policy={
+                "routes": [
+                    {"id": "a", "methods": ["GET"], "paths": ["/x"], "allow": ["api_key"]},
+                    {"id": "b", "methods": ["GET"], "paths": ["/x"], "allow": ["user_token"]},
+                ]
+            }
+        ),
+        "policy.routes[1]",
+        "already covered",
+    ),
+    (
+        with_(
+            policy={
+                "routes": [{"id": "a", "methods": ["GET"], "paths": ["x"], "allow": ["api_key"]}]
+            }
+        ),
+        "policy.routes[0].paths[0]",
+        "must start with '/'",
+    ),
+    (with_(colour="blue"), "colour", "unknown field"),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "problem"), BAD, ids=[f"{i}-{b[1]}" for i, b in enumerate(BAD)]
+)
+def test_bad_config_names_the_field(doc: dict[str, Any], field: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(doc)
+    assert info.value.path == field
+    assert problem in str(info.value)
+    assert str(info.value).startswith(f"{field}: ")
+
+
+def test_env_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GW_UPSTREAM", "http://10.1.2.3:8000")
+    monkeypatch.delenv("GW_MISSING", raising=False)
+    settings = parse(with_(upstreams={"live": {"url": "${GW_UPSTREAM}"}}))
+    assert str(settings.upstreams["live"].url) == "http://10.1.2.3:8000"
+    with pytest.raises(ConfigError, match=r"admin.token: environment variable GW_MISSING"):
+        parse(with_(admin={"token": "${GW_MISSING}"}))
+    settings = parse(with_(admin={"token": "${GW_MISSING:-a-default-admin-token}"}))
+    assert settings.admin_token == "a-default-admin-token"
+
+
+def test_durations_accept_units() -> None:
+    settings = parse(
+        with_(
+            tokens={"user_token_ttl": "30m", "mobile_token_ttl": 120}, api_keys={"lifetime": "30d"}
+        )
+    )
+    assert settings.tokens.user_token_ttl == 1800
+    assert settings.tokens.mobile_token_ttl == 120
+    assert settings.api_keys.lifetime == 30 * 86400
+
+
+def test_shipped_configs_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parent.parent / "config"
+    monkeypatch.setenv("GATEWAY_MASTER_KEY", MASTER)
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "x" * 32)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    for path in sorted(root.glob("*.yaml")):
+        if path.name == "policy.yaml":
+            continue
+        load_settings(path)
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(BASE))
+    ok = subprocess.run(
+        gateway_command("check-config", str(good)), capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams:\n  live:\n    url: nope\n")
+    res = subprocess.run(
+        gateway_command("check-config", str(bad)), capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2
+    assert (
+        res.stderr.strip()
+        == "gateway: upstreams.live.url: not a URL (expected http or https://host…)"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("upstreams: [\n")
+    res = subprocess.run(
+        gateway_command("check-config", str(broken)), capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2 and "not valid YAML (line" in res.stderr
+
+
+def test_redis_store_requires_a_master_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(with_(store="redis://127.0.0.1:1/0")))
+    res = subprocess.run(
+        gateway_command("check-config", str(path)), capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2 and "master_key: is required with a redis store" in res.stderr

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import base64
+
+import jwt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+from gateway.credentials import (
+    ASSERTION_TYP,
+    SDK_SESSION_TYP,
+    USER_TOKEN_TYP,
+    classify,
+    extract,
+)
+from gateway.errors import GatewayError, InvalidRequest, InvalidToken
+from gateway.principal import CredentialKind as K
+
+KEY = "sk_live_" + "a1B2" * 10 + "xyz"
+SANDBOX = "sk_sandbox_" + "Q" * 43
+TEST = "sk_test_" + "z" * 43
+MOBILE = "mt_" + "m" * 43
+
+
+def headers(*values: str) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict([("Authorization", v) for v in values]))
+
+
+NOQ: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+
+
+def basic(user: str, password: str = "") -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def token(header: dict[str, object]) -> str:
+    return jwt.encode({"sub": "x"}, "s" * 32, algorithm="HS256", headers=header)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (f"Bearer {KEY}", K.API_KEY),
+        (f"bearer {SANDBOX}", K.API_KEY),
+        (f"Bearer {TEST}", K.API_KEY),
+        (basic(KEY), K.API_KEY),
+        (f"Bearer {MOBILE}", K.MOBILE_TOKEN),
+        (f"Bearer {token({'typ': USER_TOKEN_TYP, 'kid': 'gw1'})}", K.USER_TOKEN),
+        (f"Bearer {token({'typ': SDK_SESSION_TYP, 'kid': 'gw1'})}", K.SDK_SESSION),
+        (f"Bearer {token({'kid': 'key_' + 'a' * 24})}", K.MEMBER_TOKEN),
+        (f"Bearer {token({'kid': 'idp-key-1'})}", K.TEAM_SESSION),
+    ],
+)
+def test_kind_is_told_by_shape(value: str, kind: K) -> None:
+    found = extract(headers(value), NOQ, max_bytes=8192)
+    assert found is not None and found.kind is kind
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("Bearer", InvalidToken),
+        ("Bearer ", InvalidToken),
+        ("Token " + KEY, InvalidToken),
+        ("Bearer sk_live_short", InvalidToken),
+        ("Bearer sk_prod_" + "a" * 43, InvalidToken),
+        ("Bearer mt_short", InvalidToken),
+        ("Bearer a.b", InvalidToken),
+        ("Bearer " + token({"typ": USER_TOKEN_TYP}) + "=", InvalidToken),
+        ("Bearer " + token({"typ": USER_TOKEN_TYP}).replace("-", "+"), InvalidToken),
+        ("Bearer " + token({"typ": ASSERTION_TYP}), InvalidToken),
+        ("Bearer " + "e30.e30.", InvalidToken),
+        (basic(KEY, "password"), InvalidToken),
+        (basic("someone"), InvalidToken),
+        ("Basic !!!", InvalidToken),
+        ("Bearer " + KEY + " extra", InvalidToken),
+        ("Bearer " + "x" * 9000, InvalidToken),
+    ],
+)
+def test_malformed_credentials_are_401(value: str, error: type[GatewayError]) -> None:
+    with pytest.raises(error):
+        extract(headers(value), NOQ, max_bytes=8192)
+
+
+def test_no_header_is_no_credential() -> None:
+    assert extract(headers(), NOQ, max_bytes=8192) is None
+
+
+def test_two_authorization_headers_are_400() -> None:
+    with pytest.raises(InvalidRequest):
+        extract(headers(f"Bearer {KEY}", f"Bearer {KEY}"), NOQ, max_bytes=8192)
+
+
+def test_token_in_query_is_400() -> None:
+    with pytest.raises(InvalidRequest):
+        extract(headers(), MultiDictProxy(MultiDict(access_token=KEY)), max_bytes=8192)
+
+
+@given(st.text(max_size=300))
+def test_extraction_never_fails_unexpectedly(value: str) -> None:
+    try:
+        found = extract(headers("Bearer " + value), NOQ, max_bytes=8192)
+    except GatewayError:
+        return
+    except ValueError:
+        # multidict refuses some characters before we ever see them.
+        return
+    assert found is not None
+
+
+@given(
+    st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=200
+    )
+)
+def test_classify_is_total_and_consistent(value: str) -> None:
+    try:
+        found = classify(value)
+    except InvalidToken:
+        return
+    if found.kind is K.API_KEY:
+        assert value.startswith(("sk_live_", "sk_sandbox_", "sk_test_"))
+    elif found.kind is K.MOBILE_TOKEN:
+        assert value.startswith("mt_")
+    else:
+        assert value.count(".") == 2 and "=" not in value
