@@ -1,0 +1,140 @@
+"""Profile one benchmark row: the gateway under wrk load, sampled by py-spy.
+
+    python bench/profile.py [api-key|user|member|caregiver|decision|bare] [--seconds 10]
+
+Starts the same stack as ``bench/run.py`` (nginx upstream and Redis on core 1, the server on
+core 0), drives one row with wrk, samples the server with ``py-spy record`` (native frames
+off, idle frames off), and prints the functions with the most samples: by self time, and
+inclusive. This is the profile the performance notes in docs/performance.md cite. Needs py-spy
+(``pip install py-spy``) and ptrace rights (root, or ``kernel.yama.ptrace_scope=0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import (
+    ROOT,
+    Server,
+    binary,
+    credentials,
+    free_port,
+    stack,
+    start_gateway,
+    token_script,
+    wrk,
+)
+
+PATH = "/v1/users/usr_a/scores"
+
+
+def function_of(frame: str) -> str:
+    """'name (path/file.py:line)' to 'name file.py': samples add up per function."""
+    name, _, where = frame.partition(" (")
+    return f"{name} {where.rsplit('/', 1)[-1].split(':')[0]}"
+
+
+def summarise(raw: Path, top: int) -> str:
+    """Collapsed stacks ("frame;frame;frame count") to self and inclusive tables."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = [function_of(f) for f in stack_text.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    out = [f"{total} samples", "", "self %  function"]
+    out += [f"{n / total * 100:5.1f}  {name}" for name, n in own.most_common(top)]
+    out += ["", "incl %  function"]
+    out += [f"{n / total * 100:5.1f}  {name}" for name, n in inclusive.most_common(top * 2)]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "row", choices=["api-key", "user", "member", "caregiver", "decision", "bare"]
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gw-profile-") as tmpdir:
+        tmp = Path(tmpdir)
+        with stack(tmp, args.seconds) as ctx:
+            headers: dict[str, str] = {}
+            script = None
+            if args.row == "bare":
+                port = free_port()
+                server = Server(
+                    "bare",
+                    [
+                        sys.executable,
+                        str(ROOT / "bench/bare_proxy.py"),
+                        str(port),
+                        f"http://127.0.0.1:{ctx['up_port']}",
+                    ],
+                    port,
+                )
+                ctx["started"].append(server)  # type: ignore[attr-defined]
+                url = f"http://127.0.0.1:{port}{PATH}"
+            else:
+                server, admin = start_gateway(tmp, "gw", ctx)
+                creds = asyncio.run(credentials(server.port, admin, 1000))
+                url = f"http://127.0.0.1:{server.port}{PATH}"
+                chosen = {
+                    "api-key": creds["key"],
+                    "user": creds["user_tokens"][0],  # type: ignore[index]
+                    "member": creds["member"],
+                    "caregiver": creds["caregiver"],
+                }
+                if args.row == "decision":
+                    url = f"http://127.0.0.1:{server.port}/decisions{PATH}"
+                    script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
+                else:
+                    headers = {"Authorization": f"Bearer {chosen[args.row]}"}
+            wrk(url, 2, headers=headers, script=script)  # warm the caches
+            raw = tmp / "profile.txt"
+            target = server.proc.pid
+            spy = threading.Thread(
+                target=subprocess.run,
+                args=(
+                    [
+                        binary("py-spy"),
+                        "record",
+                        "--pid",
+                        str(target),
+                        "--duration",
+                        str(args.seconds),
+                        "--rate",
+                        "250",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(raw),
+                        "--nonblocking",
+                    ],
+                ),
+                kwargs={"capture_output": True, "check": True},
+            )
+            spy.start()
+            rps, _, _, _ = wrk(url, args.seconds, headers=headers, script=script)
+            spy.join()
+            print(f"{args.row}: {rps:,.0f} req/s under py-spy\n")
+            print(summarise(raw, args.top))
+
+
+if __name__ == "__main__":
+    main()
