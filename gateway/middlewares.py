@@ -39,18 +39,13 @@ def observe_middleware(runtime: Runtime) -> Middleware:
         finally:
             elapsed = time.perf_counter() - exchange.started
             kind = exchange.credential.value if exchange.credential else "none"
-            metrics.requests.labels(
-                exchange.route, metrics.method_label(request.method), kind, str(status)
-            ).inc()
-            metrics.duration.labels(exchange.route).observe(elapsed)
+            metrics.request_done(exchange.route, request.method, kind, status, elapsed)
             if exchange.upstream is not None and "upstream" in exchange.timings:
-                metrics.upstream_duration.labels(exchange.upstream).observe(
-                    exchange.timings["upstream"]
-                )
+                metrics.upstream_done(exchange.upstream, exchange.timings["upstream"])
             p = exchange.principal
             outcome = "allow" if exchange.error is None else "deny"
             if exchange.credential_present:
-                metrics.auth.labels(kind, outcome, exchange.error or "ok").inc()
+                metrics.auth_decision(kind, outcome, exchange.error or "ok")
             logs.access(
                 request_id=exchange.request_id,
                 route=exchange.route,

@@ -8,9 +8,9 @@ connection, so a client never sees a clean, complete-looking response with a tru
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -80,6 +80,7 @@ class Forwarder:
         self._owned = frozenset(hdrs.canonical(h) for h in settings.headers.identity())
         self._max_body = settings.limits.max_body_bytes
         self._in_flight: dict[str, int] = {}
+        self._bases: dict[str, str] = {}
 
     async def forward(
         self,
@@ -135,7 +136,10 @@ class Forwarder:
         timings: dict[str, float],
     ) -> web.StreamResponse:
         data = self._body(request) if request.body_exists else None
-        url = URL(str(upstream.url) + request.raw_path, encoded=True)
+        base = self._bases.get(upstream.name)
+        if base is None:
+            base = self._bases[upstream.name] = str(upstream.url)
+        url = URL(base + request.raw_path, encoded=True)
         session = self._sessions[upstream.name]
         started = time.perf_counter()
         try:
@@ -211,4 +215,5 @@ class Forwarder:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (the shape of a UUID's hex, without its version bits)."""
+    return os.urandom(16).hex()

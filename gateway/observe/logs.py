@@ -1,8 +1,8 @@
 """Structured JSON logs: one access line per request, one audit line per authenticated action.
 
 Lines are built from explicit fields only (ids, route templates, codes), never from headers,
-tokens or bodies, so no secret can reach them. Records are written by a
-:class:`logging.handlers.QueueHandler` so the request path only enqueues.
+tokens or bodies, so no secret can reach them. Records go through a queue: the request path
+only builds the record and enqueues it; formatting and writing happen on the listener's thread.
 """
 
 from __future__ import annotations
@@ -38,6 +38,17 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
+class _DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Enqueues the record as it is: the listener thread formats it, not the request path.
+
+    Safe because every record here carries plain data (a constant message and a ``fields``
+    dict of ids and codes), nothing a later mutation could change.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 def configure(level: str = "INFO", stream: Any = None) -> logging.handlers.QueueListener:
     """Route the gateway's loggers through a queue to one JSON stream handler."""
     handler = logging.StreamHandler(stream or sys.stdout)
@@ -45,7 +56,7 @@ def configure(level: str = "INFO", stream: Any = None) -> logging.handlers.Queue
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(q, handler)
     root = logging.getLogger("gateway")
-    root.handlers[:] = [logging.handlers.QueueHandler(q)]
+    root.handlers[:] = [_DeferredQueueHandler(q)]
     root.setLevel(level)
     root.propagate = False
     listener.start()

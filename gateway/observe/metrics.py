@@ -8,7 +8,7 @@ id or a token.
 from __future__ import annotations
 
 import platform
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -139,6 +139,11 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build.labels(__version__, platform.python_version()).set(1)
+        # Children bound once per label set (prometheus_client's ``labels()`` validates and
+        # locks on every call). Keys are the bounded label values only, so these stay small.
+        self._request_children: dict[tuple[str, str, str, int], tuple[Incrementable, Any]] = {}
+        self._upstream_children: dict[str, Any] = {}
+        self._auth_children: dict[tuple[str, str, str], Incrementable] = {}
 
     def cache_stats(self, name: str) -> CacheStats:
         return CacheStats(self.cache.labels(name, "hit"), self.cache.labels(name, "miss"))
@@ -147,6 +152,33 @@ class Metrics:
         self.store_duration.labels(operation).observe(seconds)
         if not ok:
             self.store_errors.labels(operation).inc()
+
+    def request_done(
+        self, route: str, method: str, credential: str, status: int, seconds: float
+    ) -> None:
+        """Count one answered request and its duration."""
+        # SECURITY: the method is folded to the fixed set before it becomes a key, so a client
+        # inventing methods cannot grow the children cache or the label set.
+        key = (route, self.method_label(method), credential, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key[:3], str(status)), self.duration.labels(route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def upstream_done(self, upstream: str, seconds: float) -> None:
+        child = self._upstream_children.get(upstream)
+        if child is None:
+            child = self._upstream_children[upstream] = self.upstream_duration.labels(upstream)
+        child.observe(seconds)
+
+    def auth_decision(self, credential: str, outcome: str, reason: str) -> None:
+        key = (credential, outcome, reason)
+        child = self._auth_children.get(key)
+        if child is None:
+            child = self._auth_children[key] = self.auth.labels(*key)
+        child.inc()
 
     def method_label(self, method: str) -> str:
         return method if method in KNOWN_METHODS else "OTHER"
