@@ -1,6 +1,6 @@
 """Profile one benchmark row: the gateway under wrk load, sampled by py-spy.
 
-    python bench/profile.py [api-key|user|member|caregiver|decision|bare] [--seconds 10]
+    python bench/profile.py [api-key|user|member|caregiver|decision|mobile|bare] [--seconds 10]
 
 Starts the same stack as ``bench/run.py`` (nginx upstream and Redis on core 1, the server on
 core 0), drives one row with wrk, samples the server with ``py-spy record`` (native frames
@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
+    MOBILE_SCRIPT,
     ROOT,
     Server,
     binary,
@@ -66,10 +67,13 @@ def summarise(raw: Path, top: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "row", choices=["api-key", "user", "member", "caregiver", "decision", "bare"]
+        "row", choices=["api-key", "user", "member", "caregiver", "decision", "mobile", "bare"]
     )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--active-kid", default="rs1", choices=["rs1", "es1"], help="the signing key (RS256/ES256)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gw-profile-") as tmpdir:
         tmp = Path(tmpdir)
@@ -91,7 +95,7 @@ def main() -> None:
                 ctx["started"].append(server)  # type: ignore[attr-defined]
                 url = f"http://127.0.0.1:{port}{PATH}"
             else:
-                server, admin = start_gateway(tmp, "gw", ctx)
+                server, admin = start_gateway(tmp, "gw", ctx, active_kid=args.active_kid)
                 creds = asyncio.run(credentials(server.port, admin, 1000))
                 url = f"http://127.0.0.1:{server.port}{PATH}"
                 chosen = {
@@ -100,7 +104,11 @@ def main() -> None:
                     "member": creds["member"],
                     "caregiver": creds["caregiver"],
                 }
-                if args.row == "decision":
+                if args.row == "mobile":
+                    url = f"http://127.0.0.1:{server.port}"
+                    script = tmp / "mobile.lua"
+                    script.write_text(MOBILE_SCRIPT.format(key=creds["key"]))
+                elif args.row == "decision":
                     url = f"http://127.0.0.1:{server.port}/decisions{PATH}"
                     script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
                 else:
@@ -124,7 +132,6 @@ def main() -> None:
                         "raw",
                         "--output",
                         str(raw),
-                        "--nonblocking",
                     ],
                 ),
                 kwargs={"capture_output": True, "check": True},

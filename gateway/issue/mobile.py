@@ -52,6 +52,16 @@ class MobileRecord:
         return cls(**data)
 
 
+def new_token() -> str:
+    """``mt_`` and 43 base62 digits of 256 bits from the OS's CSPRNG (62**43 > 2**256)."""
+    number = int.from_bytes(secrets.token_bytes(32))
+    digits = []
+    for _ in range(43):
+        number, digit = divmod(number, 62)
+        digits.append(ALPHABET[digit])
+    return "mt_" + "".join(digits)
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -71,7 +81,7 @@ class MobileTokens:
         self, *, account: str, environment: str, user: str, scopes: tuple[str, ...], key_id: str
     ) -> tuple[str, MobileRecord]:
         now = self._clock.now()
-        token = "mt_" + "".join(secrets.choice(ALPHABET) for _ in range(43))
+        token = new_token()
         record = MobileRecord(account, environment, user, scopes, key_id, now + self._ttl)
         await self._store.put_mobile(
             digest(token),

@@ -71,6 +71,7 @@ class RedisStore:
         self._p = prefix
         # Called with (operation, seconds, ok) after every operation; set by the runtime.
         self.observer: Callable[[str, float, bool], None] | None = None
+        self._put_mobile = self._redis.register_script(_lua("put_mobile"))
         self._consume = self._redis.register_script(_lua("consume_mobile"))
         self._by_digest = self._redis.register_script(_lua("key_by_digest"))
         self._gcra = self._redis.register_script(_lua("rate_limit"))
@@ -121,11 +122,10 @@ class RedisStore:
     async def put_mobile(
         self, digest: str, blob: bytes, now: float, expires_at: float, retain_until: float
     ) -> None:
-        name = f"{self._p}mobile:{digest}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(name, mapping={"state": "new", "exp": int(expires_at * 1000), "blob": blob})
-            pipe.pexpire(name, max(1, int((retain_until - now) * 1000)))
-            await pipe.execute()
+        await self._put_mobile(
+            keys=[f"{self._p}mobile:{digest}"],
+            args=[int(expires_at * 1000), blob, max(1, int((retain_until - now) * 1000))],
+        )
 
     @_fail_closed
     async def peek_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
