@@ -126,3 +126,25 @@ def test_classify_is_total_and_consistent(value: str) -> None:
         assert value.startswith("mt_")
     else:
         assert value.count(".") == 2 and "=" not in value
+
+
+def test_jws_kinds_are_memoized_within_bounds() -> None:
+    from gateway.credentials import MEMO_MAX_CHARS, _memo_jws
+
+    _memo_jws.cache_clear()
+    user = token({"typ": USER_TOKEN_TYP})
+    assert classify(user) == classify(user)
+    assert _memo_jws.cache_info().hits == 1
+    # Past the length bound a token is classified every time and never held.
+    long = token({"typ": SDK_SESSION_TYP, "pad": "p" * MEMO_MAX_CHARS})
+    assert classify(long).kind is K.SDK_SESSION
+    assert _memo_jws.cache_info().currsize == 1
+    # A refused kind is refused again: errors are never memoized.
+    assertion = token({"typ": ASSERTION_TYP})
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            classify(assertion)
+    # SECURITY: bounded, however many distinct tokens arrive.
+    for i in range(5000):
+        classify(token({"kid": f"key_{i:024d}"}))
+    assert _memo_jws.cache_info().currsize <= 4096

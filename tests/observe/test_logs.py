@@ -104,3 +104,42 @@ async def test_no_secret_in_any_log_line(
     for secret in secrets:
         for part in {secret, secret[-24:], *secret.split(".")[2:]}:
             assert part not in text
+
+
+@pytest.fixture
+def configured() -> Iterator[Any]:
+    """``logs.configure`` as ``gateway serve`` runs it, undone afterwards."""
+    from gateway.observe import logs
+
+    root = logging.getLogger("gateway")
+    saved = (root.handlers[:], root.level, root.propagate)
+
+    def start(level: str) -> tuple[io.StringIO, Any]:
+        stream = io.StringIO()
+        return stream, logs.configure(level, stream)
+
+    yield start
+    logs._Lines.queue = None
+    root.handlers[:], root.level, root.propagate = saved
+
+
+@pytest.mark.parametrize("level, expected", [("INFO", 2), ("WARNING", 0)])
+def test_access_and_audit_lines_are_built_off_the_request_path(
+    configured: Any, level: str, expected: int
+) -> None:
+    from gateway.observe import logs
+
+    stream, listener = configured(level)
+    logs.access(request_id="r1", route="users", status=200, credential="api_key")
+    logs.audit(request_id="r1", route="users", outcome="allow", account="acc_1")
+    logs.event("reloaded", logging.WARNING, result="ok")
+    listener.stop()  # drains the queue
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    built = [line for line in lines if line["logger"] in ("gateway.access", "gateway.audit")]
+    assert len(built) == expected
+    if expected:
+        access, audit = built
+        assert access["msg"] == "access" and access["status"] == 200 and access["level"] == "info"
+        assert audit["msg"] == "audit" and audit["account"] == "acc_1"
+        assert access["ts"].endswith("Z")
+    assert lines[-1]["msg"] == "reloaded" and lines[-1]["result"] == "ok"
