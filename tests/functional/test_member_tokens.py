@@ -272,9 +272,11 @@ def audit_lines() -> Iterator[io.StringIO]:
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("gateway.audit")
     logger.addHandler(handler)
+    old = logger.level
     logger.setLevel(logging.INFO)
     yield stream
     logger.removeHandler(handler)
+    logger.setLevel(old)
 
 
 async def test_audit_names_subject_and_caregiver(gw: Gateway, audit_lines: io.StringIO) -> None:
