@@ -95,7 +95,9 @@ def main() -> None:
                 ctx["started"].append(server)  # type: ignore[attr-defined]
                 url = f"http://127.0.0.1:{port}{PATH}"
             else:
-                server, admin = start_gateway(tmp, "gw", ctx, active_kid=args.active_kid)
+                server, admin = start_gateway(
+                    tmp, "gw", ctx, {"decision": {"enabled": True}}, active_kid=args.active_kid
+                )
                 creds = asyncio.run(credentials(server.port, admin, 1000))
                 url = f"http://127.0.0.1:{server.port}{PATH}"
                 chosen = {

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
@@ -459,9 +458,10 @@ def mobile_pairs(tmp: Path, gateway: Server, key: str, seconds: int) -> tuple[fl
     return pairs / seconds, cpu / pairs * 1e6
 
 
-def run(seconds: int) -> tuple[list[Row], list[str]]:
+def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
     rows: list[Row] = []
     notes: list[str] = []
+    figures: dict[str, float] = {}
     path = "/v1/users/usr_a/scores"
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -597,8 +597,31 @@ def run(seconds: int) -> tuple[list[Row], list[str]]:
                 )
             )
             auth_front.stop()
+            floor_port = free_port()
+            floor = Server(
+                "floor",
+                [
+                    sys.executable,
+                    str(ROOT / "bench/minimal_decision.py"),
+                    str(floor_port),
+                    str(tmp / "users.txt"),
+                ],
+                floor_port,
+            )
+            rows.append(
+                measure(
+                    "reference: minimal aiohttp decision service, 1,000 tokens",
+                    [floor],
+                    f"http://127.0.0.1:{floor_port}{path}",
+                    seconds,
+                    script=script,
+                    note="dict lookup only: the framework's floor",
+                )
+            )
+            floor.stop()
 
             rate, cpu_us = mobile_pairs(tmp, gateway, str(creds["key"]), seconds)
+            figures["mobile RS256"] = 1e6 / cpu_us
             notes.append(
                 f"mobile tokens, SDK sessions signed RS256 (2048-bit): {rate:,.0f} issue+consume "
                 f"pairs/s; {cpu_us:.0f} µs gateway CPU per pair = {1e6 / cpu_us:,.0f} pairs per "
@@ -607,6 +630,7 @@ def run(seconds: int) -> tuple[list[Row], list[str]]:
             es, es_admin = start_gateway(tmp, "gw-es", ctx, active_kid="es1")
             es_creds = asyncio.run(credentials(es.port, es_admin, 0))
             rate, cpu_us = mobile_pairs(tmp, es, str(es_creds["key"]), seconds)
+            figures["mobile ES256"] = 1e6 / cpu_us
             notes.append(
                 f"mobile tokens, SDK sessions signed ES256: {rate:,.0f} issue+consume "
                 f"pairs/s; {cpu_us:.0f} µs gateway CPU per pair = {1e6 / cpu_us:,.0f} pairs per "
@@ -625,24 +649,57 @@ def run(seconds: int) -> tuple[list[Row], list[str]]:
             while seen < 100_000:
                 _, _, _, total = wrk(f"http://127.0.0.1:{fresh.port}{path}", 15, script=script)
                 seen += total
+            figures["rss"] = fresh.peak_rss_mib()
             notes.append(
                 f"peak RSS of one worker after {min(seen, 100_000):,} distinct live "
                 f"member tokens seen ({seen:,} requests): {fresh.peak_rss_mib():.0f} "
                 f"MiB (after start-up: {before:.0f} MiB)"
             )
-    return rows, notes
+    return rows, notes, figures
+
+
+def targets(rows: list[Row], figures: dict[str, float]) -> str:
+    """The issue's targets against this run's figures."""
+
+    def cpu(prefix: str) -> float:
+        return next(r for r in rows if r.name.startswith(prefix)).cpu_us
+
+    base, haproxy = cpu("bare"), cpu("HAProxy")
+    checks = [
+        ("proxy, API key: CPU vs bare proxy", "≤ 1.15x", cpu("gateway proxy: API key") / base),
+        ("proxy, user token: CPU vs bare proxy", "≤ 1.15x", cpu("gateway proxy: user") / base),
+        (
+            "nginx + decision: req per CPU-s vs HAProxy jwt_verify",
+            "≥ 1.00x",
+            haproxy / cpu("nginx auth_request"),
+        ),
+        ("decision alone: req per CPU-s vs HAProxy", "≥ 1.50x", haproxy / cpu("gateway decision")),
+        ("peak RSS, 100,000 live tokens (MiB)", "≤ 100", figures["rss"]),
+        ("mobile pairs per CPU-s, RS256 sessions", "≥ 3,000", figures["mobile RS256"]),
+        ("mobile pairs per CPU-s, ES256 sessions", "≥ 3,000", figures["mobile ES256"]),
+    ]
+    lines = ["| target | wanted | measured | met |", "|---|---:|---:|---|"]
+    for name, wanted, value in checks:
+        bound = float(wanted.split()[1].rstrip("x").replace(",", ""))
+        met = value <= bound if wanted.startswith("≤") else value >= bound
+        shown = f"{value:.2f}x" if wanted.endswith("x") else f"{value:,.0f}"
+        lines.append(f"| {name} | {wanted} | {shown} | {'yes' if met else 'no'} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[Row]) -> str:
     base = next(r for r in rows if "baseline" in r.name).cpu_us
+    haproxy = next(r for r in rows if r.name.startswith("HAProxy")).cpu_us
     lines = [
-        "| row | req/s | p50 ms | p99 ms | CPU µs/req | x baseline CPU | peak RSS MiB | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| row | req/s | p50 ms | p99 ms | CPU µs/req | x bare proxy CPU "
+        "| req per CPU-s vs HAProxy | peak RSS MiB | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-            f"{r.cpu_us:.0f} | {r.cpu_us / base:.2f} | {r.rss_mib:.0f} | {r.note} |"
+            f"{r.cpu_us:.0f} | {r.cpu_us / base:.2f} | {haproxy / r.cpu_us:.2f} "
+            f"| {r.rss_mib:.0f} | {r.note} |"
         )
     return "\n".join(lines)
 
@@ -670,18 +727,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--write", type=Path, help="append the results to this markdown file")
     args = parser.parse_args()
-    rows, notes = run(args.seconds)
+    rows, notes, figures = run(args.seconds)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     report = (
         f"### {stamp}\n\n`python bench/run.py --seconds {args.seconds}` — {versions()}."
         f" Server under test on core 0, wrk and the upstream on core 1; wrk -t1 -c32.\n\n"
-        f"{table(rows)}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+        f"{table(rows)}\n\n"
+        + "\n".join(f"- {n}" for n in notes)
+        + f"\n\n{targets(rows, figures)}\n"
     )
     print(report)
     if args.write:
         with args.write.open("a", encoding="utf-8") as out:
             out.write("\n" + report)
-    json.dumps([r.__dict__ for r in rows])
 
 
 if __name__ == "__main__":

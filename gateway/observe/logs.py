@@ -1,12 +1,14 @@
 """Structured JSON logs: one access line per request, one audit line per authenticated action.
 
 Lines are built from explicit fields only (ids, route templates, codes), never from headers,
-tokens or bodies, so no secret can reach them. Records go through a queue: the request path
-only builds the record and enqueues it; formatting and writing happen on the listener's thread.
+tokens or bodies, so no secret can reach them. Everything goes through a queue to one writer
+thread, so the request path never formats or writes (see :class:`_Lines`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import logging.handlers
 import queue
@@ -21,21 +23,28 @@ AUDIT = logging.getLogger("gateway.audit")
 EVENTS = logging.getLogger("gateway")
 
 
+def json_line(created: float, level: str, logger: str, msg: str, fields: Any) -> str:
+    """One log line: time, level, logger and message, then the record's fields."""
+    line: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created * 1000) % 1000:03d}Z",
+        "level": level,
+        "logger": logger,
+        "msg": msg,
+    }
+    if isinstance(fields, dict):
+        line.update(fields)
+    return orjson.dumps(line).decode()
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line.update(fields)
         if record.exc_info and record.exc_info[0] is not None:
-            line["exc_type"] = record.exc_info[0].__name__
-        return orjson.dumps(line).decode()
+            fields = {**(fields or {}), "exc_type": record.exc_info[0].__name__}
+        return json_line(
+            record.created, record.levelname.lower(), record.name, record.getMessage(), fields
+        )
 
 
 class _DeferredQueueHandler(logging.handlers.QueueHandler):
@@ -49,32 +58,72 @@ class _DeferredQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
-# An access or audit line as the request path enqueues it: (logger name, unix time, fields).
+# An access or audit line as the request path leaves it: (logger name, unix time, fields).
 Line = tuple[str, float, dict[str, Any]]
 
 
-class _Listener(logging.handlers.QueueListener):
-    """Writes records, and builds the records of access and audit lines on its own thread."""
-
-    def handle(self, record: logging.LogRecord | Line) -> None:
-        if isinstance(record, tuple):
-            name, created, fields = record
-            built = logging.LogRecord(name, logging.INFO, "", 0, name[8:], None, None)
-            built.created, built.msecs = created, (created * 1000) % 1000
-            built.fields = fields
-            record = built
-        super().handle(record)
-
-
 class _Lines:
-    """Where :func:`access` and :func:`audit` put their lines once :func:`configure` ran.
+    """Access and audit lines, batched on the event loop once :func:`configure` ran.
 
-    A ``logging`` call costs ~10 µs (a ``LogRecord`` carries threads, processes, caller frames);
-    the two lines of every request instead cost a tuple and a queue put, and the listener
-    builds the records. Before ``configure`` (tests, library use) they go through ``logging``.
+    A ``logging`` call costs ~10 µs (a ``LogRecord`` with threads, processes, caller frames)
+    and waking the writer thread for every line costs a GIL hand-over. So the request path
+    appends a tuple to a list; every ``FLUSH_SECONDS`` (or ``MAX_BATCH`` lines) the batch goes
+    to the writer thread in one queue put and is written in one ``write``. Lines are at most
+    that late; :meth:`_Listener.stop` writes whatever is left. Before ``configure`` (tests,
+    library use) the lines go through ``logging``.
     """
 
-    queue: queue.SimpleQueue[Any] | None = None
+    FLUSH_SECONDS = 0.05
+    MAX_BATCH = 1000
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Any] | None = None
+        self.batch: list[Line] = []
+
+    def add(self, line: Line) -> None:
+        if not self.batch:
+            try:
+                asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+            except RuntimeError:  # no loop on this thread: write it now
+                self.batch.append(line)
+                self.flush()
+                return
+        self.batch.append(line)
+        if len(self.batch) >= self.MAX_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch and self.queue is not None:
+            batch, self.batch = self.batch, []
+            self.queue.put(batch)
+
+
+_LINES = _Lines()
+
+
+class _Listener(logging.handlers.QueueListener):
+    """The writer thread: records one by one, access and audit lines by the batch."""
+
+    def __init__(self, q: queue.SimpleQueue[Any], handler: logging.StreamHandler[Any]) -> None:
+        super().__init__(q, handler)
+        self._stream_handler = handler
+
+    def handle(self, record: logging.LogRecord | list[Line]) -> None:
+        if not isinstance(record, list):
+            super().handle(record)
+            return
+        text = "".join(
+            json_line(created, "info", name, name[8:], fields) + "\n"
+            for name, created, fields in record
+        )
+        handler = self._stream_handler
+        with handler.lock or contextlib.nullcontext():
+            handler.stream.write(text)
+            handler.flush()
+
+    def stop(self) -> None:
+        _LINES.flush()
+        super().stop()
 
 
 def configure(level: str = "INFO", stream: Any = None) -> logging.handlers.QueueListener:
@@ -87,7 +136,7 @@ def configure(level: str = "INFO", stream: Any = None) -> logging.handlers.Queue
     root.handlers[:] = [_DeferredQueueHandler(q)]
     root.setLevel(level)
     root.propagate = False
-    _Lines.queue = q
+    _LINES.queue = q
     listener.start()
     return listener
 
@@ -98,15 +147,15 @@ def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
 
 def access(**fields: Any) -> None:
     if ACCESS.isEnabledFor(logging.INFO):
-        if _Lines.queue is not None:
-            _Lines.queue.put(("gateway.access", time.time(), fields))
+        if _LINES.queue is not None:
+            _LINES.add(("gateway.access", time.time(), fields))
         else:
             ACCESS.info("access", extra={"fields": fields})
 
 
 def audit(**fields: Any) -> None:
     if AUDIT.isEnabledFor(logging.INFO):
-        if _Lines.queue is not None:
-            _Lines.queue.put(("gateway.audit", time.time(), fields))
+        if _LINES.queue is not None:
+            _LINES.add(("gateway.audit", time.time(), fields))
         else:
             AUDIT.info("audit", extra={"fields": fields})

@@ -119,7 +119,7 @@ def configured() -> Iterator[Any]:
         return stream, logs.configure(level, stream)
 
     yield start
-    logs._Lines.queue = None
+    logs._LINES.queue = None
     root.handlers[:], root.level, root.propagate = saved
 
 
@@ -143,3 +143,22 @@ def test_access_and_audit_lines_are_built_off_the_request_path(
         assert audit["msg"] == "audit" and audit["account"] == "acc_1"
         assert access["ts"].endswith("Z")
     assert lines[-1]["msg"] == "reloaded" and lines[-1]["result"] == "ok"
+
+
+async def test_lines_from_the_event_loop_are_written_in_batches_and_on_stop(
+    configured: Any,
+) -> None:
+    import asyncio
+
+    from gateway.observe import logs
+
+    stream, listener = configured("INFO")
+    for i in range(3):
+        logs.access(request_id=f"r{i}", status=200)
+    assert len(logs._LINES.batch) == 3  # held on the loop, not yet handed to the writer
+    await asyncio.sleep(logs._Lines.FLUSH_SECONDS * 4)
+    assert logs._LINES.batch == []
+    logs.audit(request_id="last", outcome="allow")
+    listener.stop()  # nothing pending is lost
+    ids = [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
+    assert ids == ["r0", "r1", "r2", "last"]
