@@ -44,6 +44,7 @@ def token(header: dict[str, object]) -> str:
     [
         (f"Bearer {KEY}", K.API_KEY),
         (f"bearer {SANDBOX}", K.API_KEY),
+        (f"BEARER   {SANDBOX}", K.API_KEY),
         (f"Bearer {TEST}", K.API_KEY),
         (basic(KEY), K.API_KEY),
         (f"Bearer {MOBILE}", K.MOBILE_TOKEN),
@@ -76,6 +77,9 @@ def test_kind_is_told_by_shape(value: str, kind: K) -> None:
         (basic("someone"), InvalidToken),
         ("Basic !!!", InvalidToken),
         ("Bearer " + KEY + " extra", InvalidToken),
+        ("Bearer\t" + KEY, InvalidToken),
+        (" Bearer " + KEY, InvalidToken),
+        ("Bearer " + KEY + "\u00e9", InvalidToken),
         ("Bearer " + "x" * 9000, InvalidToken),
     ],
 )
