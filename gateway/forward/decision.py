@@ -49,8 +49,13 @@ def original_target(request: web.Request, prefix: str) -> tuple[str, str]:
     return method, target
 
 
+_NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+
+
 def query_of(target: str) -> MultiDictProxy[str]:
     _, _, query = target.partition("?")
+    if not query:
+        return _NO_QUERY
     return MultiDictProxy(MultiDict(parse_qsl(query, keep_blank_values=True)))
 
 
