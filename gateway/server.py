@@ -9,6 +9,7 @@ accepting connections, drain in-flight requests for up to ``SHUTDOWN_TIMEOUT`` a
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
@@ -122,6 +123,7 @@ async def run(
             admin=f"{settings.admin.host}:{settings.admin.port}" if admin else None,
             store=runtime.store.name,
         )
+        settle_heap()
         if on_ready is not None:
             await on_ready(runtime)
         await stop.wait()
@@ -137,6 +139,17 @@ async def _reload(runtime: Runtime, settings: Settings, tls: TlsContexts) -> Non
     if await reload(runtime, settings.source):
         new = runtime.settings
         tls.reload({new.listen.port: new.listen, new.admin.port: new.admin})
+
+
+def settle_heap() -> None:
+    """Once listening: move everything allocated at start-up (modules, config, policy trie,
+    keys) out of the collector's sight with ``gc.freeze()``, and collect the young generation
+    less often. Caches of verified credentials keep many objects alive; with the default
+    thresholds the cyclic collector cost about 8 µs per request under load (measured with
+    ``gc.callbacks``). Reference counting still frees almost everything at once."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def install_event_loop_policy() -> None:
