@@ -24,11 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
     MOBILE_SCRIPT,
-    ROOT,
-    Server,
     binary,
     credentials,
-    free_port,
+    python_server,
     stack,
     start_gateway,
     token_script,
@@ -81,19 +79,11 @@ def main() -> None:
             headers: dict[str, str] = {}
             script = None
             if args.row == "bare":
-                port = free_port()
-                server = Server(
-                    "bare",
-                    [
-                        sys.executable,
-                        str(ROOT / "bench/bare_proxy.py"),
-                        str(port),
-                        f"http://127.0.0.1:{ctx['up_port']}",
-                    ],
-                    port,
+                server = python_server(
+                    "bare", "bare_proxy.py", f"http://127.0.0.1:{ctx['up_port']}"
                 )
                 ctx["started"].append(server)  # type: ignore[attr-defined]
-                url = f"http://127.0.0.1:{port}{PATH}"
+                url = f"http://127.0.0.1:{server.port}{PATH}"
             else:
                 server, admin = start_gateway(
                     tmp, "gw", ctx, {"decision": {"enabled": True}}, active_kid=args.active_kid

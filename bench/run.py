@@ -120,6 +120,12 @@ class Server:
             self.proc.kill()
 
 
+def python_server(name: str, script: str, *args: str) -> Server:
+    """One of bench/'s own Python servers, on a free port (its first argument)."""
+    port = free_port()
+    return Server(name, [sys.executable, str(ROOT / "bench" / script), str(port), *args], port)
+
+
 @dataclass
 class Row:
     name: str
@@ -476,17 +482,8 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
                     seconds,
                 )
             )
-            bare_port = free_port()
-            bare = Server(
-                "bare",
-                [
-                    sys.executable,
-                    str(ROOT / "bench/bare_proxy.py"),
-                    str(bare_port),
-                    f"http://127.0.0.1:{up_port}",
-                ],
-                bare_port,
-            )
+            bare = python_server("bare", "bare_proxy.py", f"http://127.0.0.1:{up_port}")
+            bare_port = bare.port
             rows.append(
                 measure(
                     "bare aiohttp+uvloop proxy (baseline)",
@@ -597,17 +594,8 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
                 )
             )
             auth_front.stop()
-            floor_port = free_port()
-            floor = Server(
-                "floor",
-                [
-                    sys.executable,
-                    str(ROOT / "bench/minimal_decision.py"),
-                    str(floor_port),
-                    str(tmp / "users.txt"),
-                ],
-                floor_port,
-            )
+            floor = python_server("floor", "minimal_decision.py", str(tmp / "users.txt"))
+            floor_port = floor.port
             rows.append(
                 measure(
                     "reference: minimal aiohttp decision service, 1,000 tokens",

@@ -20,6 +20,8 @@ from gateway.errors import StoreUnavailable
 from gateway.stores.base import MobileState
 
 P = ParamSpec("P")
+MIN_POOL_WAIT = 2.0
+POOL_WAIT_FACTOR = 4
 T = TypeVar("T")
 
 
@@ -56,12 +58,15 @@ class RedisStore:
     def __init__(
         self, url: str, *, timeout: float = 0.5, prefix: str = "gw:", max_connections: int = 64
     ) -> None:
-        # A blocking pool: past `max_connections` callers wait (up to `timeout`) for a
-        # connection instead of opening unbounded numbers of them.
+        # A blocking pool: past `max_connections` callers wait for a connection instead of
+        # opening unbounded numbers of them. Each operation is bounded by `timeout` on the
+        # socket; the wait for a free connection during a burst (1,000 concurrent requests on
+        # one worker queue for ~0.5 s of Redis client work) by POOL_WAIT_FACTOR times that,
+        # at least MIN_POOL_WAIT seconds. Past either: 503, never an unchecked answer.
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout,
+            timeout=max(MIN_POOL_WAIT, timeout * POOL_WAIT_FACTOR),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
