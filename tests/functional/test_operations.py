@@ -145,6 +145,13 @@ async def test_sigterm_drains_in_flight_requests(
     code = await asyncio.to_thread(proc.proc.wait, 10)
     assert code == 0
     assert '"stopped"' in proc.output()
+    # The access line of the request that finished while draining was written before exit.
+    access = [
+        line
+        for line in map(orjson.loads, (t for t in proc.output().splitlines() if t.startswith("{")))
+        if line.get("logger") == "gateway.access"
+    ]
+    assert any(line["status"] == 200 and line["credential"] == "api_key" for line in access)
 
 
 async def test_workers_share_the_port_and_metrics_add_up(
