@@ -12,7 +12,9 @@ import base64
 import binascii
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -42,7 +44,7 @@ class Credential:
 
     kind: CredentialKind
     value: str = field(repr=False)
-    header: dict[str, Any] | None = None
+    header: Mapping[str, Any] | None = None
 
 
 def extract(
@@ -124,7 +126,8 @@ def _jws(token: str) -> Credential:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise InvalidToken("The token is malformed.", details={"reason": "malformed"}) from None
-    return Credential(_jwt_kind(header), token, header)
+    # Read-only: memoized credentials share it, so no verifier can change what another sees.
+    return Credential(_jwt_kind(header), token, MappingProxyType(header))
 
 
 # Reading a JWS header with PyJWT decodes every segment (a third of a cached request's cost).
@@ -135,7 +138,7 @@ MEMO_MAX_CHARS = 2048
 _memo_jws = functools.lru_cache(maxsize=4096)(_jws)
 
 
-def _jwt_kind(header: dict[str, Any]) -> CredentialKind:
+def _jwt_kind(header: Mapping[str, Any]) -> CredentialKind:
     typ, kid = header.get("typ"), header.get("kid")
     if typ == USER_TOKEN_TYP:
         return CredentialKind.USER_TOKEN

@@ -152,3 +152,12 @@ def test_jws_kinds_are_memoized_within_bounds() -> None:
     for i in range(5000):
         classify(token({"kid": f"key_{i:024d}"}))
     assert _memo_jws.cache_info().currsize <= 4096
+
+
+def test_a_memoized_header_cannot_be_changed_by_a_verifier() -> None:
+    user = token({"typ": USER_TOKEN_TYP, "kid": "gw1"})
+    header = classify(user).header
+    assert header is not None and header["kid"] == "gw1"
+    with pytest.raises(TypeError):
+        header["kid"] = "other"  # type: ignore[index]
+    assert classify(user).header == {"typ": USER_TOKEN_TYP, "kid": "gw1", "alg": "HS256"}

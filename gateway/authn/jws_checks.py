@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from jwt.utils import base64url_decode
@@ -41,7 +42,7 @@ def _segment(segment: str) -> Any:
         raise InvalidToken("The token is malformed.", details={"reason": "malformed"}) from None
 
 
-def check_jws(token: str, header: dict[str, Any]) -> None:
+def check_jws(token: str, header: Mapping[str, Any]) -> None:
     """Raise :class:`InvalidToken` unless ``token`` is a plain, unambiguous compact JWS."""
     # SECURITY: RFC 8725 §2.4/§3.10: never fetch or trust keys named inside the token.
     for name in FORBIDDEN_HEADERS:

@@ -10,6 +10,7 @@ lookup, not a signature check.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +90,7 @@ class GatewayTokens:
         )
         return token, exp
 
-    def verify(self, token: str, header: dict[str, Any], kind: TokenKind) -> Verified:
+    def verify(self, token: str, header: Mapping[str, Any], kind: TokenKind) -> Verified:
         now = self._clock.now()
         cached = self.cache.get(token, now)
         if cached is not None:
