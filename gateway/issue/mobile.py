@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import orjson
 
@@ -43,7 +43,8 @@ class MobileRecord:
     expires_at: float
 
     def to_blob(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        # orjson serializes a slotted dataclass natively (``asdict`` deep-copies, 10x slower).
+        return orjson.dumps(self)
 
     @classmethod
     def from_blob(cls, blob: bytes) -> MobileRecord:

@@ -144,12 +144,16 @@ class Metrics:
         self._request_children: dict[tuple[str, str, str, int], tuple[Incrementable, Any]] = {}
         self._upstream_children: dict[str, Any] = {}
         self._auth_children: dict[tuple[str, str, str], Incrementable] = {}
+        self._store_children: dict[str, Any] = {}  # operation names are the store's methods
 
     def cache_stats(self, name: str) -> CacheStats:
         return CacheStats(self.cache.labels(name, "hit"), self.cache.labels(name, "miss"))
 
     def observe_store(self, operation: str, seconds: float, ok: bool) -> None:
-        self.store_duration.labels(operation).observe(seconds)
+        child = self._store_children.get(operation)
+        if child is None:
+            child = self._store_children[operation] = self.store_duration.labels(operation)
+        child.observe(seconds)
         if not ok:
             self.store_errors.labels(operation).inc()
 
