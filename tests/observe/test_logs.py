@@ -162,3 +162,24 @@ async def test_lines_from_the_event_loop_are_written_in_batches_and_on_stop(
     listener.stop()  # nothing pending is lost
     ids = [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
     assert ids == ["r0", "r1", "r2", "last"]
+
+
+@pytest.mark.parametrize(
+    ("created", "ts"),
+    [
+        (1700000000.0123, "2023-11-14T22:13:20.012Z"),
+        (1700000000.9999, "2023-11-14T22:13:20.999Z"),
+        (1700000001.0, "2023-11-14T22:13:21.000Z"),
+    ],
+)
+def test_line_timestamps_are_utc_milliseconds(created: float, ts: str) -> None:
+    from gateway.observe.logs import json_line
+
+    line = orjson.loads(json_line(created, "info", "gateway.access", "access", {"status": 200}))
+    assert line == {
+        "ts": ts,
+        "level": "info",
+        "logger": "gateway.access",
+        "msg": "access",
+        "status": 200,
+    }
