@@ -10,6 +10,7 @@ one-second revocation bound). A caregiver token is admitted only while the relat
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jwt
@@ -137,13 +138,14 @@ class MemberTokenAuthenticator:
             )
         ):
             raise _bad("The token's scopes must be an array of strings.", "claims")
+        # Interned: 100,000 cached tokens of a few members share their strings (memory bound).
         return Principal(
             account=account,
             credential=CredentialKind.MEMBER_TOKEN,
             environment=environment,
-            actor=actor,
-            user=sub,
+            actor=sys.intern(actor),
+            user=sys.intern(sub),
             scopes=tuple(scopes),
-            key_id=kid,
+            key_id=sys.intern(kid),
             expires_at=exp,
         )

@@ -10,6 +10,7 @@ lookup, not a signature check.
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,11 +134,12 @@ class GatewayTokens:
         scopes = payload.get("scp", [])
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise InvalidToken(details={"reason": "claims"})
+        # Interned: many cached tokens of the same user and key share their strings.
         verified = Verified(
-            user=str_claim(payload, "sub"),
-            account=str_claim(payload, "acc"),
-            environment=str_claim(payload, "env"),
-            key_id=str_claim(payload, "kid"),
+            user=sys.intern(str_claim(payload, "sub")),
+            account=sys.intern(str_claim(payload, "acc")),
+            environment=sys.intern(str_claim(payload, "env")),
+            key_id=sys.intern(str_claim(payload, "kid")),
             scopes=tuple(scopes),
             expires_at=exp,
             jti=str_claim(payload, "jti"),
