@@ -485,6 +485,7 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
                 )
             )
             bare = python_server("bare", "bare_proxy.py", f"http://127.0.0.1:{up_port}")
+            ctx["started"].append(bare)  # type: ignore[attr-defined]  # stopped on any error
             bare_port = bare.port
             rows.append(
                 measure(
@@ -496,6 +497,7 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
             )
             proxy_port = free_port()
             front = nginx(tmp, "proxy", proxy_port, PROXY_BODY, up_port)  # type: ignore[arg-type]
+            ctx["started"].append(front)  # type: ignore[attr-defined]
             rows.append(
                 measure(
                     "nginx proxy_pass", [front], f"http://127.0.0.1:{proxy_port}{path}", seconds
@@ -520,6 +522,7 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
             conf = tmp / "haproxy.cfg"
             conf.write_text(HAPROXY.format(port=ha_port, pub=pub, upstream=up_port))
             haproxy = Server("haproxy", [binary("haproxy"), "-f", str(conf), "-db"], ha_port)
+            ctx["started"].append(haproxy)  # type: ignore[attr-defined]
             rows.append(
                 measure(
                     "HAProxy jwt_verify RS256",
@@ -569,6 +572,7 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
             )
             auth_port = free_port()
             auth_front = nginx(tmp, "auth", auth_port, AUTH_BODY, up_port, gateway.port)  # type: ignore[arg-type]
+            ctx["started"].append(auth_front)  # type: ignore[attr-defined]
             rows.append(
                 measure(
                     "nginx auth_request + gateway decision, 1,000 user tokens",
@@ -581,6 +585,7 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
             )
             auth_front.stop()
             floor = python_server("floor", "minimal_decision.py", str(tmp / "users.txt"))
+            ctx["started"].append(floor)  # type: ignore[attr-defined]
             floor_port = floor.port
             rows.append(
                 measure(
