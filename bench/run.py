@@ -599,22 +599,19 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
             )
             floor.stop()
 
-            rate, cpu_us = mobile_pairs(tmp, gateway, str(creds["key"]), seconds)
-            figures["mobile RS256"] = 1e6 / cpu_us
-            notes.append(
-                f"mobile tokens, SDK sessions signed RS256 (2048-bit): {rate:,.0f} issue+consume "
-                f"pairs/s; {cpu_us:.0f} µs gateway CPU per pair = {1e6 / cpu_us:,.0f} pairs per "
-                "CPU-second of one worker, against one local Redis"
-            )
             es, es_admin = start_gateway(tmp, "gw-es", ctx, active_kid="es1")
-            es_creds = asyncio.run(credentials(es.port, es_admin, 0))
-            rate, cpu_us = mobile_pairs(tmp, es, str(es_creds["key"]), seconds)
-            figures["mobile ES256"] = 1e6 / cpu_us
-            notes.append(
-                f"mobile tokens, SDK sessions signed ES256: {rate:,.0f} issue+consume "
-                f"pairs/s; {cpu_us:.0f} µs gateway CPU per pair = {1e6 / cpu_us:,.0f} pairs per "
-                "CPU-second of one worker, against one local Redis"
-            )
+            es_key = asyncio.run(credentials(es.port, es_admin, 0))["key"]
+            for algorithm, server, key in (
+                ("RS256", gateway, creds["key"]),
+                ("ES256", es, es_key),
+            ):
+                rate, cpu_us = mobile_pairs(tmp, server, str(key), seconds)
+                figures[f"mobile {algorithm}"] = 1e6 / cpu_us
+                notes.append(
+                    f"mobile tokens, SDK sessions signed {algorithm}: {rate:,.0f} issue+consume "
+                    f"pairs/s; {cpu_us:.0f} µs gateway CPU per pair = {1e6 / cpu_us:,.0f} "
+                    "pairs per CPU-second of one worker, against one local Redis"
+                )
             es.stop()
 
             # Memory with 100,000 distinct live tokens seen (member tokens: cheap to mint).

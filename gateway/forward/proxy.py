@@ -80,7 +80,7 @@ class Forwarder:
         self._owned = frozenset(hdrs.canonical(h) for h in settings.headers.identity())
         self._max_body = settings.limits.max_body_bytes
         self._in_flight: dict[str, int] = {}
-        self._bases: dict[str, str] = {}
+        self._bases = {name: str(u.url) for name, u in settings.upstreams.items()}
 
     async def forward(
         self,
@@ -136,10 +136,7 @@ class Forwarder:
         timings: dict[str, float],
     ) -> web.StreamResponse:
         data = self._body(request) if request.body_exists else None
-        base = self._bases.get(upstream.name)
-        if base is None:
-            base = self._bases[upstream.name] = str(upstream.url)
-        url = URL(base + request.raw_path, encoded=True)
+        url = URL(self._bases[upstream.name] + request.raw_path, encoded=True)
         session = self._sessions[upstream.name]
         started = time.perf_counter()
         try:

@@ -119,7 +119,7 @@ class _Listener(logging.handlers.QueueListener):
             super().handle(record)
             return
         text = "".join(
-            json_line(created, "info", name, name[8:], fields) + "\n"
+            json_line(created, "info", name, _message(name), fields) + "\n"
             for name, created, fields in record
         )
         handler = self._stream_handler
@@ -152,16 +152,22 @@ def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
 
 
 def access(**fields: Any) -> None:
-    if ACCESS.isEnabledFor(logging.INFO):
-        if _LINES.queue is not None:
-            _LINES.add(("gateway.access", time.time(), fields))
-        else:
-            ACCESS.info("access", extra={"fields": fields})
+    _line(ACCESS, fields)
 
 
 def audit(**fields: Any) -> None:
-    if AUDIT.isEnabledFor(logging.INFO):
+    _line(AUDIT, fields)
+
+
+def _line(logger: logging.Logger, fields: dict[str, Any]) -> None:
+    """An access or audit line: batched once :func:`configure` ran, else through ``logging``."""
+    if logger.isEnabledFor(logging.INFO):
         if _LINES.queue is not None:
-            _LINES.add(("gateway.audit", time.time(), fields))
+            _LINES.add((logger.name, time.time(), fields))
         else:
-            AUDIT.info("audit", extra={"fields": fields})
+            logger.info(_message(logger.name), extra={"fields": fields})
+
+
+def _message(logger_name: str) -> str:
+    """``gateway.access`` → ``access``: an access or audit line's message is its kind."""
+    return logger_name.rpartition(".")[2]

@@ -48,6 +48,26 @@ LATENCY_BUCKETS = (
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+class _Children:
+    """A metric's children bound once per label set: prometheus_client's ``labels()`` validates
+    and locks on every call. Callers pass bounded label values only, so this stays small."""
+
+    __slots__ = ("_bound", "_metric")
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self._metric = metric
+        self._bound: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._bound.get(labels)
+        if child is None:
+            child = self._bound[labels] = self._metric.labels(*labels)
+        return child
+
+    def __len__(self) -> int:
+        return len(self._bound)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -139,21 +159,18 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build.labels(__version__, platform.python_version()).set(1)
-        # Children bound once per label set (prometheus_client's ``labels()`` validates and
-        # locks on every call). Keys are the bounded label values only, so these stay small.
-        self._request_children: dict[tuple[str, str, str, int], tuple[Incrementable, Any]] = {}
-        self._upstream_children: dict[str, Any] = {}
-        self._auth_children: dict[tuple[str, str, str], Incrementable] = {}
-        self._store_children: dict[str, Any] = {}  # operation names are the store's methods
+        # Children bound once per label set, for the metrics touched on every request.
+        self._requests = _Children(self.requests)
+        self._durations = _Children(self.duration)
+        self._upstream_durations = _Children(self.upstream_duration)
+        self._auth = _Children(self.auth)
+        self._store_durations = _Children(self.store_duration)
 
     def cache_stats(self, name: str) -> CacheStats:
         return CacheStats(self.cache.labels(name, "hit"), self.cache.labels(name, "miss"))
 
     def observe_store(self, operation: str, seconds: float, ok: bool) -> None:
-        child = self._store_children.get(operation)
-        if child is None:
-            child = self._store_children[operation] = self.store_duration.labels(operation)
-        child.observe(seconds)
+        self._store_durations(operation).observe(seconds)
         if not ok:
             self.store_errors.labels(operation).inc()
 
@@ -161,28 +178,16 @@ class Metrics:
         self, route: str, method: str, credential: str, status: int, seconds: float
     ) -> None:
         """Count one answered request and its duration."""
-        # SECURITY: the method is folded to the fixed set before it becomes a key, so a client
-        # inventing methods cannot grow the children cache or the label set.
-        key = (route, self.method_label(method), credential, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (self.requests.labels(*key[:3], str(status)), self.duration.labels(route))
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        # SECURITY: the method is folded to the fixed set before it becomes a label (and a key
+        # of the children cache), so a client inventing methods cannot grow either.
+        self._requests(route, self.method_label(method), credential, str(status)).inc()
+        self._durations(route).observe(seconds)
 
     def upstream_done(self, upstream: str, seconds: float) -> None:
-        child = self._upstream_children.get(upstream)
-        if child is None:
-            child = self._upstream_children[upstream] = self.upstream_duration.labels(upstream)
-        child.observe(seconds)
+        self._upstream_durations(upstream).observe(seconds)
 
     def auth_decision(self, credential: str, outcome: str, reason: str) -> None:
-        key = (credential, outcome, reason)
-        child = self._auth_children.get(key)
-        if child is None:
-            child = self._auth_children[key] = self.auth.labels(*key)
-        child.inc()
+        self._auth(credential, outcome, reason).inc()
 
     def method_label(self, method: str) -> str:
         return method if method in KNOWN_METHODS else "OTHER"

@@ -20,9 +20,9 @@ from gateway.errors import StoreUnavailable
 from gateway.stores.base import MobileState
 
 P = ParamSpec("P")
+T = TypeVar("T")
 MIN_POOL_WAIT = 2.0
 POOL_WAIT_FACTOR = 4
-T = TypeVar("T")
 
 
 def _lua(name: str) -> str:

@@ -18,7 +18,7 @@ def test_invented_methods_fold_to_other_and_do_not_grow_the_label_set() -> None:
         " 500.0" in text
     )
     assert 'method="GET"' in text and 'method="X1"' not in text
-    assert len(metrics._request_children) == 2  # SECURITY: bounded by the folded label values
+    assert len(metrics._requests) == 2  # SECURITY: bounded by the folded label values
 
 
 def test_auth_decisions_and_upstream_durations_are_counted_per_label_set() -> None:
