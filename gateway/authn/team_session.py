@@ -2,9 +2,10 @@
 
 The provider is chosen by the token's ``iss`` among the configured ones (an unknown issuer is
 refused); the signature is checked with that provider's JWKS, with the algorithm pinned to the
-provider's configured list; ``aud`` must be the provider's audience. The account and the person
-are read from the configured claims. Access is account-wide like an API key, attributed to the
-person (``X-Auth-Actor``).
+provider's configured list and to the key (a JWK is used only with its own ``alg``, or, when it
+names none, the one its type and curve imply); ``aud`` must be the provider's audience. The
+account and the person are read from the configured claims. Access is account-wide like an API
+key, attributed to the person (``X-Auth-Actor``).
 """
 
 from __future__ import annotations
@@ -65,12 +66,16 @@ class TeamSessionAuthenticator:
         if not isinstance(kid, str) or not kid or len(kid) > 256:
             raise _bad("The token has no usable kid.", "unknown_kid")
         key = await jwks.key(kid)
-        if key.algorithm_name not in provider.algorithms and key.algorithm_name != alg:
+        # SECURITY: the key decides the algorithm, not the token: the JWK's `alg` (or, when it
+        # names none, the one its type and curve imply) must be the header's. An RS256 header
+        # on an EC key (both allowed by the provider) is refused here, never handed to a
+        # verifier built for another key type.
+        if key.algorithm_name != alg:
             raise _bad("The token's algorithm does not match its key.", "alg")
         try:
             payload: dict[str, Any] = jwt.decode(
                 credential.value,
-                key.key,
+                key,  # the PyJWK itself: PyJWT checks the algorithm against it once more
                 algorithms=[alg],
                 audience=provider.audience,
                 issuer=provider.issuer,

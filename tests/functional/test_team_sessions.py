@@ -233,3 +233,38 @@ async def test_provider_down_from_the_start_is_503(
     token = IdentityProvider().token(now=gw.clock.now())
     assert (await call(gw, token))[:2] == (503, "service_unavailable")
     assert gw.recorder.seen == []
+
+
+def signed_with_another_key_type(provider: IdentityProvider, kid: str, alg: str, now: float) -> str:
+    """A token naming ``kid`` (a key of the provider) but signed, and labelled, with ``alg``, whose
+    key type is not that key's (issue 17)."""
+    body = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "p",
+        "account": "acc_1",
+        "iat": int(now),
+        "exp": int(now) + 600,
+    }
+    return jwt.encode(body, generate_private_key(alg), algorithm=alg, headers={"kid": kid})
+
+
+@pytest.mark.parametrize(
+    ("kid", "alg"),
+    [("idp-ec", "RS256"), ("idp-1", "ES256")],
+    ids=["RS256 header on an EC key", "ES256 header on an RSA key"],
+)
+async def test_algorithm_not_of_the_keys_type_is_401_never_500(
+    gw: Gateway, idp: tuple[IdentityProvider, TestServer], kid: str, alg: str
+) -> None:
+    # The provider allows both RS256 and ES256 and publishes a key of each type: PyJWT used to
+    # raise TypeError on the mismatch (500 internal_error with a traceback).
+    provider, _ = idp
+    provider.add("idp-ec", "ES256")
+    token = signed_with_another_key_type(provider, kid, alg, gw.clock.now())
+    status, code, details = await call(gw, token)
+    assert (status, code, details["reason"]) == (401, "invalid_token", "alg")
+    assert gw.recorder.seen == []
+    # The provider's own tokens for both keys still verify.
+    for good in ("idp-1", "idp-ec"):
+        assert (await call(gw, provider.token(good, now=gw.clock.now())))[0] == 200
