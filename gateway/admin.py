@@ -113,7 +113,9 @@ async def create_key(request: web.Request, runtime: Runtime) -> web.Response:
         raise InvalidRequest("test must be true or false.", details={"field": "test"})
     key, record = await runtime.keys.create(
         _str(data, "account"),
-        _str(data, "environment", "live"),
+        # `test` asks for a sandbox sk_test_ key: sandbox unless the caller says otherwise
+        # (and a contradiction, test with live, is refused by the key service).
+        _str(data, "environment", "sandbox" if test else "live"),
         label=_str(data, "label", ""),
         test=test,
         lifetime=lifetime,

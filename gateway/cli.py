@@ -49,6 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_runtime_requirements(settings)
     listener = logs.configure(settings.log_level)
     try:
+        if settings.store.is_redis:
+            asyncio.run(_check_master_key(settings))
         if settings.workers > 1 and not args.worker:
             from gateway.workers import supervise
 
@@ -60,6 +62,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         listener.stop()
     return 0
+
+
+async def _check_master_key(settings: Any) -> None:
+    """Before serving: refuse a master key other than the one the store's API keys are sealed
+    under (:class:`~gateway.keys.fingerprint.MasterKeyMismatch`, a config error). A store that
+    cannot answer now does not stop the start (the gateway fails closed until it answers, and
+    keys are checked again before one is created)."""
+    import logging
+
+    from gateway.errors import StoreUnavailable
+    from gateway.keys.fingerprint import ensure_master_key
+    from gateway.keys.sealing import Sealer
+    from gateway.observe import logs
+    from gateway.stores.redis import RedisStore
+
+    store = RedisStore(
+        settings.store.url, timeout=settings.store.timeout, prefix=settings.store.prefix
+    )
+    try:
+        await ensure_master_key(store, Sealer(settings.master_key))
+    except StoreUnavailable:
+        logs.event(
+            "cannot compare the master key with the store's now (store unavailable); it is "
+            "compared again before a key is created",
+            logging.WARNING,
+        )
+    finally:
+        await store.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -101,6 +131,8 @@ def _with_runtime(args: argparse.Namespace, action: Callable[[Any], Awaitable[An
     async def main() -> Any:
         runtime = build_runtime(settings)
         try:
+            # Before anything else: a CLI run never seals a key the servers could not open.
+            await runtime.keys.ensure_master_key()
             return await action(runtime)
         finally:
             await runtime.store.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gateway.config import load_settings
 from gateway.confignode import ConfigError
+from gateway.errors import StoreUnavailable
 from gateway.observe import logs
 from gateway.requirements import check_runtime_requirements
 from gateway.runtime import Runtime, build_runtime, close_resources, open_resources, open_store
@@ -49,6 +50,8 @@ async def reload(runtime: Runtime, path: Path) -> bool:
     store = runtime.store if same_store else open_store(settings)
     try:
         new = build_runtime(settings, clock=runtime.clock, store=store, metrics=metrics)
+        if not same_store or settings.master_key != old_settings.master_key:
+            await _check_master_key(new)
         await open_resources(new)
     except (ConfigError, OSError, ValueError) as exc:
         metrics.reloads.labels("error").inc()
@@ -67,3 +70,17 @@ async def reload(runtime: Runtime, path: Path) -> bool:
         lambda: asyncio.ensure_future(close_resources(old, close_store=not same_store)),
     )
     return True
+
+
+async def _check_master_key(new: Runtime) -> None:
+    """A new master key (or store) must be the store's: a mismatch fails the reload (a config
+    error naming both fingerprints). A store that cannot answer now does not: the key service
+    compares again before it seals a key."""
+    try:
+        await new.keys.ensure_master_key()
+    except StoreUnavailable:
+        logs.event(
+            "config reload: cannot compare the master key with the store's now (store "
+            "unavailable); it is compared again before a key is created",
+            logging.WARNING,
+        )

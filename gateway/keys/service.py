@@ -10,15 +10,24 @@ used for at most ``api_keys.stale_window`` more seconds (0 by default: fail clos
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.config import ApiKeySettings
-from gateway.errors import InvalidRequest, InvalidToken, StoreUnavailable, TokenExpired
+from gateway.errors import (
+    InvalidRequest,
+    InvalidToken,
+    ServiceUnavailable,
+    StoreUnavailable,
+    TokenExpired,
+)
 from gateway.identifiers import is_identifier
 from gateway.keys import material
+from gateway.keys.fingerprint import MasterKeyMismatch, ensure_master_key
 from gateway.keys.record import KeyRecord
-from gateway.keys.sealing import Sealer
+from gateway.keys.sealing import Sealer, SealingError
+from gateway.observe import logs
 from gateway.stores.base import KeyStore
 from gateway.ttlcache import StatsFactory, TTLCache
 
@@ -56,6 +65,7 @@ class KeyService:
         # Secrets never change for a key id; kept (bounded) so member tokens cost no decryption.
         self._secrets: dict[str, bytes] = {}
         self._secrets_max = cache_size
+        self._master_key_confirmed = False
 
     # -- authentication --------------------------------------------------------------------
     async def authenticate(self, presented: str) -> KeyRecord:
@@ -101,11 +111,28 @@ class KeyService:
         return record
 
     async def active_by_id(self, key_id: str) -> ActiveKey:
-        """The key with this id and its secret, if active; errors as :meth:`authenticate`."""
+        """The key with this id and its secret, if active; errors as :meth:`authenticate`.
+        A secret this process cannot open (sealed under another master key, or a damaged
+        record) is a 503 ``service_unavailable`` and an error log line naming the key id: the
+        request is refused, never answered with a 500."""
         record = self._check(await self.record_by_id(key_id), self._clock.now())
         secret = self._secrets.get(key_id)
         if secret is None:
-            secret = self._sealer.open(record.sealed, record.key_id).encode()
+            try:
+                secret = self._sealer.open(record.sealed, record.key_id).encode()
+            except SealingError as exc:
+                logs.event(
+                    "cannot open the sealed secret of an API key (sealed under another master "
+                    "key, or a damaged record); its member tokens are refused",
+                    logging.ERROR,
+                    key_id=key_id,
+                    master_key_fingerprint=self._sealer.fingerprint,
+                    error=str(exc),
+                )
+                raise ServiceUnavailable(
+                    "The gateway cannot verify tokens signed with this key right now.",
+                    details={"reason": "key_unavailable"},
+                ) from None
             self._secrets[key_id] = secret
             if len(self._secrets) > self._secrets_max:
                 self._secrets.pop(next(iter(self._secrets)))
@@ -147,6 +174,16 @@ class KeyService:
         return record
 
     # -- lifecycle -------------------------------------------------------------------------
+    async def ensure_master_key(self) -> None:
+        """Confirm once that this process's master key is the store's (recording its
+        fingerprint on first use): :class:`~gateway.keys.fingerprint.MasterKeyMismatch` (a
+        config error naming both fingerprints) or
+        :class:`~gateway.errors.StoreUnavailable` otherwise. The CLI and ``serve`` call it
+        before anything else; :meth:`create` before it seals a key."""
+        if not self._master_key_confirmed:
+            await ensure_master_key(self._store, self._sealer)
+            self._master_key_confirmed = True
+
     async def create(
         self,
         account: str,
@@ -175,6 +212,21 @@ class KeyService:
                 f"lifetime must be between 1 and {int(limit)} seconds.",
                 details={"field": "lifetime"},
             )
+        if test and environment != "sandbox":
+            raise InvalidRequest(
+                "test keys (sk_test_) are sandbox keys: use environment sandbox, or no test.",
+                details={"field": "test"},
+            )
+        try:
+            await self.ensure_master_key()
+        except MasterKeyMismatch as exc:
+            # SECURITY: never seal a key that the other replicas could not open.
+            logs.event("refused to create an API key", logging.ERROR, error=str(exc))
+            raise ServiceUnavailable(
+                "This gateway's master key differs from the one the store's API keys are "
+                "sealed under; no key was created.",
+                details={"reason": "master_key_mismatch"},
+            ) from None
         now = self._clock.now()
         prefix = material.prefix_for(environment, test=test)
         key, key_id = material.new_key(prefix), material.new_key_id()

@@ -32,6 +32,13 @@ class KeyStore(Protocol):
 
     async def list_keys(self) -> list[bytes]: ...
 
+    async def master_fingerprint(self) -> str | None:
+        """The fingerprint of the master key the keys here are sealed under, if recorded."""
+
+    async def claim_master_fingerprint(self, fingerprint: str) -> str:
+        """Record ``fingerprint`` unless one is recorded already, in one atomic step; return
+        the one recorded (``fingerprint`` itself for the first caller)."""
+
 
 class MobileTokenStore(Protocol):
     async def put_mobile(

@@ -28,6 +28,7 @@ class MemoryStore:
         self._mobile: dict[str, _Mobile] = {}
         self._relationships: set[tuple[str, str, str]] = set()
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._fingerprint: str | None = None
 
     async def ping(self) -> None:
         return None
@@ -49,6 +50,14 @@ class MemoryStore:
 
     async def list_keys(self) -> list[bytes]:
         return list(self._keys.values())
+
+    async def master_fingerprint(self) -> str | None:
+        return self._fingerprint
+
+    async def claim_master_fingerprint(self, fingerprint: str) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint
+        return self._fingerprint
 
     # -- mobile tokens ---------------------------------------------------------------------
     async def put_mobile(

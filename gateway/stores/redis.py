@@ -122,6 +122,20 @@ class RedisStore:
         )
         return [b for b in blobs if b is not None]
 
+    @_fail_closed
+    async def master_fingerprint(self) -> str | None:
+        found = await self._redis.get(f"{self._p}master_key_fingerprint")
+        return found.decode("ascii") if isinstance(found, bytes) else None
+
+    @_fail_closed
+    async def claim_master_fingerprint(self, fingerprint: str) -> str:
+        key = f"{self._p}master_key_fingerprint"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, fingerprint, nx=True)
+            pipe.get(key)
+            _, recorded = await pipe.execute()
+        return cast("bytes", recorded).decode("ascii")
+
     # -- mobile tokens ---------------------------------------------------------------------
     @_fail_closed
     async def put_mobile(

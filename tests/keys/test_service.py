@@ -7,9 +7,15 @@ import os
 import pytest
 
 from gateway.config import ApiKeySettings
-from gateway.errors import InvalidRequest, InvalidToken, StoreUnavailable, TokenExpired
+from gateway.errors import (
+    InvalidRequest,
+    InvalidToken,
+    ServiceUnavailable,
+    StoreUnavailable,
+    TokenExpired,
+)
 from gateway.keys import material
-from gateway.keys.sealing import Sealer, SealingError
+from gateway.keys.sealing import Sealer
 from gateway.keys.service import KeyService
 from gateway.stores.base import Store
 from gateway.stores.redis import RedisStore
@@ -147,8 +153,9 @@ async def test_active_by_id_returns_the_secret_for_member_tokens(
 
 async def test_a_wrong_master_key_cannot_open_keys(store: Store, clock: FakeClock) -> None:
     _key, record = await service(store, clock).create("acc_1", "live")
-    with pytest.raises(SealingError):
+    with pytest.raises(ServiceUnavailable) as caught:  # a clean 503, never a 500
         await service(store, clock).active_by_id(record.key_id)
+    assert caught.value.details == {"reason": "key_unavailable"}
 
 
 async def test_redis_down_fails_closed_unless_a_stale_window_is_set(
