@@ -137,6 +137,7 @@ class IdentityProvider:
     account_claim: str = "account"
     actor_claim: str = "sub"
     refresh_interval: float = 60.0
+    unknown_kid_refetch_interval: float = 10.0
     leeway: float = 30.0
     environment: str = "live"
 
@@ -410,6 +411,7 @@ def parse_settings(root: Node, *, base_dir: Path, source: Path | None = None) ->
             "account_claim",
             "actor_claim",
             "refresh_interval",
+            "unknown_kid_refetch_interval",
             "leeway",
             "environment",
         )
@@ -427,6 +429,10 @@ def parse_settings(root: Node, *, base_dir: Path, source: Path | None = None) ->
                 account_claim=node["account_claim"].str("account"),
                 actor_claim=node["actor_claim"].str("sub"),
                 refresh_interval=node["refresh_interval"].duration(60.0, minimum=1, maximum=86400),
+                # SECURITY: at least a second apart, so made-up kids cannot flood the provider.
+                unknown_kid_refetch_interval=node["unknown_kid_refetch_interval"].duration(
+                    10.0, minimum=1, maximum=3600
+                ),
                 leeway=node["leeway"].duration(30.0, minimum=0, maximum=300),
                 environment=node["environment"].str("live", choices=ENVIRONMENTS),
             )

@@ -130,7 +130,12 @@ def build_runtime(
         membership=Membership(clock, tokens.membership_cache_ttl),
         relationships=build_relationships(settings, store, clock),
         jwks={
-            idp.issuer: JwksCache(idp.jwks_url, idp.refresh_interval, clock)
+            idp.issuer: JwksCache(
+                idp.jwks_url,
+                idp.refresh_interval,
+                clock,
+                unknown_kid_interval=idp.unknown_kid_refetch_interval,
+            )
             for idp in settings.identity_providers
         },
     )

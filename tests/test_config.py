@@ -120,6 +120,21 @@ BAD = [
         "must start with '/'",
     ),
     (with_(colour="blue"), "colour", "unknown field"),
+    (
+        with_(
+            identity_providers=[
+                {
+                    "name": "corp",
+                    "issuer": "https://login.example/",
+                    "audience": "gw",
+                    "jwks_url": "https://login.example/jwks.json",
+                    "unknown_kid_refetch_interval": "100ms",
+                }
+            ]
+        ),
+        "identity_providers[0].unknown_kid_refetch_interval",
+        "at least 1",
+    ),
 ]
 
 

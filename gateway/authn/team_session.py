@@ -104,5 +104,9 @@ class TeamSessionAuthenticator:
             actor=person,
             expires_at=exp,
         )
-        self.cache.put(credential.value, principal, exp + provider.leeway)
+        # Cached no longer than the JWKS refresh interval: a key the provider drops stops
+        # admitting tokens verified with it within two intervals, not at their expiry.
+        self.cache.put(
+            credential.value, principal, min(exp + provider.leeway, now + provider.refresh_interval)
+        )
         return principal

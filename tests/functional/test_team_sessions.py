@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -25,10 +26,16 @@ class IdentityProvider:
         self.keys: dict[str, tuple[str, PrivateKey]] = {}
         self.down = False
         self.fetches = 0
+        self.delay = 0.0
         self.add("idp-1", "RS256")
 
     def add(self, kid: str, alg: str) -> None:
         self.keys[kid] = (alg, generate_private_key(alg))
+
+    def rotate(self, old: str, new: str) -> None:
+        """Publish a new key and stop publishing the old one, as providers rotate."""
+        self.add(new, "RS256")
+        del self.keys[old]
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -37,6 +44,8 @@ class IdentityProvider:
 
     async def jwks(self, request: web.Request) -> web.Response:
         self.fetches += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.down:
             return web.Response(status=503)
         keys = []
@@ -185,7 +194,7 @@ async def test_jwks_rotation_and_refresh_throttle(
     assert provider.fetches == 1
     provider.add("idp-2", "ES256")  # the provider rotates in a new key
     new = provider.token("idp-2", now=gw.clock.now())
-    # Within the refresh interval an unknown kid does not refetch.
+    # Within the unknown-kid interval (10 s) an unknown kid does not refetch.
     status, code, details = await call(gw, new)
     assert (status, code, details["reason"]) == (401, "invalid_token", "unknown_kid")
     for _ in range(5):
@@ -268,3 +277,64 @@ async def test_algorithm_not_of_the_keys_type_is_401_never_500(
     # The provider's own tokens for both keys still verify.
     for good in ("idp-1", "idp-ec"):
         assert (await call(gw, provider.token(good, now=gw.clock.now())))[0] == 200
+
+
+async def test_unknown_kid_refetches_at_once_one_fetch_for_concurrent_requests(
+    gw: Gateway, idp: tuple[IdentityProvider, TestServer]
+) -> None:
+    provider, _ = idp
+    assert (await call(gw, provider.token(now=gw.clock.now())))[0] == 200
+    assert provider.fetches == 1
+    provider.rotate("idp-1", "idp-2")
+    provider.delay = 0.05  # a provider that takes a moment: the requests below overlap it
+    gw.clock.advance(10)  # the unknown-kid interval, well inside refresh_interval (30 s)
+    tokens = [provider.token("idp-2", now=gw.clock.now(), jti=str(i)) for i in range(20)]
+    results = await asyncio.gather(*(call(gw, t) for t in tokens))
+    assert [r[0] for r in results] == [200] * 20
+    assert provider.fetches == 2  # one refetch, shared by all twenty
+    # Another new kid right after: not before the interval has passed again.
+    provider.add("idp-3", "RS256")
+    status, code, details = await call(gw, provider.token("idp-3", now=gw.clock.now()))
+    assert (status, code, details["reason"]) == (401, "invalid_token", "unknown_kid")
+    assert provider.fetches == 2
+    gw.clock.advance(10)
+    assert (await call(gw, provider.token("idp-3", now=gw.clock.now())))[0] == 200
+    assert provider.fetches == 3
+
+
+async def test_failed_refetch_keeps_the_old_keys(
+    gw: Gateway, idp: tuple[IdentityProvider, TestServer]
+) -> None:
+    provider, _ = idp
+    assert (await call(gw, provider.token(now=gw.clock.now())))[0] == 200
+    provider.add("idp-2", "RS256")
+    provider.down = True
+    gw.clock.advance(10)
+    new = provider.token("idp-2", now=gw.clock.now())
+    assert (await call(gw, new))[2]["reason"] == "unknown_kid"
+    assert provider.fetches == 2  # the refetch was tried, and failed
+    # The keys fetched before still verify; the failed fetch counts against the interval.
+    for i in range(3):
+        assert (await call(gw, provider.token(now=gw.clock.now(), jti=str(i))))[0] == 200
+        assert (await call(gw, provider.token("idp-2", now=gw.clock.now(), jti=str(i))))[0] == 401
+    assert provider.fetches == 2
+    provider.down = False
+    gw.clock.advance(10)
+    assert (await call(gw, new))[0] == 200
+    assert provider.fetches == 3
+
+
+async def test_a_key_the_provider_dropped_stops_working_after_the_refresh_interval(
+    gw: Gateway, idp: tuple[IdentityProvider, TestServer]
+) -> None:
+    provider, _ = idp
+    old = provider.token(now=gw.clock.now())
+    assert (await call(gw, old))[0] == 200
+    provider.rotate("idp-1", "idp-2")
+    gw.clock.advance(29)  # within refresh_interval (30 s): the keys in hand are used
+    assert (await call(gw, old))[0] == 200
+    assert provider.fetches == 1
+    gw.clock.advance(1)  # the refresh interval has passed: the next use refetches
+    assert (await call(gw, old))[:3] == (401, "invalid_token", {"reason": "unknown_kid"})
+    assert (await call(gw, provider.token("idp-2", now=gw.clock.now())))[0] == 200
+    assert provider.fetches == 2
