@@ -70,6 +70,12 @@ class RateLimitStore(Protocol):
         """GCRA: one atomic step. Returns (allowed, remaining, seconds until a request is
         allowed again — or until the bucket is full, when allowed)."""
 
+    async def rate_limit_peek(
+        self, bucket: str, limit: int, period: float, now: float
+    ) -> tuple[bool, float]:
+        """Whether :meth:`rate_limit` would allow one request now, without spending it (one
+        read): (allowed, seconds until it would, 0 when allowed)."""
+
 
 class Store(KeyStore, MobileTokenStore, RelationshipStore, RateLimitStore, Protocol):
     """Everything the gateway keeps outside its own process."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.stores.base import MobileState
-from gateway.stores.gcra import gcra_step
+from gateway.stores.gcra import gcra_peek, gcra_step
 
 
 @dataclass(slots=True)
@@ -109,3 +109,10 @@ class MemoryStore:
         if len(self._buckets) > 100_000:
             self._buckets = {k: v for k, v in self._buckets.items() if v[1] > now}
         return allowed, remaining, reset
+
+    async def rate_limit_peek(
+        self, bucket: str, limit: int, period: float, now: float
+    ) -> tuple[bool, float]:
+        current = self._buckets.get(bucket)
+        tat = current[0] if current is not None and current[1] > now else None
+        return gcra_peek(tat, limit, period, now)

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from gateway.errors import StoreUnavailable
 from gateway.stores.base import MobileState
+from gateway.stores.gcra import gcra_peek
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -194,6 +195,17 @@ class RedisStore:
             keys=[f"{self._p}rl:{bucket}"], args=[limit, int(period * 1000), int(now * 1000)]
         )
         return bool(allowed), int(remaining), int(reset_ms) / 1000.0
+
+    @_fail_closed
+    async def rate_limit_peek(
+        self, bucket: str, limit: int, period: float, now: float
+    ) -> tuple[bool, float]:
+        # One read; rate_limit.lua keeps the bucket's TAT (ms) under this key, expiring it
+        # once the bucket is full again. The arithmetic is the reference's, in milliseconds.
+        raw = await self._redis.get(f"{self._p}rl:{bucket}")
+        tat = float(raw) if raw is not None else None
+        allowed, wait_ms = gcra_peek(tat, limit, int(period * 1000), int(now * 1000))
+        return allowed, wait_ms / 1000.0
 
 
 def open_store(url: str, *, timeout: float, prefix: str) -> RedisStore:

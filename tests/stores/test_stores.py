@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.stores.base import MobileState, Store
-from gateway.stores.gcra import gcra_step
+from gateway.stores.gcra import gcra_peek, gcra_step
 
 NOW = 1_700_000_000.0
 
@@ -78,3 +78,40 @@ def test_gcra_reference() -> None:
         ok, tat, remaining, _ = gcra_step(tat, 2, 1.0, NOW)
         results.append((ok, remaining))
     assert results == [(True, 1), (True, 0), (False, 0)]
+
+
+async def test_rate_limit_peek_reads_without_spending(store: Store) -> None:
+    assert await store.rate_limit_peek("p", 5, 10.0, NOW) == (True, 0.0)
+    for _ in range(5):
+        assert (await store.rate_limit("p", 5, 10.0, NOW))[0] is True
+    for _ in range(3):  # looking, however often, spends nothing and changes nothing
+        allowed, wait = await store.rate_limit_peek("p", 5, 10.0, NOW)
+        assert allowed is False and wait == pytest.approx(2.0, abs=0.01)
+    assert (await store.rate_limit_peek("p", 5, 10.0, NOW + 2.0))[0] is True
+    for _ in range(3):
+        await store.rate_limit_peek("p", 5, 10.0, NOW + 2.0)
+    assert (await store.rate_limit("p", 5, 10.0, NOW + 2.0))[0] is True
+    assert (await store.rate_limit("p", 5, 10.0, NOW + 2.0))[0] is False
+    # Other buckets are untouched.
+    assert await store.rate_limit_peek("q", 5, 10.0, NOW) == (True, 0.0)
+
+
+async def test_rate_limit_peek_agrees_with_the_next_step(store: Store) -> None:
+    # Requests at uneven times; before each, the peek predicts exactly what the step decides.
+    now = NOW
+    for i in range(40):
+        now += (0.13, 0.9, 0.0, 0.41)[i % 4]
+        predicted, wait = await store.rate_limit_peek("agree", 3, 2.0, now)
+        allowed, _, reset = await store.rate_limit("agree", 3, 2.0, now)
+        assert predicted is allowed, i
+        if not allowed:
+            assert wait == pytest.approx(reset, abs=0.002)
+
+
+def test_gcra_peek_reference() -> None:
+    tat = None
+    for _ in range(2):
+        assert gcra_peek(tat, 2, 1.0, NOW) == (True, 0.0)
+        _, tat, _, _ = gcra_step(tat, 2, 1.0, NOW)
+    assert gcra_peek(tat, 2, 1.0, NOW) == (False, pytest.approx(0.5))
+    assert gcra_peek(tat, 2, 1.0, NOW + 0.5) == (True, 0.0)
