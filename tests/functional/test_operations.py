@@ -318,6 +318,7 @@ async def test_decision_mode_behind_a_real_nginx(
                 base + SCORES, headers={"Authorization": "Bearer sk_live_nope1234"}
             ) as r:
                 assert r.status == 401
+            assert len(recorder.seen) == seen  # nginx forwarded neither refused request
             # A user token issued through nginx (routed to the gateway), then decided.
             async with s.post(
                 base + "/v1/auth/user-token",
