@@ -1,17 +1,21 @@
-"""Real helpers for tests: free ports, a Redis server, a recording upstream, a fake clock."""
+"""Real helpers for tests: free ports, a Redis server, a recording upstream, a fake clock, and
+the one way a test starts a server process (:class:`OwnedProcess`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,89 @@ class FakeClock:
         self.t += seconds
 
 
+class OwnedProcess(subprocess.Popen[bytes]):
+    """A server process a test starts, and then stops: exactly it and what it started.
+
+    It leads a session and process group of its own (so an interrupt meant for pytest, or a
+    signal to pytest's group, does not reach it, and its workers can be found by group), and
+    carries an environment variable unique to it (``GATEWAY_TEST_PROCESS``), inherited by
+    whatever it starts, even by a helper that leaves the group (Chromium's crash handler).
+    :meth:`stop` signals this process by its pid, then ends anything left in its group or
+    carrying its mark, and fails when something survives ``SIGKILL``. Nothing is ever signalled
+    by name."""
+
+    MARK = "GATEWAY_TEST_PROCESS"
+
+    def __init__(
+        self, args: Sequence[str], *, env: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        self.mark = uuid.uuid4().hex
+        child_env = dict(os.environ if env is None else env)
+        child_env[self.MARK] = self.mark
+        super().__init__(list(args), env=child_env, start_new_session=True, **kwargs)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (the process's own graceful stop, which ends its children), SIGKILL after
+        ``timeout``; then whatever it started that is still alive. Idempotent."""
+        try:
+            if self.poll() is None:
+                self.terminate()
+                try:
+                    self.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                    self.wait(10)
+        finally:
+            self._end_leftovers()
+
+    def leftovers(self) -> list[int]:
+        """Live processes (not zombies) in this process's group or carrying its mark."""
+        mark = f"{self.MARK}={self.mark}".encode()
+        found = []
+        for pid, group, state in _processes():
+            if state in "ZX" or pid == os.getpid():
+                continue
+            if group == self.pid or _environ_has(pid, mark):
+                found.append(pid)
+        return found
+
+    def _end_leftovers(self) -> None:
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            left = self.leftovers()
+            if not left:
+                return
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while self.leftovers() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        left = self.leftovers()
+        if left:
+            raise RuntimeError(f"{self.args!r}: processes {left} survived SIGKILL")
+
+
+def _processes() -> Iterator[tuple[int, int, str]]:
+    """(pid, process group, state) of every process, from /proc."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        yield int(entry.name), int(fields[2]), fields[0]
+
+
+def _environ_has(pid: int, entry: bytes) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # ended meanwhile, or not ours to read
+        return False
+    return entry in environ.split(b"\0")
+
+
 class RedisServer:
     """A fresh ``redis-server`` on a free port, owned by the test session."""
 
@@ -52,11 +139,11 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._binary = binary
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: OwnedProcess | None = None
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = OwnedProcess(
             [
                 self._binary,
                 "--port",
@@ -77,13 +164,16 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+            proc, self.proc = self.proc, None
+            proc.stop()
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
@@ -178,30 +268,32 @@ class GatewayProcess:
     config: Path
     port: int
     admin_port: int
-    proc: subprocess.Popen[bytes] | None = None
+    proc: OwnedProcess | None = None
     log: Path | None = None
 
     def start(self, env: dict[str, str] | None = None) -> None:
         self.log = self.config.with_suffix(f".{self.port}.log")
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
+            self.proc = OwnedProcess(
                 gateway_command("serve", "--config", str(self.config)),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=ROOT,
             )
-        wait_for_port(self.port)
-        wait_for_port(self.admin_port)
+        try:
+            wait_for_port(self.port)
+            wait_for_port(self.admin_port)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
+        """The supervisor drains its workers on SIGTERM (up to 15 s here); whatever is left of
+        its process group after that is ended too."""
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
+            proc, self.proc = self.proc, None
+            proc.stop(timeout=15)
 
     @property
     def base(self) -> str:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.demo.backend import create_backend
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import free_port, require_binary
+from tests.support import OwnedProcess, free_port, require_binary
 
 PAGE = """<!doctype html><html><body><script>
 // The token doc's frontend example, as a function the test calls.
@@ -56,9 +56,14 @@ class Browser:
     async def open(self, url: str) -> None:
         await self.send("Page.enable")
         await self.send("Page.navigate", url=url)
+        # Until the new document (not the one navigated away from) has loaded.
         for _ in range(100):
-            state = await self.send("Runtime.evaluate", expression="document.readyState")
-            if state["result"].get("value") == "complete":
+            state = await self.send(
+                "Runtime.evaluate",
+                expression="[location.href, document.readyState]",
+                returnByValue=True,
+            )
+            if state["result"].get("value") == [url, "complete"]:
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError("page did not load")
@@ -75,7 +80,9 @@ async def browser() -> AsyncIterator[Browser]:
     chromium = require_binary("chromium", "chromium")
     port = free_port()
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen(
+        # stop() ends the browser, its renderers (its process group) and its crash handlers
+        # (which leave the group, but carry the process's mark), and nothing else.
+        proc = OwnedProcess(
             [
                 chromium,
                 "--headless",
@@ -113,8 +120,7 @@ async def browser() -> AsyncIterator[Browser]:
                 ) as ws:
                     yield Browser(ws)
         finally:
-            proc.terminate()
-            proc.wait(10)
+            await asyncio.to_thread(proc.stop)
 
 
 async def serve_page(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from tests.support import (
     ADMIN_TOKEN,
     GatewayProcess,
+    OwnedProcess,
     Recorder,
     free_port,
     require_binary,
@@ -293,7 +294,8 @@ async def test_decision_mode_behind_a_real_nginx(
             user="user root;" if os.geteuid() == 0 else "",
         )
     )
-    server = subprocess.Popen(
+    # The master and its worker in a process group of their own: stop() ends exactly those.
+    server = OwnedProcess(
         [nginx, "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -336,5 +338,4 @@ async def test_decision_mode_behind_a_real_nginx(
                 assert r.status == 200
             assert recorder.last.headers["x-auth-user"] == ["usr_a"]
     finally:
-        server.terminate()
-        server.wait(10)
+        await asyncio.to_thread(server.stop)
