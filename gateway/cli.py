@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from gateway.server import install_event_loop_policy, run
 
         install_event_loop_policy()
-        asyncio.run(run(settings, admin=not args.worker))
+        asyncio.run(run(settings, admin=not args.worker, share_port=args.worker))
     finally:
         listener.stop()
     return 0
@@ -146,24 +146,36 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    """Statuses are reported as of after the change (a revoked key prints as ``revoked``)."""
+    environment = getattr(args, "environment", None)
+    if args.action == "create":
+        if args.test and environment == "live":
+            return _fail(
+                "--test makes a sandbox key (sk_test_…); it cannot be combined with "
+                "--environment live"
+            )
+        environment = environment or ("sandbox" if args.test else "live")
+
     async def action(runtime: Any) -> Any:
-        now = runtime.clock.now()
         if args.action == "create":
             key, record = await runtime.keys.create(
                 args.account,
-                args.environment,
+                environment,
                 label=args.label,
                 test=args.test,
                 lifetime=args.lifetime,
             )
-            return {"key": key, **record.public(now)}
+            return {"key": key, **record.public(runtime.clock.now())}
         if args.action == "list":
-            return {"keys": [r.public(now) for r in await runtime.keys.list(args.account)]}
+            records = await runtime.keys.list(args.account)
+            now = runtime.clock.now()
+            return {"keys": [r.public(now) for r in records]}
         if args.action == "rotate":
             key, new, old = await runtime.keys.rotate(args.key_id, grace=args.grace)
+            now = runtime.clock.now()
             return {"key": key, **new.public(now), "previous": old.public(now)}
         record = await runtime.keys.revoke(args.key_id)
-        return record.public(now)
+        return record.public(runtime.clock.now())
 
     return _with_runtime(args, action)
 
@@ -215,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = keys.add_subparsers(dest="action", required=True)
     k = ksub.add_parser("create")
     k.add_argument("--account", required=True)
-    k.add_argument("--environment", choices=("live", "sandbox"), default="live")
+    k.add_argument("--environment", choices=("live", "sandbox"), default=None)
     k.add_argument("--label", default="")
     k.add_argument("--test", action="store_true", help="sandbox key with the sk_test_ prefix")
     k.add_argument("--lifetime", type=float, help="seconds (default and maximum: 90 days)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.app import create_admin_app, create_app
 from gateway.config import Listener, Settings
+from gateway.confignode import ConfigError
 from gateway.observe import logs
 from gateway.reload import reload
 from gateway.runtime import Runtime, build_runtime
@@ -58,9 +60,14 @@ async def run(
     admin: bool = True,
     metrics_registry: CollectorRegistry | None = None,
     on_signal: Callable[[signal.Signals], None] | None = None,
+    share_port: bool = False,
 ) -> None:
     """Serve until SIGTERM or SIGINT. ``public``/``admin`` choose the listeners (a worker serves
-    only the public one, a supervisor only the admin one)."""
+    only the public one, a supervisor only the admin one). ``share_port`` binds the public
+    listener with ``SO_REUSEPORT``, for the workers of one supervisor only: without it, a port
+    another process (another gateway included) holds is an error. A listener that cannot be
+    bound raises :class:`~gateway.confignode.ConfigError` naming the field, the address and the
+    reason (``listen.port: cannot listen on 0.0.0.0:8080: address already in use; …``)."""
     runtime = runtime or build_runtime(settings)
     tls = TlsContexts()
     runners: list[web.AppRunner] = []
@@ -103,20 +110,28 @@ async def run(
         loop.add_signal_handler(sig, terminate, sig)
     try:
         if public:
-            await web.TCPSite(
-                runners[0],
-                settings.listen.host,
-                settings.listen.port,
-                ssl_context=tls.context(settings.listen),
-                reuse_port=True,
-            ).start()
+            await _start(
+                web.TCPSite(
+                    runners[0],
+                    settings.listen.host,
+                    settings.listen.port,
+                    ssl_context=tls.context(settings.listen),
+                    reuse_port=share_port,
+                ),
+                "listen",
+                settings.listen,
+            )
         if admin:
-            await web.TCPSite(
-                runners[-1],
-                settings.admin.host,
-                settings.admin.port,
-                ssl_context=tls.context(settings.admin),
-            ).start()
+            await _start(
+                web.TCPSite(
+                    runners[-1],
+                    settings.admin.host,
+                    settings.admin.port,
+                    ssl_context=tls.context(settings.admin),
+                ),
+                "admin",
+                settings.admin,
+            )
         logs.event(
             "listening",
             public=f"{settings.listen.host}:{settings.listen.port}" if public else None,
@@ -132,6 +147,18 @@ async def run(
         for runner in reversed(runners):
             await runner.cleanup()
         logs.event("stopped")
+
+
+async def _start(site: web.TCPSite, field: str, listener: Listener) -> None:
+    try:
+        await site.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(
+            f"{field}.port",
+            f"cannot listen on {listener.host}:{listener.port}: {reason[:1].lower()}{reason[1:]}; "
+            "stop what holds it (another gateway?) or choose another port",
+        ) from None
 
 
 async def _reload(runtime: Runtime, settings: Settings, tls: TlsContexts) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from gateway.issue.signing import generate_private_key, private_pem
@@ -15,11 +16,27 @@ def cmd_signing_key(args: argparse.Namespace) -> int:
     if args.out == "-":
         sys.stdout.write(pem.decode())
         return 0
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
+    try:
+        write_private_file(Path(args.out), pem)
+    except FileExistsError:
+        sys.stderr.write(f"gateway: {args.out} exists; it is never overwritten\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"gateway: cannot write {args.out}: {exc.strerror}\n")
+        return 2
     print(f"wrote {args.alg} private key to {args.out} (mode 0600)")
     return 0
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Create ``path`` readable by its owner only (0600), with any missing parent directories
+    (0700); :class:`FileExistsError` if it exists: a key or secret is never overwritten."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # SECURITY: O_EXCL and mode 0600 at creation: no window in which another user can read it,
+    # and no existing file (or symlink planted in its place) is ever written through.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def add_commands(sub: Any) -> None:

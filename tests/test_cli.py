@@ -1,0 +1,171 @@
+"""The ``gateway`` command as an operator meets it: key commands against a real Redis, files it
+writes, listeners it cannot bind (issue 12, "Operations that a first deploy hits")."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from gateway.app import create_admin_app
+from gateway.cli import main
+from gateway.runtime import build_runtime
+from tests.conftest import make_settings
+from tests.support import ADMIN_TOKEN, gateway_command, write_config
+
+
+@pytest.fixture
+def config(tmp_path: Path, redis_url: str) -> Path:
+    """A config on the test Redis, with a store prefix of its own."""
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    return write_config(tmp_path, "http://127.0.0.1:1", store=redis_url, name=name).config
+
+
+def gateway(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    """Run ``gateway ARGV`` in this process: (exit code, parsed JSON stdout or None, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, orjson.loads(out) if out.strip() else None, err
+
+
+def test_keys_create_test_is_a_sandbox_test_key(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, created, _ = gateway(
+        capsys, "keys", "create", "--config", str(config), "--account", "acc_1", "--test"
+    )
+    assert code == 0
+    assert created["key"].startswith("sk_test_")
+    assert created["environment"] == "sandbox" and created["prefix"] == "sk_test_"
+    # Saying sandbox as well is the same key kind; saying live is a contradiction, refused.
+    code, created, _ = gateway(
+        capsys, "keys", "create", "--config", str(config), "--account", "acc_1", "--test",
+        "--environment", "sandbox",
+    )  # fmt: skip
+    assert code == 0 and created["key"].startswith("sk_test_")
+    code, out, err = gateway(
+        capsys, "keys", "create", "--config", str(config), "--account", "acc_1", "--test",
+        "--environment", "live",
+    )  # fmt: skip
+    assert code == 2 and out is None
+    assert err == (
+        "gateway: --test makes a sandbox key (sk_test_…); it cannot be combined with "
+        "--environment live\n"
+    )
+    # Without --test: a live key, as before.
+    code, created, _ = gateway(
+        capsys, "keys", "create", "--config", str(config), "--account", "acc_1"
+    )
+    assert code == 0 and created["key"].startswith("sk_live_")
+    code, listed, _ = gateway(capsys, "keys", "list", "--config", str(config))
+    assert [k["prefix"] for k in listed["keys"]] == ["sk_test_", "sk_test_", "sk_live_"]
+
+
+def test_revoke_and_rotate_print_the_status_after_the_change(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, first, _ = gateway(capsys, "keys", "create", "--config", str(config), "--account", "a")
+    code, revoked, _ = gateway(capsys, "keys", "revoke", "--config", str(config), first["key_id"])
+    assert code == 0
+    assert revoked["status"] == "revoked" and revoked["revoked_at"] is not None
+    _, second, _ = gateway(capsys, "keys", "create", "--config", str(config), "--account", "a")
+    code, rotated, _ = gateway(capsys, "keys", "rotate", "--config", str(config), second["key_id"])
+    assert code == 0
+    assert rotated["status"] == "active"
+    assert rotated["previous"]["status"] == "rotated"
+    assert rotated["previous"]["rotated_to"] == rotated["key_id"]
+    _, listed, _ = gateway(capsys, "keys", "list", "--config", str(config))
+    assert [k["status"] for k in listed["keys"]] == ["revoked", "rotated", "active"]
+
+
+def test_signing_key_creates_missing_directories_and_never_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "config" / "keys" / "gw-1.pem"
+    assert main(["signing-key", "--out", str(out)]) == 0
+    assert f"wrote RS256 private key to {out} (mode 0600)" in capsys.readouterr().out
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.parent.stat().st_mode) == 0o700
+    load_pem_private_key(out.read_bytes(), password=None)
+    before = out.read_bytes()
+    assert main(["signing-key", "--alg", "ES256", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"gateway: {out} exists; it is never overwritten\n"
+    assert out.read_bytes() == before
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port some other program listens on (no SO_REUSEPORT)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def serve(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        gateway_command("serve", "--config", str(config)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("listener", ["listen", "admin"])
+def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path, held_port: int, listener: str) -> None:
+    proc = write_config(
+        tmp_path, "http://127.0.0.1:1", extra={listener: {"host": "127.0.0.1", "port": held_port}}
+    )
+    result = serve(proc.config)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"gateway: {listener}.port: cannot listen on 127.0.0.1:{held_port}: address already in "
+        "use; stop what holds it (another gateway?) or choose another port\n"
+    )
+
+
+def test_a_second_gateway_on_the_same_port_is_refused(tmp_path: Path) -> None:
+    """A single-process gateway does not share its public port (SO_REUSEPORT is for the workers
+    of one supervisor): a second one, an old instance left running, is an error, not two
+    gateways silently splitting the traffic."""
+    first = write_config(tmp_path, "http://127.0.0.1:1", name="first")
+    first.start()
+    try:
+        second = write_config(
+            tmp_path,
+            "http://127.0.0.1:1",
+            name="second",
+            extra={"listen": {"host": "127.0.0.1", "port": first.port}},
+        )
+        result = serve(second.config)
+    finally:
+        first.stop()
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"gateway: listen.port: cannot listen on 127.0.0.1:{first.port}"
+    )
+
+
+async def test_the_admin_api_makes_test_keys_like_the_cli(aiohttp_client: Any) -> None:
+    settings = make_settings("http://127.0.0.1:1", admin={"token": ADMIN_TOKEN})
+    client = await aiohttp_client(create_admin_app(build_runtime(settings)))
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await client.post("/admin/keys", json={"account": "a", "test": True}, headers=auth)
+    created = await response.json()
+    assert response.status == 201
+    assert created["key"].startswith("sk_test_") and created["environment"] == "sandbox"
+    response = await client.post(
+        "/admin/keys", json={"account": "a", "test": True, "environment": "live"}, headers=auth
+    )
+    assert response.status == 400
+    assert (await response.json())["details"] == {"field": "test"}
