@@ -2,10 +2,17 @@
 
 The new file is parsed and validated completely first; an invalid file keeps the old
 configuration, logs why and counts ``gateway_config_reloads_total{result="error"}``. A valid one
-is built into a new runtime (new policy, keys, limits, caches and pools), which replaces the old
-one in a single synchronous step, so each request sees one configuration or the other, never a
-mix. The old pools are closed after in-flight requests have had time to finish. Listener
-addresses and the worker count need a restart; a change to them is logged and ignored.
+is built into a new runtime (new policy, keys, limits, caches and upstream pools), which replaces
+the old one in a single synchronous step, so each request sees one configuration or the other,
+never a mix. Listener addresses and the worker count need a restart; a change to them is logged
+and ignored.
+
+Replaced pools are closed as soon as the requests using them are done, never earlier and not
+much later: after the swap no new request reaches the old forwarder, so its in-flight count
+(:attr:`~gateway.forward.proxy.Forwarder.in_flight`) only falls, and at zero its upstream pools
+(and the old store, if the store changed) are closed. Any number of reloads therefore leave one
+set of upstream connections open, not one per reload. The pool for identity providers and the
+relationship service has no settings and is kept across reloads.
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ from gateway.confignode import ConfigError
 from gateway.errors import StoreUnavailable
 from gateway.observe import logs
 from gateway.requirements import check_runtime_requirements
-from gateway.runtime import Runtime, build_runtime, close_resources, open_resources, open_store
+from gateway.runtime import Runtime, build_runtime, open_resources, open_store
 
-CLOSE_OLD_AFTER = 30.0
+IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight count
+STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
 
 
 async def reload(runtime: Runtime, path: Path) -> bool:
+    """Reload ``runtime`` in place from ``path``; False (and the old config kept) on any
+    error in the file, its requirements or its resources."""
     metrics = runtime.metrics
     try:
         settings = await asyncio.to_thread(load_settings, path)
@@ -48,11 +58,12 @@ async def reload(runtime: Runtime, path: Path) -> bool:
             )
     same_store = settings.store == old_settings.store
     store = runtime.store if same_store else open_store(settings)
+    new: Runtime | None = None
     try:
         new = build_runtime(settings, clock=runtime.clock, store=store, metrics=metrics)
         if not same_store or settings.master_key != old_settings.master_key:
             await _check_master_key(new)
-        await open_resources(new)
+        await open_resources(new, helper_session=runtime.helper_session)
     except (ConfigError, OSError, ValueError) as exc:
         metrics.reloads.labels("error").inc()
         logs.event(
@@ -61,15 +72,42 @@ async def reload(runtime: Runtime, path: Path) -> bool:
             error=str(exc),
             file=str(path),
         )
+        if new is not None:
+            for session in new.sessions.values():
+                await session.close()
+        if not same_store:
+            await store.close()
         return False
+    new.retiring = runtime.retiring  # one set across generations, awaited at shutdown
     old = runtime.replace_with(new)
     metrics.reloads.labels("ok").inc()
     logs.event("config reloaded", file=str(path), routes=len(settings.policy.rules))
-    asyncio.get_running_loop().call_later(
-        CLOSE_OLD_AFTER,
-        lambda: asyncio.ensure_future(close_resources(old, close_store=not same_store)),
-    )
+    task = asyncio.get_running_loop().create_task(retire(old, close_store=not same_store))
+    runtime.retiring.add(task)
+    task.add_done_callback(runtime.retiring.discard)
     return True
+
+
+async def retire(old: Runtime, *, close_store: bool) -> None:
+    """Close the upstream pools of a replaced runtime once nothing is in flight on them, and its
+    store, when the new config has another, :data:`STORE_GRACE` seconds after the swap at the
+    earliest (a request that began authenticating before the swap may still ask the old store,
+    each time bounded by its timeouts). The identity-provider pool is shared with the runtime
+    that replaced this one and stays open. Cancelled (at shutdown, once requests are drained),
+    it closes everything at once."""
+    try:
+        if old.forwarder is not None:
+            while old.forwarder.in_flight:
+                await asyncio.sleep(IDLE_POLL)
+        for session in old.sessions.values():
+            await session.close()
+        if close_store:
+            await asyncio.sleep(STORE_GRACE)
+    finally:
+        for session in old.sessions.values():
+            await session.close()  # idempotent
+        if close_store:
+            await old.store.close()
 
 
 async def _check_master_key(new: Runtime) -> None:

@@ -7,6 +7,7 @@ authenticators, and closes everything on shutdown. Nothing here is module-level.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
@@ -68,6 +69,9 @@ class Runtime:
     helper_session: aiohttp.ClientSession | None = None
     assertions: Assertions | None = None
     rate_limiter: RateLimiter | None = None
+    # Closings of pools that reloads replaced, still waiting for their requests; shared by every
+    # generation of the runtime so that shutdown can finish them (see gateway.reload).
+    retiring: set[asyncio.Task[None]] = field(default_factory=set)
 
     def replace_with(self, new: Runtime) -> Runtime:
         """Take over everything of ``new`` in one synchronous step (atomic for the event loop:
@@ -205,12 +209,17 @@ def attach_metrics(runtime: Runtime) -> None:
         runtime.store.observer = runtime.metrics.observe_store
 
 
-async def open_resources(runtime: Runtime) -> None:
-    """Open the connection pools: one per upstream, one for identity providers and the
-    relationship service."""
+async def open_resources(
+    runtime: Runtime, *, helper_session: aiohttp.ClientSession | None = None
+) -> None:
+    """Open the connection pools: one per upstream, and one for identity providers and the
+    relationship service (``helper_session``, when given, is kept instead: it has no settings of
+    its own, so a reload reuses the running one rather than open and later close another)."""
     runtime.sessions = {name: open_session(u) for name, u in runtime.settings.upstreams.items()}
     runtime.forwarder = Forwarder(runtime.settings, runtime.sessions, runtime.metrics)
-    runtime.helper_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    runtime.helper_session = helper_session or aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar()
+    )
     for cache in runtime.jwks.values():
         cache.session = runtime.helper_session
     if isinstance(runtime.relationships, HttpRelationships):
@@ -218,6 +227,11 @@ async def open_resources(runtime: Runtime) -> None:
 
 
 async def close_resources(runtime: Runtime, *, close_store: bool = True) -> None:
+    """At shutdown (requests drained): close at once the pools reloads replaced (their
+    closings stop waiting), then this runtime's pools and, unless told otherwise, its store."""
+    for task in runtime.retiring:
+        task.cancel()
+    await asyncio.gather(*runtime.retiring, return_exceptions=True)
     if runtime.helper_session is not None:
         await runtime.helper_session.close()
     for session in runtime.sessions.values():

@@ -11,7 +11,8 @@ import asyncio
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import aiohttp
 from aiohttp import web
@@ -81,6 +82,23 @@ class Forwarder:
         self._max_body = settings.limits.max_body_bytes
         self._in_flight: dict[str, int] = {}
         self._bases = {name: str(u.url) for name, u in settings.upstreams.items()}
+
+    @property
+    def in_flight(self) -> int:
+        """Requests on this forwarder's pools now: forwarded ones and :meth:`lease` holders.
+        Once a reload has replaced the forwarder nothing new starts on it, so when this reaches
+        zero its pools can be closed without cutting anyone off."""
+        return sum(self._in_flight.values())
+
+    @contextmanager
+    def lease(self, upstream: str) -> Iterator[aiohttp.ClientSession]:
+        """The pool of ``upstream``, counted in :attr:`in_flight` while held (for the gateway's
+        own calls to the upstream, such as the membership check before issuing a token)."""
+        self._in_flight[upstream] = self._in_flight.get(upstream, 0) + 1
+        try:
+            yield self._sessions[upstream]
+        finally:
+            self._in_flight[upstream] -= 1
 
     async def forward(
         self,

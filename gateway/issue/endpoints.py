@@ -70,14 +70,17 @@ def _require_api_key(principal: Principal) -> str:
 async def _confirm_user(request: web.Request, principal: Principal, user_id: str) -> None:
     runtime = request.app[RUNTIME]
     upstream = runtime.upstream_for(principal)
-    await runtime.membership.confirm(
-        runtime.sessions[upstream.name],
-        upstream.url,
-        principal,
-        user_id,
-        runtime.identity.render(principal),
-        upstream.name,
-    )
+    assert runtime.forwarder is not None  # opened by runtime_ctx before the first request
+    # Leased, so a reload closes this pool only after the check is done.
+    with runtime.forwarder.lease(upstream.name) as session:
+        await runtime.membership.confirm(
+            session,
+            upstream.url,
+            principal,
+            user_id,
+            runtime.identity.render(principal),
+            upstream.name,
+        )
 
 
 async def user_token(request: web.Request, principal: Principal) -> web.StreamResponse:

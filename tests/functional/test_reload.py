@@ -1,0 +1,142 @@
+"""SIGHUP on a real ``gateway serve`` process: replaced upstream pools are closed once their
+requests are done (connections do not grow with reloads), and a reload that would bring in
+another master key is refused (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+
+from gateway.keys.sealing import new_master_key
+from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, write_config
+
+SCORES = "/v1/users/usr_a/scores"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+def established_to(port: int) -> int:
+    """ESTABLISHED TCP connections whose local end is ``port``: the upstream's side of every
+    connection a client (here only the gateway) holds to it. Read from /proc, no tools."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+async def settle(port: int, expected: int, timeout: float = 5.0) -> int:
+    """The connection count once it equals ``expected``, or whatever it is after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (count := established_to(port)) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return count
+
+
+async def reloaded(proc: GatewayProcess, times: int, message: str = '"config reloaded"') -> None:
+    deadline = time.monotonic() + 10
+    while proc.output().count(message) < times:
+        assert time.monotonic() < deadline, proc.output()[-2000:]
+        await asyncio.sleep(0.05)
+
+
+async def admin_key(s: aiohttp.ClientSession, proc: GatewayProcess) -> str:
+    async with s.post(
+        f"http://127.0.0.1:{proc.admin_port}/admin/keys",
+        json={"account": "acc_1"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as r:
+        assert r.status == 201, await r.text()
+        key: str = (await r.json())["key"]
+        return key
+
+
+async def test_reloads_do_not_grow_upstream_connections(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    server = upstream[1]
+    assert server.port is not None
+    proc = write_config(tmp_path, str(server.make_url("")).rstrip("/"))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    async with aiohttp.ClientSession() as s:
+        auth = {"Authorization": f"Bearer {await admin_key(s, proc)}"}
+
+        async def get(query: str = "") -> tuple[int, bytes]:
+            async with s.get(proc.base + SCORES + query, headers=auth) as r:
+                return r.status, await r.read()
+
+        assert (await get())[0] == 200
+        assert await settle(server.port, 1) == 1
+        reloads = 5
+        for i in range(1, reloads + 1):
+            proc.proc.send_signal(signal.SIGHUP)
+            await reloaded(proc, i)
+            assert (await get())[0] == 200  # through the new pool: one new connection
+        # Each replaced pool was idle, so it is closed at once: one connection, not six.
+        assert await settle(server.port, 1) == 1
+
+        # A request in flight keeps its pool (and its connection) until it is done.
+        slow = asyncio.create_task(get("?slow=1.5"))
+        await asyncio.sleep(0.3)
+        proc.proc.send_signal(signal.SIGHUP)
+        await reloaded(proc, reloads + 1)
+        assert (await get())[0] == 200  # the new pool's connection, beside the busy one
+        assert established_to(server.port) == 2
+        status, body = await slow
+        assert status == 200 and orjson.loads(body)["path"] == SCORES + "?slow=1.5"
+        assert await settle(server.port, 1) == 1
+    assert "Unclosed" not in proc.output()
+
+
+async def test_a_reload_with_another_master_key_keeps_the_running_config(
+    tmp_path: Path,
+    redis_url: str,
+    upstream: tuple[Recorder, TestServer],
+    processes: list[GatewayProcess],
+) -> None:
+    proc = write_config(
+        tmp_path,
+        str(upstream[1].make_url("")).rstrip("/"),
+        store=redis_url,
+        name=f"reload-{uuid.uuid4().hex[:8]}",
+    )
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    async with aiohttp.ClientSession() as s:
+        key = await admin_key(s, proc)
+        document = yaml.safe_load(proc.config.read_text())
+        document["master_key"] = new_master_key()
+        proc.config.write_text(yaml.safe_dump(document))
+        proc.proc.send_signal(signal.SIGHUP)
+        await reloaded(proc, 1, '"config reload failed; keeping the running config"')
+        assert '"config reloaded"' not in proc.output()
+        async with s.get(proc.base + SCORES, headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 200
+        # The running master key still creates keys.
+        await admin_key(s, proc)
+    failed = [
+        orjson.loads(line) for line in proc.output().splitlines() if '"config reload failed' in line
+    ]
+    assert failed[0]["error"].startswith("master_key: this master key (fingerprint mk1:")
+    assert document["master_key"] not in proc.output()
