@@ -12,6 +12,7 @@ import binascii
 import os
 import re
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,18 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AbuseSettings:
+    """The budget of failed authentications per client address (:mod:`gateway.abuse`)."""
+
+    enabled: bool = False
+    failures_per_minute: int = 60
+    burst: int = 30
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    ipv6_prefix: int = 64
+    on_store_error: str = "deny"
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionSettings:
     enabled: bool = False
     prefix: str = "/decisions"
@@ -208,6 +221,7 @@ class Settings:
     decision: DecisionSettings = DecisionSettings()
     cors: tuple[CorsPolicy, ...] = ()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    abuse: AbuseSettings = AbuseSettings()
     policy: Policy = field(default_factory=lambda: load_policy(DEFAULT_POLICY))
     log_level: str = "INFO"
     source: Path | None = None
@@ -261,6 +275,7 @@ def parse_settings(root: Node, *, base_dir: Path, source: Path | None = None) ->
         "decision",
         "cors",
         "rate_limits",
+        "abuse",
     )
 
     def file_path(node: Node) -> Path | None:
@@ -456,6 +471,7 @@ def parse_settings(root: Node, *, base_dir: Path, source: Path | None = None) ->
     decision = DecisionSettings(enabled=dec["enabled"].bool(False), prefix=prefix)
     cors = _cors(root["cors"])
     rate_limits = _rate_limits(root["rate_limits"])
+    abuse = _abuse(root["abuse"])
 
     admin = listener(root["admin"], "127.0.0.1", 9090, "token")
     return Settings(
@@ -480,6 +496,7 @@ def parse_settings(root: Node, *, base_dir: Path, source: Path | None = None) ->
         decision=decision,
         cors=cors,
         rate_limits=rate_limits,
+        abuse=abuse,
         log_level=root["log_level"].str("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
         source=source,
     )
@@ -626,5 +643,35 @@ def _rate_limits(node: Node) -> RateLimitSettings:
         )
     return RateLimitSettings(
         rules=tuple(rules),
+        on_store_error=node["on_store_error"].str("deny", choices=("deny", "allow")),
+    )
+
+
+def _abuse(node: Node) -> AbuseSettings:
+    node.fields(
+        "enabled",
+        "failures_per_minute",
+        "burst",
+        "trusted_proxies",
+        "ipv6_prefix",
+        "on_store_error",
+    )
+    proxies: list[IPv4Network | IPv6Network] = []
+    for entry in node["trusted_proxies"].list():
+        text = entry.str()
+        try:
+            network = ip_network(text, strict=True)
+        except ValueError as exc:
+            raise entry.error(f"{text!r} is not a network such as 10.0.0.0/8 ({exc})") from None
+        if network.prefixlen == 0:
+            # SECURITY: trusting every address would let any client name its own address.
+            raise entry.error("trusting every address lets any client choose its X-Forwarded-For")
+        proxies.append(network)
+    return AbuseSettings(
+        enabled=node["enabled"].bool(False),
+        failures_per_minute=node["failures_per_minute"].int(60, minimum=1, maximum=1_000_000),
+        burst=node["burst"].int(30, minimum=1, maximum=1_000_000),
+        trusted_proxies=tuple(proxies),
+        ipv6_prefix=node["ipv6_prefix"].int(64, minimum=32, maximum=128),
         on_store_error=node["on_store_error"].str("deny", choices=("deny", "allow")),
     )

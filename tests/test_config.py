@@ -33,6 +33,9 @@ def test_minimal_config_has_secure_defaults() -> None:
     assert settings.api_keys.cache_ttl <= 1.0
     assert settings.forward_authorization is False
     assert settings.policy.rules  # the default policy
+    # Off until the operator says where client addresses come from (docs/configuration.md).
+    assert settings.abuse.enabled is False
+    assert settings.abuse.trusted_proxies == ()
 
 
 BAD = [
@@ -135,6 +138,19 @@ BAD = [
         "identity_providers[0].unknown_kid_refetch_interval",
         "at least 1",
     ),
+    (
+        with_(abuse={"trusted_proxies": ["10.0.0.0/8", "10.0.0.1/8"]}),
+        "abuse.trusted_proxies[1]",
+        "host bits set",
+    ),
+    (with_(abuse={"trusted_proxies": ["proxy.internal"]}), "abuse.trusted_proxies[0]", "network"),
+    (with_(abuse={"trusted_proxies": ["::/0"]}), "abuse.trusted_proxies[0]", "any client"),
+    (with_(abuse={"trusted_proxies": "10.0.0.0/8"}), "abuse.trusted_proxies", "must be a list"),
+    (with_(abuse={"burst": 0}), "abuse.burst", "at least 1"),
+    (with_(abuse={"failures_per_minute": "lots"}), "abuse.failures_per_minute", "integer"),
+    (with_(abuse={"ipv6_prefix": 16}), "abuse.ipv6_prefix", "at least 32"),
+    (with_(abuse={"on_store_error": "ignore"}), "abuse.on_store_error", "not one of"),
+    (with_(abuse={"per_minute": 5}), "abuse.per_minute", "unknown field"),
 ]
 
 

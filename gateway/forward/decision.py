@@ -25,7 +25,7 @@ from yarl import URL
 
 from gateway.errors import InvalidRequest, NotFound
 from gateway.exchange import EXCHANGE
-from gateway.pipeline import admit
+from gateway.pipeline import admit_client
 from gateway.runtime import RUNTIME
 
 _METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
@@ -63,8 +63,10 @@ async def decision_handler(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     exchange = request[EXCHANGE]
     method, target = original_target(request, runtime.settings.decision.prefix)
-    principal, match = await admit(
-        runtime, exchange, request.headers, query_of(target), method, target
+    # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names
+    # the client whose failed authentications are budgeted.
+    principal, match = await admit_client(
+        runtime, exchange, request.headers, query_of(target), method, target, request.remote
     )
     if match.rule.handler is not None:
         raise NotFound(

@@ -145,6 +145,24 @@ class Metrics:
             ["policy"],
             registry=r,
         )
+        self.abuse_refused = Counter(
+            "gateway_abuse_refused",
+            "Requests refused with 429 before any credential lookup: their client address had "
+            "spent its budget of failed authentications.",
+            registry=r,
+        )
+        self.abuse_failures = Counter(
+            "gateway_abuse_failures",
+            "Failed authentications (401s) counted against their client address.",
+            registry=r,
+        )
+        self.abuse_store_failures = Counter(
+            "gateway_abuse_store_failures",
+            "Failed-authentication budget checks or counts the store could not answer, by the "
+            "policy applied.",
+            ["policy"],
+            registry=r,
+        )
         self.reloads = Counter(
             "gateway_config_reloads",
             "Configuration reloads, by result.",

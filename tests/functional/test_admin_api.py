@@ -1,0 +1,156 @@
+"""The admin listener: its token guards the admin API as a whole header compared in constant
+time, and ``/readyz`` tells the truth when Redis or an upstream is gone."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_admin_app
+from gateway.stores.redis import RedisStore
+from tests.conftest import Gateway, GatewayFactory, make_settings
+from tests.support import ADMIN_TOKEN, RedisServer, free_port
+
+
+async def admin_client(aiohttp_client: Any, gw: Gateway) -> TestClient[Any, Any]:
+    client: TestClient[Any, Any] = await aiohttp_client(create_admin_app(gw.runtime))
+    return client
+
+
+@pytest.fixture
+async def admin(
+    make_gateway: GatewayFactory, aiohttp_client: Any
+) -> tuple[Gateway, TestClient[Any, Any]]:
+    gw = await make_gateway(admin={"token": ADMIN_TOKEN})
+    return gw, await admin_client(aiohttp_client, gw)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        f"{ADMIN_TOKEN}",
+        f"Bearer {ADMIN_TOKEN}x",
+        f"Bearer {ADMIN_TOKEN}, Bearer other",
+        f"xBearer {ADMIN_TOKEN}",
+        f"Basic Bearer {ADMIN_TOKEN}",
+        f"Bearer  {ADMIN_TOKEN}",
+        f"Bearer {ADMIN_TOKEN[:-1]}",
+        "Bearer " + "x" * len(ADMIN_TOKEN),
+    ],
+)
+async def test_only_the_exact_admin_header_is_accepted(
+    admin: tuple[Gateway, TestClient[Any, Any]], header: str | None
+) -> None:
+    gw, client = admin
+    headers = {} if header is None else {"Authorization": header}
+    response = await client.post("/admin/keys", json={"account": "acc_1"}, headers=headers)
+    body = await response.json()
+    assert (response.status, body["error"]) == (401, "invalid_token"), header
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert await gw.runtime.keys.list() == []  # nothing was created
+    # The exact header works (the control).
+    response = await client.post(
+        "/admin/keys", json={"account": "acc_1"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert response.status == 201
+    assert [r.account for r in await gw.runtime.keys.list()] == ["acc_1"]
+
+
+async def test_the_admin_header_is_compared_whole_in_constant_time(
+    admin: tuple[Gateway, TestClient[Any, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing cannot be asserted in a test (bench/ measures it); what can be checked is that
+    the comparison goes through ``hmac.compare_digest`` over the whole header value."""
+    _, client = admin
+    compared: list[tuple[object, object]] = []
+    constant_time = hmac.compare_digest
+
+    def recording(a: bytes | str, b: bytes | str) -> bool:
+        compared.append((a, b))
+        return constant_time(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    guess = f"Bearer {ADMIN_TOKEN[:5]}"
+    response = await client.get("/admin/keys", headers={"Authorization": guess})
+    assert response.status == 401
+    response = await client.get("/admin/keys", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status == 200
+    expected = f"Bearer {ADMIN_TOKEN}".encode()
+    assert compared == [(guess.encode(), expected), (expected, expected)]
+
+
+async def test_without_an_admin_token_the_admin_api_does_not_exist(
+    gateway: Gateway, aiohttp_client: Any
+) -> None:
+    client = await admin_client(aiohttp_client, gateway)
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
+        response = await client.post("/admin/keys", json={"account": "acc_1"}, headers=headers)
+        assert response.status == 404
+        assert (await response.json())["error"] == "not_found"
+    assert await gateway.runtime.keys.list() == []
+    # Health and readiness stay open: probes carry no token.
+    assert (await client.get("/healthz")).status == 200
+
+
+# --- readiness ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[RedisServer]:
+    """A Redis of this test's own, so that stopping it disturbs no other test."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+async def test_readyz_is_503_while_redis_is_down_and_recovers(
+    make_gateway: GatewayFactory,
+    upstream: tuple[Any, TestServer],
+    aiohttp_client: Any,
+    own_redis: RedisServer,
+) -> None:
+    store = RedisStore(own_redis.url, prefix=f"ready{uuid.uuid4().hex[:6]}:", timeout=0.3)
+    gw = await make_gateway(store=store)
+    client = await admin_client(aiohttp_client, gw)
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["checks"] == {
+        "store": "ok",
+        "upstream:live": "ok",
+        "upstream:sandbox": "ok",
+    }
+    own_redis.stop()
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert response.status == 503 and body["status"] == "not_ready"
+    assert body["checks"]["store"] == "unavailable"
+    assert body["checks"]["upstream:live"] == "ok"
+    assert (await client.get("/healthz")).status == 200  # alive, just not ready
+    own_redis.start()
+    response = await client.get("/readyz")
+    assert response.status == 200, await response.text()
+    await store.close()
+
+
+async def test_readyz_is_503_while_an_upstream_refuses_connections(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], aiohttp_client: Any
+) -> None:
+    url = str(upstream[1].make_url("")).rstrip("/")
+    dead = f"http://127.0.0.1:{free_port()}"
+    gw = await make_gateway(settings=make_settings(url, dead))
+    client = await admin_client(aiohttp_client, gw)
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert response.status == 503
+    assert body["checks"] == {
+        "store": "ok",
+        "upstream:live": "ok",
+        "upstream:sandbox": "unavailable",
+    }
