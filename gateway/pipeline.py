@@ -15,7 +15,7 @@ from gateway.authz.paths import split_path
 from gateway.authz.policy import RouteMatch
 from gateway.cors import is_preflight, preflight
 from gateway.credentials import extract
-from gateway.errors import InvalidToken
+from gateway.errors import AuthenticationError, InvalidToken
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.principal import Principal
 from gateway.runtime import RUNTIME, Runtime
@@ -49,13 +49,43 @@ async def admit(
     return principal, match
 
 
+async def admit_client(
+    runtime: Runtime,
+    exchange: Exchange,
+    headers: CIMultiDictProxy[str],
+    query: MultiMapping[str],
+    method: str,
+    raw_target: str,
+    peer: str | None,
+) -> tuple[Principal, RouteMatch]:
+    """:func:`admit` behind the budget of failed authentications of the client's address
+    (``abuse``, :mod:`gateway.abuse`): an address past its budget gets 429 before any
+    credential is read, and every 401 :func:`admit` answers is counted against it."""
+    budget = runtime.failure_budget
+    if budget is None:
+        return await admit(runtime, exchange, headers, query, method, raw_target)
+    # SECURITY: before any credential lookup; a flood without valid credentials stops here.
+    client = await budget.check(peer, headers)
+    try:
+        return await admit(runtime, exchange, headers, query, method, raw_target)
+    except AuthenticationError:
+        await budget.failed(client)
+        raise
+
+
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     exchange = request[EXCHANGE]
     if runtime.settings.cors and is_preflight(request):
         return preflight(request)
-    principal, match = await admit(
-        runtime, exchange, request.headers, request.query, request.method, request.raw_path
+    principal, match = await admit_client(
+        runtime,
+        exchange,
+        request.headers,
+        request.query,
+        request.method,
+        request.raw_path,
+        request.remote,
     )
     if match.rule.handler is not None:
         return await runtime.handlers[match.rule.handler](request, principal)

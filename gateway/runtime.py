@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 import aiohttp
 from aiohttp import web
 
+from gateway.abuse import FailureBudget
 from gateway.authn.api_key import ApiKeyAuthenticator
 from gateway.authn.base import Authenticator, Authenticators
 from gateway.authn.gateway_token import GatewayTokenAuthenticator
@@ -72,6 +73,7 @@ class Runtime:
     # Closings of pools that reloads replaced, still waiting for their requests; shared by every
     # generation of the runtime so that shutdown can finish them (see gateway.reload).
     retiring: set[asyncio.Task[None]] = field(default_factory=set)
+    failure_budget: FailureBudget | None = None
 
     def replace_with(self, new: Runtime) -> Runtime:
         """Take over everything of ``new`` in one synchronous step (atomic for the event loop:
@@ -146,6 +148,8 @@ def build_runtime(
     runtime.authenticators = Authenticators(build_authenticators(runtime))
     if settings.rate_limits.rules:
         runtime.rate_limiter = RateLimiter(store, settings.rate_limits, clock, runtime.metrics)
+    if settings.abuse.enabled:
+        runtime.failure_budget = FailureBudget(store, settings.abuse, clock, runtime.metrics)
     if tokens.assertion:
         runtime.assertions = Assertions(runtime.tokens.keys, tokens, clock)
     attach_metrics(runtime)
