@@ -46,10 +46,13 @@ def observe_middleware(runtime: Runtime) -> Middleware:
             outcome = "allow" if exchange.error is None else "deny"
             if exchange.credential_present:
                 metrics.auth_decision(kind, outcome, exchange.error or "ok")
+            # SECURITY: a client chooses its method: folded to the known set before it is
+            # logged (a key sent as the method must not reach the access or audit line).
+            method = metrics.method_label(request.method)
             logs.access(
                 request_id=exchange.request_id,
                 route=exchange.route,
-                method=request.method,
+                method=method,
                 status=status,
                 credential=kind,
                 account=p.account if p else None,
@@ -65,7 +68,7 @@ def observe_middleware(runtime: Runtime) -> Middleware:
                 logs.audit(
                     request_id=exchange.request_id,
                     route=exchange.route,
-                    method=request.method,
+                    method=method,
                     status=status,
                     credential=kind,
                     account=p.account,
@@ -108,7 +111,7 @@ def error_middleware(runtime: Runtime) -> Middleware:
 
 def _render(error: GatewayError, exchange: Exchange, header: str) -> web.Response:
     exchange.error = error.code
-    response = error_response(error, credential_present=exchange.credential_present)
+    response = error_response(error)
     response.headers[header] = exchange.request_id
     if error.status >= 500 and error.code != "service_unavailable":
         logs.event(

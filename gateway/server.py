@@ -22,6 +22,7 @@ from gateway.app import create_admin_app, create_app
 from gateway.config import Listener, Settings
 from gateway.confignode import ConfigError
 from gateway.observe import logs
+from gateway.protocol import GatewayRunner
 from gateway.reload import reload
 from gateway.runtime import Runtime, build_runtime
 
@@ -73,7 +74,7 @@ async def run(
     runners: list[web.AppRunner] = []
     if public:
         runners.append(
-            web.AppRunner(
+            GatewayRunner(
                 create_app(runtime),
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
                 access_log=None,
@@ -82,7 +83,7 @@ async def run(
         )
     if admin:
         runners.append(
-            web.AppRunner(
+            GatewayRunner(
                 create_admin_app(runtime, metrics_registry), access_log=None, handle_signals=False
             )
         )

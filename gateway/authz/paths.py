@@ -58,6 +58,14 @@ def split_path(raw_path: str) -> tuple[str, ...]:
                         "The request path contains an encoded separator or control character.",
                         details={"reason": "path"},
                     )
-            segment = unquote(segment, errors="strict")
+            try:
+                segment = unquote(segment, errors="strict")
+            except UnicodeDecodeError:
+                # SECURITY: percent-encoded bytes that are not UTF-8 (`%FF`, overlong `%C0%AF`,
+                # surrogates `%ED%A0%80`) decode differently everywhere: refused, never guessed.
+                raise InvalidRequest(
+                    "The request path is not valid percent-encoded UTF-8.",
+                    details={"reason": "path"},
+                ) from None
         decoded.append(segment)
     return tuple(decoded)

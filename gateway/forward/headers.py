@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.observe.redact import looks_secret
+
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -78,8 +80,13 @@ def response_headers(incoming: CIMultiDictProxy[str]) -> Iterable[tuple[str, str
 
 
 def request_id(incoming: str | None, generate: str) -> str:
-    """Propagate a well-formed ``X-Request-Id``; replace anything else."""
-    if incoming is not None and _REQUEST_ID.match(incoming):
+    """Propagate a well-formed ``X-Request-Id``; replace anything else.
+
+    The id is written to every access and audit line and echoed to the client, so one that is
+    shaped like a credential is replaced too: those lines stay secret-free by construction.
+    """
+    # SECURITY: a key or token sent as a request id would otherwise be logged and echoed.
+    if incoming is not None and _REQUEST_ID.match(incoming) and not looks_secret(incoming):
         return incoming
     return generate
 

@@ -16,11 +16,14 @@ from contextlib import contextmanager
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import Settings, Upstream
 from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
     PayloadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
@@ -33,12 +36,13 @@ from gateway.observe.metrics import Metrics
 CHUNK = 64 * 1024
 
 
-class _BodyTooLarge(Exception):
-    """Raised inside the body stream when a chunked body passes the limit."""
+class _BodyError(Exception):
+    """Raised inside the body stream: the client's body failed (too large, too slow, broken
+    framing), not the upstream. Carries the answer the client gets."""
 
-
-class _BodyTimeout(Exception):
-    """Raised inside the body stream when the client stops sending."""
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.code)
+        self.error = error
 
 
 def _ssl_context(upstream: Upstream) -> ssl.SSLContext | bool:
@@ -167,18 +171,14 @@ class Forwarder:
                 compress=None,
                 chunked=None,
             )
-        except _BodyTooLarge:
-            raise PayloadTooLarge(details={"limit": self._max_body}) from None
-        except _BodyTimeout:
-            raise RequestTimeout(headers={"Connection": "close"}) from None
+        except _BodyError as exc:
+            raise exc.error from None
         except TimeoutError:
             self._metrics.upstream_errors.labels(upstream.name, "timeout").inc()
             raise UpstreamTimeout(details={"upstream": upstream.name}) from None
         except aiohttp.ClientError as exc:
-            if isinstance(exc.__cause__, _BodyTooLarge):
-                raise PayloadTooLarge(details={"limit": self._max_body}) from None
-            if isinstance(exc.__cause__, _BodyTimeout):
-                raise RequestTimeout(headers={"Connection": "close"}) from None
+            if isinstance(exc.__cause__, _BodyError):
+                raise exc.__cause__.error from None
             self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
             raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
         try:
@@ -196,12 +196,22 @@ class Forwarder:
                 # upstream connection open indefinitely.
                 chunk = await asyncio.wait_for(request.content.read(CHUNK), timeout)
             except TimeoutError:
-                raise _BodyTimeout from None
+                raise _BodyError(RequestTimeout(headers={"Connection": "close"})) from None
+            except (web.RequestPayloadError, HttpProcessingError):
+                # The body's framing broke mid-stream (a bad chunk size): the client's fault
+                # (aiohttp's C parser reports the first, its Python parser the second).
+                raise _BodyError(
+                    InvalidRequest(
+                        "The request body's framing is malformed.",
+                        details={"reason": "malformed_body"},
+                        headers={"Connection": "close"},
+                    )
+                ) from None
             if not chunk:
                 return
             seen += len(chunk)
             if seen > self._max_body:
-                raise _BodyTooLarge
+                raise _BodyError(PayloadTooLarge(details={"limit": self._max_body}))
             yield chunk
 
     async def _relay(

@@ -1,8 +1,14 @@
 """Structured JSON logs: one access line per request, one audit line per authenticated action.
 
 Lines are built from explicit fields only (ids, route templates, codes), never from headers,
-tokens or bodies, so no secret can reach them. Everything goes through a queue to one writer
-thread, so the request path never formats or writes (see :class:`_Lines`).
+tokens or bodies. Once :func:`configure` ran, every line any logger writes (the gateway's,
+aiohttp's, asyncio's, warnings, uncaught exceptions in any thread, unraisable exceptions at
+shutdown) is one JSON object, and every one that passes through ``logging`` goes through
+:func:`gateway.observe.redact.redact` last, exception messages and tracebacks included.
+Access and audit lines are safe by construction instead (their only client-chosen fields, the
+method and the request id, are folded or refused where they enter), so the hot path pays no
+regex. Everything goes through a queue to one writer thread, so the request path never formats
+or writes (see :class:`_Lines`).
 """
 
 from __future__ import annotations
@@ -10,14 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import logging.handlers
 import queue
 import sys
+import threading
 import time
+import traceback
+from types import TracebackType
 from typing import Any
 
 import orjson
+
+from gateway.observe.redact import redact
 
 ACCESS = logging.getLogger("gateway.access")
 AUDIT = logging.getLogger("gateway.audit")
@@ -40,17 +52,60 @@ def json_line(created: float, level: str, logger: str, msg: str, fields: Any) ->
     }
     if isinstance(fields, dict):
         line.update(fields)
-    return orjson.dumps(line).decode()
+    try:
+        return orjson.dumps(line, default=repr).decode()
+    except TypeError:
+        # Text that is not valid Unicode (surrogates from bytes a client sent, decoded with
+        # surrogateescape): escaped instead of refused, so the line is still written as JSON.
+        return json.dumps(line, default=repr, ensure_ascii=True, separators=(",", ":"))
 
 
 class JsonFormatter(logging.Formatter):
+    """Any record as one JSON line; the whole line redacted (see :mod:`gateway.observe.redact`).
+
+    A record's message is formatted with its arguments here; an exception becomes
+    ``exc_type``, ``exc`` (its message) and ``traceback``, all redacted with the rest: aiohttp's
+    parser quotes the raw request line in its exceptions.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
+        try:
+            message = record.getMessage()
+        except Exception:  # a foreign record whose arguments do not fit its format string
+            message = str(record.msg)
         if record.exc_info and record.exc_info[0] is not None:
-            fields = {**(fields or {}), "exc_type": record.exc_info[0].__name__}
-        return json_line(
-            record.created, record.levelname.lower(), record.name, record.getMessage(), fields
+            exc_type, exc, tb = record.exc_info
+            fields = {
+                **(fields if isinstance(fields, dict) else {}),
+                "exc_type": exc_type.__name__,
+                "exc": str(exc),
+                "traceback": "".join(traceback.format_exception(exc_type, exc, tb)),
+            }
+        line = json_line(record.created, record.levelname.lower(), record.name, message, fields)
+        # SECURITY: the last step of every line written through logging; nothing after it
+        # adds text.
+        return redact(line)
+
+
+class _JsonStreamHandler(logging.StreamHandler[Any]):
+    """A stream handler whose own failures are reported as a JSON line too, never as
+    ``logging``'s plain-text "--- Logging error ---" traceback on stderr."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        line = json_line(
+            record.created,
+            "error",
+            "gateway.logging",
+            "a log record could not be written",
+            {"record_logger": record.name, "exc_type": type(exc).__name__ if exc else None},
         )
+        try:
+            self.stream.write(line + "\n")
+            self.flush()
+        except Exception:  # noqa: S110 - the stream itself is gone; nothing is left to tell
+            pass
 
 
 class _DeferredQueueHandler(logging.handlers.QueueHandler):
@@ -128,23 +183,73 @@ class _Listener(logging.handlers.QueueListener):
             handler.flush()
 
     def stop(self) -> None:
+        """Write what is queued, then let later records (shutdown, interpreter exit) be
+        written directly by the same JSON handler rather than queued for no one."""
         _LINES.flush()
         super().stop()
+        _LINES.queue = None
+        root = logging.getLogger()
+        if any(isinstance(h, _DeferredQueueHandler) for h in root.handlers):
+            root.handlers[:] = [self._stream_handler]
 
 
 def configure(level: str = "INFO", stream: Any = None) -> logging.handlers.QueueListener:
-    """Route the gateway's loggers through a queue to one JSON stream handler."""
-    handler = logging.StreamHandler(stream or sys.stdout)
+    """Route every logger of the process through a queue to one JSON stream handler.
+
+    The root logger gets the queue handler, so aiohttp's and asyncio's loggers write JSON too;
+    ``warnings`` are captured into logging; uncaught exceptions (main thread, other threads) and
+    unraisable ones (``__del__`` at shutdown) are logged as records instead of printed. Third
+    parties log at ``WARNING`` and above; the gateway's own loggers at ``level``.
+    """
+    handler = _JsonStreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     q: queue.SimpleQueue[Any] = queue.SimpleQueue()
     listener = _Listener(q, handler)
-    root = logging.getLogger("gateway")
+    root = logging.getLogger()
     root.handlers[:] = [_DeferredQueueHandler(q)]
-    root.setLevel(level)
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+    gateway = logging.getLogger("gateway")
+    gateway.handlers.clear()
+    gateway.setLevel(level)
+    gateway.propagate = True
+    logging.captureWarnings(True)
+    sys.excepthook = _excepthook
+    threading.excepthook = _thread_excepthook
+    sys.unraisablehook = _unraisablehook
     _LINES.queue = q
     listener.start()
     return listener
+
+
+_UNCAUGHT = logging.getLogger("gateway.uncaught")
+
+
+def _excepthook(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    _UNCAUGHT.critical("uncaught exception", exc_info=(exc_type, exc, tb))
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        _UNCAUGHT.error(
+            "uncaught exception in a thread",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+            extra={"fields": {"thread": args.thread.name if args.thread else None}},
+        )
+
+
+def _unraisablehook(args: Any) -> None:
+    """``__del__`` errors and resource warnings at shutdown, as JSON instead of a print."""
+    fields = {"object": repr(args.object)[:200]} if args.object is not None else {}
+    if args.exc_value is not None:
+        _UNCAUGHT.warning(
+            args.err_msg or "unraisable exception",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+            extra={"fields": fields},
+        )
+    else:
+        _UNCAUGHT.warning(args.err_msg or "unraisable exception", extra={"fields": fields})
 
 
 def event(message: str, level: int = logging.INFO, **fields: Any) -> None:

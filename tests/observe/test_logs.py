@@ -109,18 +109,28 @@ async def test_no_secret_in_any_log_line(
 @pytest.fixture
 def configured() -> Iterator[Any]:
     """``logs.configure`` as ``gateway serve`` runs it, undone afterwards."""
+    import sys
+    import threading
+    import warnings
+
     from gateway.observe import logs
 
-    root = logging.getLogger("gateway")
-    saved = (root.handlers[:], root.level, root.propagate)
+    gateway, root = logging.getLogger("gateway"), logging.getLogger()
+    saved = (gateway.handlers[:], gateway.level, gateway.propagate)
+    saved_root = (root.handlers[:], root.level)
+    hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
 
     def start(level: str) -> tuple[io.StringIO, Any]:
         stream = io.StringIO()
         return stream, logs.configure(level, stream)
 
-    yield start
+    with warnings.catch_warnings():
+        yield start
     logs._LINES.queue = None
-    root.handlers[:], root.level, root.propagate = saved
+    logging.captureWarnings(False)
+    sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
+    gateway.handlers[:], gateway.level, gateway.propagate = saved
+    root.handlers[:], root.level = saved_root
 
 
 @pytest.mark.parametrize("level, expected", [("INFO", 2), ("WARNING", 0)])

@@ -1,0 +1,129 @@
+"""The gateway's answer to bytes that aiohttp's HTTP parser refuses.
+
+A request whose request line, headers or chunk framing cannot be parsed never reaches the app:
+aiohttp answers it from ``RequestHandler.handle_error``, which logs a plain-text traceback that
+quotes the raw line (an ``Authorization`` header with its key, say) and answers ``text/plain``
+with the same quote, or a 500 when the quote cannot be encoded. :class:`GatewayRunner` serves the
+app through a request handler that answers those requests like every other error instead: the
+gateway's JSON body (:func:`gateway.render.error_response`), a 4xx status for anything a client
+sent, the connection closed, and one JSON log line naming only the exception's type and its
+first line, redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import _ErrInfo
+
+from gateway.errors import GatewayError, InvalidRequest, UpstreamTimeout
+from gateway.observe import logs
+from gateway.observe.redact import redact
+from gateway.render import error_response
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, redacted: aiohttp quotes the raw bytes on the
+    following lines."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return redact(text.partition("\n")[0])[:200]
+
+
+def _error_for(status: int, exc: BaseException | None) -> GatewayError:
+    if _client_fault(exc) or 400 <= status < 500:
+        return InvalidRequest(
+            "The request could not be parsed as HTTP/1.1.", details={"reason": "malformed_http"}
+        )
+    if status == 504:
+        return UpstreamTimeout()
+    return GatewayError()
+
+
+def _client_fault(exc: BaseException | None) -> bool:
+    return isinstance(exc, HttpProcessingError | web.RequestPayloadError)
+
+
+class GatewayRequestHandler(web.RequestHandler):
+    """aiohttp's protocol handler with the gateway's error answer (see the module docstring)."""
+
+    def data_received(self, data: bytes) -> None:
+        """As aiohttp's, and: when the C parser refuses the framing of the body of the request
+        being handled (a bad chunk size), the error reaches that request's body too.
+
+        aiohttp's C parser drops the body stream on such an error and queues the error as the
+        next message, so the handler waiting for the rest of the body would wait until
+        ``limits.body_timeout``; the pure-Python parser already fails the stream.
+        """
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > queued and self._current_request is not None:
+            message = self._messages[-1][0]
+            content = self._current_request.content
+            if isinstance(message, _ErrInfo) and not content.is_eof():
+                # SECURITY: the handler stops reading at once; nothing more is forwarded.
+                content.set_exception(web.RequestPayloadError(message.message))
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A malformed body surfacing after the answer (aiohttp drains what is left) is the
+        client's fault: one info line, not an error with a traceback."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, BaseException) and _client_fault(exc):
+            logs.event(
+                "request body refused by the HTTP parser",
+                exc_type=type(exc).__name__,
+                reason=_first_line(exc),
+            )
+            return
+        super().log_exception(*args, **kw)
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        error = _error_for(status, exc)
+        # SECURITY: neither the exception's text nor aiohttp's message (both quote the raw
+        # bytes, credentials included) is logged unredacted or echoed to the client.
+        logs.event(
+            "request refused by the HTTP parser"
+            if error.status < 500
+            else "request failed outside the app",
+            logging.INFO if error.status < 500 else logging.ERROR,
+            exc_type=type(exc).__name__ if exc is not None else None,
+            reason=_first_line(exc) if exc is not None else None,
+            status=error.status,
+        )
+        if request.writer.output_size > 0:
+            # Part of a response is already on the wire: the connection is all that can go.
+            raise ConnectionError("response already started; closing the connection")
+        response = error_response(error)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """An :class:`aiohttp.web.AppRunner` whose connections use :class:`GatewayRequestHandler`.
+
+    aiohttp builds its ``Server`` inside the runner; this takes the server it built (its
+    handler, request factory and limits) and serves the same with the gateway's protocol class.
+    """
+
+    async def _make_server(self) -> web.Server:
+        built = await super()._make_server()
+        return _Server(
+            built.request_handler,
+            request_factory=built.request_factory,
+            handler_cancellation=built.handler_cancellation,
+            loop=built._loop,
+            **built._kwargs,
+        )

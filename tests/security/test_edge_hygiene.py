@@ -1,0 +1,329 @@
+"""No secret in any log line, no 5xx and no non-JSON answer from any byte a client sends.
+
+Real gateway processes (aiohttp's C parser and its pure-Python parser), a recording upstream,
+raw sockets. Every request of the corpus carries a known live API key somewhere in its bytes;
+afterwards everything the process wrote (stdout and stderr, through a reload and a shutdown) is
+read back: each line must be one JSON object and the key must appear nowhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support import (
+    GatewayProcess,
+    ThreadedUpstream,
+    admin_create_key,
+    env_with,
+    iter_lines,
+    raw_http,
+    status_of,
+    write_config,
+)
+
+SCORES = "/v1/users/usr_a/scores"
+POLICY = {
+    "routes": [
+        {
+            "id": "read",
+            "methods": ["GET"],
+            "paths": ["/v1/users/{user_id}/scores"],
+            "allow": ["api_key"],
+        },
+        {"id": "write", "methods": ["POST"], "paths": ["/v1/users"], "allow": ["api_key"]},
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def upstream_thread() -> Iterator[ThreadedUpstream]:
+    upstream = ThreadedUpstream()
+    yield upstream
+    upstream.stop()
+
+
+class Edge:
+    def __init__(self, proc: GatewayProcess, upstream: ThreadedUpstream, key: str) -> None:
+        self.proc, self.upstream, self.key = proc, upstream, key
+
+    async def send(self, data: bytes, *, then: bytes = b"") -> bytes:
+        if not then:
+            return await raw_http(self.proc.port, data, read_timeout=1.0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.proc.port)
+        writer.write(data)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the headers are parsed and the handler runs first
+        writer.write(then)
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(65536), 2.0)
+        finally:
+            writer.close()
+
+
+@pytest.fixture(scope="module", params=["c-parser", "python-parser"])
+def edge(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    upstream_thread: ThreadedUpstream,
+) -> Iterator[Edge]:
+    proc = write_config(
+        tmp_path_factory.mktemp("edge"),
+        upstream_thread.url,
+        extra={"policy": POLICY, "decision": {"enabled": True}},
+    )
+    proc.start(env_with(AIOHTTP_NO_EXTENSIONS="1") if request.param == "python-parser" else None)
+    try:
+        yield Edge(proc, upstream_thread, admin_create_key(proc, "acc_1"))
+    finally:
+        proc.stop()
+
+
+def _answer(raw: bytes) -> tuple[int, dict[str, object] | None]:
+    body = raw.partition(b"\r\n\r\n")[2]
+    status = status_of(raw)
+    try:
+        document = json.loads(body) if body else None
+    except ValueError:
+        document = None
+    return status, document if isinstance(document, dict) else None
+
+
+# Each case: (name, request bytes with {key} where the live key goes).
+MALFORMED = [
+    (
+        "space before colon",
+        b"GET " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization : Bearer {key}\r\n\r\n",
+    ),
+    (
+        "control char in value",
+        b"GET " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer {key}\x01\r\n\r\n",
+    ),
+    (
+        "tab in name",
+        b"GET " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Author\tization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "bad name char",
+        b"GET " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\nAuth(orization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "line without colon",
+        b"GET " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\nBearer {key}\r\n\r\n",
+    ),
+    (
+        "folded line",
+        b"GET " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\nX-A: b\r\n"
+        b" Authorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "basic with bad name",
+        b"GET " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization\x7f: Basic {basic}\r\n\r\n",
+    ),
+    ("key in request line", b"GET /{key} HTTP/1.1 x\r\nHost: x\r\n\r\n"),
+    ("key as method", b"{key} " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+    (
+        "bad chunk size",
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    ),
+    (
+        "non-ascii chunk size",
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"\xd9\xa3\r\nabc\r\n0\r\n\r\n",
+    ),
+    (
+        "invalid utf-8 %FF",
+        b"GET /v1/users/%FF/scores HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "overlong %C0%AF",
+        b"GET /v1/users/%C0%AF/scores HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "surrogate %ED%A0%80",
+        b"GET /v1/users/%ED%A0%80/scores HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "decision: invalid utf-8",
+        b"GET /decisions HTTP/1.1\r\nHost: x\r\nX-Original-Method: GET\r\n"
+        b"X-Original-URI: /v1/users/%FF/scores\r\nAuthorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "decision: surrogate in path",
+        b"GET /decisions/v1/users/%ED%A0%80/scores HTTP/1.1\r\n"
+        b"Host: x\r\nAuthorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "key as request id",
+        b"GET " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"X-Request-Id: {key}\r\nAuthorization: Bearer sk_live_wrongwrongwrong\r\n\r\n",
+    ),
+]
+
+
+def _fill(template: bytes, key: str) -> bytes:
+    import base64
+
+    basic = base64.b64encode(f"{key}:".encode())
+    return template.replace(b"{key}", key.encode()).replace(b"{basic}", basic)
+
+
+@pytest.mark.parametrize(("name", "template"), MALFORMED, ids=[n for n, _ in MALFORMED])
+async def test_malformed_bytes_get_a_json_4xx_and_are_never_forwarded(
+    edge: Edge, name: str, template: bytes
+) -> None:
+    before = len(edge.upstream.recorder.seen)
+    raw = await edge.send(_fill(template, edge.key))
+    status, document = _answer(raw)
+    assert 400 <= status < 500, (name, raw[:300])
+    assert document is not None and isinstance(document.get("error"), str), raw[:300]
+    assert edge.key.encode() not in raw  # never echoed
+    assert len(edge.upstream.recorder.seen) == before
+
+
+@pytest.mark.parametrize("late", [b"zz\r\nabc\r\n0\r\n\r\n", b"\xd9\xa3\r\nabc\r\n0\r\n\r\n"])
+async def test_a_bad_chunk_after_the_headers_is_a_json_4xx(edge: Edge, late: bytes) -> None:
+    """The headers pass, the handler starts streaming the body upstream, then the framing
+    breaks: the client still gets the gateway's JSON 4xx, not a 500."""
+    head = (
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + edge.key.encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    )
+    raw = await edge.send(head, then=late)
+    status, document = _answer(raw)
+    assert 400 <= status < 500, raw[:300]
+    assert document is not None and isinstance(document.get("error"), str), raw[:300]
+
+
+_TOKEN_CHARS = st.sampled_from(
+    [
+        b"GET",
+        b"POST",
+        b"g\xc3\xa9t",
+        b"",
+        b" ",
+        b"\t",
+        b"\x00",
+        b"\r",
+        b"\n",
+        b":",
+        b"%",
+        b"%FF",
+        b"%ED%A0%80",
+        b"%2F",
+        b"/",
+        b"..",
+        b"?",
+        b"#",
+        b"\x7f",
+        b"\xff",
+        b"HTTP/1.1",
+        b"HTTP/9",
+        b"Authorization",
+        b"Bearer",
+        b"Transfer-Encoding",
+        b"chunked",
+        b"Content-Length",
+        b"-1",
+        b"{key}",
+        b"v1",
+        b"users",
+        b"scores",
+        b"decisions",
+        b"X-Original-URI",
+        b"a",
+        b"0",
+    ]
+)
+_PIECE = st.lists(_TOKEN_CHARS, min_size=0, max_size=6).map(b"".join)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    method = draw(st.one_of(st.sampled_from([b"GET", b"POST", b"PATCH"]), _PIECE))
+    path = b"/" + draw(_PIECE)
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b""])) or draw(_PIECE)
+    headers = draw(st.lists(st.tuples(_PIECE, _PIECE), max_size=4))
+    lines = [method + b" " + path + b" " + version, b"Host: x"]
+    lines += [name + b": " + value for name, value in headers]
+    if draw(st.booleans()):
+        lines.append(b"Authorization: Bearer {key}")
+    body = draw(st.sampled_from([b"", b"3\r\nabc\r\n0\r\n\r\n", b"zz\r\n", b"\xd9\xa3\r\n"]))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=requests())
+def test_no_byte_sequence_gets_a_5xx_or_a_non_json_answer(edge: Edge, data: bytes) -> None:
+    """Property: whatever the bytes, the answer (if any) is JSON with a status below 500, and a
+    request answered with a 4xx never reached the upstream."""
+    before = len(edge.upstream.recorder.seen)
+    raw = asyncio.run(edge.send(_fill(data, edge.key)))
+    if not raw:
+        return  # the peer may close on an incomplete request: nothing answered, nothing sent
+    status, document = _answer(raw)
+    assert 0 < status < 500, raw[:300]
+    assert document is not None, raw[:300]
+    assert edge.key.encode() not in raw
+    if status >= 400:
+        assert len(edge.upstream.recorder.seen) == before, raw[:300]
+
+
+def test_every_line_the_process_wrote_is_json_and_holds_no_secret(
+    tmp_path_factory: pytest.TempPathFactory, upstream_thread: ThreadedUpstream
+) -> None:
+    """One process through the corpus, a reload and a shutdown; then read all it wrote."""
+    for parser in ("c-parser", "python-parser"):
+        proc = write_config(
+            tmp_path_factory.mktemp("lines"),
+            upstream_thread.url,
+            extra={"policy": POLICY, "decision": {"enabled": True}},
+        )
+        proc.start(env_with(AIOHTTP_NO_EXTENSIONS="1") if parser == "python-parser" else None)
+        try:
+            key = admin_create_key(proc, "acc_1")
+            edge = Edge(proc, upstream_thread, key)
+
+            async def corpus(edge: Edge = edge, key: str = key) -> None:
+                for _, template in MALFORMED:
+                    await edge.send(_fill(template, key))
+                # a valid request, so that an upstream pool exists to be replaced on reload
+                await edge.send(
+                    f"GET {SCORES} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+
+            asyncio.run(corpus())
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            asyncio.run(corpus())
+        finally:
+            proc.stop()
+        text = proc.output()
+        assert key not in text, parser
+        assert key[8:] not in text, parser  # the secret part alone, in any spelling around it
+        lines = list(iter_lines(text))
+        assert any('"config reloaded"' in line for line in lines), parser
+        assert any('"stopped"' in line for line in lines), parser
+        for line in lines:
+            assert isinstance(json.loads(line), dict), (parser, line)
