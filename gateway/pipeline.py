@@ -15,7 +15,7 @@ from gateway.authz.paths import split_path
 from gateway.authz.policy import RouteMatch
 from gateway.cors import is_preflight, preflight
 from gateway.credentials import extract
-from gateway.errors import AuthenticationError, InvalidToken
+from gateway.errors import AuthenticationError, InsufficientScope, InvalidToken, NotFound
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.principal import Principal
 from gateway.runtime import RUNTIME, Runtime
@@ -29,12 +29,22 @@ async def admit(
     method: str,
     raw_target: str,
 ) -> tuple[Principal, RouteMatch]:
-    """Match, extract, authenticate and authorize; the principal and route, or an error."""
-    raw_path = raw_target.partition("?")[0]
-    match = runtime.settings.policy.match(method, split_path(raw_path))
-    exchange.route, exchange.group = match.rule.id, match.rule.group
+    """Extract, authenticate, match and authorize; the principal and route, or an error.
+
+    The route is looked up first (for the metrics' route label) but its verdict is only told to
+    an authenticated principal: a request without a valid credential gets 401 on every path and
+    method, so nobody can map the policy without one.
+    """
+    segments = split_path(raw_target.partition("?")[0])
+    refusal: NotFound | InsufficientScope | None = None
+    try:
+        match = runtime.settings.policy.match(method, segments)
+        exchange.route, exchange.group = match.rule.id, match.rule.group
+    except (NotFound, InsufficientScope) as exc:
+        refusal = exc
     credential = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
     if credential is None:
+        # SECURITY: before the policy's verdict, which would tell a stranger what exists.
         raise InvalidToken(
             "This request needs an access token (Authorization: Bearer …).",
             details={"reason": "missing"},
@@ -43,6 +53,8 @@ async def admit(
     exchange.credential = credential.kind
     principal = await runtime.authenticators.authenticate(credential)
     exchange.principal = principal
+    if refusal is not None:
+        raise refusal
     authorize(principal, match, method)
     if runtime.rate_limiter is not None:
         await runtime.rate_limiter.check(principal, match.rule.group, exchange)

@@ -26,14 +26,13 @@ def _quote(value: str) -> str:
     return cleaned.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def www_authenticate(error: GatewayError, *, credential_present: bool = True) -> str:
-    """The RFC 6750 challenge for a 401 or 403.
+def www_authenticate(error: GatewayError) -> str:
+    """The RFC 6750 challenge for a 401 or 403, always naming its code.
 
-    A request that carried no credential at all gets the bare challenge (RFC 6750 §3.1: "the
-    resource server SHOULD NOT include an error code").
+    RFC 6750 §3.1 lets a server leave the code out when the request carried no credential; the
+    gateway names it on every challenge (``invalid_token`` for a missing one too), so a client
+    can tell what happened from the header alone.
     """
-    if not credential_present:
-        return f'Bearer realm="{REALM}"'
     rfc_code = _RFC6750_CODE.get(error.code, "invalid_request")
     return (
         f'Bearer realm="{REALM}", error="{rfc_code}", error_description="{_quote(error.message)}"'
@@ -44,14 +43,12 @@ def error_body(error: GatewayError) -> bytes:
     return orjson.dumps({"error": error.code, "message": error.message, "details": error.details})
 
 
-def error_response(error: GatewayError, *, credential_present: bool = True) -> web.Response:
+def error_response(error: GatewayError) -> web.Response:
     """JSON ``{"error","message","details"}`` with the class's status and headers."""
     response = web.Response(
         status=error.status, body=error_body(error), content_type="application/json"
     )
     if isinstance(error, AuthenticationError | AuthorizationError):
-        response.headers["WWW-Authenticate"] = www_authenticate(
-            error, credential_present=credential_present
-        )
+        response.headers["WWW-Authenticate"] = www_authenticate(error)
     response.headers.update(error.headers)
     return response

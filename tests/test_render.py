@@ -48,10 +48,11 @@ def test_www_authenticate_uses_rfc6750_codes(error: errors.GatewayError, rfc_cod
     assert f'error="{rfc_code}"' in www_authenticate(error)
 
 
-def test_missing_credential_gets_a_bare_challenge() -> None:
-    assert (
-        www_authenticate(errors.InvalidToken(), credential_present=False)
-        == 'Bearer realm="gateway"'
+def test_a_missing_credential_is_named_in_the_challenge_too() -> None:
+    error = errors.InvalidToken("This request needs an access token.")
+    assert www_authenticate(error) == (
+        'Bearer realm="gateway", error="invalid_token", '
+        'error_description="This request needs an access token."'
     )
 
 

@@ -10,6 +10,8 @@ one-second revocation bound). A caregiver token is admitted only while the relat
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import sys
 from typing import Any
 
@@ -33,6 +35,13 @@ MAX_SCOPE_LENGTH = 128
 
 def _bad(message: str, reason: str) -> InvalidToken:
     return InvalidToken(message, details={"reason": reason})
+
+
+def _signature_invalid() -> InvalidToken:
+    return _bad("The token's signature or claims are invalid.", "signature")
+
+
+_UNKNOWN_KEY_SECRET = secrets.token_bytes(32)
 
 
 class MemberTokenAuthenticator:
@@ -66,6 +75,13 @@ class MemberTokenAuthenticator:
             active = await self._keys.active_by_id(kid)
         except TokenExpired:
             raise _bad("The API key that signed this token has expired.", "key_expired") from None
+        except InvalidToken as exc:
+            if exc.details.get("reason") != "unknown_kid":
+                raise
+            # SECURITY: an unknown kid answers exactly like a bad signature (and costs the
+            # same HMAC), so nobody can probe which key ids exist.
+            self._verify_unknown(credential.value, header)
+            raise _signature_invalid() from None
         now = self._clock.now()
         principal = self.cache.get(credential.value, now)
         if principal is None:
@@ -94,6 +110,15 @@ class MemberTokenAuthenticator:
                 )
         return principal
 
+    @staticmethod
+    def _verify_unknown(token: str, header: Any) -> None:
+        """The checks and verification work a token whose key does not exist would get with a
+        key, in the same order (the header checks raise as they would for a known key), against
+        a secret that matches nothing."""
+        check_jws(token, header)
+        with contextlib.suppress(jwt.PyJWTError):
+            jwt.decode(token, _UNKNOWN_KEY_SECRET, algorithms=["HS256"])
+
     def _verify(
         self, token: str, secret: bytes, account: str, environment: str, kid: str, now: float
     ) -> Principal:
@@ -111,7 +136,7 @@ class MemberTokenAuthenticator:
                 },
             )
         except jwt.PyJWTError:
-            raise _bad("The token's signature or claims are invalid.", "signature") from None
+            raise _signature_invalid() from None
         iat, exp = check_times(payload, now, self._settings.leeway)
         if exp - iat > self._settings.max_lifetime:
             raise _bad("Member tokens may live at most 24 hours (exp - iat).", "lifetime")

@@ -126,8 +126,12 @@ async def test_token_in_original_query_is_refused(gw: Gateway) -> None:
 
 async def test_decision_endpoint_is_off_unless_enabled(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
-    response = await gw.client.get("/decisions", headers={"X-Original-URI": "/v1/users"})
+    key = await gw.key()
+    response = await gw.client.get(
+        "/decisions", headers={"X-Original-URI": "/v1/users", "Authorization": f"Bearer {key}"}
+    )
     assert response.status == 404
+    assert gw.recorder.seen == []  # served by nobody: not forwarded as a path either
 
 
 async def test_signed_assertion_verifies_with_the_jwks(

@@ -137,9 +137,14 @@ async def test_admin_api_manages_keys(
         async with s.get(admin + "/metrics") as r:
             text = await r.text()
         assert 'gateway_requests_total{credential="api_key"' in text
-    # The public listener does not serve the admin API.
-    async with aiohttp.ClientSession() as s, s.get(proc.base + "/admin/keys", headers=auth) as r:
-        assert r.status == 404
+    # The public listener does not serve the admin API (to a stranger it is a 401 like every
+    # path; to a key holder, a path no rule serves).
+    async with aiohttp.ClientSession() as s:
+        async with s.get(proc.base + "/admin/keys", headers=auth) as r:
+            assert r.status == 401
+        key_auth = {"Authorization": f"Bearer {rotated['key']}"}
+        async with s.get(proc.base + "/admin/keys", headers=key_auth) as r:
+            assert r.status == 404 and (await r.json())["error"] == "not_found"
 
 
 async def test_keys_cli_refuses_a_memory_store(tmp_path: Path) -> None:
