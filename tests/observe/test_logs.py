@@ -193,3 +193,38 @@ def test_line_timestamps_are_utc_milliseconds(created: float, ts: str) -> None:
         "msg": "access",
         "status": 200,
     }
+
+
+def test_every_logger_writes_one_redacted_json_line(configured: Any) -> None:
+    """aiohttp's and asyncio's loggers, warnings, and exceptions nobody caught in a thread all
+    come out as JSON, with credentials in their messages and tracebacks redacted."""
+    import threading
+    import warnings
+
+    from gateway.keys.material import new_key
+
+    key = new_key("sk_live_")
+    stream, listener = configured("INFO")
+    logging.getLogger("aiohttp.server").error("Error handling request: b'Bearer %s'", key)
+    try:
+        raise ValueError(f"Invalid HTTP header: b'Authorization : Bearer {key}'")
+    except ValueError:
+        logging.getLogger("asyncio").exception("Task exception was never retrieved")
+    warnings.simplefilter("default")  # pytest makes warnings errors; here one is logged
+    warnings.warn(f"unclosed thing holding {key}", UserWarning, stacklevel=1)
+
+    def fail() -> None:
+        raise RuntimeError(f"boom {key}")
+
+    thread = threading.Thread(target=fail, name="worker-1")
+    thread.start()
+    thread.join()
+    listener.stop()
+    text = stream.getvalue()
+    assert key[8:] not in text
+    lines = [orjson.loads(line) for line in text.splitlines()]
+    by_logger = {line["logger"]: line for line in lines}
+    assert set(by_logger) >= {"aiohttp.server", "asyncio", "py.warnings", "gateway.uncaught"}
+    assert by_logger["asyncio"]["exc_type"] == "ValueError"
+    assert "Traceback" in by_logger["asyncio"]["traceback"]
+    assert by_logger["gateway.uncaught"]["thread"] == "worker-1"
