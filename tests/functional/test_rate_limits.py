@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -141,3 +142,81 @@ async def test_two_replicas_share_one_budget(
     finally:
         for proc in replicas:
             proc.stop()
+
+
+async def test_token_kinds_are_budgeted_per_user_pair_or_person(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], aiohttp_server: Any
+) -> None:
+    """``per: credential`` for tokens: the budget belongs to the user (user tokens, SDK
+    sessions), the member/caregiver pair (member tokens) or the person (team sessions), so
+    minting a fresh token never buys a fresh budget, and one user cannot spend another's."""
+    from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
+
+    idp = IdentityProvider()
+    idp_server = await aiohttp_server(idp.app())
+    url = str(upstream[1].make_url("")).rstrip("/")
+    gw = await make_gateway(
+        settings=make_settings(
+            url,
+            rate_limits=LIMITS,
+            identity_providers=[
+                {
+                    "name": "corp",
+                    "issuer": ISSUER,
+                    "audience": AUDIENCE,
+                    "jwks_url": str(idp_server.make_url("/.well-known/jwks.json")),
+                    "account_claim": "account",
+                    "actor_claim": "sub",
+                }
+            ],
+        )
+    )
+    key, record = await gw.runtime.keys.create("acc_1", "live")
+
+    async def post(path: str, credential: str, **kw: Any) -> Any:
+        response = await gw.client.post(
+            path, headers={"Authorization": f"Bearer {credential}"}, **kw
+        )
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+    async def status(credential: str, path: str) -> int:
+        response = await gw.client.get(path, headers={"Authorization": f"Bearer {credential}"})
+        return response.status
+
+    def spent(credential: str, path: str) -> Any:
+        return asyncio.gather(*(status(credential, path) for _ in range(3)))
+
+    a_scores, b_scores = "/v1/users/usr_a/scores", "/v1/users/usr_b/scores"
+    # User tokens: two tokens of usr_a share one budget; usr_b and the key have their own.
+    first = (await post("/v1/auth/user-token", key, json={"user_id": "usr_a"}))["token"]
+    second = (await post("/v1/auth/user-token", key, json={"user_id": "usr_a"}))["token"]
+    other = (await post("/v1/auth/user-token", key, json={"user_id": "usr_b"}))["token"]
+    assert first != second
+    assert await spent(first, a_scores) == [200, 200, 200]
+    assert await status(second, a_scores) == 429
+    assert await status(other, b_scores) == 200
+    assert await status(key, a_scores) == 200
+    # SDK sessions: per user too, apart from that user's user tokens.
+    sessions = []
+    for _ in range(2):
+        mobile = (await post("/v1/auth/mobile-token", key, json={"user_id": "usr_a"}))["token"]
+        sessions.append((await post("/v1/sdk/initialize", mobile))["session_token"])
+    assert await spent(sessions[0], "/v1/sdk/config") == [200, 200, 200]
+    assert await status(sessions[1], "/v1/sdk/config") == 429
+    # Member tokens: per (subject, actor); the caregiver's budget is not the member's.
+    now = int(gw.clock.now())
+
+    def member(jti: str, **claims: Any) -> str:
+        body = {"sub": "usr_a", "iat": now, "exp": now + 300, "scopes": [], "jti": jti, **claims}
+        return jwt.encode(body, key.encode(), "HS256", headers={"kid": record.key_id})
+
+    await gw.runtime.store.set_relationship("acc_1", "usr_a", "usr_c", True)
+    assert await spent(member("m1"), a_scores) == [200, 200, 200]
+    assert await status(member("m2"), a_scores) == 429
+    assert await status(member("c1", act="usr_c"), a_scores) == 200
+    # Team sessions: per person.
+    alice = idp.token(now=now, sub="alice@example.test")
+    assert await spent(alice, a_scores) == [200, 200, 200]
+    assert await status(idp.token(now=now + 1, sub="alice@example.test"), a_scores) == 429
+    assert await status(idp.token(now=now, sub="bob@example.test"), a_scores) == 200
