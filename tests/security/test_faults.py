@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.stores.redis import RedisStore
 from tests.conftest import GatewayFactory, make_settings
-from tests.support import RedisServer, free_port
+from tests.support import RedisServer, free_port, status_of
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -131,19 +131,21 @@ async def test_concurrency_cap_sheds_fast(
     key = await gw.key()
     auth = {"Authorization": f"Bearer {key}"}
 
-    async def call(path: str) -> tuple[int, float]:
-        started = time.monotonic()
+    async def call(path: str) -> int:
         response = await gw.client.get(path, headers=auth)
         await response.read()
-        return response.status, time.monotonic() - started
+        return response.status
 
-    slow = [asyncio.create_task(call(SCORES + "?slow=1")) for _ in range(2)]
-    await asyncio.sleep(0.2)
+    slow = [asyncio.create_task(call(SCORES + "?slow=2")) for _ in range(2)]
+    while len(upstream[0].seen) < 2:  # both slow requests are at the upstream
+        await asyncio.sleep(0.01)
     shed = await asyncio.gather(*(call(SCORES) for _ in range(4)))
-    assert [s for s, _ in shed] == [503] * 4
-    assert all(elapsed < 0.5 for _, elapsed in shed)  # answered, not queued behind the slow ones
-    assert [s for s, _ in await asyncio.gather(*slow)] == [200, 200]
-    assert (await call(SCORES))[0] == 200  # capacity is back
+    assert shed == [503] * 4
+    # Answered while both slow requests are still in flight: refused, not queued behind them.
+    assert not any(task.done() for task in slow)
+    assert len(upstream[0].seen) == 2
+    assert await asyncio.gather(*slow) == [200, 200]
+    assert await call(SCORES) == 200  # capacity is back
 
 
 async def test_slowloris_is_closed_while_others_are_served(make_gateway: GatewayFactory) -> None:
@@ -152,15 +154,14 @@ async def test_slowloris_is_closed_while_others_are_served(make_gateway: Gateway
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /v1/users/usr_a/scores HTTP/1.1\r\nHost: x\r\n")
     await writer.drain()
-    started = time.monotonic()
     for _ in range(3):  # keep trickling a header byte at a time
         await asyncio.sleep(0.3)
         writer.write(b"X")
         response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
         assert response.status == 200
+    # The configured bound (1 s), with margin: aiohttp's default would keep it for 75 s.
     closed = await asyncio.wait_for(reader.read(), 5)
     assert closed == b""  # the server closed it without a response
-    assert time.monotonic() - started < 4
     writer.close()
 
 
@@ -181,8 +182,9 @@ async def test_slow_body_is_cut_off(make_gateway: GatewayFactory) -> None:
     )
     await writer.drain()
     answer = await asyncio.wait_for(reader.read(), 5)
-    assert answer.startswith(b"HTTP/1.1 408") or answer == b""
-    assert all(s.body_size < 100 for s in gw.recorder.seen)
+    assert status_of(answer) == 408, answer[:80]  # an answer, not just a closed connection
+    assert b'"error":"request_timeout"' in answer.replace(b" ", b"")
+    assert gw.recorder.seen == []  # no complete request reached the upstream
     writer.close()
 
 
@@ -201,10 +203,10 @@ async def test_redis_slow_is_bounded_and_other_routes_are_unharmed(
     sleeper.start()
     await asyncio.sleep(0.1)
     try:
-        started = time.monotonic()
         response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {fresh}"})
         assert response.status == 503
-        assert time.monotonic() - started < 1.2  # bounded by store.timeout, not by Redis
+        # Answered while Redis is still asleep: bounded by store.timeout, not by Redis.
+        assert sleeper.is_alive()
         jwks = await gw.client.get("/.well-known/jwks.json")
         assert jwks.status == 200
         again = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {cached}"})
