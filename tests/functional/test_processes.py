@@ -1,5 +1,5 @@
 """Real ``gateway serve`` processes: the CLI, the admin API, replicas sharing Redis, streaming
-with flat memory."""
+large bodies."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from tests.support import (
     GatewayProcess,
     Recorder,
     gateway_command,
-    rss_kib,
     write_config,
 )
 
@@ -158,17 +157,18 @@ async def test_keys_cli_refuses_a_memory_store(tmp_path: Path) -> None:
     assert result.returncode == 2 and "needs a shared store" in result.stderr
 
 
-async def test_streams_200_mb_each_way_with_flat_memory(
+async def test_streams_large_bodies_each_way(
     tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
 ) -> None:
+    """Bodies larger than any buffer cross a real process intact, both ways (how much memory
+    that takes is measured by ``bench/memory.py stream``, not asserted here)."""
     proc = write_config(
         tmp_path, upstream_url(upstream), extra={"limits": {"max_body_bytes": 1 << 30}}
     )
     await asyncio.to_thread(proc.start)
     processes.append(proc)
-    assert proc.proc is not None
     recorder = upstream[0]
-    total = 200 * 1024 * 1024
+    total = 32 * 1024 * 1024
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with aiohttp.ClientSession() as s:
         async with s.post(
@@ -177,32 +177,28 @@ async def test_streams_200_mb_each_way_with_flat_memory(
             headers=auth,
         ) as r:
             key = (await r.json())["key"]
-        baseline = rss_kib(proc.proc.pid)[0]
 
         async def body() -> AsyncIterator[bytes]:
             chunk = b"z" * (1 << 20)
-            for _ in range(200):
+            for _ in range(32):
                 yield chunk
 
         # Upload: a write route, the body streamed to the upstream.
-        policy_path = "/v1/users"
         async with s.post(
-            proc.base + policy_path, data=body(), headers={"Authorization": f"Bearer {key}"}
+            proc.base + "/v1/users", data=body(), headers={"Authorization": f"Bearer {key}"}
         ) as r:
             assert r.status == 200
             assert (await r.json())["received"] == total
         assert recorder.last.body_size == total
-        # Download: the upstream streams 200 MB back.
+        # Download: the upstream streams the same amount back.
         received = 0
         async with s.get(
             proc.base + SCORES + f"?bytes={total}", headers={"Authorization": f"Bearer {key}"}
         ) as r:
+            assert r.status == 200
             async for chunk in r.content.iter_chunked(1 << 20):
                 received += len(chunk)
         assert received == total
-        _, peak = rss_kib(proc.proc.pid)
-    # 400 MB crossed the gateway; its peak resident memory grew by far less than that.
-    assert peak - baseline < 64 * 1024, (baseline, peak)
 
 
 async def test_one_mobile_token_500_concurrent_initializes_two_replicas_one_winner(

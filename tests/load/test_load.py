@@ -17,7 +17,6 @@ from tests.support import (
     GatewayProcess,
     ThreadedUpstream,
     admin_create_key,
-    rss_kib,
     write_config,
 )
 
@@ -89,9 +88,7 @@ async def test_soak_60s_mixed_credentials(gateway: tuple[GatewayProcess, str]) -
         )
         credentials = [key, user, member, user + "x"]  # the last is refused (401)
         statuses: Counter[int] = Counter()
-        rss: list[int] = []
         deadline = time.monotonic() + 60
-        next_sample = time.monotonic() + 10
 
         async def worker(i: int) -> None:
             n = i
@@ -104,22 +101,11 @@ async def test_soak_60s_mixed_credentials(gateway: tuple[GatewayProcess, str]) -
                     await r.read()
                     statuses[r.status] += 1
 
-        async def sampler() -> None:
-            nonlocal next_sample
-            assert proc.proc is not None
-            while time.monotonic() < deadline:
-                await asyncio.sleep(max(0.0, next_sample - time.monotonic()))
-                rss.append(rss_kib(proc.proc.pid)[0])
-                next_sample += 10
-
-        await asyncio.gather(sampler(), *(worker(i) for i in range(32)))
+        await asyncio.gather(*(worker(i) for i in range(32)))
     total = sum(statuses.values())
     assert not any(code >= 500 for code in statuses), statuses
     # Three credentials in four are valid, the fourth is refused.
     assert statuses[401] > 0 and statuses[200] > 2.5 * statuses[401]
-    # Flat memory: after warm-up, the resident set grows by less than 16 MiB over the soak.
-    assert rss[-1] - rss[1] < 16 * 1024, rss
-    print(
-        f"soak: {total} requests in 60 s ({total / 60:.0f}/s), statuses {dict(statuses)}, "
-        f"rss KiB {rss}"
-    )
+    # Its memory over time is measured by `bench/memory.py soak`, not asserted here.
+    assert proc.proc.poll() is None  # still serving
+    print(f"soak: {total} requests in 60 s ({total / 60:.0f}/s), statuses {dict(statuses)}")
