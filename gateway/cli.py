@@ -220,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-port", type=int, default=8081)
     p.set_defaults(func=cmd_demo)
 
+    from gateway.bootstrap import DEFAULT_REDIS_URL, cmd_init
+
+    p = sub.add_parser(
+        "init",
+        help="create the signing keys and the environment file (fresh secrets) a config needs",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--env-file")
+    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    p.set_defaults(func=cmd_init)
+
     p = sub.add_parser("master-key", help="print a new random master key (base64)")
     p.set_defaults(func=cmd_master_key)
 

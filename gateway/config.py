@@ -351,7 +351,7 @@ def parse_settings(root: Node, *, base_dir: Path, source: Path | None = None) ->
             store.url, "store.url" if not isinstance(store_node.value, str) else "store"
         ).error("must be 'memory' or a redis://, rediss:// or unix:// URL")
 
-    master_key = _master_key(root)
+    master_key = _master_key(root, base_dir)
 
     lim = root["limits"].fields(
         "max_body_bytes", "max_header_bytes", "max_token_bytes", "header_timeout", "body_timeout"
@@ -509,12 +509,12 @@ def _admin_token(node: Node) -> str | None:
     return token
 
 
-def _master_key(root: Node) -> bytes:
+def _master_key(root: Node, base_dir: Path) -> bytes:
     key_node, file_node = root["master_key"], root["master_key_file"]
     if key_node.present and file_node.present:
         raise file_node.error("give master_key or master_key_file, not both")
     if file_node.present:
-        path = Path(file_node.str())
+        path = base_dir / file_node.str()  # relative to the config file, like every path
         try:
             text = path.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError):

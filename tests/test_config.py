@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -188,14 +189,21 @@ def test_durations_accept_units() -> None:
 
 
 def test_shipped_configs_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = Path(__file__).resolve().parent.parent / "config"
+    """Valid, and servable (the runtime requirements of a Redis store met) once `gateway init`
+    has made the files they name."""
+    from gateway.cli import main
+    from gateway.requirements import check_runtime_requirements
+
+    root = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "config", root)
     monkeypatch.setenv("GATEWAY_MASTER_KEY", MASTER)
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "x" * 32)
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     for path in sorted(root.glob("*.yaml")):
         if path.name == "policy.yaml":
             continue
-        load_settings(path)
+        assert main(["init", "--config", str(path)]) == 0
+        check_runtime_requirements(load_settings(path))
 
 
 def test_check_config_command(tmp_path: Path) -> None:
