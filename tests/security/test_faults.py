@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import redis
 from aiohttp.test_utils import TestServer
+from prometheus_client import generate_latest
 
 from gateway.stores.redis import RedisStore
 from tests.conftest import GatewayFactory, make_settings
@@ -144,6 +145,9 @@ async def test_concurrency_cap_sheds_fast(
     # Answered while both slow requests are still in flight: refused, not queued behind them.
     assert not any(task.done() for task in slow)
     assert len(upstream[0].seen) == 2
+    # ...and counted where an operator looks.
+    metrics = generate_latest(gw.runtime.metrics.registry).decode()
+    assert 'gateway_upstream_errors_total{error="shed",upstream="live"} 4.0' in metrics
     assert await asyncio.gather(*slow) == [200, 200]
     assert await call(SCORES) == 200  # capacity is back
 
