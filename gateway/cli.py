@@ -1,4 +1,5 @@
-"""The ``gateway`` command: serve, check-config, demo, keys, relationships, tokens."""
+"""The ``gateway`` command: serve, check-config, demo, init, keys, relationships, tokens,
+signing-key, master-key. Every command's ``--help`` explains each option and ends with examples."""
 
 from __future__ import annotations
 
@@ -200,70 +201,250 @@ def cmd_relationships(args: argparse.Namespace) -> int:
     return _with_runtime(args, action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+CONFIG_HELP = (
+    "the gateway's config file (YAML), the one the servers use; ${NAME} placeholders are read "
+    "from the environment (load gateway.env first)"
+)
+OVERVIEW = """\
+An authentication gateway for health-data APIs: it validates and scopes every bearer token at
+the edge and forwards only what the route policy allows. Run `gateway COMMAND --help` for the
+options and an example of each command."""
+FIRST_DEPLOY = """\
+first deploy (README, "Deployment"):
+  gateway init --config config/gateway.yaml --redis-url redis://127.0.0.1:6379/0
+  set -a; . config/gateway.env; set +a
+  gateway check-config config/gateway.yaml
+  gateway serve --config config/gateway.yaml
 
-    p = sub.add_parser("serve", help="run the gateway from a config file")
-    p.add_argument("--config", required=True)
+try it without a config:
+  gateway demo"""
+
+
+def command(
+    sub: Any, name: str, summary: str, description: str, examples: tuple[str, ...]
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` explains it and ends with runnable examples (the CLI's
+    tests parse every example line with this very parser)."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="example"
+        + ("s" if len(examples) > 1 else "")
+        + ":\n"
+        + "\n".join(f"  {line}" for line in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway.bootstrap import DEFAULT_REDIS_URL, cmd_init
+
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description=OVERVIEW,
+        epilog=FIRST_DEPLOY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = command(
+        sub,
+        "serve",
+        "run the gateway from a config file",
+        "Serve the public and the admin listener (workers, addresses and everything else from\n"
+        "the config file) until SIGTERM or SIGINT, which drain in-flight requests; SIGHUP\n"
+        "reloads the file. Logs are JSON lines on stdout.",
+        ("gateway serve --config config/gateway.yaml",),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help=CONFIG_HELP)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("check-config", help="validate a config file and name any bad field")
-    p.add_argument("file")
+    p = command(
+        sub,
+        "check-config",
+        "validate a config file and name any bad field",
+        "Parse and validate a config file as `serve` would (placeholders expanded from the\n"
+        "environment, files it names read); exit 0 with a summary, or 2 naming the bad field.",
+        ("gateway check-config config/gateway.yaml",),
+    )
+    p.add_argument("file", metavar="FILE", help="the config file to check")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("demo", help="run the gateway and a sandbox backend on embedded defaults")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--admin-port", type=int, default=9090)
-    p.add_argument("--backend-port", type=int, default=8081)
+    p = command(
+        sub,
+        "demo",
+        "run the gateway and a sandbox backend on embedded defaults",
+        "Run the gateway with an in-process store and a bundled sandbox backend with synthetic\n"
+        "data, and print a working API key and curl lines. Nothing outlives the process.",
+        ("gateway demo", "gateway demo --port 18080 --admin-port 19090 --backend-port 18081"),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="public port (default %(default)s)")
+    p.add_argument("--admin-port", type=int, default=9090, help="admin port (default %(default)s)")
+    p.add_argument(
+        "--backend-port",
+        type=int,
+        default=8081,
+        help="port of the bundled sandbox backend (default %(default)s)",
+    )
     p.set_defaults(func=cmd_demo)
 
-    from gateway.bootstrap import DEFAULT_REDIS_URL, cmd_init
-
-    p = sub.add_parser(
+    p = command(
+        sub,
         "init",
-        help="create the signing keys and the environment file (fresh secrets) a config needs",
+        "create the signing keys and the environment file a config needs",
+        "Create what a config file names but nothing can ship: each signing key file under\n"
+        "tokens.signing_keys (and a master_key_file), and an environment file with one line per\n"
+        "${NAME} the config uses: fresh GATEWAY_MASTER_KEY and GATEWAY_ADMIN_TOKEN, the Redis\n"
+        "URL given, optional variables commented out. Files are created mode 0600; an existing\n"
+        "file is never overwritten, and no secret is printed.",
+        (
+            "gateway init --config config/gateway.yaml --redis-url redis://127.0.0.1:6379/0",
+            "gateway init --config /etc/gateway/gateway.yaml --env-file /etc/gateway/gateway.env",
+        ),
     )
-    p.add_argument("--config", required=True)
-    p.add_argument("--env-file")
-    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    p.add_argument("--config", required=True, metavar="FILE", help="the config file to prepare")
+    p.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="where to write the environment (default: gateway.env beside the config)",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        metavar="URL",
+        help="the REDIS_URL to write (default %(default)s)",
+    )
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("master-key", help="print a new random master key (base64)")
+    p = command(
+        sub,
+        "master-key",
+        "print a new random master key (base64)",
+        "Print 32 random bytes, base64: a value for master_key / GATEWAY_MASTER_KEY. API keys\n"
+        "are sealed under it; every replica and CLI run sharing a store must use the same one\n"
+        "(the store records its fingerprint and refuses another).",
+        ("gateway master-key",),
+    )
     p.set_defaults(func=cmd_master_key)
 
-    keys = sub.add_parser("keys", help="create, list, rotate and revoke API keys")
-    ksub = keys.add_subparsers(dest="action", required=True)
-    k = ksub.add_parser("create")
-    k.add_argument("--account", required=True)
-    k.add_argument("--environment", choices=("live", "sandbox"), default=None)
-    k.add_argument("--label", default="")
-    k.add_argument("--test", action="store_true", help="sandbox key with the sk_test_ prefix")
-    k.add_argument("--lifetime", type=float, help="seconds (default and maximum: 90 days)")
-    k = ksub.add_parser("list")
-    k.add_argument("--account")
-    k = ksub.add_parser("rotate")
-    k.add_argument("key_id")
+    keys = command(
+        sub,
+        "keys",
+        "create, list, rotate and revoke API keys",
+        "Manage API keys in the shared Redis store the config names (any replica sees a change\n"
+        "within a second). Every command prints JSON; a new key is shown once, by create and\n"
+        "rotate. Needs the servers' master key in the environment.",
+        (
+            "gateway keys create --config config/gateway.yaml --account acc_123",
+            "gateway keys list --config config/gateway.yaml --account acc_123",
+        ),
+    )
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    k = command(
+        ksub,
+        "create",
+        "create a key and print it (shown this once only)",
+        "Create an API key for an account: sk_live_ (live), sk_sandbox_ (sandbox) or, with\n"
+        "--test, sk_test_ (sandbox). It expires after api_keys.lifetime (90 days by default).",
+        (
+            "gateway keys create --config config/gateway.yaml --account acc_123 --label backend",
+            "gateway keys create --config config/gateway.yaml --account acc_123 --test",
+        ),
+    )
+    k.add_argument("--account", required=True, help="the account the key acts for")
+    k.add_argument(
+        "--environment",
+        choices=("live", "sandbox"),
+        default=None,
+        help="which upstream its traffic reaches (default live; sandbox with --test)",
+    )
+    k.add_argument("--label", default="", help="a note shown by list (at most 200 characters)")
+    k.add_argument(
+        "--test",
+        action="store_true",
+        help="a sandbox key with the sk_test_ prefix (contradicts --environment live)",
+    )
+    k.add_argument(
+        "--lifetime",
+        type=float,
+        metavar="SECONDS",
+        help="shorter than the default lifetime (api_keys.lifetime, at most 90 days)",
+    )
+    k = command(
+        ksub,
+        "list",
+        "list keys with their status (never the keys themselves)",
+        "List key ids, accounts, environments, labels, dates and statuses (active, expired,\n"
+        "revoked, rotated). Keys themselves are never shown.",
+        ("gateway keys list --config config/gateway.yaml --account acc_123",),
+    )
+    k.add_argument("--account", help="only this account's keys (default: every account)")
+    k = command(
+        ksub,
+        "rotate",
+        "replace a key with a new one",
+        "Create a new key for the same account and environment and retire the old one: at\n"
+        "once, or after --grace seconds for a rotation without downtime.",
+        (
+            "gateway keys rotate --config config/gateway.yaml key_0123456789abcdef01234567",
+            "gateway keys rotate --config config/gateway.yaml key_0123456789abcdef01234567 "
+            "--grace 300",
+        ),
+    )
+    k.add_argument("key_id", metavar="KEY_ID", help="the key to rotate (key_…)")
     k.add_argument(
         "--grace",
         type=float,
         default=0.0,
-        help="seconds the old key keeps working (default 0: revoked at once)",
+        metavar="SECONDS",
+        help="how long the old key keeps working (default 0: it stops at once; at most 86400)",
     )
-    k = ksub.add_parser("revoke")
-    k.add_argument("key_id")
+    k = command(
+        ksub,
+        "revoke",
+        "revoke a key at once",
+        "Revoke a key: it and every token issued with it stop working on every replica within\n"
+        "a second.",
+        ("gateway keys revoke --config config/gateway.yaml key_0123456789abcdef01234567",),
+    )
+    k.add_argument("key_id", metavar="KEY_ID", help="the key to revoke (key_…)")
     for k in ksub.choices.values():
-        k.add_argument("--config", required=True)
+        k.add_argument("--config", required=True, metavar="FILE", help=CONFIG_HELP)
     keys.set_defaults(func=cmd_keys)
 
-    rel = sub.add_parser("relationships", help="grant or revoke caregiver relationships")
-    rsub = rel.add_subparsers(dest="action", required=True)
-    for name in ("grant", "revoke"):
-        r = rsub.add_parser(name)
-        r.add_argument("--config", required=True)
-        r.add_argument("--account", required=True)
+    rel = command(
+        sub,
+        "relationships",
+        "grant or revoke caregiver relationships",
+        "Grant or revoke the relationship that lets a caregiver (the actor) use caregiver\n"
+        "tokens for a member (the subject) of an account, in the shared store. Revocation\n"
+        "takes effect on every replica within a second.",
+        (
+            "gateway relationships grant --config config/gateway.yaml --account acc_123 "
+            "--subject usr_1 --actor usr_2",
+        ),
+    )
+    rsub = rel.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, summary in (
+        ("grant", "let a caregiver act for a member"),
+        ("revoke", "stop a caregiver acting for a member"),
+    ):
+        r = command(
+            rsub,
+            name,
+            summary,
+            f"{summary[0].upper()}{summary[1:]} of an account; prints the relationship as JSON.",
+            (
+                f"gateway relationships {name} --config config/gateway.yaml --account acc_123 "
+                "--subject usr_1 --actor usr_2",
+            ),
+        )
+        r.add_argument("--config", required=True, metavar="FILE", help=CONFIG_HELP)
+        r.add_argument("--account", required=True, help="the account both belong to")
         r.add_argument("--subject", required=True, help="the member receiving care")
         r.add_argument("--actor", required=True, help="the caregiver")
     rel.set_defaults(func=cmd_relationships)

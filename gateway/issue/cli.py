@@ -40,10 +40,32 @@ def write_private_file(path: Path, data: bytes) -> None:
 
 
 def add_commands(sub: Any) -> None:
+    from gateway.cli import command
     from gateway.issue.member_cli import add_member_command
 
     add_member_command(sub)
-    p = sub.add_parser("signing-key", help="generate a gateway signing key (PEM)")
-    p.add_argument("--alg", choices=("RS256", "ES256"), default="RS256")
-    p.add_argument("--out", required=True, help="file to create (never overwritten), or -")
+    p = command(
+        sub,
+        "signing-key",
+        "generate a gateway signing key (PEM)",
+        "Generate a private key for tokens.signing_keys, the keys the gateway signs user tokens\n"
+        "and SDK sessions with. The file is created mode 0600 (missing directories 0700) and an\n"
+        "existing file is never overwritten. `gateway init` makes the keys a config names.",
+        (
+            "gateway signing-key --out config/keys/gw-2.pem",
+            "gateway signing-key --alg ES256 --out -",
+        ),
+    )
+    p.add_argument(
+        "--alg",
+        choices=("RS256", "ES256"),
+        default="RS256",
+        help="RS256 (RSA 2048, the default) or ES256 (P-256)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="the file to create (never overwritten), or - for standard output",
+    )
     p.set_defaults(func=cmd_signing_key)

@@ -65,13 +65,40 @@ def cmd_member(args: argparse.Namespace) -> int:
 
 
 def add_member_command(sub: Any) -> None:
-    tokens = sub.add_parser("tokens", help="sign tokens as a customer's server would")
-    tsub = tokens.add_subparsers(dest="action", required=True)
-    m = tsub.add_parser("member", help="a member token (or a caregiver token with --act)")
+    from gateway.cli import command
+
+    example = (
+        'gateway tokens member --key "$API_KEY" --key-id key_0123456789abcdef01234567 '
+        "--sub usr_1 --ttl 1h"
+    )
+    tokens = command(
+        sub,
+        "tokens",
+        "sign tokens as a customer's server would",
+        "Sign tokens the way a customer's own server does, for trying the gateway out and for\n"
+        "tests. It needs no config: only the API key that signs.",
+        (example,),
+    )
+    tsub = tokens.add_subparsers(dest="action", required=True, metavar="KIND")
+    m = command(
+        tsub,
+        "member",
+        "a member token (or a caregiver token with --act)",
+        "Print a member token: an HS256 JWT signed with an API key, header kid = the key's id,\n"
+        "payload sub, optional act (a caregiver acting for sub), iat, exp and scopes. A\n"
+        "caregiver token works only while the relationship (sub, act) is granted.",
+        (
+            example,
+            'gateway tokens member --key "$API_KEY" --key-id key_0123456789abcdef01234567 '
+            "--sub usr_1 --act usr_2 --scopes sleep:read,scores:read",
+        ),
+    )
     m.add_argument("--key", required=True, help="the API key that signs (sk_…)")
     m.add_argument("--key-id", required=True, help="its key id (key_…), the JWT kid")
     m.add_argument("--sub", required=True, help="the member")
     m.add_argument("--act", help="the caregiver acting for --sub")
-    m.add_argument("--ttl", default="5m", help="lifetime, e.g. 5m, 1h (at most 24h)")
+    m.add_argument(
+        "--ttl", default="5m", help="lifetime, e.g. 5m, 1h (default %(default)s, at most 24h)"
+    )
     m.add_argument("--scopes", default="", help="comma-separated, e.g. sleep:read,scores:read")
     tokens.set_defaults(func=cmd_member)
