@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway import __version__  # noqa: E402
-from gateway.issue.signing import generate_private_key, private_pem  # noqa: E402
+from gateway.keys.signing import generate_private_key, private_pem  # noqa: E402
 from tests.support import free_port, wait_for_port  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")

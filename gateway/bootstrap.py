@@ -188,7 +188,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _signing_pem(algorithm: str) -> bytes:
-    from gateway.issue.signing import generate_private_key, private_pem
+    from gateway.keys.signing import generate_private_key, private_pem
 
     return private_pem(generate_private_key(algorithm))
 

@@ -1,9 +1,10 @@
-"""Extract the one credential of a request and tell its kind by its shape.
+"""Extract the one credential of a request, and the shapes every kind is told apart by.
 
-The kind is decided here, once, from the credential's shape: ``sk_…`` is an API key, ``mt_…`` a
-mobile token, and a compact JWS is told apart by its protected header (the gateway's own ``typ``
-markers, or a ``kid`` of an API key for member tokens). Exactly one authenticator then sees it;
-the gateway never tries each verifier in turn.
+:func:`extract` finds the token (``Authorization: Bearer``, or an API key as the username of
+Basic); :func:`jws_header` reads the unverified header of a compact JWS. Which kind a token is
+is decided by the registry (:mod:`gateway.authn.registry`), from these shapes alone: each kind
+module's ``claims`` looks at the token and its header, the first that claims it is its kind, and
+only that kind's verifier ever sees it. The gateway never tries each verifier in turn.
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ from gateway.errors import InvalidRequest, InvalidToken
 from gateway.keys.material import KEY_SHAPE
 from gateway.principal import CredentialKind
 
-USER_TOKEN_TYP = "gw-user+jwt"
-SDK_SESSION_TYP = "gw-sdk+jwt"
+# The identity assertion the gateway signs for backends (gateway.mutate.assertion): never a
+# credential, whatever kind would otherwise claim it.
 ASSERTION_TYP = "gw-assertion+jwt"
-
-MOBILE_SHAPE = re.compile(r"^mt_[A-Za-z0-9]{32,64}$")
 # SECURITY: strict base64url without padding, three non-empty parts. An extra '=' or a '+'/'/'
 # spelling of the same bytes is a different, malformed token, so a revoked or used token cannot
 # come back in another encoding.
-JWS_SHAPE = re.compile(r"^[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}$")
+JWS_SHAPE = re.compile(r"^[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\Z")
 _TOKEN68ISH = re.compile(r"[\x21-\x7e]+")
-_BASIC = re.compile(r"^Basic +([A-Za-z0-9+/]+=*)$", re.IGNORECASE)
+_BASIC = re.compile(r"^Basic +([A-Za-z0-9+/]+=*)\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +48,8 @@ class Credential:
 
 def extract(
     headers: CIMultiDictProxy[str], query: MultiMapping[str], *, max_bytes: int
-) -> Credential | None:
-    """The request's credential, ``None`` when it has none, or an error for anything ambiguous."""
+) -> str | None:
+    """The request's token, ``None`` when it has none, or an error for anything ambiguous."""
     if "access_token" in query:
         # SECURITY: credentials in URLs end up in logs and browser history (RFC 6750 §5.3).
         raise InvalidRequest(
@@ -69,7 +68,7 @@ def extract(
     if len(value) > max_bytes:
         raise InvalidToken("The credential is too long.", details={"reason": "too_long"})
     if (bearer := _bearer(value)) is not None:
-        return classify(bearer)
+        return bearer
     if basic := _BASIC.match(value):
         return _basic(basic.group(1))
     raise InvalidToken(
@@ -91,7 +90,7 @@ def _bearer(value: str) -> str | None:
     return token if _TOKEN68ISH.fullmatch(token) else None
 
 
-def _basic(encoded: str) -> Credential:
+def _basic(encoded: str) -> str:
     try:
         decoded = base64.b64decode(encoded, validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -105,50 +104,38 @@ def _basic(encoded: str) -> Credential:
             "Basic authentication takes an API key as the username and an empty password.",
             details={"reason": "malformed"},
         )
-    return Credential(CredentialKind.API_KEY, username)
+    return username
 
 
-def classify(token: str) -> Credential:
-    """Tell the credential's kind by its shape alone."""
-    if token.startswith("sk_"):
-        if KEY_SHAPE.match(token):
-            return Credential(CredentialKind.API_KEY, token)
-    elif token.startswith("mt_"):
-        if MOBILE_SHAPE.match(token):
-            return Credential(CredentialKind.MOBILE_TOKEN, token)
-    elif JWS_SHAPE.match(token):
-        return _memo_jws(token) if len(token) <= MEMO_MAX_CHARS else _jws(token)
-    raise InvalidToken("The token is malformed.", details={"reason": "malformed"})
+def jws_header(token: str) -> Mapping[str, Any] | None:
+    """The unverified protected header of a compact-JWS-shaped token (read-only), ``None`` for
+    any other shape, or :class:`InvalidToken` when it is JWS-shaped but its header is not JSON.
+
+    Used only to route the token to its kind, never trusted: each kind's verifier checks the
+    header again.
+    """
+    if not JWS_SHAPE.match(token):
+        return None
+    return _memo_jws(token) if len(token) <= MEMO_MAX_CHARS else _jws(token)
 
 
-def _jws(token: str) -> Credential:
+def _jws(token: str) -> Mapping[str, Any]:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise InvalidToken("The token is malformed.", details={"reason": "malformed"}) from None
-    # Read-only: memoized credentials share it, so no verifier can change what another sees.
-    return Credential(_jwt_kind(header), token, MappingProxyType(header))
-
-
-# Reading a JWS header with PyJWT decodes every segment (a third of a cached request's cost).
-# The kind is a pure function of the token string, so it is memoized: nothing about validity,
-# expiry or revocation is, those are decided afterwards by the credential's authenticator.
-# Bounded in entries and in token length (at most 4,096 x 2 KiB), errors are never memoized.
-MEMO_MAX_CHARS = 2048
-_memo_jws = functools.lru_cache(maxsize=4096)(_jws)
-
-
-def _jwt_kind(header: Mapping[str, Any]) -> CredentialKind:
-    typ, kid = header.get("typ"), header.get("kid")
-    if typ == USER_TOKEN_TYP:
-        return CredentialKind.USER_TOKEN
-    if typ == SDK_SESSION_TYP:
-        return CredentialKind.SDK_SESSION
-    if typ == ASSERTION_TYP:
+    if header.get("typ") == ASSERTION_TYP:
         # SECURITY: identity assertions are for backends; they are never a credential.
         raise InvalidToken(
             "This token cannot be used as a credential.", details={"reason": "wrong_token_type"}
         )
-    if isinstance(kid, str) and kid.startswith("key_"):
-        return CredentialKind.MEMBER_TOKEN
-    return CredentialKind.TEAM_SESSION
+    # Read-only: memoized headers are shared, so no verifier can change what another sees.
+    return MappingProxyType(header)
+
+
+# Reading a JWS header with PyJWT decodes every segment (a third of a cached request's cost).
+# The header is a pure function of the token string, so it is memoized: nothing about validity,
+# expiry or revocation is, those are decided afterwards by the credential's authenticator.
+# Bounded in entries and in token length (at most 4,096 x 2 KiB), errors are never memoized.
+MEMO_MAX_CHARS = 2048
+_memo_jws = functools.lru_cache(maxsize=4096)(_jws)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 
 MAX_IDENTIFIER = 128
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+# SECURITY: \Z, not $: "$" also matches before a trailing newline (header injection).
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 # Printable ASCII without separators that would matter in a header or a log line.
-_HEADER_SAFE = re.compile(r"^[\x21-\x7e]{1,256}$")
+_HEADER_SAFE = re.compile(r"^[\x21-\x7e]{1,256}\Z")
 
 
 def is_identifier(value: object) -> bool:

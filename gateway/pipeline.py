@@ -13,6 +13,7 @@ from multidict import CIMultiDictProxy, MultiMapping
 from gateway.authz.authorize import authorize
 from gateway.authz.paths import split_path
 from gateway.authz.policy import RouteMatch
+from gateway.authz.relationships import require_caregiver_relationship
 from gateway.cors import is_preflight, preflight
 from gateway.credentials import extract
 from gateway.errors import AuthenticationError, InsufficientScope, InvalidToken, NotFound
@@ -42,20 +43,22 @@ async def admit(
         exchange.route, exchange.group = match.rule.id, match.rule.group
     except (NotFound, InsufficientScope) as exc:
         refusal = exc
-    credential = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
-    if credential is None:
+    token = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
+    if token is None:
         # SECURITY: before the policy's verdict, which would tell a stranger what exists.
         raise InvalidToken(
             "This request needs an access token (Authorization: Bearer …).",
             details={"reason": "missing"},
         )
     exchange.credential_present = True
+    credential = runtime.authenticators.classify(token)
     exchange.credential = credential.kind
     principal = await runtime.authenticators.authenticate(credential)
     exchange.principal = principal
     if refusal is not None:
         raise refusal
     authorize(principal, match, method)
+    await require_caregiver_relationship(runtime.relationships, principal)
     if runtime.rate_limiter is not None:
         await runtime.rate_limiter.check(principal, match.rule.group, exchange)
     return principal, match

@@ -1,32 +1,47 @@
-"""The one object that flows through the pipeline."""
+"""The one object that flows through the pipeline, and what the policy knows about its kind."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import Literal
+
+RateIdentity = Literal["key", "user", "subject_actor", "actor"]
+Narrowing = Literal["none", "resource", "sdk"]
 
 
-class CredentialKind(StrEnum):
-    """Every kind of credential the gateway tells apart. The value is what upstreams see in
-    ``X-Auth-Credential`` and what policies name in ``allow``."""
+@dataclass(frozen=True, slots=True, eq=False)
+class CredentialKind:
+    """A kind of credential and the facts the route policy needs about it.
 
-    API_KEY = "api_key"
-    USER_TOKEN = "user_token"
-    MOBILE_TOKEN = "mobile_token"
-    SDK_SESSION = "sdk_session"
-    MEMBER_TOKEN = "member_token"
-    TEAM_SESSION = "team_session"
+    Each ``gateway/authn/<kind>.py`` declares exactly one; equality is identity. ``name`` is what
+    upstreams see in ``X-Auth-Credential`` and what policies name in ``allow``. The facts are
+    declarative, so the policy (``gateway/authz``) reads them without knowing any kind:
 
+    - ``user_bound``: bound to one user; a rule's ``bind`` parameter must equal its subject;
+    - ``refusal``: the message when no rule allows this kind on a route;
+    - ``rate_identity``: what a per-credential rate limit counts: the API key (``key``), the
+      user (``user``), the subject and actor pair (``subject_actor``), the acting person
+      (``actor``);
+    - ``narrowing``: how its scopes narrow what the policy allows: not at all (``none``), by
+      ``RESOURCE:ACTION`` scopes against a rule's ``resource`` (``resource``), by SDK scope
+      names against a rule's ``sdk_scope`` (``sdk``).
+    """
 
-# Credentials bound to one user: a policy's `bind` parameter must equal their subject.
-USER_BOUND = frozenset(
-    {
-        CredentialKind.USER_TOKEN,
-        CredentialKind.MOBILE_TOKEN,
-        CredentialKind.SDK_SESSION,
-        CredentialKind.MEMBER_TOKEN,
-    }
-)
+    name: str
+    user_bound: bool
+    refusal: str = "This credential does not have permission for this operation."
+    rate_identity: RateIdentity = "user"
+    narrowing: Narrowing = "none"
+
+    @property
+    def value(self) -> str:
+        return self.name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"CredentialKind({self.name!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,8 @@ import aiohttp
 from aiohttp import web
 
 from gateway.abuse import FailureBudget
-from gateway.authn.api_key import ApiKeyAuthenticator
-from gateway.authn.base import Authenticator, Authenticators
-from gateway.authn.gateway_token import GatewayTokenAuthenticator
-from gateway.authn.jwks import JwksCache
-from gateway.authn.member_token import MemberTokenAuthenticator
-from gateway.authn.mobile_token import MobileTokenAuthenticator
-from gateway.authn.team_session import TeamSessionAuthenticator
+from gateway.authn.base import Dependencies
+from gateway.authn.registry import Registry
 from gateway.authz.rate_limits import RateLimiter
 from gateway.authz.relationships import (
     HttpRelationships,
@@ -33,16 +28,16 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Settings, Upstream
 from gateway.errors import ServiceUnavailable
 from gateway.forward.proxy import Forwarder, open_session
-from gateway.issue.gateway_tokens import SDK, USER, GatewayTokens
+from gateway.issue.gateway_tokens import GatewayTokens
 from gateway.issue.membership import Membership
 from gateway.issue.mobile import MobileTokens
-from gateway.issue.signing import SigningKeys
 from gateway.keys.sealing import Sealer
 from gateway.keys.service import KeyService
+from gateway.keys.signing import SigningKeys
 from gateway.mutate.assertion import Assertions
 from gateway.mutate.headers import IdentityHeaders
 from gateway.observe.metrics import Metrics
-from gateway.principal import CredentialKind, Principal
+from gateway.principal import Principal
 from gateway.stores.base import Store
 from gateway.stores.memory import MemoryStore
 from gateway.ttlcache import TTLCache
@@ -62,9 +57,8 @@ class Runtime:
     mobile: MobileTokens
     membership: Membership
     relationships: RelationshipProvider
-    jwks: dict[str, JwksCache] = field(default_factory=dict)
+    authenticators: Registry
     sessions: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
-    authenticators: Authenticators = field(default_factory=lambda: Authenticators({}))
     handlers: dict[str, Handler] = field(default_factory=dict)
     forwarder: Forwarder | None = None
     helper_session: aiohttp.ClientSession | None = None
@@ -124,6 +118,7 @@ def build_runtime(
     store = store or open_store(settings)
     keys = KeyService(store, sealer_for(settings), clock, settings.api_keys)
     tokens = settings.tokens
+    signing = SigningKeys.from_settings(tokens)
     runtime = Runtime(
         settings=settings,
         clock=clock,
@@ -131,21 +126,12 @@ def build_runtime(
         keys=keys,
         metrics=metrics or Metrics(),
         identity=IdentityHeaders(settings.headers),
-        tokens=GatewayTokens(SigningKeys.from_settings(tokens), tokens, clock),
+        tokens=GatewayTokens(signing, tokens, clock),
         mobile=MobileTokens(store, clock, tokens.mobile_token_ttl),
         membership=Membership(clock, tokens.membership_cache_ttl),
         relationships=build_relationships(settings, store, clock),
-        jwks={
-            idp.issuer: JwksCache(
-                idp.jwks_url,
-                idp.refresh_interval,
-                clock,
-                unknown_kid_interval=idp.unknown_kid_refetch_interval,
-            )
-            for idp in settings.identity_providers
-        },
+        authenticators=Registry.build(Dependencies(settings, clock, keys, store, signing)),
     )
-    runtime.authenticators = Authenticators(build_authenticators(runtime))
     if settings.rate_limits.rules:
         runtime.rate_limiter = RateLimiter(store, settings.rate_limits, clock, runtime.metrics)
     if settings.abuse.enabled:
@@ -158,33 +144,6 @@ def build_runtime(
 
     runtime.handlers = dict(HANDLERS)
     return runtime
-
-
-def build_authenticators(runtime: Runtime) -> dict[CredentialKind, Authenticator]:
-    """The explicit registry: adding a credential kind is one module and one line here."""
-    settings = runtime.settings
-    return {
-        CredentialKind.API_KEY: ApiKeyAuthenticator(runtime.keys),
-        CredentialKind.USER_TOKEN: GatewayTokenAuthenticator(
-            CredentialKind.USER_TOKEN, USER, runtime.tokens, runtime.keys
-        ),
-        CredentialKind.SDK_SESSION: GatewayTokenAuthenticator(
-            CredentialKind.SDK_SESSION, SDK, runtime.tokens, runtime.keys
-        ),
-        CredentialKind.MOBILE_TOKEN: MobileTokenAuthenticator(runtime.mobile),
-        CredentialKind.MEMBER_TOKEN: MemberTokenAuthenticator(
-            runtime.keys,
-            runtime.relationships,
-            settings.member_tokens,
-            runtime.clock,
-            settings.tokens.verify_cache_size,
-        ),
-        CredentialKind.TEAM_SESSION: TeamSessionAuthenticator(
-            {i.issuer: (i, runtime.jwks[i.issuer]) for i in settings.identity_providers},
-            runtime.clock,
-            settings.tokens.verify_cache_size,
-        ),
-    }
 
 
 def build_relationships(settings: Settings, store: Store, clock: Clock) -> RelationshipProvider:
@@ -201,14 +160,12 @@ def attach_metrics(runtime: Runtime) -> None:
     """Bind cache and store metrics once; the hot path only calls ``inc()``/``observe()``."""
     stats = runtime.metrics.cache_stats
     runtime.keys.attach_stats(stats)
-    runtime.tokens.cache.attach(stats("gateway_token"))
     runtime.membership.cache.attach(stats("membership"))
     runtime.relationships.attach_stats(stats)
-    for kind in (CredentialKind.MEMBER_TOKEN, CredentialKind.TEAM_SESSION):
-        authenticator = runtime.authenticators.get(kind)
-        cache = getattr(authenticator, "cache", None)
+    for entry in runtime.authenticators.kinds:
+        cache = getattr(entry.authenticator, "cache", None)
         if isinstance(cache, TTLCache):
-            cache.attach(stats(kind.value))
+            cache.attach(stats(entry.kind.name))
     if hasattr(runtime.store, "observer"):
         runtime.store.observer = runtime.metrics.observe_store
 
@@ -224,8 +181,7 @@ async def open_resources(
     runtime.helper_session = helper_session or aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar()
     )
-    for cache in runtime.jwks.values():
-        cache.session = runtime.helper_session
+    runtime.authenticators.use_session(runtime.helper_session)
     if isinstance(runtime.relationships, HttpRelationships):
         runtime.relationships.session = runtime.helper_session
 

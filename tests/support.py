@@ -363,7 +363,7 @@ def write_config(
 @functools.cache
 def signing_key_files() -> dict[str, Path]:
     """One RS256 and one ES256 key per test session, as PEM files (kid → path)."""
-    from gateway.issue.signing import generate_private_key, private_pem
+    from gateway.keys.signing import generate_private_key, private_pem
 
     directory = Path(tempfile.mkdtemp(prefix="gw-keys-"))
     files = {}

@@ -9,15 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
-from gateway.credentials import (
-    ASSERTION_TYP,
-    SDK_SESSION_TYP,
-    USER_TOKEN_TYP,
-    classify,
-    extract,
-)
+from gateway.authn.sdk_session import MARKERS as SDK
+from gateway.authn.user_token import MARKERS as USER
+from gateway.credentials import ASSERTION_TYP, Credential, extract
 from gateway.errors import GatewayError, InvalidRequest, InvalidToken
-from gateway.principal import CredentialKind as K
+from gateway.principal import CredentialKind
+from tests.kinds import K, classify
+
+USER_TOKEN_TYP, SDK_SESSION_TYP = USER.typ, SDK.typ
 
 KEY = "sk_live_" + "a1B2" * 10 + "xyz"
 SANDBOX = "sk_sandbox_" + "Q" * 43
@@ -30,6 +29,12 @@ def headers(*values: str) -> CIMultiDictProxy[str]:
 
 
 NOQ: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+
+
+def present(request_headers: CIMultiDictProxy[str]) -> Credential | None:
+    """What the pipeline does: extract the token, then tell its kind by shape."""
+    found = extract(request_headers, NOQ, max_bytes=8192)
+    return classify(found) if found is not None else None
 
 
 def basic(user: str, password: str = "") -> str:
@@ -55,8 +60,8 @@ def token(header: dict[str, object]) -> str:
         (f"Bearer {token({'kid': 'idp-key-1'})}", K.TEAM_SESSION),
     ],
 )
-def test_kind_is_told_by_shape(value: str, kind: K) -> None:
-    found = extract(headers(value), NOQ, max_bytes=8192)
+def test_kind_is_told_by_shape(value: str, kind: CredentialKind) -> None:
+    found = present(headers(value))
     assert found is not None and found.kind is kind
 
 
@@ -86,7 +91,7 @@ def test_kind_is_told_by_shape(value: str, kind: K) -> None:
 )
 def test_malformed_credentials_are_401(value: str, error: type[GatewayError]) -> None:
     with pytest.raises(error):
-        extract(headers(value), NOQ, max_bytes=8192)
+        present(headers(value))
 
 
 def test_no_header_is_no_credential() -> None:
@@ -130,7 +135,7 @@ JWS_LIKE = st.builds(
 def test_extraction_never_fails_unexpectedly(value: str) -> None:
     request_headers = headers("Bearer " + value)  # built first: only extract() is under test
     try:
-        found = extract(request_headers, NOQ, max_bytes=8192)
+        found = present(request_headers)
     except GatewayError:
         return
     # Anything else raised (a ValueError from a decoder included) fails the test: it would be

@@ -1,15 +1,28 @@
-"""API keys: account-wide, the actor is the key id."""
+"""API keys: ``sk_live_…``, ``sk_sandbox_…``, ``sk_test_…``; account-wide, the actor is the key id.
+
+Stored as a SHA-256 digest and verified by :class:`~gateway.keys.service.KeyService` (digest
+lookup, constant-time confirmation, status, cached at most ``api_keys.cache_ttl``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.authn.base import Dependencies, Kind
 from gateway.credentials import Credential
+from gateway.keys.material import KEY_SHAPE
 from gateway.keys.service import KeyService
 from gateway.principal import CredentialKind, Principal
 
+KIND = CredentialKind("api_key", user_bound=False, rate_identity="key")
+
+
+def claims(token: str, header: Mapping[str, Any] | None) -> bool:
+    return KEY_SHAPE.match(token) is not None
+
 
 class ApiKeyAuthenticator:
-    kind = CredentialKind.API_KEY
-
     def __init__(self, keys: KeyService) -> None:
         self._keys = keys
 
@@ -17,9 +30,13 @@ class ApiKeyAuthenticator:
         record = await self._keys.authenticate(credential.value)
         return Principal(
             account=record.account,
-            credential=CredentialKind.API_KEY,
+            credential=KIND,
             environment=record.environment,
             actor=record.key_id,
             key_id=record.key_id,
             expires_at=record.expires_at,
         )
+
+
+def build(deps: Dependencies) -> Kind:
+    return Kind(KIND, claims, ApiKeyAuthenticator(deps.keys))

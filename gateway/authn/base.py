@@ -1,63 +1,65 @@
-"""The authenticator protocol and the registry that maps a credential kind to its one verifier.
+"""What a credential kind module provides, and what it may use to verify.
 
-The registry is the one door every credential goes through, so it enforces the protocol's
-contract for every verifier: the answer is a principal, a :class:`~gateway.errors.GatewayError`
-(401, or 503 when a dependency is down), and nothing else. Whatever else a verifier, or a library
-under it, raises on a hostile credential (PyJWT raised ``TypeError`` for an RS256 header on an EC
-key) is a 401 ``invalid_token``, never a 500 with a traceback.
+Every ``gateway/authn/<kind>.py`` declares its :class:`~gateway.principal.CredentialKind` (name
+and policy facts) and a ``build(deps) -> Kind``: its shape test (``claims``), and its verifier,
+or ``None`` when this deployment does not configure it. :mod:`gateway.authn.registry` lists the
+modules in the order their shapes are tried.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from gateway.clock import Clock
+from gateway.config import Settings
 from gateway.credentials import Credential
-from gateway.errors import GatewayError, InvalidToken
-from gateway.observe import logs
+from gateway.keys.service import KeyService
+from gateway.keys.signing import SigningKeys
 from gateway.principal import CredentialKind, Principal
+from gateway.stores.base import Store
 
 
 class Authenticator(Protocol):
     """Verifies one kind of credential. Returns the :class:`Principal` it proves, or raises a
-    :class:`~gateway.errors.GatewayError` (401, or 503 when a store it needs is down)."""
-
-    kind: CredentialKind
+    :class:`~gateway.errors.GatewayError` (401, or 503 when a dependency it needs is down)."""
 
     async def authenticate(self, credential: Credential) -> Principal: ...
 
 
-class Authenticators:
-    """The explicit registry, built once in :func:`gateway.runtime.build_authenticators`."""
+# The shape test: the token and its unverified JWS header (None when it is not JWS-shaped).
+Claims = Callable[[str, Mapping[str, Any] | None], bool]
 
-    def __init__(self, authenticators: Mapping[CredentialKind, Authenticator]) -> None:
-        self._by_kind = dict(authenticators)
 
-    def get(self, kind: CredentialKind) -> Authenticator | None:
-        return self._by_kind.get(kind)
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One entry of the registry."""
 
-    async def authenticate(self, credential: Credential) -> Principal:
-        authenticator = self._by_kind.get(credential.kind)
-        if authenticator is None:
-            # SECURITY: a kind with no configured verifier is refused, never passed through.
-            raise InvalidToken(
-                "This kind of token is not accepted here.", details={"reason": "unsupported_kind"}
-            )
-        try:
-            return await authenticator.authenticate(credential)
-        except GatewayError:
-            raise
-        except Exception as exc:
-            # SECURITY: a credential that makes verification fail in an unforeseen way proves
-            # nobody: refused as a 401 like any bad token (fail closed), logged by type only
-            # (never the message, which might quote the credential).
-            logs.event(
-                "credential verification raised; refused as invalid_token",
-                logging.WARNING,
-                credential=credential.kind.value,
-                error=type(exc).__name__,
-            )
-            raise InvalidToken(
-                "The token could not be verified.", details={"reason": "unverifiable"}
-            ) from None
+    kind: CredentialKind
+    claims: Claims
+    authenticator: Authenticator | None
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """Everything a kind's ``build`` may use. Connection pools are bound later, when they are
+    opened (:meth:`HttpUser.use_session`)."""
+
+    settings: Settings
+    clock: Clock
+    keys: KeyService
+    store: Store
+    signing: SigningKeys
+
+
+class HttpUser(Protocol):
+    """A verifier that calls out over HTTP (JWKS, introspection) uses the runtime's helper pool,
+    bound once it is open."""
+
+    def use_session(self, session: Any) -> None: ...
+
+
+def never(token: str, header: Mapping[str, Any] | None) -> bool:
+    """The shape test of a kind this deployment does not configure."""
+    return False

@@ -4,8 +4,9 @@ Header ``{"alg": "HS256", "kid": "<key id>"}``; payload ``sub`` (the member), op
 (a caregiver acting for ``sub``), ``iat``, ``exp`` (at most ``member_tokens.max_lifetime``, 24 h,
 after ``iat``) and ``scopes`` (an array of strings; empty means not narrowed). The key named by
 ``kid`` must be active: revoking, rotating or expiring it ends its member tokens (within the
-one-second revocation bound). A caregiver token is admitted only while the relationship
-(``sub``, ``act``) is active; ``act`` equal to ``sub`` is a plain member token.
+one-second revocation bound). A token with ``act`` (not equal to ``sub``) proves a caregiver;
+whether that caregiver may act for ``sub`` right now is the policy's question
+(:mod:`gateway.authz.relationships`), asked after authentication on every request.
 """
 
 from __future__ import annotations
@@ -13,21 +14,30 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import jwt
 
+from gateway.authn.base import Dependencies, Kind
 from gateway.authn.claims import check_times
 from gateway.authn.jws_checks import check_jws
-from gateway.authz.relationships import RelationshipProvider
 from gateway.clock import Clock
 from gateway.config import MemberTokenSettings
 from gateway.credentials import Credential
-from gateway.errors import InsufficientScope, InvalidToken, TokenExpired
+from gateway.errors import InvalidToken, TokenExpired
 from gateway.identifiers import is_identifier
 from gateway.keys.service import KeyService
 from gateway.principal import CredentialKind, Principal
 from gateway.ttlcache import TTLCache
+
+KIND = CredentialKind(
+    "member_token",
+    user_bound=True,
+    refusal="Member tokens cannot be used for this operation.",
+    rate_identity="subject_actor",
+    narrowing="resource",
+)
 
 MAX_SCOPES = 64
 MAX_SCOPE_LENGTH = 128
@@ -44,23 +54,27 @@ def _signature_invalid() -> InvalidToken:
 _UNKNOWN_KEY_SECRET = secrets.token_bytes(32)
 
 
-class MemberTokenAuthenticator:
-    kind = CredentialKind.MEMBER_TOKEN
+def claims(token: str, header: Mapping[str, Any] | None) -> bool:
+    """A JWS whose ``kid`` names an API key (``key_…``): signed by a customer with that key."""
+    if header is None:
+        return False
+    kid = header.get("kid")
+    return isinstance(kid, str) and kid.startswith("key_")
 
+
+class MemberTokenAuthenticator:
     def __init__(
         self,
         keys: KeyService,
-        relationships: RelationshipProvider,
         settings: MemberTokenSettings,
         clock: Clock,
         cache_size: int,
     ) -> None:
         self._keys = keys
-        self._relationships = relationships
         self._settings = settings
         self._clock = clock
-        # token -> (principal without relationship check); the key's status and the
-        # relationship are checked on every request through their own 1 s caches.
+        # token -> principal; the key's status is checked on every request through its own
+        # 1 s cache.
         self.cache: TTLCache[str, Principal] = TTLCache(cache_size)
 
     async def authenticate(self, credential: Credential) -> Principal:
@@ -98,16 +112,6 @@ class MemberTokenAuthenticator:
             self.cache.put(
                 credential.value, principal, principal.expires_at + self._settings.leeway
             )
-        if principal.is_caregiver:
-            assert principal.user is not None
-            if not await self._relationships.active(
-                principal.account, principal.user, principal.actor
-            ):
-                raise InsufficientScope(
-                    f"{principal.actor} has no active caregiver relationship with "
-                    f"{principal.user}.",
-                    details={"reason": "relationship_inactive"},
-                )
         return principal
 
     @staticmethod
@@ -166,7 +170,7 @@ class MemberTokenAuthenticator:
         # Interned: 100,000 cached tokens of a few members share their strings (memory bound).
         return Principal(
             account=account,
-            credential=CredentialKind.MEMBER_TOKEN,
+            credential=KIND,
             environment=environment,
             actor=sys.intern(actor),
             user=sys.intern(sub),
@@ -174,3 +178,16 @@ class MemberTokenAuthenticator:
             key_id=sys.intern(kid),
             expires_at=exp,
         )
+
+
+def build(deps: Dependencies) -> Kind:
+    return Kind(
+        KIND,
+        claims,
+        MemberTokenAuthenticator(
+            deps.keys,
+            deps.settings.member_tokens,
+            deps.clock,
+            deps.settings.tokens.verify_cache_size,
+        ),
+    )

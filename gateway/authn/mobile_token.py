@@ -1,26 +1,96 @@
-"""Mobile tokens as credentials. Authenticating one only *looks* at it (it is not consumed):
-the policy lets it reach nothing but ``POST /v1/sdk/initialize``, whose handler consumes it
-atomically. On any other route it is refused with 403 and stays usable."""
+"""Mobile tokens: ``mt_`` and 43 base62 characters, single use, five minutes.
+
+The store keeps a token's record under its SHA-256 digest, never the token. Authenticating one
+only *looks* at it (it is not consumed): the policy lets it reach nothing but
+``POST /v1/sdk/initialize``, whose handler consumes it atomically (one store operation, a Lua
+script on Redis, so exactly one caller ever wins across any number of replicas). On any other
+route it is refused with 403 and stays usable. The record is kept an hour past expiry so a late
+caller learns *why* it failed (used or expired).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.authn.base import Dependencies, Kind
+from gateway.clock import Clock
 from gateway.credentials import Credential
-from gateway.issue.mobile import MobileTokens, digest
+from gateway.errors import InvalidToken
 from gateway.principal import CredentialKind, Principal
+from gateway.stores.base import MobileState, MobileTokenStore
+
+KIND = CredentialKind(
+    "mobile_token",
+    user_bound=True,
+    refusal="Mobile tokens can only be used to initialize the SDK (POST /v1/sdk/initialize).",
+    rate_identity="user",
+)
+SHAPE = re.compile(r"^mt_[A-Za-z0-9]{32,64}\Z")
+RETAIN_AFTER_EXPIRY = 3600.0
+
+_MESSAGES = {
+    MobileState.USED: "This mobile token has already been used. Generate a fresh one from your "
+    "backend and retry.",
+    MobileState.EXPIRED: "This mobile token has expired. Generate a fresh one from your backend "
+    "and retry.",
+    MobileState.UNKNOWN: "This mobile token is not valid. Generate a fresh one from your backend "
+    "and retry.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MobileRecord:
+    account: str
+    environment: str
+    user: str
+    scopes: tuple[str, ...]
+    key_id: str
+    expires_at: float
+
+    def to_blob(self) -> bytes:
+        # orjson serializes a slotted dataclass natively (``asdict`` deep-copies, 10x slower).
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> MobileRecord:
+        data = orjson.loads(blob)
+        data["scopes"] = tuple(data["scopes"])
+        return cls(**data)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def refusal(state: MobileState) -> InvalidToken:
+    """The 401 for a token that cannot be used, with ``details.reason`` used/expired/unknown."""
+    return InvalidToken(_MESSAGES[state], details={"reason": state.value})
+
+
+def claims(token: str, header: Mapping[str, Any] | None) -> bool:
+    return SHAPE.match(token) is not None
 
 
 class MobileTokenAuthenticator:
-    kind = CredentialKind.MOBILE_TOKEN
-
-    def __init__(self, tokens: MobileTokens) -> None:
-        self._tokens = tokens
+    def __init__(self, store: MobileTokenStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
 
     async def authenticate(self, credential: Credential) -> Principal:
         token_digest = digest(credential.value)
-        record = await self._tokens.peek(token_digest)
+        state, blob = await self._store.peek_mobile(token_digest, self._clock.now())
+        if state is not MobileState.OK or blob is None:
+            raise refusal(state)
+        record = MobileRecord.from_blob(blob)
         return Principal(
             account=record.account,
-            credential=CredentialKind.MOBILE_TOKEN,
+            credential=KIND,
             environment=record.environment,
             actor=record.user,
             user=record.user,
@@ -29,3 +99,7 @@ class MobileTokenAuthenticator:
             expires_at=record.expires_at,
             token_id=token_digest,
         )
+
+
+def build(deps: Dependencies) -> Kind:
+    return Kind(KIND, claims, MobileTokenAuthenticator(deps.store, deps.clock))

@@ -10,10 +10,13 @@ key, attributed to the person (``X-Auth-Actor``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import jwt
 
+from gateway.authn.base import Dependencies, Kind
 from gateway.authn.claims import check_times
 from gateway.authn.jwks import JwksCache
 from gateway.authn.jws_checks import check_jws
@@ -25,14 +28,19 @@ from gateway.identifiers import is_header_safe, is_identifier
 from gateway.principal import CredentialKind, Principal
 from gateway.ttlcache import TTLCache
 
+KIND = CredentialKind("team_session", user_bound=False, rate_identity="actor")
+
+
+def claims(token: str, header: Mapping[str, Any] | None) -> bool:
+    """Any JWS no kind before it in the registry claimed (the last JWS kind in the order)."""
+    return header is not None
+
 
 def _bad(message: str, reason: str) -> InvalidToken:
     return InvalidToken(message, details={"reason": reason})
 
 
 class TeamSessionAuthenticator:
-    kind = CredentialKind.TEAM_SESSION
-
     def __init__(
         self,
         providers: dict[str, tuple[IdentityProvider, JwksCache]],
@@ -42,6 +50,11 @@ class TeamSessionAuthenticator:
         self._providers = providers
         self._clock = clock
         self.cache: TTLCache[str, Principal] = TTLCache(cache_size)
+
+    def use_session(self, session: aiohttp.ClientSession) -> None:
+        """The pool the providers' JWKS are fetched with, bound once it is open."""
+        for _, jwks in self._providers.values():
+            jwks.session = session
 
     async def authenticate(self, credential: Credential) -> Principal:
         now = self._clock.now()
@@ -99,7 +112,7 @@ class TeamSessionAuthenticator:
         assert isinstance(account, str) and isinstance(person, str)
         principal = Principal(
             account=account,
-            credential=CredentialKind.TEAM_SESSION,
+            credential=KIND,
             environment=provider.environment,
             actor=person,
             expires_at=exp,
@@ -110,3 +123,29 @@ class TeamSessionAuthenticator:
             credential.value, principal, min(exp + provider.leeway, now + provider.refresh_interval)
         )
         return principal
+
+
+def build(deps: Dependencies) -> Kind:
+    # Built with no providers too: a JWS no kind claims is then refused as from an untrusted
+    # issuer, like one from a provider that is not configured.
+    providers = deps.settings.identity_providers
+    return Kind(
+        KIND,
+        claims,
+        TeamSessionAuthenticator(
+            {
+                idp.issuer: (
+                    idp,
+                    JwksCache(
+                        idp.jwks_url,
+                        idp.refresh_interval,
+                        deps.clock,
+                        unknown_kid_interval=idp.unknown_kid_refetch_interval,
+                    ),
+                )
+                for idp in providers
+            },
+            deps.clock,
+            deps.settings.tokens.verify_cache_size,
+        ),
+    )

@@ -17,7 +17,7 @@ from gateway.errors import InvalidRequest
 MAX_PATH_LENGTH = 2048
 
 # RFC 3986 pchar, less ';' (matrix parameters mean different things to different servers).
-_PCHAR = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,=:@]|%[0-9A-Fa-f]{2})*$")
+_PCHAR = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,=:@]|%[0-9A-Fa-f]{2})*\Z")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 # SECURITY: encodings that would change the path's structure after a second decoding or
 # in a backend that decodes differently: '/', '\\', '.', ';', '%' and every control byte.

@@ -15,11 +15,18 @@ from typing import Final
 
 from gateway.confignode import ConfigError, Node
 from gateway.errors import InsufficientScope, NotFound
-from gateway.principal import CredentialKind
 
 HANDLERS: Final = ("user_token", "user_token_refresh", "mobile_token", "sdk_initialize")
 METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-KINDS: Final = tuple(kind.value for kind in CredentialKind)
+# The names of the registry's kinds (gateway.authn.registry); checked against it at start-up.
+KINDS: Final = (
+    "api_key",
+    "user_token",
+    "mobile_token",
+    "sdk_session",
+    "member_token",
+    "team_session",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +34,7 @@ class Rule:
     id: str
     methods: frozenset[str]
     templates: tuple[str, ...]
-    allow: frozenset[CredentialKind]
+    allow: frozenset[str]
     bind: str | None = None
     resource: str | None = None
     sdk_scope: str | None = None
@@ -159,9 +166,7 @@ def parse_policy(root: Node) -> Policy:
             template, names = _parse_template(path_node)
             templates.append(template)
             params = names if params is None else params & names
-        allow = frozenset(
-            CredentialKind(a.str(choices=KINDS)) for a in node["allow"].list(allow_empty=False)
-        )
+        allow = frozenset(a.str(choices=KINDS) for a in node["allow"].list(allow_empty=False))
         bind = node["bind"].str(None)
         if bind is not None and bind not in (params or set()):
             raise node["bind"].error(f"{{{bind}}} is not a parameter of every path of this rule")

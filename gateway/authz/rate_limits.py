@@ -19,21 +19,23 @@ from gateway.config import RateLimit, RateLimitSettings
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.exchange import Exchange
 from gateway.observe.metrics import Metrics
-from gateway.principal import CredentialKind, Principal
+from gateway.principal import Principal
 from gateway.stores.base import RateLimitStore
 
 
 def subject_of(principal: Principal, per: str) -> str:
+    """What a rule counts: the account, or the credential's identity as its kind declares it."""
     if per == "account":
         return f"acc:{principal.account}"
     kind = principal.credential
-    if kind is CredentialKind.API_KEY:
+    identity = kind.rate_identity
+    if identity == "key":
         return f"key:{principal.key_id}"
-    if kind is CredentialKind.MEMBER_TOKEN:
-        return f"mem:{principal.account}:{principal.user}:{principal.actor}"
-    if kind is CredentialKind.TEAM_SESSION:
-        return f"team:{principal.account}:{principal.actor}"
-    return f"{kind.value}:{principal.account}:{principal.user}"
+    if identity == "subject_actor":
+        return f"{kind.name}:{principal.account}:{principal.user}:{principal.actor}"
+    if identity == "actor":
+        return f"{kind.name}:{principal.account}:{principal.actor}"
+    return f"{kind.name}:{principal.account}:{principal.user}"
 
 
 class RateLimiter:

@@ -21,9 +21,26 @@ import orjson
 from yarl import URL
 
 from gateway.clock import Clock
-from gateway.errors import ServiceUnavailable
+from gateway.errors import InsufficientScope, ServiceUnavailable
+from gateway.principal import Principal
 from gateway.stores.base import RelationshipStore
 from gateway.ttlcache import StatsFactory, TTLCache
+
+
+async def require_caregiver_relationship(
+    provider: RelationshipProvider, principal: Principal
+) -> None:
+    """A principal acting for another (a caregiver: ``actor`` is not ``user``) may act only
+    while the relationship is active; asked on every request through the provider's cache."""
+    if principal.user is None or principal.actor == principal.user:
+        return
+    # SECURITY: checked per request, never cached with the credential: a revoked relationship
+    # stops the caregiver within the cache bound (1 s with the store provider).
+    if not await provider.active(principal.account, principal.user, principal.actor):
+        raise InsufficientScope(
+            f"{principal.actor} has no active caregiver relationship with {principal.user}.",
+            details={"reason": "relationship_inactive"},
+        )
 
 
 class RelationshipProvider(Protocol):

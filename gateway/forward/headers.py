@@ -29,8 +29,8 @@ FORWARDED = frozenset(
 )
 # Recomputed by aiohttp's client for the upstream.
 RECOMPUTED = frozenset({"host", "expect", "content-length"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}\Z")
 
 
 def canonical(name: str) -> str:

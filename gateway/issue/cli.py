@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.issue.signing import generate_private_key, private_pem
+from gateway.keys.signing import generate_private_key, private_pem
 
 
 def cmd_signing_key(args: argparse.Namespace) -> int:

@@ -11,12 +11,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.authn import api_key
+from gateway.authn.mobile_token import KIND as MOBILE_TOKEN
+from gateway.authn.mobile_token import refusal
 from gateway.clock import rfc3339
 from gateway.errors import InsufficientScope, InvalidRequest
 from gateway.identifiers import is_identifier
 from gateway.issue.gateway_tokens import SDK, USER
-from gateway.issue.mobile import SCOPES, refusal
-from gateway.principal import CredentialKind, Principal
+from gateway.issue.mobile import SCOPES
+from gateway.principal import Principal
 from gateway.runtime import RUNTIME, Handler
 from gateway.stores.base import MobileState
 
@@ -60,7 +63,7 @@ def _user_id(data: dict[str, Any]) -> str:
 
 def _require_api_key(principal: Principal) -> str:
     # SECURITY: only an API key issues tokens, even if a policy were edited to allow more.
-    if principal.credential is not CredentialKind.API_KEY or principal.key_id is None:
+    if principal.credential is not api_key.KIND or principal.key_id is None:
         raise InsufficientScope(
             "Only an API key can issue tokens.", details={"reason": "credential_kind"}
         )
@@ -140,7 +143,7 @@ async def mobile_token(request: web.Request, principal: Principal) -> web.Stream
 async def sdk_initialize(request: web.Request, principal: Principal) -> web.StreamResponse:
     """``POST /v1/sdk/initialize`` with ``Bearer mt_…``: consume it, answer an SDK session."""
     runtime = request.app[RUNTIME]
-    if principal.credential is not CredentialKind.MOBILE_TOKEN or principal.token_id is None:
+    if principal.credential is not MOBILE_TOKEN or principal.token_id is None:
         raise InsufficientScope(
             "Only a mobile token can initialize the SDK.", details={"reason": "credential_kind"}
         )

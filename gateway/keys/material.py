@@ -16,8 +16,8 @@ import string
 PREFIXES = {"sk_live_": "live", "sk_sandbox_": "sandbox", "sk_test_": "sandbox"}
 ALPHABET = string.ascii_letters + string.digits
 SECRET_LENGTH = 43  # 43 * log2(62) ≈ 256 bits
-KEY_SHAPE = re.compile(r"^sk_(?:live|sandbox|test)_[A-Za-z0-9]{8,128}$")
-KEY_ID_SHAPE = re.compile(r"^key_[a-f0-9]{24}$")
+KEY_SHAPE = re.compile(r"^sk_(?:live|sandbox|test)_[A-Za-z0-9]{8,128}\Z")
+KEY_ID_SHAPE = re.compile(r"^key_[a-f0-9]{24}\Z")
 
 
 def new_key(prefix: str) -> str:

@@ -17,7 +17,7 @@ import jwt
 from gateway.clock import Clock
 from gateway.config import TokenSettings
 from gateway.credentials import ASSERTION_TYP
-from gateway.issue.signing import SigningKeys
+from gateway.keys.signing import SigningKeys
 from gateway.principal import Principal
 
 MAX_CACHED = 100_000

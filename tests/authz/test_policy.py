@@ -10,8 +10,7 @@ from gateway.config import DEFAULT_POLICY, load_policy
 from gateway.confignode import Node
 from gateway.errors import InsufficientScope, NotFound, WrongUser
 from gateway.principal import CredentialKind, Principal
-
-K = CredentialKind
+from tests.kinds import K
 
 
 def policy(*routes: dict[str, Any]) -> Any:

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from gateway.issue.signing import PrivateKey, generate_private_key
+from gateway.keys.signing import PrivateKey, generate_private_key
 from tests.conftest import Gateway, GatewayFactory, make_settings
 
 ISSUER = "https://login.example.test/"

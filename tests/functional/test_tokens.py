@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.demo.backend import create_backend
-from gateway.issue.signing import SigningKey
+from gateway.keys.signing import SigningKey
 from gateway.stores.base import Store
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.support import signing_config
@@ -306,10 +306,11 @@ async def test_user_token_identity_headers(make_gateway: GatewayFactory) -> None
 async def test_repeated_tokens_hit_the_verification_cache(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     token = await user_token(gw, await gw.key())
-    before = gw.runtime.tokens.cache.hits
+    cache = gw.runtime.authenticators.authenticator("user_token").cache  # type: ignore[union-attr]
+    before = cache.hits
     for _ in range(5):
         await gw.client.get("/v1/users/usr_abc123/scores", headers=bearer(token))
-    assert gw.runtime.tokens.cache.hits - before == 4
+    assert cache.hits - before == 4
 
 
 # --- forged, confused and tampered tokens ----------------------------------------------

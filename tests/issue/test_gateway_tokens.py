@@ -1,24 +1,48 @@
-"""Gateway-signed user tokens and SDK sessions (``gateway.issue.gateway_tokens``)."""
+"""Gateway-signed user tokens and SDK sessions: issued by ``gateway.issue.gateway_tokens``,
+verified by ``gateway.authn.gateway_token``."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
 
 import jwt
 import pytest
 
-from gateway.credentials import classify
+from gateway.authn.gateway_token import GatewayTokenAuthenticator, TokenMarkers, Verified
 from gateway.errors import InvalidToken, TokenExpired
-from gateway.issue.gateway_tokens import SDK, USER, GatewayTokens, TokenKind
-from gateway.issue.signing import SigningKeys
+from gateway.issue.gateway_tokens import SDK, USER, GatewayTokens
+from gateway.keys.service import KeyService
+from gateway.keys.signing import SigningKeys
 from tests.conftest import make_settings
+from tests.kinds import K, classify
 from tests.support import FakeClock
 
+TokenKind = TokenMarkers
 
-def tokens(active: str = "rs1") -> tuple[GatewayTokens, FakeClock]:
+
+class Service(GatewayTokens):
+    """Issuing (gateway.issue) and verifying (gateway.authn.gateway_token) with the same keys."""
+
+    def __init__(self, keys: SigningKeys, settings: Any, clock: FakeClock) -> None:
+        super().__init__(keys, settings, clock)
+        self._verifiers = {
+            markers: GatewayTokenAuthenticator(
+                kind, markers, keys, settings, cast(KeyService, None), clock
+            )
+            for kind, markers in ((K.USER_TOKEN, USER), (K.SDK_SESSION, SDK))
+        }
+
+    def verify(self, token: str, header: Mapping[str, Any], kind: TokenMarkers) -> Verified:
+        return self._verifiers[kind].verify(token, header)
+
+
+def tokens(active: str = "rs1") -> tuple[Service, FakeClock]:
     settings = make_settings("http://127.0.0.1:9").tokens
     clock = FakeClock(1_700_000_000.0)
     keys = SigningKeys.from_settings(settings)
     keys.active = keys.get(active)  # type: ignore[assignment]
-    return GatewayTokens(keys, settings, clock), clock
+    return Service(keys, settings, clock), clock
 
 
 def issue(service: GatewayTokens, kind: TokenKind = USER, ttl: float = 3600) -> str:

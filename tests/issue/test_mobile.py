@@ -6,10 +6,11 @@ import collections
 
 import pytest
 
-from gateway.credentials import MOBILE_SHAPE, classify
-from gateway.issue.mobile import ALPHABET, MobileTokens, digest, new_token
-from gateway.principal import CredentialKind
+from gateway.authn.mobile_token import SHAPE as MOBILE_SHAPE
+from gateway.authn.mobile_token import MobileTokenAuthenticator, digest
+from gateway.issue.mobile import ALPHABET, MobileTokens, new_token
 from gateway.stores.base import MobileState, Store
+from tests.kinds import K, classify
 from tests.support import FakeClock
 
 
@@ -17,7 +18,7 @@ def test_tokens_have_the_mobile_shape_and_are_told_apart_by_it() -> None:
     for _ in range(200):
         token = new_token()
         assert len(token) == 46 and MOBILE_SHAPE.match(token)
-        assert classify(token).kind is CredentialKind.MOBILE_TOKEN
+        assert classify(token).kind is K.MOBILE_TOKEN
 
 
 def test_tokens_do_not_repeat_and_use_the_whole_alphabet() -> None:
@@ -37,7 +38,9 @@ async def test_issued_tokens_are_stored_by_digest_and_consumed_once(store: Store
         account="acc_1", environment="live", user="usr_a", scopes=("sleep",), key_id="key_1"
     )
     assert record.expires_at == clock.now() + 300
-    assert (await tokens.peek(digest(token))).user == "usr_a"
+    # Authenticating looks at it without consuming it.
+    seen = await MobileTokenAuthenticator(store, clock).authenticate(classify(token))
+    assert seen.user == "usr_a" and seen.token_id == digest(token)
     assert await tokens.consume(digest(token)) == (MobileState.OK, record)
     assert (await tokens.consume(digest(token)))[0] is MobileState.USED
 

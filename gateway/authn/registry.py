@@ -1,0 +1,107 @@
+"""The ordered registry of credential kinds: the one place that lists them.
+
+Adding a kind is one module in ``gateway/authn/`` (its ``KIND``, shape test, settings and
+verifier) and one line in :data:`KINDS`. The order is the order shapes are tried: a token
+belongs to the first kind whose ``claims`` accepts it, and only that kind's verifier ever sees
+it (the gateway never tries verifiers in turn). Opaque shapes come first, then the JWS kinds
+marked by their header, and last the team session, which claims any other JWS.
+
+:class:`Registry` is also the one door every credential goes through, so it enforces the
+contract of every verifier: the answer is a principal or a
+:class:`~gateway.errors.GatewayError` (401, or 503 when a dependency is down), nothing else.
+Whatever else a verifier, or a library under it, raises on a hostile credential (PyJWT raised
+``TypeError`` for an RS256 header on an EC key) is a 401 ``invalid_token``, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from gateway.authn import (
+    api_key,
+    member_token,
+    mobile_token,
+    sdk_session,
+    team_session,
+    user_token,
+)
+from gateway.authn.base import Authenticator, Dependencies, Kind
+from gateway.credentials import Credential, jws_header
+from gateway.errors import GatewayError, InvalidToken
+from gateway.observe import logs
+from gateway.principal import CredentialKind, Principal
+
+KINDS: Final[tuple[Callable[[Dependencies], Kind], ...]] = (
+    api_key.build,
+    mobile_token.build,
+    user_token.build,
+    sdk_session.build,
+    member_token.build,
+    team_session.build,
+)
+
+
+class Registry:
+    """The kinds of one runtime, in claim order."""
+
+    def __init__(self, kinds: Sequence[Kind]) -> None:
+        self.kinds = tuple(kinds)
+        self._by_name = {k.kind.name: k for k in self.kinds}
+
+    @classmethod
+    def build(cls, deps: Dependencies) -> Registry:
+        return cls([build(deps) for build in KINDS])
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._by_name)
+
+    def kind(self, name: str) -> CredentialKind:
+        return self._by_name[name].kind
+
+    def authenticator(self, name: str) -> Authenticator | None:
+        entry = self._by_name.get(name)
+        return entry.authenticator if entry is not None else None
+
+    def classify(self, token: str) -> Credential:
+        """The credential's kind, by its shape alone."""
+        header = jws_header(token)
+        for entry in self.kinds:
+            if entry.claims(token, header):
+                return Credential(entry.kind, token, header)
+        raise InvalidToken("The token is malformed.", details={"reason": "malformed"})
+
+    async def authenticate(self, credential: Credential) -> Principal:
+        entry = self._by_name.get(credential.kind.name)
+        authenticator = entry.authenticator if entry is not None else None
+        if authenticator is None:
+            # SECURITY: a kind with no configured verifier is refused, never passed through.
+            raise InvalidToken(
+                "This kind of token is not accepted here.", details={"reason": "unsupported_kind"}
+            )
+        try:
+            return await authenticator.authenticate(credential)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            # SECURITY: a credential that makes verification fail in an unforeseen way proves
+            # nobody: refused as a 401 like any bad token (fail closed), logged by type only
+            # (never the message, which might quote the credential).
+            logs.event(
+                "credential verification raised; refused as invalid_token",
+                logging.WARNING,
+                credential=credential.kind.name,
+                error=type(exc).__name__,
+            )
+            raise InvalidToken(
+                "The token could not be verified.", details={"reason": "unverifiable"}
+            ) from None
+
+    def use_session(self, session: Any) -> None:
+        """Bind the helper pool to every verifier that calls out over HTTP."""
+        for entry in self.kinds:
+            bind = getattr(entry.authenticator, "use_session", None)
+            if bind is not None:
+                bind(session)
