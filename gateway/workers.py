@@ -13,12 +13,14 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from gateway.config import Settings
+from gateway.confignode import ConfigError
 from gateway.observe import logs
 
 RESTART_DELAY = 1.0
@@ -44,6 +46,7 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
 
     from gateway.server import SHUTDOWN_TIMEOUT, run
 
+    check_public_port(settings)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--worker"]
@@ -84,3 +87,24 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
                 await asyncio.to_thread(worker.wait, remaining)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def check_public_port(settings: Settings) -> None:
+    """Before starting workers: the public port must be one they can share (free, or held by
+    sockets with ``SO_REUSEPORT`` of this user), else :class:`~gateway.confignode.ConfigError`
+    in one line, as a single process reports it, instead of workers failing and being
+    restarted forever."""
+    host, port = settings.listen.host, settings.listen.port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(
+            "listen.port",
+            f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}; "
+            "stop what holds it (another gateway?) or choose another port",
+        ) from None

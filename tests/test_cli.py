@@ -19,7 +19,7 @@ from gateway.app import create_admin_app
 from gateway.cli import main
 from gateway.runtime import build_runtime
 from tests.conftest import make_settings
-from tests.support import ADMIN_TOKEN, gateway_command, write_config
+from tests.support import ADMIN_TOKEN, OwnedProcess, gateway_command, write_config
 
 
 @pytest.fixture
@@ -111,13 +111,18 @@ def held_port() -> Iterator[int]:
 
 
 def serve(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """``gateway serve`` expected to exit by itself; on a timeout it and everything it started
+    (workers) are stopped, and the test fails."""
+    proc = OwnedProcess(
         gateway_command("serve", "--config", str(config)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.stop()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
 
 
 @pytest.mark.parametrize("listener", ["listen", "admin"])
@@ -169,3 +174,24 @@ async def test_the_admin_api_makes_test_keys_like_the_cli(aiohttp_client: Any) -
     )
     assert response.status == 400
     assert (await response.json())["details"] == {"field": "test"}
+
+
+def test_workers_do_not_start_on_a_port_in_use(
+    tmp_path: Path, held_port: int, redis_url: str
+) -> None:
+    """With workers, the supervisor checks the public port before starting any: one line and
+    exit 2, as a single process, not workers failing and restarted forever."""
+    proc = write_config(
+        tmp_path,
+        "http://127.0.0.1:1",
+        store=redis_url,
+        name=f"workers-{uuid.uuid4().hex[:8]}",
+        extra={"workers": 2, "listen": {"host": "127.0.0.1", "port": held_port}},
+    )
+    result = serve(proc.config)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"gateway: listen.port: cannot listen on 127.0.0.1:{held_port}: address already in "
+        "use; stop what holds it (another gateway?) or choose another port\n"
+    )
+    assert "worker exited" not in result.stdout
