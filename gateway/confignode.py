@@ -174,7 +174,11 @@ def _substitute(value: str, path: str) -> str:
         found = os.environ.get(name)
         if found is None:
             if default is None:
-                raise ConfigError(path, f"environment variable {name} is not set")
+                raise ConfigError(
+                    path,
+                    f"environment variable {name} is not set (`gateway init` writes an "
+                    "environment file with every variable the config uses; load it first)",
+                )
             return default
         return found
 

@@ -87,3 +87,16 @@ def test_init_names_an_unreadable_config(
 ) -> None:
     assert main(["init", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_missing_variable_points_at_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    config = tmp_path / "gateway.yaml"
+    config.write_text("store: ${REDIS_URL}\nupstreams: {live: {url: 'http://127.0.0.1:1'}}\n")
+    assert main(["check-config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        "gateway: store: environment variable REDIS_URL is not set (`gateway init` writes an "
+        "environment file with every variable the config uses; load it first)\n"
+    )
