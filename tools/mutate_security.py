@@ -52,7 +52,7 @@ import tempfile
 import time
 import tokenize
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,6 +228,7 @@ class Mutant:
     killed_by: str = ""
     seconds: float = 0.0
     reason: str = ""
+    unconfirmed: list[str] = field(default_factory=list)  # failed in the run, passed alone
 
     @property
     def key(self) -> tuple[str, str]:
@@ -530,6 +531,34 @@ def make_copy(snapshot: str | None) -> Path:
     return work
 
 
+# Loaded into every run: property tests without a deadline (a loaded machine must not kill a
+# mutant) and with a fixed seed (a mutant's verdict must not depend on luck).
+PLUGIN = "_mutation_settings"
+# It also writes the node id of every failing test to $MUTATION_FAILURES, one a line.
+PLUGIN_SOURCE = """
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "mutation", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("mutation")
+
+
+def pytest_runtest_logreport(report):
+    if report.failed:
+        with open(os.environ["MUTATION_FAILURES"], "a") as out:
+            out.write(report.nodeid + "\\n")
+
+
+def pytest_collectreport(report):
+    if report.failed:
+        with open(os.environ["MUTATION_FAILURES"], "a") as out:
+            out.write(report.nodeid + "\\n")
+"""
+
+
 def test_env(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(work)  # the copy's package first, for pytest and its subprocesses
@@ -572,16 +601,21 @@ def run_pytest(
         "-rfE",
         "-p",
         "no:cacheprovider",
+        "-p",
+        PLUGIN,
         "-o",
         "addopts=-m 'not slow' --strict-markers",
         *skip_args(skip),
         *tests,
     ]
     started = time.monotonic()
+    report = work / ".mutation-failures"
+    report.write_text("")
+    env = {**test_env(work), "MUTATION_FAILURES": str(report)}
     proc = subprocess.Popen(
         command,
         cwd=work,
-        env=test_env(work),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -597,7 +631,7 @@ def run_pytest(
     last = out.strip().splitlines()[-1] if out.strip() else ""
     if proc.returncode == 0:
         return Outcome("passed", [], seconds, last)
-    failures = list(dict.fromkeys(re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.MULTILINE)))
+    failures = list(dict.fromkeys(t for t in report.read_text().splitlines() if t))
     return Outcome("failed", failures, seconds, last)
 
 
@@ -613,17 +647,29 @@ def skip_args(skip: Skip) -> list[str]:
 def run_mutant(
     mutant: Mutant, work: Path, timeout: float, mapped_only: bool, skip: Skip = ()
 ) -> None:
+    """Kill ``mutant`` or find that it survives. A kill counts once the failing test, run on its
+    own, fails again; a test that passes alone (it failed from load or order) is set aside for
+    this mutant and the run repeated, at most twice."""
     file = work / mutant.path
     original = file.read_text()
     file.write_text(mutant.source)
+    started = time.monotonic()
     try:
         tests = tests_for(mutant.path, work)
         if not mapped_only:
             tests.append("tests")
-        outcome = run_pytest(work, tests, timeout, skip=skip)
+        for _ in range(3):
+            outcome = run_pytest(work, tests, timeout, skip=skip)
+            if outcome.result != "failed" or not outcome.failures:
+                break
+            culprit = outcome.failures[0]
+            if run_pytest(work, [culprit], timeout).result != "passed":
+                break
+            mutant.unconfirmed.append(culprit)
+            skip = (*skip, culprit)
     finally:
         file.write_text(original)
-    mutant.seconds = outcome.seconds
+    mutant.seconds = time.monotonic() - started
     if outcome.result == "passed":
         reason = EQUIVALENT.get(mutant.key)
         mutant.result, mutant.reason = ("equivalent", reason) if reason else ("survived", "")
@@ -664,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
 
     snapshot = None if args.rev == "worktree" else args.rev
     work = make_copy(snapshot)
+    (work / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE)
     try:
         return run(args, snapshot, work)
     finally:
@@ -721,7 +768,8 @@ def run(args: argparse.Namespace, snapshot: str | None, work: Path) -> int:
         label = mutant.killed_by or mutant.reason
         print(
             f"[{i}/{len(mutants)}] {mutant.result:10} {mutant.seconds:5.0f}s {describe(mutant)}"
-            + (f"\n    by {label}" if label else ""),
+            + (f"\n    by {label}" if label else "")
+            + "".join(f"\n    (set aside, passed alone: {t})" for t in mutant.unconfirmed),
             flush=True,
         )
 
