@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from gateway.errors import GatewayError, InvalidRequest, InvalidToken, NotFound
 from gateway.render import error_response
-from gateway.runtime import RUNTIME, Runtime
+from gateway.runtime import CURRENT, Runtime
 
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 AdminHandler = Callable[[web.Request, Runtime], Awaitable[web.Response]]
@@ -33,7 +33,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the store answers and every upstream accepts a TCP connection."""
-    runtime = request.app[RUNTIME]
+    runtime = request.app[CURRENT].runtime
     checks: dict[str, str] = {}
     try:
         await runtime.store.ping()
@@ -68,7 +68,7 @@ def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Resp
     """Require ``Authorization: Bearer <admin token>``; render errors as the gateway's JSON."""
 
     async def impl(request: web.Request) -> web.Response:
-        runtime = request.app[RUNTIME]
+        runtime = request.app[CURRENT].runtime
         expected = runtime.settings.admin_token
         try:
             if expected is None:

@@ -11,22 +11,26 @@ from gateway.admin import METRICS_REGISTRY, admin_routes
 from gateway.config import Settings
 from gateway.cors import on_response_prepare
 from gateway.forward.decision import decision_handler
-from gateway.issue.endpoints import jwks
+from gateway.issue.endpoints import HANDLERS, jwks
 from gateway.middlewares import error_middleware, observe_middleware
-from gateway.pipeline import proxy_handler
-from gateway.runtime import RUNTIME, Runtime, runtime_ctx
+from gateway.pipeline import ENDPOINTS, proxy_handler
+from gateway.runtime import CURRENT, Current, runtime_ctx
 
 
-def create_app(runtime: Runtime) -> web.Application:
-    """The public app: every path goes through the pipeline (the policy decides what exists)."""
-    settings = runtime.settings
+def create_app(current: Current) -> web.Application:
+    """The public app: every path goes through the pipeline (the policy decides what exists).
+
+    Listener-level settings (limits, decision prefix) are read once here; a reload does not
+    change them (they need a restart, see :mod:`gateway.reload`)."""
+    settings = current.runtime.settings
     app = web.Application(
-        middlewares=[observe_middleware(runtime), error_middleware(runtime)],
+        middlewares=[observe_middleware(current), error_middleware()],
         client_max_size=settings.limits.max_body_bytes,
         handler_args=server_limits(settings),
     )
-    app[RUNTIME] = runtime
-    app.cleanup_ctx.append(runtime_ctx(runtime))
+    app[CURRENT] = current
+    app[ENDPOINTS] = dict(HANDLERS)
+    app.cleanup_ctx.append(runtime_ctx(current))
     app.on_response_prepare.append(on_response_prepare)
     app.router.add_get("/.well-known/jwks.json", jwks)
     if settings.decision.enabled:
@@ -38,13 +42,13 @@ def create_app(runtime: Runtime) -> web.Application:
 
 
 def create_admin_app(
-    runtime: Runtime, metrics_registry: CollectorRegistry | None = None
+    current: Current, metrics_registry: CollectorRegistry | None = None
 ) -> web.Application:
     """The admin app. ``metrics_registry`` replaces the runtime's own registry on ``/metrics``
     (a supervisor serves the registry that aggregates its workers)."""
     app = web.Application()
-    app[RUNTIME] = runtime
-    app[METRICS_REGISTRY] = metrics_registry or runtime.metrics.registry
+    app[CURRENT] = current
+    app[METRICS_REGISTRY] = metrics_registry or current.runtime.metrics.registry
     app.add_routes(admin_routes())
     return app
 

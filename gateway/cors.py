@@ -15,7 +15,7 @@ from gateway.authz.paths import split_path
 from gateway.config import CorsPolicy
 from gateway.errors import GatewayError
 from gateway.exchange import EXCHANGE
-from gateway.runtime import RUNTIME
+from gateway.runtime import CURRENT, REQUEST_RUNTIME
 
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After")
 
@@ -41,7 +41,7 @@ def is_preflight(request: web.Request) -> bool:
 
 def preflight(request: web.Request) -> web.Response:
     """The answer to a preflight: 204, with the CORS headers only for an allowed origin."""
-    runtime = request.app[RUNTIME]
+    runtime = request[REQUEST_RUNTIME]
     exchange = request[EXCHANGE]
     response = web.Response(status=204)
     requested = request.headers["Access-Control-Request-Method"]
@@ -74,7 +74,7 @@ def preflight(request: web.Request) -> web.Response:
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Adds the CORS and rate-limit headers to every response just before it is sent
     (streamed proxy responses and rendered errors alike)."""
-    runtime = request.app[RUNTIME]
+    runtime = request.get(REQUEST_RUNTIME) or request.app[CURRENT].runtime
     exchange = request.get(EXCHANGE)
     if exchange is not None and exchange.rate is not None:
         limit, remaining, reset = exchange.rate

@@ -1,4 +1,7 @@
-"""The public app's middlewares, as small factories over the runtime (aiohttp's own style)."""
+"""The public app's middlewares, as small factories (aiohttp's own style).
+
+The outermost reads the current runtime once per request (:data:`~gateway.runtime.
+REQUEST_RUNTIME`); everything after it uses that one."""
 
 from __future__ import annotations
 
@@ -14,17 +17,18 @@ from gateway.forward.headers import request_id
 from gateway.forward.proxy import new_request_id
 from gateway.observe import logs
 from gateway.render import error_response
-from gateway.runtime import Runtime
+from gateway.runtime import REQUEST_RUNTIME, Current
 
 _AIOHTTP_STATUS = {400: InvalidRequest, 404: NotFound}
 
 
-def observe_middleware(runtime: Runtime) -> Middleware:
+def observe_middleware(current: Current) -> Middleware:
     """Outermost: gives every request an :class:`Exchange` and a request id, then records one
     access line, one audit line (when someone was authenticated) and the request metrics."""
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        runtime = request[REQUEST_RUNTIME] = current.runtime
         metrics = runtime.metrics
         header = runtime.settings.headers.request_id
         exchange = Exchange(
@@ -81,12 +85,13 @@ def observe_middleware(runtime: Runtime) -> Middleware:
     return impl
 
 
-def error_middleware(runtime: Runtime) -> Middleware:
+def error_middleware() -> Middleware:
     """Renders every error as the gateway's JSON; nothing else ever reaches a client."""
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = request[EXCHANGE]
+        runtime = request[REQUEST_RUNTIME]
         header = runtime.settings.headers.request_id
         max_header_bytes = runtime.settings.limits.max_header_bytes
         try:

@@ -7,6 +7,8 @@ forwarding (:mod:`gateway.forward.decision`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 
@@ -19,7 +21,7 @@ from gateway.credentials import extract
 from gateway.errors import AuthenticationError, InsufficientScope, InvalidToken, NotFound
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.principal import Principal
-from gateway.runtime import RUNTIME, Runtime
+from gateway.runtime import REQUEST_RUNTIME, Runtime
 
 
 async def admit(
@@ -88,8 +90,13 @@ async def admit_client(
         raise
 
 
+Endpoint = Callable[[web.Request, Runtime, Principal], Awaitable[web.StreamResponse]]
+# The gateway-owned endpoints a rule's ``handler:`` names, set by the app (gateway.app).
+ENDPOINTS = web.AppKey("endpoints", dict[str, Endpoint])
+
+
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
+    runtime = request[REQUEST_RUNTIME]
     exchange = request[EXCHANGE]
     if runtime.settings.cors and is_preflight(request):
         return preflight(request)
@@ -103,10 +110,9 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
         request.remote,
     )
     if match.rule.handler is not None:
-        return await runtime.handlers[match.rule.handler](request, principal)
+        return await request.app[ENDPOINTS][match.rule.handler](request, runtime, principal)
     upstream = runtime.upstream_for(principal)
     exchange.upstream = upstream.name
-    assert runtime.forwarder is not None  # opened by runtime_ctx before the first request
     identity = runtime.identity.render(principal)
     if runtime.assertions is not None:
         identity = (

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 RateIdentity = Literal["key", "user", "subject_actor", "actor"]
-Narrowing = Literal["none", "resource", "sdk"]
+Narrowing = Literal["none", "resource", "resource_required", "sdk"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -23,7 +23,8 @@ class CredentialKind:
       user (``user``), the subject and actor pair (``subject_actor``), the acting person
       (``actor``);
     - ``narrowing``: how its scopes narrow what the policy allows: not at all (``none``), by
-      ``RESOURCE:ACTION`` scopes against a rule's ``resource`` (``resource``), by SDK scope
+      ``RESOURCE:ACTION`` scopes against a rule's ``resource``, where no scopes means not
+      narrowed (``resource``) or means nothing allowed (``resource_required``), by SDK scope
       names against a rule's ``sdk_scope`` (``sdk``).
     """
 

@@ -26,15 +26,16 @@ from gateway.confignode import ConfigError
 from gateway.errors import StoreUnavailable
 from gateway.observe import logs
 from gateway.requirements import check_runtime_requirements
-from gateway.runtime import Runtime, build_runtime, open_resources, open_store
+from gateway.runtime import Current, Runtime, build_runtime, open_store
 
 IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight count
 STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
 
 
-async def reload(runtime: Runtime, path: Path) -> bool:
-    """Reload ``runtime`` in place from ``path``; False (and the old config kept) on any
-    error in the file, its requirements or its resources."""
+async def reload(current: Current, path: Path) -> bool:
+    """Build a runtime from ``path`` and make it ``current``; False (and the old one kept) on
+    any error in the file, its requirements or its resources."""
+    runtime = current.runtime
     metrics = runtime.metrics
     try:
         settings = await asyncio.to_thread(load_settings, path)
@@ -58,12 +59,12 @@ async def reload(runtime: Runtime, path: Path) -> bool:
             )
     same_store = settings.store == old_settings.store
     store = runtime.store if same_store else open_store(settings)
-    new: Runtime | None = None
     try:
-        new = build_runtime(settings, clock=runtime.clock, store=store, metrics=metrics)
+        new = build_runtime(
+            settings, clock=runtime.clock, store=store, metrics=metrics, helper=runtime.helper
+        )
         if not same_store or settings.master_key != old_settings.master_key:
             await _check_master_key(new)
-        await open_resources(new, helper_session=runtime.helper_session)
     except (ConfigError, OSError, ValueError) as exc:
         metrics.reloads.labels("error").inc()
         logs.event(
@@ -72,19 +73,16 @@ async def reload(runtime: Runtime, path: Path) -> bool:
             error=str(exc),
             file=str(path),
         )
-        if new is not None:
-            for session in new.sessions.values():
-                await session.close()
         if not same_store:
             await store.close()
         return False
-    new.retiring = runtime.retiring  # one set across generations, awaited at shutdown
-    old = runtime.replace_with(new)
+    # SECURITY: one synchronous assignment: a request reads either runtime whole, never a mix.
+    old, current.runtime = runtime, new
     metrics.reloads.labels("ok").inc()
     logs.event("config reloaded", file=str(path), routes=len(settings.policy.rules))
     task = asyncio.get_running_loop().create_task(retire(old, close_store=not same_store))
-    runtime.retiring.add(task)
-    task.add_done_callback(runtime.retiring.discard)
+    current.retiring.add(task)
+    task.add_done_callback(current.retiring.discard)
     return True
 
 
@@ -96,16 +94,13 @@ async def retire(old: Runtime, *, close_store: bool) -> None:
     that replaced this one and stays open. Cancelled (at shutdown, once requests are drained),
     it closes everything at once."""
     try:
-        if old.forwarder is not None:
-            while old.forwarder.in_flight:
-                await asyncio.sleep(IDLE_POLL)
-        for session in old.sessions.values():
-            await session.close()
+        while old.forwarder.in_flight:
+            await asyncio.sleep(IDLE_POLL)
+        await old.forwarder.pools.close()
         if close_store:
             await asyncio.sleep(STORE_GRACE)
     finally:
-        for session in old.sessions.values():
-            await session.close()  # idempotent
+        await old.forwarder.pools.close()  # idempotent
         if close_store:
             await old.store.close()
 

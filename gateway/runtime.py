@@ -1,18 +1,22 @@
-"""The gateway's long-lived parts, built in one place and torn down in reverse.
+"""The gateway's long-lived parts, composed once into an immutable object graph.
 
-:func:`runtime_ctx` is the public app's ``cleanup_ctx``: it opens the store and one pooled
-client session per upstream, builds the key service, the signing keys and the explicit registry of
-authenticators, and closes everything on shutdown. Nothing here is module-level.
+:func:`build_runtime` is the one composition function: it builds the store, key service,
+signing keys, the registry of credential kinds, the policy's helpers and the upstream pools into
+a frozen :class:`Runtime`, complete from construction (pools open their connections on first
+use, see :mod:`gateway.pools`). Handlers read the runtime through :class:`Current`, the only
+mutable reference: a reload builds a new runtime and swaps that one reference in a single
+synchronous step, so a request sees one configuration or the other, never a mix
+(:mod:`gateway.reload`). :func:`runtime_ctx` closes what is open at shutdown. Nothing here is
+module-level.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, fields
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
 from gateway.abuse import FailureBudget
@@ -27,7 +31,7 @@ from gateway.authz.relationships import (
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings, Upstream
 from gateway.errors import ServiceUnavailable
-from gateway.forward.proxy import Forwarder, open_session
+from gateway.forward.proxy import Forwarder
 from gateway.issue.gateway_tokens import GatewayTokens
 from gateway.issue.membership import Membership
 from gateway.issue.mobile import MobileTokens
@@ -37,16 +41,17 @@ from gateway.keys.signing import SigningKeys
 from gateway.mutate.assertion import Assertions
 from gateway.mutate.headers import IdentityHeaders
 from gateway.observe.metrics import Metrics
+from gateway.pools import HelperPool, UpstreamPools
 from gateway.principal import Principal
 from gateway.stores.base import Store
 from gateway.stores.memory import MemoryStore
 from gateway.ttlcache import TTLCache
 
-Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
 
-
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Runtime:
+    """Everything a request needs, for one configuration. Immutable: a reload builds another."""
+
     settings: Settings
     clock: Clock
     store: Store
@@ -58,25 +63,11 @@ class Runtime:
     membership: Membership
     relationships: RelationshipProvider
     authenticators: Registry
-    sessions: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
-    handlers: dict[str, Handler] = field(default_factory=dict)
-    forwarder: Forwarder | None = None
-    helper_session: aiohttp.ClientSession | None = None
-    assertions: Assertions | None = None
-    rate_limiter: RateLimiter | None = None
-    # Closings of pools that reloads replaced, still waiting for their requests; shared by every
-    # generation of the runtime so that shutdown can finish them (see gateway.reload).
-    retiring: set[asyncio.Task[None]] = field(default_factory=set)
-    failure_budget: FailureBudget | None = None
-
-    def replace_with(self, new: Runtime) -> Runtime:
-        """Take over everything of ``new`` in one synchronous step (atomic for the event loop:
-        a request sees either the old configuration or the new one, never a mix). Returns a
-        runtime holding the old parts, for closing once in-flight requests are done."""
-        old = Runtime(**{f.name: getattr(self, f.name) for f in fields(self)})
-        for f in fields(self):
-            setattr(self, f.name, getattr(new, f.name))
-        return old
+    forwarder: Forwarder
+    helper: HelperPool
+    assertions: Assertions | None
+    rate_limiter: RateLimiter | None
+    failure_budget: FailureBudget | None
 
     def upstream_for(self, principal: Principal) -> Upstream:
         name = self.settings.environments.get(principal.environment)
@@ -89,7 +80,20 @@ class Runtime:
         return self.settings.upstreams[name]
 
 
-RUNTIME = web.AppKey("runtime", Runtime)
+@dataclass(slots=True)
+class Current:
+    """The runtime requests are served with now: the one mutable reference, swapped whole by a
+    reload. ``retiring`` holds the closings of pools reloads replaced, still waiting for their
+    requests (finished at shutdown)."""
+
+    runtime: Runtime
+    retiring: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+CURRENT = web.AppKey("current", Current)
+# The runtime one request is served with, read once from CURRENT when it arrives: every step of
+# that request (middlewares, pipeline, handlers) uses the same one, even across a reload.
+REQUEST_RUNTIME = web.RequestKey("runtime", Runtime)
 
 
 def open_store(settings: Settings) -> Store:
@@ -113,9 +117,14 @@ def build_runtime(
     clock: Clock | None = None,
     store: Store | None = None,
     metrics: Metrics | None = None,
+    helper: HelperPool | None = None,
 ) -> Runtime:
+    """Compose a runtime for ``settings``. A reload passes the running one's clock, metrics,
+    helper pool and (when the store settings are unchanged) store."""
     clock = clock or SystemClock()
     store = store or open_store(settings)
+    metrics = metrics or Metrics()
+    helper = helper or HelperPool()
     keys = KeyService(store, sealer_for(settings), clock, settings.api_keys)
     tokens = settings.tokens
     signing = SigningKeys.from_settings(tokens)
@@ -124,34 +133,37 @@ def build_runtime(
         clock=clock,
         store=store,
         keys=keys,
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         identity=IdentityHeaders(settings.headers),
         tokens=GatewayTokens(signing, tokens, clock),
         mobile=MobileTokens(store, clock, tokens.mobile_token_ttl),
         membership=Membership(clock, tokens.membership_cache_ttl),
-        relationships=build_relationships(settings, store, clock),
-        authenticators=Registry.build(Dependencies(settings, clock, keys, store, signing)),
+        relationships=build_relationships(settings, store, clock, helper),
+        authenticators=Registry.build(Dependencies(settings, clock, keys, store, signing, helper)),
+        forwarder=Forwarder(settings, UpstreamPools(settings.upstreams), metrics),
+        helper=helper,
+        assertions=Assertions(signing, tokens, clock) if tokens.assertion else None,
+        rate_limiter=(
+            RateLimiter(store, settings.rate_limits, clock, metrics)
+            if settings.rate_limits.rules
+            else None
+        ),
+        failure_budget=(
+            FailureBudget(store, settings.abuse, clock, metrics) if settings.abuse.enabled else None
+        ),
     )
-    if settings.rate_limits.rules:
-        runtime.rate_limiter = RateLimiter(store, settings.rate_limits, clock, runtime.metrics)
-    if settings.abuse.enabled:
-        runtime.failure_budget = FailureBudget(store, settings.abuse, clock, runtime.metrics)
-    if tokens.assertion:
-        runtime.assertions = Assertions(runtime.tokens.keys, tokens, clock)
     attach_metrics(runtime)
-    # Imported here: the endpoints read the runtime from the app, so they import this module.
-    from gateway.issue.endpoints import HANDLERS
-
-    runtime.handlers = dict(HANDLERS)
     return runtime
 
 
-def build_relationships(settings: Settings, store: Store, clock: Clock) -> RelationshipProvider:
+def build_relationships(
+    settings: Settings, store: Store, clock: Clock, helper: HelperPool
+) -> RelationshipProvider:
     rel = settings.relationships
     if rel.provider == "http":
         assert rel.url_template is not None  # validated with the config
         return HttpRelationships(
-            rel.url_template, clock, rel.positive_ttl, rel.negative_ttl, rel.timeout
+            rel.url_template, clock, rel.positive_ttl, rel.negative_ttl, rel.timeout, helper
         )
     return StoreRelationships(store, clock, rel.positive_ttl, rel.negative_ttl)
 
@@ -170,44 +182,25 @@ def attach_metrics(runtime: Runtime) -> None:
         runtime.store.observer = runtime.metrics.observe_store
 
 
-async def open_resources(
-    runtime: Runtime, *, helper_session: aiohttp.ClientSession | None = None
-) -> None:
-    """Open the connection pools: one per upstream, and one for identity providers and the
-    relationship service (``helper_session``, when given, is kept instead: it has no settings of
-    its own, so a reload reuses the running one rather than open and later close another)."""
-    runtime.sessions = {name: open_session(u) for name, u in runtime.settings.upstreams.items()}
-    runtime.forwarder = Forwarder(runtime.settings, runtime.sessions, runtime.metrics)
-    runtime.helper_session = helper_session or aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar()
-    )
-    runtime.authenticators.use_session(runtime.helper_session)
-    if isinstance(runtime.relationships, HttpRelationships):
-        runtime.relationships.session = runtime.helper_session
-
-
-async def close_resources(runtime: Runtime, *, close_store: bool = True) -> None:
+async def close_resources(current: Current) -> None:
     """At shutdown (requests drained): close at once the pools reloads replaced (their
-    closings stop waiting), then this runtime's pools and, unless told otherwise, its store."""
-    for task in runtime.retiring:
+    closings stop waiting), then the current runtime's pools, the helper pool and the store."""
+    for task in current.retiring:
         task.cancel()
-    await asyncio.gather(*runtime.retiring, return_exceptions=True)
-    if runtime.helper_session is not None:
-        await runtime.helper_session.close()
-    for session in runtime.sessions.values():
-        await session.close()
-    if close_store:
-        await runtime.store.close()
+    await asyncio.gather(*current.retiring, return_exceptions=True)
+    runtime = current.runtime
+    await runtime.forwarder.pools.close()
+    await runtime.helper.close()
+    await runtime.store.close()
 
 
-def runtime_ctx(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The public app's ``cleanup_ctx``: pools opened at start-up, closed at shutdown."""
+def runtime_ctx(current: Current) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The public app's ``cleanup_ctx``: whatever is open is closed at shutdown."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        await open_resources(runtime)
         try:
             yield
         finally:
-            await close_resources(runtime)
+            await close_resources(current)
 
     return ctx

@@ -24,7 +24,7 @@ from gateway.confignode import ConfigError
 from gateway.observe import logs
 from gateway.protocol import GatewayRunner
 from gateway.reload import reload
-from gateway.runtime import Runtime, build_runtime
+from gateway.runtime import Current, Runtime, build_runtime, close_resources
 
 SHUTDOWN_TIMEOUT = 30.0
 
@@ -69,13 +69,13 @@ async def run(
     another process (another gateway included) holds is an error. A listener that cannot be
     bound raises :class:`~gateway.confignode.ConfigError` naming the field, the address and the
     reason (``listen.port: cannot listen on 0.0.0.0:8080: address already in use; …``)."""
-    runtime = runtime or build_runtime(settings)
+    current = Current(runtime or build_runtime(settings))
     tls = TlsContexts()
     runners: list[web.AppRunner] = []
     if public:
         runners.append(
             GatewayRunner(
-                create_app(runtime),
+                create_app(current),
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
                 access_log=None,
                 handle_signals=False,
@@ -84,7 +84,7 @@ async def run(
     if admin:
         runners.append(
             GatewayRunner(
-                create_admin_app(runtime, metrics_registry), access_log=None, handle_signals=False
+                create_admin_app(current, metrics_registry), access_log=None, handle_signals=False
             )
         )
     for runner in runners:
@@ -97,7 +97,7 @@ async def run(
         if on_signal is not None:
             on_signal(signal.SIGHUP)
         if settings.source is not None:
-            task = loop.create_task(_reload(runtime, settings, tls))
+            task = loop.create_task(_reload(current, settings, tls))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
@@ -137,16 +137,18 @@ async def run(
             "listening",
             public=f"{settings.listen.host}:{settings.listen.port}" if public else None,
             admin=f"{settings.admin.host}:{settings.admin.port}" if admin else None,
-            store=runtime.store.name,
+            store=current.runtime.store.name,
         )
         settle_heap()
         if on_ready is not None:
-            await on_ready(runtime)
+            await on_ready(current.runtime)
         await stop.wait()
         logs.event("stopping: draining in-flight requests", timeout_s=SHUTDOWN_TIMEOUT)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+        if not public:  # the public app's cleanup_ctx closes them otherwise
+            await close_resources(current)
         logs.event("stopped")
 
 
@@ -162,10 +164,10 @@ async def _start(site: web.TCPSite, field: str, listener: Listener) -> None:
         ) from None
 
 
-async def _reload(runtime: Runtime, settings: Settings, tls: TlsContexts) -> None:
+async def _reload(current: Current, settings: Settings, tls: TlsContexts) -> None:
     assert settings.source is not None
-    if await reload(runtime, settings.source):
-        new = runtime.settings
+    if await reload(current, settings.source):
+        new = current.runtime.settings
         tls.reload({new.listen.port: new.listen, new.admin.port: new.admin})
 
 

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.config import Settings, parse_settings
 from gateway.confignode import Node
-from gateway.runtime import Runtime, build_runtime
+from gateway.runtime import Current, Runtime, build_runtime
 from gateway.stores.base import Store
 from gateway.stores.memory import MemoryStore
 from gateway.stores.redis import RedisStore
@@ -83,9 +83,14 @@ def make_settings(live_url: str, sandbox_url: str | None = None, **extra: Any) -
 @dataclass
 class Gateway:
     client: TestClient[Any, Any]
-    runtime: Runtime
+    current: Current
     recorder: Recorder
     clock: FakeClock
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime the gateway serves with now (a reload replaces it)."""
+        return self.current.runtime
 
     @property
     def port(self) -> int:
@@ -112,9 +117,9 @@ async def make_gateway(
     ) -> Gateway:
         url = str(server.make_url("")).rstrip("/")
         settings = settings or make_settings(url, url, **extra)
-        runtime = build_runtime(settings, clock=clock, store=store or MemoryStore())
-        client = await aiohttp_client(create_app(runtime))
-        return Gateway(client, runtime, recorder, clock)
+        current = Current(build_runtime(settings, clock=clock, store=store or MemoryStore()))
+        client = await aiohttp_client(create_app(current))
+        return Gateway(client, current, recorder, clock)
 
     return factory
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.app import create_admin_app
 from gateway.cli import main
-from gateway.runtime import build_runtime
+from gateway.runtime import Current, build_runtime
 from tests.conftest import make_settings
 from tests.support import ADMIN_TOKEN, OwnedProcess, gateway_command, write_config
 
@@ -163,7 +163,7 @@ def test_a_second_gateway_on_the_same_port_is_refused(tmp_path: Path) -> None:
 
 async def test_the_admin_api_makes_test_keys_like_the_cli(aiohttp_client: Any) -> None:
     settings = make_settings("http://127.0.0.1:1", admin={"token": ADMIN_TOKEN})
-    client = await aiohttp_client(create_admin_app(build_runtime(settings)))
+    client = await aiohttp_client(create_admin_app(Current(build_runtime(settings))))
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     response = await client.post("/admin/keys", json={"account": "a", "test": True}, headers=auth)
     created = await response.json()

@@ -17,6 +17,7 @@ from gateway.config import Settings
 from gateway.credentials import Credential
 from gateway.keys.service import KeyService
 from gateway.keys.signing import SigningKeys
+from gateway.pools import HelperPool
 from gateway.principal import CredentialKind, Principal
 from gateway.stores.base import Store
 
@@ -43,21 +44,15 @@ class Kind:
 
 @dataclass(frozen=True, slots=True)
 class Dependencies:
-    """Everything a kind's ``build`` may use. Connection pools are bound later, when they are
-    opened (:meth:`HttpUser.use_session`)."""
+    """Everything a kind's ``build`` may use (``helper`` is the pool for the gateway's own
+    HTTP calls: JWKS, introspection)."""
 
     settings: Settings
     clock: Clock
     keys: KeyService
     store: Store
     signing: SigningKeys
-
-
-class HttpUser(Protocol):
-    """A verifier that calls out over HTTP (JWKS, introspection) uses the runtime's helper pool,
-    bound once it is open."""
-
-    def use_session(self, session: Any) -> None: ...
+    helper: HelperPool
 
 
 def never(token: str, header: Mapping[str, Any] | None) -> bool:

@@ -27,6 +27,7 @@ from yarl import URL
 from gateway.clock import Clock
 from gateway.errors import InvalidToken, ServiceUnavailable
 from gateway.observe import logs
+from gateway.pools import HelperPool
 
 MAX_JWKS_BYTES = 256 * 1024
 UNKNOWN_KID_INTERVAL = 10.0
@@ -38,6 +39,7 @@ class JwksCache:
         url: URL,
         refresh_interval: float,
         clock: Clock,
+        helper: HelperPool,
         *,
         unknown_kid_interval: float = UNKNOWN_KID_INTERVAL,
         timeout: float = 3.0,
@@ -51,7 +53,7 @@ class JwksCache:
         self._loaded = False  # a fetch has succeeded at least once
         self._fetched_at: float | None = None  # the last attempt, successful or not
         self._lock = asyncio.Lock()
-        self.session: aiohttp.ClientSession | None = None
+        self._helper = helper
         self.fetches = 0
 
     def _due(self, now: float, interval: float) -> bool:
@@ -93,11 +95,10 @@ class JwksCache:
         return found
 
     async def _refresh(self, now: float) -> None:
-        assert self.session is not None  # opened in the runtime's cleanup_ctx
         self._fetched_at = now
         self.fetches += 1
         try:
-            async with self.session.get(
+            async with self._helper.client().get(
                 self._url, timeout=self._timeout, allow_redirects=False
             ) as response:
                 if response.status != 200:

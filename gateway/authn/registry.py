@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 from gateway.authn import (
     api_key,
@@ -98,10 +98,3 @@ class Registry:
             raise InvalidToken(
                 "The token could not be verified.", details={"reason": "unverifiable"}
             ) from None
-
-    def use_session(self, session: Any) -> None:
-        """Bind the helper pool to every verifier that calls out over HTTP."""
-        for entry in self.kinds:
-            bind = getattr(entry.authenticator, "use_session", None)
-            if bind is not None:
-                bind(session)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import jwt
 
 from gateway.authn.base import Dependencies, Kind
@@ -50,11 +49,6 @@ class TeamSessionAuthenticator:
         self._providers = providers
         self._clock = clock
         self.cache: TTLCache[str, Principal] = TTLCache(cache_size)
-
-    def use_session(self, session: aiohttp.ClientSession) -> None:
-        """The pool the providers' JWKS are fetched with, bound once it is open."""
-        for _, jwks in self._providers.values():
-            jwks.session = session
 
     async def authenticate(self, credential: Credential) -> Principal:
         now = self._clock.now()
@@ -140,6 +134,7 @@ def build(deps: Dependencies) -> Kind:
                         idp.jwks_url,
                         idp.refresh_interval,
                         deps.clock,
+                        deps.helper,
                         unknown_kid_interval=idp.unknown_kid_refetch_interval,
                     ),
                 )

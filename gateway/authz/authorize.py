@@ -22,7 +22,13 @@ def authorize(principal: Principal, match: RouteMatch, method: str) -> None:
     # SECURITY: a user-bound credential reaches only its own subject's data.
     if rule.bind is not None and kind.user_bound and match.params.get(rule.bind) != principal.user:
         raise WrongUser(f"This token can only access data for user {principal.user}.")
-    if kind.narrowing == "resource" and not scope_allows(principal.scopes, rule.resource, method):
+    if kind.narrowing == "resource_required" and not principal.scopes:
+        raise InsufficientScope(
+            "This token has no scopes.", details={"reason": "scope", "required": "scope"}
+        )
+    if kind.narrowing in ("resource", "resource_required") and not scope_allows(
+        principal.scopes, rule.resource, method
+    ):
         raise InsufficientScope(
             "This token's scopes do not allow this operation.",
             details={"reason": "scope", "required": f"{rule.resource or '?'}"},

@@ -22,6 +22,7 @@ from yarl import URL
 
 from gateway.clock import Clock
 from gateway.errors import InsufficientScope, ServiceUnavailable
+from gateway.pools import HelperPool
 from gateway.principal import Principal
 from gateway.stores.base import RelationshipStore
 from gateway.ttlcache import StatsFactory, TTLCache
@@ -90,20 +91,20 @@ class HttpRelationships(_Cached):
         positive_ttl: float,
         negative_ttl: float,
         timeout: float,
+        helper: HelperPool,
     ) -> None:
         super().__init__(clock, positive_ttl, negative_ttl)
         self._template = url_template
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self.session: aiohttp.ClientSession | None = None
+        self._helper = helper
 
     async def _lookup(self, account: str, subject: str, actor: str) -> bool:
         # The identifiers were validated (letters, digits, '_', '-'): safe in a URL as they are.
         url = URL(
             self._template.format(account=account, subject=subject, actor=actor), encoded=True
         )
-        assert self.session is not None  # opened in the runtime's cleanup_ctx
         try:
-            async with self.session.get(
+            async with self._helper.client().get(
                 url,
                 timeout=self._timeout,
                 allow_redirects=False,

@@ -26,7 +26,7 @@ from yarl import URL
 from gateway.errors import InvalidRequest, NotFound
 from gateway.exchange import EXCHANGE
 from gateway.pipeline import admit_client
-from gateway.runtime import RUNTIME
+from gateway.runtime import REQUEST_RUNTIME
 
 _METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
 
@@ -60,7 +60,7 @@ def query_of(target: str) -> MultiDictProxy[str]:
 
 
 async def decision_handler(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
+    runtime = request[REQUEST_RUNTIME]
     exchange = request[EXCHANGE]
     method, target = original_target(request, runtime.settings.decision.prefix)
     # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names

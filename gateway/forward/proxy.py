@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.forward import headers as hdrs
 from gateway.observe.metrics import Metrics
+from gateway.pools import UpstreamPools
 
 CHUNK = 64 * 1024
 
@@ -45,43 +45,11 @@ class _BodyError(Exception):
         self.error = error
 
 
-def _ssl_context(upstream: Upstream) -> ssl.SSLContext | bool:
-    if upstream.url.scheme != "https":
-        return False
-    context = ssl.create_default_context(cafile=str(upstream.ca_file) if upstream.ca_file else None)
-    if upstream.client_cert is not None:
-        context.load_cert_chain(
-            str(upstream.client_cert), str(upstream.client_key) if upstream.client_key else None
-        )
-    return context
-
-
-def open_session(upstream: Upstream) -> aiohttp.ClientSession:
-    """A pooled client for one upstream, opened in the app's ``cleanup_ctx``."""
-    connector = aiohttp.TCPConnector(
-        limit=upstream.max_connections,
-        ssl=_ssl_context(upstream),
-        ttl_dns_cache=60,
-        enable_cleanup_closed=True,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
-        ),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-    )
-
-
 class Forwarder:
-    def __init__(
-        self, settings: Settings, sessions: dict[str, aiohttp.ClientSession], metrics: Metrics
-    ) -> None:
+    def __init__(self, settings: Settings, pools: UpstreamPools, metrics: Metrics) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._sessions = sessions
+        self.pools = pools
         self._owned = frozenset(hdrs.canonical(h) for h in settings.headers.identity())
         self._max_body = settings.limits.max_body_bytes
         self._in_flight: dict[str, int] = {}
@@ -100,7 +68,7 @@ class Forwarder:
         own calls to the upstream, such as the membership check before issuing a token)."""
         self._in_flight[upstream] = self._in_flight.get(upstream, 0) + 1
         try:
-            yield self._sessions[upstream]
+            yield self.pools.client(upstream)
         finally:
             self._in_flight[upstream] -= 1
 
@@ -159,7 +127,7 @@ class Forwarder:
     ) -> web.StreamResponse:
         data = self._body(request) if request.body_exists else None
         url = URL(self._bases[upstream.name] + request.raw_path, encoded=True)
-        session = self._sessions[upstream.name]
+        session = self.pools.client(upstream.name)
         started = time.perf_counter()
         try:
             upstream_response = await session.request(

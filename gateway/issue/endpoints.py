@@ -19,8 +19,9 @@ from gateway.errors import InsufficientScope, InvalidRequest
 from gateway.identifiers import is_identifier
 from gateway.issue.gateway_tokens import SDK, USER
 from gateway.issue.mobile import SCOPES
+from gateway.pipeline import Endpoint
 from gateway.principal import Principal
-from gateway.runtime import RUNTIME, Handler
+from gateway.runtime import CURRENT, Runtime
 from gateway.stores.base import MobileState
 
 MAX_BODY = 64 * 1024
@@ -70,10 +71,8 @@ def _require_api_key(principal: Principal) -> str:
     return principal.key_id
 
 
-async def _confirm_user(request: web.Request, principal: Principal, user_id: str) -> None:
-    runtime = request.app[RUNTIME]
+async def _confirm_user(runtime: Runtime, principal: Principal, user_id: str) -> None:
     upstream = runtime.upstream_for(principal)
-    assert runtime.forwarder is not None  # opened by runtime_ctx before the first request
     # Leased, so a reload closes this pool only after the check is done.
     with runtime.forwarder.lease(upstream.name) as session:
         await runtime.membership.confirm(
@@ -86,12 +85,13 @@ async def _confirm_user(request: web.Request, principal: Principal, user_id: str
         )
 
 
-async def user_token(request: web.Request, principal: Principal) -> web.StreamResponse:
+async def user_token(
+    request: web.Request, runtime: Runtime, principal: Principal
+) -> web.StreamResponse:
     """``POST /v1/auth/user-token`` and ``/refresh``: ``{"user_id"}`` → a 1-hour user token."""
-    runtime = request.app[RUNTIME]
     key_id = _require_api_key(principal)
     user_id = _user_id(await _body(request))
-    await _confirm_user(request, principal, user_id)
+    await _confirm_user(runtime, principal, user_id)
     token, exp = runtime.tokens.issue(
         USER,
         user=user_id,
@@ -104,9 +104,10 @@ async def user_token(request: web.Request, principal: Principal) -> web.StreamRe
     return _json({"token": token, "user_id": user_id, "expires_at": rfc3339(exp)})
 
 
-async def mobile_token(request: web.Request, principal: Principal) -> web.StreamResponse:
+async def mobile_token(
+    request: web.Request, runtime: Runtime, principal: Principal
+) -> web.StreamResponse:
     """``POST /v1/auth/mobile-token``: ``{"user_id", "scopes"?}`` → a single-use ``mt_`` token."""
-    runtime = request.app[RUNTIME]
     key_id = _require_api_key(principal)
     data = await _body(request)
     user_id = _user_id(data)
@@ -121,7 +122,7 @@ async def mobile_token(request: web.Request, principal: Principal) -> web.Stream
             details={"field": "scopes"},
         )
     ordered = tuple(s for s in SCOPES if s in scopes)
-    await _confirm_user(request, principal, user_id)
+    await _confirm_user(runtime, principal, user_id)
     token, record = await runtime.mobile.issue(
         account=principal.account,
         environment=principal.environment,
@@ -140,9 +141,10 @@ async def mobile_token(request: web.Request, principal: Principal) -> web.Stream
     )
 
 
-async def sdk_initialize(request: web.Request, principal: Principal) -> web.StreamResponse:
+async def sdk_initialize(
+    request: web.Request, runtime: Runtime, principal: Principal
+) -> web.StreamResponse:
     """``POST /v1/sdk/initialize`` with ``Bearer mt_…``: consume it, answer an SDK session."""
-    runtime = request.app[RUNTIME]
     if principal.credential is not MOBILE_TOKEN or principal.token_id is None:
         raise InsufficientScope(
             "Only a mobile token can initialize the SDK.", details={"reason": "credential_kind"}
@@ -173,13 +175,13 @@ async def sdk_initialize(request: web.Request, principal: Principal) -> web.Stre
 
 async def jwks(request: web.Request) -> web.Response:
     """``GET /.well-known/jwks.json``: public keys of every signing key in use."""
-    body = orjson.dumps(request.app[RUNTIME].tokens.keys.jwks())
+    body = orjson.dumps(request.app[CURRENT].runtime.tokens.keys.jwks())
     return web.Response(
         body=body, content_type="application/json", headers={"Cache-Control": "public, max-age=300"}
     )
 
 
-HANDLERS: dict[str, Handler] = {
+HANDLERS: dict[str, Endpoint] = {
     "user_token": user_token,
     "user_token_refresh": user_token,
     "mobile_token": mobile_token,

@@ -18,7 +18,7 @@ from tests.support import ADMIN_TOKEN, RedisServer, free_port
 
 
 async def admin_client(aiohttp_client: Any, gw: Gateway) -> TestClient[Any, Any]:
-    client: TestClient[Any, Any] = await aiohttp_client(create_admin_app(gw.runtime))
+    client: TestClient[Any, Any] = await aiohttp_client(create_admin_app(gw.current))
     return client
 
 

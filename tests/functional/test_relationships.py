@@ -46,7 +46,7 @@ async def admin(
     make_gateway: GatewayFactory, aiohttp_client: Any
 ) -> tuple[Gateway, TestClient[Any, Any]]:
     gw = await make_gateway(admin={"token": ADMIN_TOKEN})
-    client: TestClient[Any, Any] = await aiohttp_client(create_admin_app(gw.runtime))
+    client: TestClient[Any, Any] = await aiohttp_client(create_admin_app(gw.current))
     return gw, client
 
 

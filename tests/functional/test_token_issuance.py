@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.observe.logs import JsonFormatter
+from gateway.pipeline import ENDPOINTS
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
 from tests.support import free_port
@@ -276,11 +277,11 @@ async def test_an_unexpected_exception_is_a_json_500_that_reveals_nothing(
 ) -> None:
     secret = "sk_live_" + "S" * 43
 
-    async def broken(request: web.Request, principal: Any) -> web.StreamResponse:
+    async def broken(request: web.Request, runtime: Any, principal: Any) -> web.StreamResponse:
         raise RuntimeError(f"database exploded while reading {secret}")
 
     # The real pipeline and middlewares, with a gateway-owned endpoint that fails.
-    gateway.runtime.handlers["user_token"] = broken
+    gateway.client.app[ENDPOINTS]["user_token"] = broken
     key = await gateway.key()
     response = await gateway.client.post(
         "/v1/auth/user-token", json={"user_id": "usr_a"}, headers=bearer(key)

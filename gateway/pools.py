@@ -1,0 +1,87 @@
+"""The gateway's outbound HTTP connection pools, opened on first use and closed together.
+
+:class:`UpstreamPools` holds one pooled client per upstream (what the proxy forwards with);
+:class:`HelperPool` one client for the gateway's own calls (identity providers' JWKS, token
+introspection, the relationship service). Both are built with the runtime, outside any request,
+and open a client the first time it is asked for (aiohttp clients belong to a running event
+loop), so a runtime is complete and immutable from construction: nothing is filled in later,
+and a runtime that never served a request opens and leaves behind no connection.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+
+import aiohttp
+
+from gateway.config import Upstream
+
+
+def _ssl_context(upstream: Upstream) -> ssl.SSLContext | bool:
+    if upstream.url.scheme != "https":
+        return False
+    context = ssl.create_default_context(cafile=str(upstream.ca_file) if upstream.ca_file else None)
+    if upstream.client_cert is not None:
+        context.load_cert_chain(
+            str(upstream.client_cert),
+            str(upstream.client_key) if upstream.client_key else None,
+        )
+    return context
+
+
+def _upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=upstream.max_connections,
+        ssl=_ssl_context(upstream),
+        ttl_dns_cache=60,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+    )
+
+
+class UpstreamPools:
+    """One pooled client per configured upstream."""
+
+    def __init__(self, upstreams: Mapping[str, Upstream]) -> None:
+        self._upstreams = dict(upstreams)
+        self._clients: dict[str, aiohttp.ClientSession] = {}
+
+    def client(self, name: str) -> aiohttp.ClientSession:
+        found = self._clients.get(name)
+        if found is None:
+            found = self._clients[name] = _upstream_client(self._upstreams[name])
+        return found
+
+    @property
+    def open(self) -> int:
+        """How many clients are open (each with its own connections)."""
+        return sum(1 for client in self._clients.values() if not client.closed)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+
+
+class HelperPool:
+    """The client for the gateway's own calls; it has no settings, so reloads keep it."""
+
+    def __init__(self) -> None:
+        self._client: aiohttp.ClientSession | None = None
+
+    def client(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            self._client = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
