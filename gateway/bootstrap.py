@@ -194,7 +194,7 @@ def _signing_pem(algorithm: str) -> bytes:
 
 
 def _create(path: Path, make: Callable[[], bytes], what: str) -> str:
-    from gateway.issue.cli import write_private_file
+    from gateway.keys.files import write_private_file
 
     if path.exists():
         return f"kept    {path} (exists; never overwritten)"
