@@ -6,6 +6,9 @@ member-token scopes), the SDK scope, or a gateway-owned handler. Matching walks 
 segment at a time (literal children before the parameter child), so its cost depends on the
 path's depth, not on the number of rules. A path that matches no template is 404; a template whose
 methods do not include the request's is 403: the gateway fails closed.
+
+The policy file's shape (``routes:`` and each rule's fields) is validated by
+:mod:`gateway.config.policy`, which builds the :class:`Rule` objects compiled here.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.confignode import ConfigError, Node
 from gateway.errors import InsufficientScope, NotFound
 
 HANDLERS: Final = ("user_token", "user_token_refresh", "mobile_token", "sdk_initialize")
@@ -42,6 +44,16 @@ class Rule:
     group: str = "default"
 
 
+class RouteConflict(ValueError):
+    """Two rules claim the same method and template, or name a parameter differently at the
+    same position; ``index`` is the later rule's."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        self.index = index
+        self.problem = problem
+        super().__init__(problem)
+
+
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
     rule: Rule
@@ -61,22 +73,23 @@ class Policy:
     """The compiled route table. Immutable after construction."""
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
+        """Compile ``rules``; :class:`RouteConflict` when two of them collide."""
         self.rules = rules
         self._root = _TrieNode()
-        for rule in rules:
+        for index, rule in enumerate(rules):
             for template in rule.templates:
-                self._insert(rule, template)
+                self._insert(index, rule, template)
 
-    def _insert(self, rule: Rule, template: str) -> None:
+    def _insert(self, index: int, rule: Rule, template: str) -> None:
         node = self._root
-        for part in _template_parts(template):
+        for part in template_parts(template):
             if part.startswith("{"):
                 name = part[1:-1]
                 if node.param is None:
                     node.param = (name, _TrieNode())
                 elif node.param[0] != name:
-                    raise ConfigError(
-                        f"routes[{rule.id}]",
+                    raise RouteConflict(
+                        index,
                         f"{template}: parameter {{{name}}} conflicts with {{{node.param[0]}}} "
                         "at the same position in another template",
                     )
@@ -87,9 +100,8 @@ class Policy:
         for method in rule.methods:
             other = node.by_method.get(method)
             if other is not None and other is not rule:
-                raise ConfigError(
-                    f"routes[{rule.id}]",
-                    f"{method} {template} is already covered by rule {other.id!r}",
+                raise RouteConflict(
+                    index, f"{method} {template} is already covered by rule {other.id!r}"
                 )
             node.by_method[method] = rule
 
@@ -128,66 +140,6 @@ def _walk(
     return None
 
 
-def _template_parts(template: str) -> list[str]:
+def template_parts(template: str) -> list[str]:
+    """The segments of a template (``/v1/users/{user_id}`` → ``v1``, ``users``, ``{user_id}``)."""
     return [] if template == "/" else template[1:].split("/")
-
-
-def _parse_template(node: Node) -> tuple[str, set[str]]:
-    template = node.str()
-    if not template.startswith("/"):
-        raise node.error(f"{template!r} must start with '/'")
-    names: set[str] = set()
-    for part in _template_parts(template):
-        if part.startswith("{") and part.endswith("}") and part[1:-1].isidentifier():
-            if part[1:-1] in names:
-                raise node.error(f"parameter {part} appears twice")
-            names.add(part[1:-1])
-        elif not part or any(ch in part for ch in "{}%;\\") or part in (".", ".."):
-            raise node.error(f"{template!r}: segment {part!r} is not a literal or {{name}}")
-    return template, names
-
-
-def parse_policy(root: Node) -> Policy:
-    """Parse ``routes:`` into a :class:`Policy`, naming the bad field on any error."""
-    rules: list[Rule] = []
-    seen_ids: set[str] = set()
-    for node in root["routes"].list(allow_empty=False):
-        node.fields(
-            "id", "methods", "paths", "allow", "bind", "resource", "sdk_scope", "handler", "group"
-        )
-        rule_id = node["id"].str()
-        if rule_id in seen_ids:
-            raise node["id"].error(f"duplicate rule id {rule_id!r}")
-        seen_ids.add(rule_id)
-        methods = frozenset(m.str(choices=METHODS) for m in node["methods"].list(allow_empty=False))
-        templates: list[str] = []
-        params: set[str] | None = None
-        for path_node in node["paths"].list(allow_empty=False):
-            template, names = _parse_template(path_node)
-            templates.append(template)
-            params = names if params is None else params & names
-        allow = frozenset(a.str(choices=KINDS) for a in node["allow"].list(allow_empty=False))
-        bind = node["bind"].str(None)
-        if bind is not None and bind not in (params or set()):
-            raise node["bind"].error(f"{{{bind}}} is not a parameter of every path of this rule")
-        handler = node["handler"].str(None, choices=HANDLERS)
-        rules.append(
-            Rule(
-                id=rule_id,
-                methods=methods,
-                templates=tuple(templates),
-                allow=allow,
-                bind=bind,
-                resource=node["resource"].str(None),
-                sdk_scope=node["sdk_scope"].str(None),
-                handler=handler,
-                group=node["group"].str("default"),
-            )
-        )
-    try:
-        return Policy(tuple(rules))
-    except ConfigError as exc:
-        index = next(i for i, r in enumerate(rules) if f"routes[{r.id}]" == exc.path)
-        raise ConfigError(
-            f"{root.path + '.' if root.path else ''}routes[{index}]", exc.problem
-        ) from None

@@ -8,7 +8,7 @@ from typing import TextIO
 from aiohttp import web
 from yarl import URL
 
-from gateway.config import Listener, Settings, Upstream
+from gateway.config import AdminListener, Listener, Settings, Upstream
 from gateway.demo.backend import create_backend
 from gateway.runtime import Runtime
 from gateway.server import run
@@ -18,10 +18,10 @@ DEMO_USER = "usr_demo"
 
 
 def demo_settings(port: int, admin_port: int, backend_port: int, host: str) -> Settings:
-    backend = Upstream("sandbox", URL(f"http://127.0.0.1:{backend_port}"))
+    backend = Upstream(name="sandbox", url=URL(f"http://127.0.0.1:{backend_port}"))
     return Settings(
-        listen=Listener(host, port),
-        admin=Listener("127.0.0.1", admin_port),
+        listen=Listener(host=host, port=port),
+        admin=AdminListener(host="127.0.0.1", port=admin_port),
         upstreams={"sandbox": backend},
         environments={"sandbox": "sandbox"},
     )

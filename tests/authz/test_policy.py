@@ -5,9 +5,7 @@ from typing import Any
 import pytest
 
 from gateway.authz.authorize import authorize
-from gateway.authz.policy import parse_policy
-from gateway.config import DEFAULT_POLICY, load_policy
-from gateway.confignode import Node
+from gateway.config import DEFAULT_POLICY, Node, load_policy, parse_policy
 from gateway.errors import InsufficientScope, NotFound, WrongUser
 from gateway.principal import CredentialKind, Principal
 from tests.kinds import K

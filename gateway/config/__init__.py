@@ -1,0 +1,73 @@
+"""The gateway's settings: one YAML file, validated once into frozen, typed sections.
+
+Each section is a pydantic model in its own module (``listeners``, ``store``, ``upstreams``, …)
+with every field declared once: type, default and description. :mod:`.loader` reads the file,
+expands ``${ENV}`` and turns the first failure into a :class:`ConfigError` naming the field
+(``upstreams.live.url: not a URL``). The JSON Schema (``gateway config schema``) and the field
+table in docs/configuration.md (:mod:`.doc`) are generated from the same models.
+"""
+
+from gateway.config.abuse import AbuseSettings
+from gateway.config.api_keys import ApiKeySettings
+from gateway.config.base import Section
+from gateway.config.cors import CorsPolicy
+from gateway.config.decision import DecisionSettings
+from gateway.config.errors import ConfigError
+from gateway.config.headers import HeaderNames, HeaderSettings
+from gateway.config.identity_providers import IdentityProvider
+from gateway.config.limits import Limits
+from gateway.config.listeners import AdminListener, Listener
+from gateway.config.loader import Node
+from gateway.config.member_tokens import MemberTokenSettings
+from gateway.config.policy import (
+    DEFAULT_POLICY,
+    PolicyFile,
+    PolicySection,
+    RouteSpec,
+    load_policy,
+    parse_policy,
+)
+from gateway.config.rate_limits import RATE_LIMIT_PER, RateLimit, RateLimitSettings
+from gateway.config.relationships import RelationshipSettings
+from gateway.config.settings import Settings, load_settings, parse_settings
+from gateway.config.store import StoreSettings
+from gateway.config.tokens import SigningKey, TokenSettings
+from gateway.config.upstreams import ENVIRONMENTS, Upstream
+
+DEFAULTS_DIR = DEFAULT_POLICY.parent
+
+__all__ = [
+    "DEFAULTS_DIR",
+    "DEFAULT_POLICY",
+    "ENVIRONMENTS",
+    "RATE_LIMIT_PER",
+    "AbuseSettings",
+    "AdminListener",
+    "ApiKeySettings",
+    "ConfigError",
+    "CorsPolicy",
+    "DecisionSettings",
+    "HeaderNames",
+    "HeaderSettings",
+    "IdentityProvider",
+    "Limits",
+    "Listener",
+    "MemberTokenSettings",
+    "Node",
+    "PolicyFile",
+    "PolicySection",
+    "RateLimit",
+    "RateLimitSettings",
+    "RelationshipSettings",
+    "RouteSpec",
+    "Section",
+    "Settings",
+    "SigningKey",
+    "StoreSettings",
+    "TokenSettings",
+    "Upstream",
+    "load_policy",
+    "load_settings",
+    "parse_policy",
+    "parse_settings",
+]
