@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from gateway.confignode import ConfigError
+from gateway.config import ConfigError
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -139,7 +139,7 @@ def _literal_path(base: Path, value: Any) -> Path | None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the missing files a config names (see the module docstring); 0, or a
-    :class:`~gateway.confignode.ConfigError` when the file cannot be read."""
+    :class:`~gateway.config.ConfigError` when the file cannot be read."""
     from gateway.keys.sealing import new_master_key
 
     config = Path(args.config)

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from gateway.confignode import ConfigError
+from gateway.config import ConfigError
 from gateway.errors import GatewayError
 from gateway.requirements import check_runtime_requirements
 

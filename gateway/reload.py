@@ -21,8 +21,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from gateway.config import load_settings
-from gateway.confignode import ConfigError
+from gateway.config import ConfigError, load_settings
 from gateway.errors import StoreUnavailable
 from gateway.observe import logs
 from gateway.requirements import check_runtime_requirements

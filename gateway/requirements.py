@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config import Settings
-from gateway.confignode import ConfigError
+from gateway.config import ConfigError, Settings
 
 
 def check_runtime_requirements(settings: Settings) -> None:

@@ -19,8 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_admin_app, create_app
-from gateway.config import Listener, Settings
-from gateway.confignode import ConfigError
+from gateway.config import ConfigError, Listener, Settings
 from gateway.observe import logs
 from gateway.protocol import GatewayRunner
 from gateway.reload import reload
@@ -67,7 +66,7 @@ async def run(
     only the public one, a supervisor only the admin one). ``share_port`` binds the public
     listener with ``SO_REUSEPORT``, for the workers of one supervisor only: without it, a port
     another process (another gateway included) holds is an error. A listener that cannot be
-    bound raises :class:`~gateway.confignode.ConfigError` naming the field, the address and the
+    bound raises :class:`~gateway.config.ConfigError` naming the field, the address and the
     reason (``listen.port: cannot listen on 0.0.0.0:8080: address already in use; …``)."""
     current = Current(runtime or build_runtime(settings))
     tls = TlsContexts()

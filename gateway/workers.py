@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gateway.config import Settings
-from gateway.confignode import ConfigError
+from gateway.config import ConfigError, Settings
 from gateway.observe import logs
 
 RESTART_DELAY = 1.0
@@ -91,7 +90,7 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
 
 def check_public_port(settings: Settings) -> None:
     """Before starting workers: the public port must be one they can share (free, or held by
-    sockets with ``SO_REUSEPORT`` of this user), else :class:`~gateway.confignode.ConfigError`
+    sockets with ``SO_REUSEPORT`` of this user), else :class:`~gateway.config.ConfigError`
     in one line, as a single process reports it, instead of workers failing and being
     restarted forever."""
     host, port = settings.listen.host, settings.listen.port

@@ -14,8 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.config import Settings, parse_settings
-from gateway.confignode import Node
+from gateway.config import Node, Settings, parse_settings
 from gateway.runtime import Current, Runtime, build_runtime
 from gateway.stores.base import Store
 from gateway.stores.memory import MemoryStore

@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 
-from gateway.confignode import ConfigError, Node
+from gateway.config import ConfigError, Node
 from gateway.identifiers import is_identifier
 from gateway.keys.material import KEY_ID_SHAPE, KEY_SHAPE
 

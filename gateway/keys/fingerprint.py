@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 
-from gateway.confignode import ConfigError
+from gateway.config import ConfigError
 from gateway.keys.record import KeyRecord
 from gateway.keys.sealing import Sealer, SealingError
 from gateway.stores.base import KeyStore

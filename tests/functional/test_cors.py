@@ -88,7 +88,7 @@ async def test_actual_responses_and_errors_carry_cors_headers(gw: Gateway) -> No
 
 
 def test_wildcard_with_credentials_is_a_config_error() -> None:
-    from gateway.confignode import ConfigError
+    from gateway.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"cors\[0\]\.origins: '\*' cannot be combined"):
         make_settings("http://x", cors=[{"origins": ["*"], "allow_credentials": True}])
