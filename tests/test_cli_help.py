@@ -70,7 +70,7 @@ def test_help_explains_every_option_and_shows_an_example(
             continue
         name = action.option_strings[0] if action.option_strings else action.dest
         assert action.help, f"{name} has no help"
-        assert name in text or (action.metavar or "") in text
+        assert name in text or str(action.metavar or "") in text
     examples = [
         line.strip()
         for line in text.split("example", 1)[-1].splitlines()

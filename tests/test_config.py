@@ -21,7 +21,7 @@ def parse(doc: dict[str, Any]) -> Any:
 
 
 def with_(**changes: Any) -> dict[str, Any]:
-    doc = yaml.safe_load(yaml.safe_dump(BASE))
+    doc: dict[str, Any] = yaml.safe_load(yaml.safe_dump(BASE))
     doc.update(changes)
     return doc
 

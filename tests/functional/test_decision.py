@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -19,7 +20,8 @@ async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]) -> 
     return await make_gateway(settings=make_settings(url, url, decision={"enabled": True}))
 
 
-STYLES = {
+Style = Callable[[str, str], tuple[str, str, dict[str, str]]]
+STYLES: dict[str, Style] = {
     "nginx": lambda m, u: ("GET", "/decisions", {"X-Original-Method": m, "X-Original-URI": u}),
     "ingress-nginx": lambda m, u: (
         "GET",

@@ -51,7 +51,8 @@ class IdentityProvider:
         keys = []
         for kid, (alg, private) in self.keys.items():
             algorithm = RSAAlgorithm if alg == "RS256" else ECAlgorithm
-            jwk = json.loads(algorithm.to_jwk(private.public_key()))  # type: ignore[attr-defined]
+            public: Any = private.public_key()
+            jwk = json.loads(algorithm.to_jwk(public))
             jwk.update({"kid": kid, "alg": alg, "use": "sig"})
             keys.append(jwk)
         return web.json_response({"keys": keys})

@@ -203,7 +203,9 @@ async def test_redis_slow_is_bounded_and_other_routes_are_unharmed(
     ).status == 200
     fresh = await gw.key()  # never looked up: needs Redis
     client = redis.Redis(port=redis_server.port)
-    sleeper = threading.Thread(target=lambda: client.execute_command("DEBUG", "SLEEP", "1.5"))
+    sleeper = threading.Thread(
+        target=lambda: client.execute_command("DEBUG", "SLEEP", "1.5")  # type: ignore[no-untyped-call]
+    )
     sleeper.start()
     await asyncio.sleep(0.1)
     try:

@@ -11,7 +11,7 @@ import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import pytest
@@ -90,13 +90,15 @@ def gw_sign(ctx: Context, claims: dict[str, Any], **header: Any) -> str:
 
 
 def public_pem(ctx: Context) -> bytes:
-    return ctx.gateway_key().public.public_bytes(
+    public: Any = ctx.gateway_key().public
+    return public.public_bytes(  # type: ignore[no-any-return]
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
 def public_der(ctx: Context) -> bytes:
-    return ctx.gateway_key().public.public_bytes(
+    public: Any = ctx.gateway_key().public
+    return public.public_bytes(  # type: ignore[no-any-return]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -125,7 +127,8 @@ def attacker_key_header(kind: str) -> Callable[[Context], str]:
 
     def build(ctx: Context) -> str:
         private = generate_private_key("RS256")
-        jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+        public: Any = private.public_key()
+        jwk = json.loads(RSAAlgorithm.to_jwk(public))
         extra: dict[str, Any] = {
             "jku": {"jku": ctx.canary_url + "/jwks.json"},
             "x5u": {"x5u": ctx.canary_url + "/cert.pem"},
@@ -288,7 +291,11 @@ ATTACKS: dict[str, Callable[[Context], str]] = {
     "team: HS256 with the provider's public key": team({}, sign="hs-public"),
     "team: alg none": team({}, sign="none"),
     "team: attacker key offered as jwk": lambda c: team(
-        {"jwk": json.loads(RSAAlgorithm.to_jwk(generate_private_key("RS256").public_key()))}
+        {
+            "jwk": json.loads(
+                RSAAlgorithm.to_jwk(cast(Any, generate_private_key("RS256")).public_key())
+            )
+        }
     )(c),
     "team: attacker key at jku": lambda c: team({"jku": c.canary_url + "/jwks.json"})(c),
     "team: attacker key, known kid": team({}),

@@ -54,7 +54,7 @@ class Monitor:
         assert self._ready.wait(10)
 
     def _run(self) -> None:
-        with self._client.monitor() as monitor:
+        with self._client.monitor() as monitor:  # type: ignore[no-untyped-call]
             self._ready.set()
             for event in monitor.listen():
                 command = str(event["command"])

@@ -113,5 +113,6 @@ def test_gcra_peek_reference() -> None:
     for _ in range(2):
         assert gcra_peek(tat, 2, 1.0, NOW) == (True, 0.0)
         _, tat, _, _ = gcra_step(tat, 2, 1.0, NOW)
-    assert gcra_peek(tat, 2, 1.0, NOW) == (False, pytest.approx(0.5))
+    allowed, wait = gcra_peek(tat, 2, 1.0, NOW)
+    assert not allowed and wait == pytest.approx(0.5)
     assert gcra_peek(tat, 2, 1.0, NOW + 0.5) == (True, 0.0)
