@@ -1,5 +1,6 @@
-"""The ``gateway`` command: serve, check-config, demo, init, keys, relationships, tokens,
-signing-key, master-key. Every command's ``--help`` explains each option and ends with examples."""
+"""The ``gateway`` command: serve, check-config, config schema, demo, init, keys, relationships,
+tokens, signing-key, master-key. Every command's ``--help`` explains each option and ends with
+examples."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.file}: OK ({len(settings.upstreams)} upstream(s), {rules} route rule(s), "
         f"store {settings.store.url.split('@')[-1] if settings.store.is_redis else 'memory'})"
     )
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from gateway.config.schema import config_schema, policy_schema, render
+
+    sys.stdout.write(render(policy_schema() if args.policy else config_schema()))
     return 0
 
 
@@ -272,6 +280,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", metavar="FILE", help="the config file to check")
     p.set_defaults(func=cmd_check_config)
+
+    p = command(
+        sub,
+        "config",
+        "describe the config file",
+        "What the config file may contain, for editors and tools.",
+        ("gateway config schema",),
+    )
+    config_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = command(
+        config_sub,
+        "schema",
+        "print the JSON Schema of the config file",
+        "Print the JSON Schema (draft 2020-12) of the config file, generated from the models\n"
+        "the gateway validates with; config/gateway.schema.json is this output. Point an editor\n"
+        "at it with a first line `# yaml-language-server: $schema=gateway.schema.json`.",
+        ("gateway config schema", "gateway config schema --policy"),
+    )
+    p.add_argument(
+        "--policy", action="store_true", help="the schema of a route policy file instead"
+    )
+    p.set_defaults(func=cmd_config_schema)
 
     p = command(
         sub,
