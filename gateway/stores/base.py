@@ -62,6 +62,10 @@ class RelationshipStore(Protocol):
 
     async def relationship_active(self, account: str, subject: str, actor: str) -> bool: ...
 
+    async def list_relationships(self, account: str) -> list[tuple[str, str]]:
+        """The active relationships of ``account`` as ``(subject, actor)`` pairs, sorted. For
+        the dashboard, never on a request's path."""
+
 
 class RateLimitStore(Protocol):
     async def rate_limit(

@@ -98,6 +98,9 @@ class MemoryStore:
     async def relationship_active(self, account: str, subject: str, actor: str) -> bool:
         return (account, subject, actor) in self._relationships
 
+    async def list_relationships(self, account: str) -> list[tuple[str, str]]:
+        return sorted((s, a) for acc, s, a in self._relationships if acc == account)
+
     # -- rate limits -----------------------------------------------------------------------
     async def rate_limit(
         self, bucket: str, limit: int, period: float, now: float

@@ -177,14 +177,28 @@ class RedisStore:
 
     @_fail_closed
     async def set_relationship(self, account: str, subject: str, actor: str, active: bool) -> None:
-        if active:
-            await self._redis.set(self._rel(account, subject, actor), b"1")
-        else:
-            await self._redis.delete(self._rel(account, subject, actor))
+        # The relationship and the account's index of relationships change in one MULTI, so
+        # list_relationships never shows a relationship that is not active (nor misses one
+        # granted through this method).
+        member = f"{subject}\x1f{actor}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if active:
+                pipe.set(self._rel(account, subject, actor), b"1")
+                pipe.sadd(f"{self._p}rels:{account}", member)
+            else:
+                pipe.delete(self._rel(account, subject, actor))
+                pipe.srem(f"{self._p}rels:{account}", member)
+            await pipe.execute()
 
     @_fail_closed
     async def relationship_active(self, account: str, subject: str, actor: str) -> bool:
         return bool(await self._redis.exists(self._rel(account, subject, actor)))
+
+    @_fail_closed
+    async def list_relationships(self, account: str) -> list[tuple[str, str]]:
+        members = cast("set[bytes]", await self._redis.smembers(f"{self._p}rels:{account}"))
+        pairs = (m.decode().split("\x1f", 1) for m in members)
+        return sorted((subject, actor) for subject, actor in pairs)
 
     # -- rate limits -----------------------------------------------------------------------
     @_fail_closed

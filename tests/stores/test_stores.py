@@ -63,6 +63,39 @@ async def test_relationships(store: Store) -> None:
     assert not await store.relationship_active("acc", "mem_1", "mem_2")
 
 
+async def test_relationships_are_listed_per_account(store: Store) -> None:
+    assert await store.list_relationships("acc") == []
+    await store.set_relationship("acc", "mem_2", "cg_1", True)
+    await store.set_relationship("acc", "mem_1", "cg_1", True)
+    await store.set_relationship("acc", "mem_1", "cg_1", True)  # granted twice: listed once
+    await store.set_relationship("other", "mem_1", "cg_9", True)
+    assert await store.list_relationships("acc") == [("mem_1", "cg_1"), ("mem_2", "cg_1")]
+    assert await store.list_relationships("other") == [("mem_1", "cg_9")]
+    await store.set_relationship("acc", "mem_2", "cg_1", False)
+    await store.set_relationship("acc", "mem_3", "cg_3", False)  # revoking what never was
+    assert await store.list_relationships("acc") == [("mem_1", "cg_1")]
+    assert await store.list_relationships("nobody") == []
+
+
+async def test_the_relationship_list_agrees_with_the_checks_after_concurrent_changes(
+    store: Store,
+) -> None:
+    """Grants and revokes racing each other: whatever order they land in, the listing names
+    exactly the relationships the request path finds active."""
+    changes = [
+        store.set_relationship("acc", f"mem_{i % 5}", f"cg_{i % 3}", i % 4 != 0) for i in range(120)
+    ]
+    await asyncio.gather(*changes)
+    active = {
+        (f"mem_{s}", f"cg_{a}")
+        for s in range(5)
+        for a in range(3)
+        if await store.relationship_active("acc", f"mem_{s}", f"cg_{a}")
+    }
+    assert active  # the control: some grants won
+    assert set(await store.list_relationships("acc")) == active
+
+
 async def test_rate_limit_matches_the_reference(store: Store) -> None:
     allowed = [await store.rate_limit("b", 5, 10.0, NOW) for _ in range(7)]
     assert [a for a, _, _ in allowed] == [True] * 5 + [False] * 2
