@@ -76,7 +76,9 @@ def _placeholders(node: Any) -> None:
 
 def _scalar_or_placeholder(schema: dict[str, Any]) -> dict[str, Any]:
     if _constrained_scalar(schema):
-        outer = {k: schema.pop(k) for k in ("description", "default") if k in schema}
+        outer: dict[str, Any] = {
+            k: schema.pop(k) for k in ("description", "default") if k in schema
+        }
         return {"anyOf": [schema, PLACEHOLDER_REF], **outer}
     alternatives = schema.get("anyOf")
     if (
