@@ -94,7 +94,8 @@ class Settings(Section):
         default_factory=HeaderSettings, description="Identity header names and forwarding."
     )
     tokens: TokenSettings = Field(
-        default_factory=TokenSettings, description="Signing keys and token lifetimes."
+        default_factory=TokenSettings,
+        description="Signing keys and token lifetimes (the token sections of the README).",
     )
     api_keys: ApiKeySettings = Field(default_factory=ApiKeySettings, description="API keys.")
     member_tokens: MemberTokenSettings = Field(
@@ -104,22 +105,25 @@ class Settings(Section):
         default_factory=RelationshipSettings, description="Caregiver relationships."
     )
     identity_providers: tuple[IdentityProvider, ...] = Field(
-        (), description="Issuers of team session tokens (see tokens.md)."
+        (), description="Issuers of team session tokens (every field in tokens.md)."
     )
     policy: Annotated[Policy, Compiled(PolicySection)] = Field(
         default_factory=default_policy, description="The route policy."
     )
     log_level: Annotated[str, OneOf(LOG_LEVELS)] = Field("INFO", description="Log level.")
     decision: DecisionSettings = Field(
-        default_factory=DecisionSettings, description="Decision mode (forward auth)."
+        default_factory=DecisionSettings,
+        description="Decision mode (forward auth, see operations.md).",
     )
-    cors: tuple[CorsPolicy, ...] = Field((), description="CORS policies for browser clients.")
+    cors: tuple[CorsPolicy, ...] = Field(
+        (), description="CORS policies for browser clients (below)."
+    )
     rate_limits: RateLimitSettings = Field(
-        default_factory=RateLimitSettings, description="Rate limits."
+        default_factory=RateLimitSettings, description="Rate limits (below)."
     )
     abuse: AbuseSettings = Field(
         default_factory=AbuseSettings,
-        description="A budget of failed authentications per client address.",
+        description="A budget of failed authentications per client address (below).",
     )
     source: SkipJsonSchema[Path | None] = Field(None, description="The file read.")
 
