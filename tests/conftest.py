@@ -19,7 +19,7 @@ from gateway.runtime import Current, Runtime, build_runtime
 from gateway.stores.base import Store
 from gateway.stores.memory import MemoryStore
 from gateway.stores.redis import RedisStore
-from tests.support import FakeClock, Recorder, RedisServer, signing_config
+from tests.support import FakeClock, Recorder, RedisServer, base_url, signing_config
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -114,7 +114,7 @@ async def make_gateway(
     async def factory(
         *, store: Store | None = None, settings: Settings | None = None, **extra: Any
     ) -> Gateway:
-        url = str(server.make_url("")).rstrip("/")
+        url = base_url(server)
         settings = settings or make_settings(url, url, **extra)
         current = Current(build_runtime(settings, clock=clock, store=store or MemoryStore()))
         client = await aiohttp_client(create_app(current))

@@ -452,3 +452,9 @@ def admin_create_key(proc: GatewayProcess, account: str, environment: str = "liv
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
         key: str = json.loads(response.read())["key"]
     return key
+
+
+def base_url(server: Any) -> str:
+    """The root URL of a test server (aiohttp's ``TestServer``), without a trailing slash: what
+    a config's ``upstreams.*.url`` or ``jwks_url`` base takes."""
+    return str(server.make_url("")).rstrip("/")

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from gateway.stores.base import Store
 from gateway.stores.redis import RedisStore
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import RedisServer
+from tests.support import RedisServer, base_url
 
 SCORES = "/v1/users/usr_a/scores"
 # Three failures at once, then one every 10 s. The test client connects from 127.0.0.1, which
@@ -53,7 +53,7 @@ def counter(gw: Gateway, name: str, **labels: str) -> float:
 async def gw(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], store: Store
 ) -> Gateway:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     return await make_gateway(settings=make_settings(url, url, abuse=ABUSE), store=store)
 
 
@@ -120,7 +120,7 @@ async def test_refusals_of_valid_credentials_do_not_count(gw: Gateway) -> None:
 async def test_x_forwarded_for_is_ignored_from_untrusted_peers(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     untrusted = {**ABUSE, "trusted_proxies": ["10.0.0.0/8"]}
     gw = await make_gateway(settings=make_settings(url, url, abuse=untrusted))
     # Each request claims another address; all are counted for the socket's, 127.0.0.1.
@@ -133,7 +133,7 @@ async def test_x_forwarded_for_is_ignored_from_untrusted_peers(
 async def test_replicas_share_the_budget_through_redis(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], redis_url: str
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     prefix = f"abuse{uuid.uuid4().hex[:8]}:"
     settings = make_settings(url, url, abuse=ABUSE)
     # Two replicas: their own runtimes and Redis connections, one Redis.
@@ -173,7 +173,7 @@ async def test_store_down(
     policy: str,
     status: int,
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     store = RedisStore(redis_url, prefix=f"abuse-down{uuid.uuid4().hex[:6]}:", timeout=0.2)
     gw = await make_gateway(
         store=store,
@@ -197,7 +197,7 @@ async def test_store_down(
 async def test_off_by_default(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(settings=make_settings(url, url))
     assert gw.runtime.failure_budget is None
     statuses = {(await gw.client.get(SCORES, headers=from_(ATTACKER))).status for _ in range(40)}
@@ -215,7 +215,7 @@ DECISION_STYLES = {
 async def test_decision_mode_counts_the_front_proxys_client(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], store: Store, style: str
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(
         settings=make_settings(url, url, abuse=ABUSE, decision={"enabled": True}), store=store
     )

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_admin_app
 from gateway.stores.redis import RedisStore
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import ADMIN_TOKEN, RedisServer, free_port
+from tests.support import ADMIN_TOKEN, RedisServer, base_url, free_port
 
 
 async def admin_client(aiohttp_client: Any, gw: Gateway) -> TestClient[Any, Any]:
@@ -142,7 +142,7 @@ async def test_readyz_is_503_while_redis_is_down_and_recovers(
 async def test_readyz_is_503_while_an_upstream_refuses_connections(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], aiohttp_client: Any
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     dead = f"http://127.0.0.1:{free_port()}"
     gw = await make_gateway(settings=make_settings(url, dead))
     client = await admin_client(aiohttp_client, gw)

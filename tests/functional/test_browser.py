@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.demo.backend import create_backend
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import OwnedProcess, free_port, require_binary
+from tests.support import OwnedProcess, base_url, free_port, require_binary
 
 PAGE = """<!doctype html><html><body><script>
 // The token doc's frontend example, as a function the test calls.
@@ -139,7 +139,7 @@ async def test_browser_reads_scores_is_blocked_elsewhere_and_reads_401s(
 ) -> None:
     allowed_page, other_page = await page_server(aiohttp_server), await page_server(aiohttp_server)
     backend = await aiohttp_server(create_backend({"usr_abc123": "acc_1"}))
-    url = str(backend.make_url("")).rstrip("/")
+    url = base_url(backend)
     allowed_origin = f"http://127.0.0.1:{allowed_page.port}"
     gw: Gateway = await make_gateway(
         settings=make_settings(

@@ -8,6 +8,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import Gateway, GatewayFactory, make_settings
+from tests.support import base_url
 
 APP = "https://app.example.com"
 EVIL = "https://evil.example.com"
@@ -15,7 +16,7 @@ EVIL = "https://evil.example.com"
 
 @pytest.fixture
 async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]) -> Gateway:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     return await make_gateway(
         settings=make_settings(
             url,

@@ -11,12 +11,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import raw_http, status_of
+from tests.support import base_url, raw_http, status_of
 
 
 @pytest.fixture
 async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]) -> Gateway:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     return await make_gateway(settings=make_settings(url, url, decision={"enabled": True}))
 
 
@@ -141,7 +141,7 @@ async def test_signed_assertion_verifies_with_the_jwks(
 ) -> None:
     from tests.support import signing_config
 
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(
         settings=make_settings(
             url,
@@ -193,7 +193,7 @@ async def test_signed_assertion_verifies_with_the_jwks(
 async def test_sandbox_credential_without_a_sandbox_upstream_is_503(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], style: str
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(settings=make_settings(url, decision={"enabled": True}))  # live only
     sandbox, _ = await gw.runtime.keys.create("acc_1", "sandbox")
     live = await gw.key("acc_1", "live")

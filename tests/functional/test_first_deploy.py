@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from aiohttp.test_utils import TestServer
 
-from tests.support import ROOT, OwnedProcess, Recorder, free_port, wait_for_port
+from tests.support import ROOT, OwnedProcess, Recorder, base_url, free_port, wait_for_port
 
 # The README's commands, run verbatim below (the test checks that they are the README's).
 INIT = "gateway init --config config/gateway.yaml --redis-url "
@@ -114,7 +114,7 @@ async def test_first_deploy_by_the_docs(
 
     # The editor step: this machine's ports and backend.
     port, admin_port = free_port(), free_port()
-    backend = str(server.make_url("")).rstrip("/")
+    backend = base_url(server)
     uncomment(
         env_file,
         GATEWAY_PORT=str(port),

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.issue.member_cli import member_token
 from gateway.keys.sealing import Sealer, new_master_key
-from tests.support import GatewayProcess, Recorder, gateway_command, write_config
+from tests.support import GatewayProcess, Recorder, base_url, gateway_command, write_config
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ async def test_cli_and_server_refuse_another_master_key(
     upstream: tuple[Recorder, TestServer],
     processes: list[GatewayProcess],
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     name = f"mk-{uuid.uuid4().hex[:8]}"  # one store prefix, shared by all three configs
     server = write_config(tmp_path, url, store=redis_url, name=name)
     other_key = new_master_key()

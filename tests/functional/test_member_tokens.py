@@ -21,7 +21,7 @@ from gateway.issue.member_cli import member_token
 from gateway.observe.logs import JsonFormatter
 from gateway.stores.base import Store
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import gateway_command
+from tests.support import base_url, gateway_command
 
 SCORES = "/v1/users/mem_1/scores"
 
@@ -324,8 +324,8 @@ async def test_http_relationship_provider(
 ) -> None:
     service = RelationshipService()
     server = await aiohttp_server(service.app())
-    url = str(upstream[1].make_url("")).rstrip("/")
-    template = str(server.make_url("")).rstrip("/") + "/relationships/{subject}/{actor}"
+    url = base_url(upstream[1])
+    template = base_url(server) + "/relationships/{subject}/{actor}"
     gw = await make_gateway(
         settings=make_settings(
             url,

@@ -21,6 +21,7 @@ from tests.support import (
     GatewayProcess,
     OwnedProcess,
     Recorder,
+    base_url,
     free_port,
     require_binary,
     wait_for_port,
@@ -39,7 +40,7 @@ def processes() -> Iterator[list[GatewayProcess]]:
 
 
 def url_of(upstream: tuple[Recorder, TestServer]) -> str:
-    return str(upstream[1].make_url("")).rstrip("/")
+    return base_url(upstream[1])
 
 
 async def new_key(s: aiohttp.ClientSession, proc: GatewayProcess, env: str = "live") -> str:

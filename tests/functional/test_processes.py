@@ -19,6 +19,7 @@ from tests.support import (
     ADMIN_TOKEN,
     GatewayProcess,
     Recorder,
+    base_url,
     gateway_command,
     write_config,
 )
@@ -35,7 +36,7 @@ def processes() -> Iterator[list[GatewayProcess]]:
 
 
 def upstream_url(upstream: tuple[Recorder, TestServer]) -> str:
-    return str(upstream[1].make_url("")).rstrip("/")
+    return base_url(upstream[1])
 
 
 def cli(config: Path, *args: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import raw_http, status_of
+from tests.support import base_url, raw_http, status_of
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -133,7 +133,7 @@ async def test_request_id_propagated_when_well_formed(
 async def test_authorization_forwarding_is_opt_in(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(settings=make_settings(url, headers={"forward_authorization": True}))
     key = await gw.key()
     response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
@@ -189,7 +189,7 @@ async def test_upstream_refusing_connections_is_502(make_gateway: GatewayFactory
 async def test_slow_upstream_is_504(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(
         settings=make_settings(
             "http://unused.invalid",
@@ -253,11 +253,7 @@ async def test_sandbox_keys_reach_only_the_sandbox_upstream(
         await aiohttp_server(live.app()),
         await aiohttp_server(sandbox.app()),
     )
-    gw = await make_gateway(
-        settings=make_settings(
-            str(live_server.make_url("")).rstrip("/"), str(sandbox_server.make_url("")).rstrip("/")
-        )
-    )
+    gw = await make_gateway(settings=make_settings(base_url(live_server), base_url(sandbox_server)))
     for prefix_env, test in (("sandbox", False), ("sandbox", True)):
         key, _ = await gw.runtime.keys.create("acc_1", prefix_env, test=test)
         response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
@@ -271,7 +267,7 @@ async def test_sandbox_keys_reach_only_the_sandbox_upstream(
 async def test_sandbox_without_a_sandbox_upstream_fails_closed(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(settings=make_settings(url))  # live only
     key, _ = await gw.runtime.keys.create("acc_1", "sandbox")
     response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})

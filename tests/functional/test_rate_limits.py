@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from gateway.stores.base import Store
 from gateway.stores.redis import RedisStore
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, RedisServer, write_config
+from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, RedisServer, base_url, write_config
 
 SCORES = "/v1/users/usr_a/scores"
 LIMITS = {"rules": [{"group": "default", "per": "credential", "limit": 3, "period": "10s"}]}
@@ -24,7 +24,7 @@ LIMITS = {"rules": [{"group": "default", "per": "credential", "limit": 3, "perio
 async def gw(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], store: Store
 ) -> Gateway:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     return await make_gateway(settings=make_settings(url, rate_limits=LIMITS), store=store)
 
 
@@ -59,7 +59,7 @@ async def test_budget_headers_429_and_reset(gw: Gateway) -> None:
 async def test_limits_apply_per_route_group(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(
         settings=make_settings(
             url,
@@ -87,7 +87,7 @@ async def test_store_down(
     policy: str,
     status: int,
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     store = RedisStore(redis_url, prefix="rl-down:", timeout=0.2)
     gw = await make_gateway(
         store=store,
@@ -111,7 +111,7 @@ async def test_store_down(
 async def test_two_replicas_share_one_budget(
     tmp_path: Path, redis_url: str, upstream: tuple[Recorder, TestServer]
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     extra = {
         "rate_limits": {
             "rules": [{"group": "default", "per": "account", "limit": 10, "period": "1m"}]
@@ -154,7 +154,7 @@ async def test_token_kinds_are_budgeted_per_user_pair_or_person(
 
     idp = IdentityProvider()
     idp_server = await aiohttp_server(idp.app())
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(
         settings=make_settings(
             url,

@@ -18,7 +18,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_admin_app
 from tests.conftest import Gateway, GatewayFactory
-from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, gateway_command, write_config
+from tests.support import (
+    ADMIN_TOKEN,
+    GatewayProcess,
+    Recorder,
+    base_url,
+    gateway_command,
+    write_config,
+)
 
 SCORES = "/v1/users/mem_1/scores"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -166,7 +173,7 @@ async def test_cli_grants_and_revokes_on_a_running_gateway(
     upstream: tuple[Recorder, TestServer],
     processes: list[GatewayProcess],
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     proc = write_config(tmp_path, url, store=redis_url, name=f"rel{tmp_path.name[-6:]}")
     await asyncio.to_thread(proc.start)
     processes.append(proc)

@@ -18,7 +18,7 @@ import yaml
 from aiohttp.test_utils import TestServer
 
 from gateway.keys.sealing import new_master_key
-from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, write_config
+from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, base_url, write_config
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -74,7 +74,7 @@ async def test_reloads_do_not_grow_upstream_connections(
 ) -> None:
     server = upstream[1]
     assert server.port is not None
-    proc = write_config(tmp_path, str(server.make_url("")).rstrip("/"))
+    proc = write_config(tmp_path, base_url(server))
     await asyncio.to_thread(proc.start)
     processes.append(proc)
     assert proc.proc is not None
@@ -116,7 +116,7 @@ async def test_a_reload_with_another_master_key_keeps_the_running_config(
 ) -> None:
     proc = write_config(
         tmp_path,
-        str(upstream[1].make_url("")).rstrip("/"),
+        base_url(upstream[1]),
         store=redis_url,
         name=f"reload-{uuid.uuid4().hex[:8]}",
     )

@@ -14,6 +14,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from gateway.keys.signing import PrivateKey, generate_private_key
 from tests.conftest import Gateway, GatewayFactory, make_settings
+from tests.support import base_url
 
 ISSUER = "https://login.example.test/"
 AUDIENCE = "health-gateway"
@@ -88,7 +89,7 @@ async def gw(
     idp: tuple[IdentityProvider, TestServer],
     upstream: tuple[Any, TestServer],
 ) -> Gateway:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     jwks = str(idp[1].make_url("/.well-known/jwks.json"))
     return await make_gateway(
         settings=make_settings(
@@ -226,7 +227,7 @@ async def test_provider_down_from_the_start_is_503(
 ) -> None:
     from tests.support import free_port
 
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(
         settings=make_settings(
             url,

@@ -15,7 +15,7 @@ import trustme
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import GatewayFactory, make_settings
-from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, raw_http, write_config
+from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, base_url, raw_http, write_config
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -62,7 +62,7 @@ async def test_https_client_to_gateway(
     processes: list[GatewayProcess],
 ) -> None:
     cert, key = server_files(ca, tmp_path, "gateway")
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     proc = write_config(
         tmp_path,
         url,

@@ -25,7 +25,7 @@ from gateway.observe.logs import JsonFormatter
 from gateway.pipeline import ENDPOINTS
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
-from tests.support import free_port
+from tests.support import base_url, free_port
 
 ISSUANCE = ("/v1/auth/user-token", "/v1/auth/user-token/refresh", "/v1/auth/mobile-token")
 EVERYONE = ["api_key", "user_token", "member_token", "sdk_session", "team_session"]
@@ -81,7 +81,7 @@ async def open_gw(
     upstream: tuple[Any, TestServer],
     idp: tuple[IdentityProvider, TestServer],
 ) -> Gateway:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     return await make_gateway(
         settings=make_settings(
             url,
@@ -188,7 +188,7 @@ async def backend(aiohttp_server: Any) -> tuple[Backend, TestServer]:
 
 @pytest.fixture
 async def gw(make_gateway: GatewayFactory, backend: tuple[Backend, TestServer]) -> Gateway:
-    url = str(backend[1].make_url("")).rstrip("/")
+    url = base_url(backend[1])
     return await make_gateway(
         settings=make_settings(url, upstreams={"live": {"url": url, "read_timeout": "300ms"}})
     )

@@ -20,7 +20,7 @@ from gateway.demo.backend import create_backend
 from gateway.keys.signing import SigningKey
 from gateway.stores.base import Store
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import signing_config
+from tests.support import base_url, signing_config
 
 USERS = {"usr_abc123": "acc_1", "usr_other": "acc_1", "usr_foreign": "acc_2"}
 DATA = ("scores", "daily", "sleep", "workouts", "timeseries", "devices")
@@ -34,7 +34,7 @@ async def backend(aiohttp_server: Any) -> TestServer:
 
 @pytest.fixture
 async def doc(make_gateway: GatewayFactory, backend: TestServer, store: Store) -> Gateway:
-    url = str(backend.make_url("")).rstrip("/")
+    url = base_url(backend)
     return await make_gateway(settings=make_settings(url, url), store=store)
 
 
@@ -437,7 +437,7 @@ async def test_tampered_tokens(make_gateway: GatewayFactory) -> None:
 async def test_key_rotation_keeps_old_tokens_valid(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     before = await make_gateway(
         settings=make_settings(url, tokens=signing_config("rs1", ("rs1", "es1")))
     )

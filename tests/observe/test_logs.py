@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from gateway.observe.logs import JsonFormatter
 from tests.conftest import GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
+from tests.support import base_url
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ async def test_no_secret_in_any_log_line(
 ) -> None:
     idp = IdentityProvider()
     idp_server = await aiohttp_server(idp.app())
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(
         settings=make_settings(
             url,

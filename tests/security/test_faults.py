@@ -17,13 +17,13 @@ from prometheus_client import generate_latest
 
 from gateway.stores.redis import RedisStore
 from tests.conftest import GatewayFactory, make_settings
-from tests.support import RedisServer, free_port, status_of
+from tests.support import RedisServer, base_url, free_port, status_of
 
 SCORES = "/v1/users/usr_a/scores"
 
 
 def url_of(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
+    return base_url(server)
 
 
 class RawUpstream:

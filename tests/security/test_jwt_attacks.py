@@ -23,6 +23,7 @@ from jwt.algorithms import RSAAlgorithm
 from gateway.keys.signing import generate_private_key
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
+from tests.support import base_url
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -317,7 +318,7 @@ async def ctx(
     canary_server = await aiohttp_server(canary_app)
     idp = IdentityProvider()
     idp_server = await aiohttp_server(idp.app())
-    url = str(upstream[1].make_url("")).rstrip("/")
+    url = base_url(upstream[1])
     gw = await make_gateway(
         settings=make_settings(
             url,
@@ -340,7 +341,7 @@ async def ctx(
     return Context(
         gw,
         canary,
-        str(canary_server.make_url("")).rstrip("/"),
+        base_url(canary_server),
         key,
         record_.key_id,
         idp,
