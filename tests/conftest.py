@@ -3,6 +3,8 @@ real aiohttp upstreams and the real gateway app on localhost sockets."""
 
 from __future__ import annotations
 
+import io
+import logging
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,11 +17,19 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.config import Node, Settings, parse_settings
+from gateway.observe.logs import JsonFormatter
 from gateway.runtime import Current, Runtime, build_runtime
 from gateway.stores.base import Store
 from gateway.stores.memory import MemoryStore
 from gateway.stores.redis import RedisStore
-from tests.support import FakeClock, Recorder, RedisServer, base_url, signing_config
+from tests.support import (
+    FakeClock,
+    Recorder,
+    RedisServer,
+    ThreadedUpstream,
+    base_url,
+    signing_config,
+)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -55,6 +65,29 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     redis_store = RedisStore(url, prefix=f"t{uuid.uuid4().hex[:8]}:")
     yield redis_store
     await redis_store.close()
+
+
+@pytest.fixture(scope="module")
+def upstream_thread() -> Iterator[ThreadedUpstream]:
+    """A recording upstream on its own loop, shared by a module's gateway processes."""
+    upstream = ThreadedUpstream()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Everything the gateway's loggers write during the test, as JSON lines."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gateway")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield stream
+    logger.removeHandler(handler)
+    logger.setLevel(old)
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -21,7 +19,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.observe.logs import JsonFormatter
 from gateway.pipeline import ENDPOINTS
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
@@ -256,20 +253,6 @@ async def test_a_yes_is_cached_per_account_and_user(
 
 
 # --- an exception nobody expected -------------------------------------------------------------
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("gateway")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 async def test_an_unexpected_exception_is_a_json_500_that_reveals_nothing(

@@ -12,24 +12,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.observe.logs import JsonFormatter
 from tests.conftest import GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
 from tests.support import base_url
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("gateway")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 async def test_no_secret_in_any_log_line(

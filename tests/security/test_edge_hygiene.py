@@ -43,13 +43,6 @@ POLICY = {
 }
 
 
-@pytest.fixture(scope="module")
-def upstream_thread() -> Iterator[ThreadedUpstream]:
-    upstream = ThreadedUpstream()
-    yield upstream
-    upstream.stop()
-
-
 class Edge:
     def __init__(self, proc: GatewayProcess, upstream: ThreadedUpstream, key: str) -> None:
         self.proc, self.upstream, self.key = proc, upstream, key

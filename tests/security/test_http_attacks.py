@@ -29,13 +29,6 @@ class Target:
         return await raw_http(self.proc.port, data, read_timeout=1.0)
 
 
-@pytest.fixture(scope="module")
-def upstream_thread() -> Iterator[ThreadedUpstream]:
-    upstream = ThreadedUpstream()
-    yield upstream
-    upstream.stop()
-
-
 @pytest.fixture(scope="module", params=["c-parser", "python-parser"])
 def gateway_process(
     request: pytest.FixtureRequest,
