@@ -124,3 +124,70 @@ RESOURCES = {
     "timeseries": timeseries,
     "devices": devices,
 }
+
+
+# --- webhooks and events: the account-wide side of the API, seeded per account ---------------
+
+EVENT_TYPES = (
+    "scores.updated",
+    "daily.updated",
+    "sleep.updated",
+    "workout.created",
+    "device.synced",
+)
+
+
+def identifier(prefix: str, *parts: str) -> str:
+    """A stable id: the same parts always give the same id."""
+    return prefix + hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
+
+
+def webhooks(account: str) -> list[dict[str, Any]]:
+    """The webhook endpoints an account starts with: one, subscribed to the daily summaries."""
+    created = datetime.combine(_days()[0], datetime.min.time(), tzinfo=UTC)
+    return [
+        {
+            "id": identifier("wh_", account, "default"),
+            "url": "https://example.com/webhooks/health",
+            "events": ["scores.updated", "sleep.updated"],
+            "status": "active",
+            "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    ]
+
+
+def events(account: str, users: list[str], now: datetime | None = None) -> list[dict[str, Any]]:
+    """What happened in an account over the last seven days up to ``now``, newest first: for
+    every user and day, the device sync, the night's sleep and the morning's scores, any workout
+    and the day's summary."""
+    now = now or datetime.now(UTC)
+    out = []
+    for user_id in sorted(users):
+        rng = _rng(user_id, "events")
+        trained = {w["date"] for w in workouts(user_id)}
+        for d in _days():
+            morning = datetime.combine(d, datetime.min.time(), tzinfo=UTC) + timedelta(
+                hours=6, minutes=rng.randint(0, 59)
+            )
+            happened = [
+                ("device.synced", morning),
+                ("sleep.updated", morning + timedelta(minutes=2)),
+                ("scores.updated", morning + timedelta(minutes=3)),
+            ]
+            if d.isoformat() in trained:
+                happened.append(("workout.created", morning + timedelta(hours=rng.randint(2, 12))))
+            happened.append(("daily.updated", morning + timedelta(hours=17)))
+            for kind, at in happened:
+                if at > now:
+                    continue
+                stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                out.append(
+                    {
+                        "id": identifier("evt_", account, user_id, kind, stamp),
+                        "type": kind,
+                        "user_id": user_id,
+                        "created_at": stamp,
+                    }
+                )
+    out.sort(key=lambda e: (e["created_at"], e["id"]), reverse=True)
+    return out
