@@ -166,7 +166,7 @@ class Backend:
     async def user(self, request: web.Request) -> web.StreamResponse:
         self.asked += 1
         if self.mode == "stall":
-            await asyncio.sleep(3)
+            await asyncio.sleep(5)
         if self.mode == "reset":
             assert request.transport is not None
             request.transport.abort()
@@ -187,7 +187,7 @@ async def backend(aiohttp_server: Any) -> tuple[Backend, TestServer]:
 async def gw(make_gateway: GatewayFactory, backend: tuple[Backend, TestServer]) -> Gateway:
     url = base_url(backend[1])
     return await make_gateway(
-        settings=make_settings(url, upstreams={"live": {"url": url, "read_timeout": "300ms"}})
+        settings=make_settings(url, upstreams={"live": {"url": url, "read_timeout": "1s"}})
     )
 
 
