@@ -116,7 +116,7 @@ async def test_readyz_is_503_while_redis_is_down_and_recovers(
     aiohttp_client: Any,
     own_redis: RedisServer,
 ) -> None:
-    store = RedisStore(own_redis.url, prefix=f"ready{uuid.uuid4().hex[:6]}:", timeout=0.3)
+    store = RedisStore(own_redis.url, prefix=f"ready{uuid.uuid4().hex[:6]}:", timeout=1.0)
     gw = await make_gateway(store=store)
     client = await admin_client(aiohttp_client, gw)
     response = await client.get("/readyz")
