@@ -77,7 +77,9 @@ MAPPED: dict[str, list[str]] = {
         "tests/functional/test_member_tokens.py",
     ],
     "gateway/authz/paths.py": ["tests/authz/test_paths.py", "tests/functional/test_proxy.py"],
-    "gateway/config.py": ["tests/test_config.py", "tests/functional/test_proxy.py"],
+    "gateway/config/base.py": ["tests/test_config.py"],
+    "gateway/config/cors.py": ["tests/functional/test_cors.py"],
+    "gateway/config/upstreams.py": ["tests/test_config.py", "tests/functional/test_proxy.py"],
     "gateway/credentials.py": ["tests/test_credentials.py", "tests/functional/test_api_keys.py"],
     "gateway/forward/decision.py": ["tests/functional/test_decision.py"],
     "gateway/forward/headers.py": [
