@@ -109,7 +109,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     listener = logs.configure("WARNING")
     install_event_loop_policy()
     try:
-        asyncio.run(run_demo(args.port, args.admin_port, args.backend_port, args.host))
+        asyncio.run(
+            run_demo(args.port, args.admin_port, args.backend_port, args.host, args.page_port)
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -308,8 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "run the gateway and a sandbox backend on embedded defaults",
         "Run the gateway with an in-process store and a bundled sandbox backend with synthetic\n"
-        "data, and print a working API key and curl lines. Nothing outlives the process.",
-        ("gateway demo", "gateway demo --port 18080 --admin-port 19090 --backend-port 18081"),
+        "data, and print a working API key and curl lines: API keys, user and mobile tokens,\n"
+        "webhooks and events, a caregiver allowed and one refused. A web page on its own\n"
+        "origin (--page-port) shows the browser flow: it reads a user's scores with a user\n"
+        "token and draws them. One line per request is printed as it is answered. Nothing\n"
+        "outlives the process.",
+        (
+            "gateway demo",
+            "gateway demo --port 18080 --admin-port 19090 --backend-port 18081 --page-port 18082",
+        ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="public port (default %(default)s)")
@@ -319,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=8081,
         help="port of the bundled sandbox backend (default %(default)s)",
+    )
+    p.add_argument(
+        "--page-port",
+        type=int,
+        default=8082,
+        help="port of the demo's web page, the origin the gateway's CORS config allows "
+        "(default %(default)s)",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -61,20 +61,23 @@ async def run(
     metrics_registry: CollectorRegistry | None = None,
     on_signal: Callable[[signal.Signals], None] | None = None,
     share_port: bool = False,
+    app_factory: Callable[[Current], web.Application] = create_app,
 ) -> None:
     """Serve until SIGTERM or SIGINT. ``public``/``admin`` choose the listeners (a worker serves
     only the public one, a supervisor only the admin one). ``share_port`` binds the public
     listener with ``SO_REUSEPORT``, for the workers of one supervisor only: without it, a port
-    another process (another gateway included) holds is an error. A listener that cannot be
-    bound raises :class:`~gateway.config.ConfigError` naming the field, the address and the
-    reason (``listen.port: cannot listen on 0.0.0.0:8080: address already in use; …``)."""
+    another process (another gateway included) holds is an error. ``app_factory`` builds the
+    public app from the current runtime (the demo wraps :func:`~gateway.app.create_app` to add
+    a middleware of its own). A listener that cannot be bound raises
+    :class:`~gateway.config.ConfigError` naming the field, the address and the reason
+    (``listen.port: cannot listen on 0.0.0.0:8080: address already in use; …``)."""
     current = Current(runtime or build_runtime(settings))
     tls = TlsContexts()
     runners: list[web.AppRunner] = []
     if public:
         runners.append(
             GatewayRunner(
-                create_app(current),
+                app_factory(current),
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
                 access_log=None,
                 handle_signals=False,

@@ -1,5 +1,6 @@
 """``gateway demo``, the README's first command: started as a user starts it, its printed curl
-lines run as printed, with the key it printed."""
+lines run as printed (after its printed ``export`` lines), and the line it prints for each
+request checked against what the gateway answered."""
 
 from __future__ import annotations
 
@@ -13,18 +14,25 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support import free_port, require_binary
+from tests.support import OwnedProcess, free_port, require_binary
 
 SCRIPT = Path(sys.executable).with_name("gateway")  # the console script `pip install` made
+# A request line: time, method, path, credential kind, status (and error), milliseconds.
+REQUEST_LINE = re.compile(
+    r"^\d\d:\d\d:\d\d  (?P<method>[A-Z]+) +(?P<path>\S+) +(?P<credential>[a-z_]+) +"
+    r"(?P<status>\d{3})(?: (?P<error>[a-z_]+))? +(?P<ms>\d+\.\d) ms$"
+)
 
 
 class Demo:
     def __init__(self) -> None:
-        self.port, self.admin_port, self.backend_port = free_port(), free_port(), free_port()
-        self.proc = subprocess.Popen(
+        self.port, self.admin_port = free_port(), free_port()
+        self.backend_port, self.page_port = free_port(), free_port()
+        self.proc = OwnedProcess(
             [
                 str(SCRIPT),
                 "demo",
@@ -34,10 +42,11 @@ class Demo:
                 str(self.admin_port),
                 "--backend-port",
                 str(self.backend_port),
+                "--page-port",
+                str(self.page_port),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -46,7 +55,7 @@ class Demo:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
+            self.lines.put(line.decode().rstrip("\n"))
         self.lines.put(None)
 
     def banner(self, timeout: float = 30.0) -> list[str]:
@@ -63,18 +72,21 @@ class Demo:
             if line.strip() == "Ctrl-C stops it.":
                 return printed
 
+    def printed(self, count: int, timeout: float = 10.0) -> list[str]:
+        """The next ``count`` lines it prints."""
+        out: list[str] = []
+        for _ in range(count):
+            line = self.lines.get(timeout=timeout)
+            assert line is not None, f"the demo exited; it had printed {out}"
+            out.append(line)
+        return out
+
     def interrupt(self) -> int:
         self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         return self.proc.wait(15)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.proc.stop(timeout=15)
         self._reader.join(5)  # it ends at the pipe's end of file
         assert self.proc.stdout is not None
         self.proc.stdout.close()
@@ -91,11 +103,16 @@ def demo() -> Iterator[Demo]:
         started.stop()
 
 
-def run_printed(line: str, key: str) -> str:
-    """One printed curl line, run by a shell as a user pastes it (with $KEY exported)."""
+def exports(text: str) -> dict[str, str]:
+    """The variables its ``export NAME=value`` lines set."""
+    return dict(re.findall(r"^\s*export ([A-Z_]+)=(\S+)$", text, re.MULTILINE))
+
+
+def run_printed(line: str, env: dict[str, str]) -> str:
+    """One printed curl line, run by a shell as a user pastes it (after the exports)."""
     result = subprocess.run(
         ["bash", "-c", line],
-        env={**os.environ, "KEY": key},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=30,
@@ -109,16 +126,21 @@ def test_demo_prints_a_key_and_curl_lines_that_work(demo: Demo) -> None:
     require_binary("curl", "curl")
     banner = demo.banner()
     text = "\n".join(banner)
-    assert f"http://127.0.0.1:{demo.port}" in text and f"127.0.0.1:{demo.admin_port}" in text
-    [key] = re.findall(r"^\s*export KEY=(sk_sandbox_[A-Za-z0-9]+)$", text, re.MULTILINE)
+    base = f"http://127.0.0.1:{demo.port}"
+    assert base in text and f"127.0.0.1:{demo.admin_port}" in text
+    assert f"http://127.0.0.1:{demo.page_port}/" in text
+    env = exports(text)
+    assert set(env) == {"KEY", "CAREGIVER_TOKEN", "STRANGER_TOKEN"}
+    key = env["KEY"]
+    assert re.fullmatch(r"sk_sandbox_[A-Za-z0-9]+", key)
     curls = [line.strip() for line in banner if line.strip().startswith("curl ")]
-    assert len(curls) == 6, curls
-    answers = {line: run_printed(line, key) for line in curls}
+    assert len(curls) == 12, curls
+    answers = {line: run_printed(line, env) for line in curls}
     assert key not in "".join(answers.values())
 
-    def answer(fragment: str) -> dict[str, object]:
+    def answer(fragment: str) -> dict[str, Any]:
         [line] = [c for c in curls if fragment in c]
-        data: dict[str, object] = json.loads(answers[line])
+        data: dict[str, Any] = json.loads(answers[line])
         return data
 
     # The bundled backend's synthetic data for the demo user, with a Bearer key and with Basic.
@@ -133,15 +155,84 @@ def test_demo_prints_a_key_and_curl_lines_that_work(demo: Demo) -> None:
     assert user_token["user_id"] == "usr_demo" and str(user_token["token"]).count(".") == 2
     mobile_token = answer("/v1/auth/mobile-token")
     assert str(mobile_token["token"]).startswith("mt_")
+    # Webhooks and events, for the key.
+    hooks = answer(f"curl -s {base}/v1/webhooks -H")
+    assert isinstance(hooks["webhooks"], list) and len(hooks["webhooks"]) >= 1
+    created = answer("-X POST " + base + "/v1/webhooks")
+    assert str(created["id"]).startswith("wh_") and created["events"] == ["scores.updated"]
+    events = answer("/v1/events?limit=3")
+    assert isinstance(events["events"], list) and len(events["events"]) == 3
+    # The caregiver with a relationship reads the member's data; the one without is refused.
+    relationships = answer("/v1/relationships")
+    [relationship] = relationships["relationships"]
+    assert (relationship["subject"], relationship["actor"]) == ("usr_demo", "usr_caregiver")
+    allowed = answer("$CAREGIVER_TOKEN")
+    assert allowed["user_id"] == "usr_demo" and allowed["data"]
+    stranger = answer("$STRANGER_TOKEN")
+    assert stranger["error"] == "insufficient_scope"
+    assert stranger["details"] == {"reason": "relationship_inactive"}
+
+    # One line per request, in order, saying what the gateway decided.
+    decided = [REQUEST_LINE.match(line) for line in demo.printed(len(curls))]
+    assert all(decided), decided
+    seen = [
+        (m["method"], m["path"], m["credential"], int(m["status"]), m["error"])
+        for m in decided
+        if m is not None
+    ]
+    assert seen == [
+        ("GET", "/v1/users/usr_demo/scores", "api_key", 200, None),
+        ("GET", "/v1/users/usr_demo/sleep", "api_key", 200, None),
+        ("GET", "/v1/users/usr_demo/devices", "api_key", 200, None),
+        ("GET", "/v1/users/usr_demo/scores", "none", 401, "invalid_token"),
+        ("POST", "/v1/auth/user-token", "api_key", 200, None),
+        ("POST", "/v1/auth/mobile-token", "api_key", 200, None),
+        ("GET", "/v1/webhooks", "api_key", 200, None),
+        ("POST", "/v1/webhooks", "api_key", 201, None),
+        ("GET", "/v1/events", "api_key", 200, None),
+        ("GET", "/v1/relationships", "api_key", 200, None),
+        ("GET", "/v1/users/usr_demo/sleep", "member_token", 200, None),
+        ("GET", "/v1/users/usr_demo/sleep", "member_token", 403, "insufficient_scope"),
+    ]
     # The printed user token works like the key, for its own user only.
     own = run_printed(
-        f'curl -s http://127.0.0.1:{demo.port}/v1/users/usr_demo/scores -H "Authorization: '
-        f'Bearer {user_token["token"]}"',
-        key,
+        f'curl -s {base}/v1/users/usr_demo/scores -H "Authorization: Bearer {user_token["token"]}"',
+        env,
     )
     assert json.loads(own)["user_id"] == "usr_demo"
+    # A credential pasted into the path is not printed back.
+    run_printed(f'curl -s {base}/v1/users/$KEY/scores -u "$KEY:"', env)
+    run_printed(f"curl -s {base}/v1/users/$CAREGIVER_TOKEN/scores", env)
+    after = demo.printed(3)
+    assert "user_token" in after[0] and " 200 " in after[0]
+    for line in after[1:]:
+        assert "[redacted]" in line, line
+    for secret in (key, str(user_token["token"]), env["CAREGIVER_TOKEN"]):
+        assert not any(secret in line or secret[-24:] in line for line in after)
     # The admin endpoints it names answer.
-    health = run_printed(f"curl -s http://127.0.0.1:{demo.admin_port}/readyz", key)
+    health = run_printed(f"curl -s http://127.0.0.1:{demo.admin_port}/readyz", env)
     assert json.loads(health)["status"] == "ready"
     # Ctrl-C stops it cleanly.
     assert demo.interrupt() == 0
+
+
+def test_demo_cors_allows_exactly_the_page_origin(demo: Demo) -> None:
+    require_binary("curl", "curl")
+    demo.banner()
+    scores = f"http://127.0.0.1:{demo.port}/v1/users/usr_demo/scores"
+
+    def preflight(origin: str) -> str:
+        return subprocess.run(
+            [
+                "curl", "-s", "-i", "-X", "OPTIONS", scores,
+                "-H", f"Origin: {origin}",
+                "-H", "Access-Control-Request-Method: GET",
+                "-H", "Access-Control-Request-Headers: authorization",
+            ],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.lower()  # fmt: skip
+
+    page = f"http://127.0.0.1:{demo.page_port}"
+    assert f"access-control-allow-origin: {page}" in preflight(page)
+    for other in (f"http://localhost:{demo.page_port}", "http://127.0.0.1:1", "null"):
+        assert "access-control-allow-origin" not in preflight(other), other
