@@ -10,6 +10,7 @@ request as the gateway answers it (:mod:`gateway.demo.lines`).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -18,7 +19,14 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.app import create_app
-from gateway.config import AdminListener, CorsPolicy, Listener, Settings, Upstream
+from gateway.config import (
+    AdminListener,
+    ConfigError,
+    CorsPolicy,
+    Listener,
+    Settings,
+    Upstream,
+)
 from gateway.demo.backend import create_backend
 from gateway.demo.customer import member_token
 from gateway.demo.lines import request_lines
@@ -72,11 +80,22 @@ def with_request_lines(out: TextIO) -> Callable[[Current], web.Application]:
     return factory
 
 
-async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def _serve(app: web.Application, host: str, port: int, option: str) -> web.AppRunner:
+    """Serve ``app`` on ``host:port``; a port that cannot be bound is a
+    :class:`~gateway.config.ConfigError` naming the option (``--page-port: cannot listen on
+    127.0.0.1:8082: address already in use; …``), one line from the CLI."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(
+            option,
+            f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}; stop what holds "
+            f"it (another demo?) or choose another port with {option}",
+        ) from None
     except BaseException:
         await runner.cleanup()
         raise
@@ -106,10 +125,13 @@ async def run_demo(
         users = {DEMO_USER: DEMO_ACCOUNT, OTHER_USER: DEMO_ACCOUNT}
         runners.append(
             await _serve(
-                create_backend(users, relationships=runtime.store), "127.0.0.1", backend_port
+                create_backend(users, relationships=runtime.store),
+                "127.0.0.1",
+                backend_port,
+                "--backend-port",
             )
         )
-        runners.append(await _serve(create_page(page_backend), host, page_port))
+        runners.append(await _serve(create_page(page_backend), host, page_port, "--page-port"))
 
         async def announce(runtime: Runtime) -> None:
             key, record = await runtime.keys.create(DEMO_ACCOUNT, "sandbox", label="demo")

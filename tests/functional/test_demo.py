@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,9 +30,9 @@ REQUEST_LINE = re.compile(
 
 
 class Demo:
-    def __init__(self) -> None:
+    def __init__(self, page_port: int | None = None) -> None:
         self.port, self.admin_port = free_port(), free_port()
-        self.backend_port, self.page_port = free_port(), free_port()
+        self.backend_port, self.page_port = free_port(), page_port or free_port()
         self.proc = OwnedProcess(
             [
                 str(SCRIPT),
@@ -78,6 +79,13 @@ class Demo:
         for _ in range(count):
             line = self.lines.get(timeout=timeout)
             assert line is not None, f"the demo exited; it had printed {out}"
+            out.append(line)
+        return out
+
+    def printed_until_exit(self, timeout: float = 10.0) -> list[str]:
+        """Every line it printed, once it has exited."""
+        out: list[str] = []
+        while (line := self.lines.get(timeout=timeout)) is not None:
             out.append(line)
         return out
 
@@ -236,3 +244,20 @@ def test_demo_cors_allows_exactly_the_page_origin(demo: Demo) -> None:
     assert f"access-control-allow-origin: {page}" in preflight(page)
     for other in (f"http://localhost:{demo.page_port}", "http://127.0.0.1:1", "null"):
         assert "access-control-allow-origin" not in preflight(other), other
+
+
+def test_a_page_port_in_use_is_one_line_naming_the_option() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = Demo(page_port=port)
+        try:
+            assert started.proc.wait(30) == 2
+            output = started.printed_until_exit()
+        finally:
+            started.stop()
+    assert output == [
+        f"gateway: --page-port: cannot listen on 127.0.0.1:{port}: address already in use; "
+        "stop what holds it (another demo?) or choose another port with --page-port"
+    ]
