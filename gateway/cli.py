@@ -29,11 +29,12 @@ def _fail(message: str) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import load_settings
+    from gateway.authz.policy import Policy
+    from gateway.settings import load_settings
 
     settings = load_settings(args.file)
     check_runtime_requirements(settings)
-    rules = len(settings.policy.rules)
+    rules = len(settings.section("policy", Policy).rules)
     print(
         f"{args.file}: OK ({len(settings.upstreams)} upstream(s), {rules} route rule(s), "
         f"store {settings.store.url.split('@')[-1] if settings.store.is_redis else 'memory'})"
@@ -42,7 +43,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
-    from gateway.config.schema import config_schema, policy_schema, render
+    from gateway.config.schema import render
+    from gateway.settings import config_schema, policy_schema
 
     sys.stdout.write(render(policy_schema() if args.policy else config_schema()))
     return 0
@@ -51,8 +53,8 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.config import load_settings
     from gateway.observe import logs
+    from gateway.settings import load_settings
 
     settings = load_settings(args.config)
     check_runtime_requirements(settings)
@@ -128,8 +130,8 @@ def cmd_master_key(args: argparse.Namespace) -> int:
 
 def _with_runtime(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> int:
     """Run ``action(runtime)`` against the store named by the config file."""
-    from gateway.config import load_settings
     from gateway.runtime import build_runtime
+    from gateway.settings import load_settings
 
     settings = load_settings(args.config)
     if not settings.store.is_redis:

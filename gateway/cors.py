@@ -47,7 +47,7 @@ def preflight(request: web.Request) -> web.Response:
     requested = request.headers["Access-Control-Request-Method"]
     try:
         raw_path = request.raw_path.partition("?")[0]
-        match = runtime.settings.policy.match(requested, split_path(raw_path))
+        match = runtime.policy.match(requested, split_path(raw_path))
     except GatewayError:
         return response  # no such route or method: no CORS headers, the browser blocks it
     exchange.route, exchange.group = match.rule.id, match.rule.group

@@ -41,7 +41,7 @@ async def admit(
     segments = split_path(raw_target.partition("?")[0])
     refusal: NotFound | InsufficientScope | None = None
     try:
-        match = runtime.settings.policy.match(method, segments)
+        match = runtime.policy.match(method, segments)
         exchange.route, exchange.group = match.rule.id, match.rule.group
     except (NotFound, InsufficientScope) as exc:
         refusal = exc

@@ -21,11 +21,13 @@ import asyncio
 import logging
 from pathlib import Path
 
-from gateway.config import ConfigError, load_settings
+from gateway.authz.policy import Policy
+from gateway.config import ConfigError
 from gateway.errors import StoreUnavailable
 from gateway.observe import logs
 from gateway.requirements import check_runtime_requirements
 from gateway.runtime import Current, Runtime, build_runtime, open_store
+from gateway.settings import load_settings
 
 IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight count
 STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
@@ -78,7 +80,9 @@ async def reload(current: Current, path: Path) -> bool:
     # SECURITY: one synchronous assignment: a request reads either runtime whole, never a mix.
     old, current.runtime = runtime, new
     metrics.reloads.labels("ok").inc()
-    logs.event("config reloaded", file=str(path), routes=len(settings.policy.rules))
+    logs.event(
+        "config reloaded", file=str(path), routes=len(settings.section("policy", Policy).rules)
+    )
     task = asyncio.get_running_loop().create_task(retire(old, close_store=not same_store))
     current.retiring.add(task)
     task.add_done_callback(current.retiring.discard)

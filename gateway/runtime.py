@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.abuse import FailureBudget
 from gateway.authn.base import Dependencies
 from gateway.authn.registry import Registry
+from gateway.authz.policy import Policy
 from gateway.authz.rate_limits import RateLimiter
 from gateway.authz.relationships import (
     HttpRelationships,
@@ -53,6 +54,7 @@ class Runtime:
     """Everything a request needs, for one configuration. Immutable: a reload builds another."""
 
     settings: Settings
+    policy: Policy
     clock: Clock
     store: Store
     keys: KeyService
@@ -130,6 +132,7 @@ def build_runtime(
     signing = SigningKeys.from_settings(tokens)
     runtime = Runtime(
         settings=settings,
+        policy=settings.section("policy", Policy),
         clock=clock,
         store=store,
         keys=keys,

@@ -16,9 +16,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.config import Node, Settings, parse_settings
+from gateway.config import Node, Settings
 from gateway.observe.logs import JsonFormatter
 from gateway.runtime import Current, Runtime, build_runtime
+from gateway.settings import parse_settings
 from gateway.stores.base import Store
 from gateway.stores.memory import MemoryStore
 from gateway.stores.redis import RedisStore

@@ -11,7 +11,7 @@ import yaml
 
 from gateway.bootstrap import DESCRIPTIONS, render_env, variables
 from gateway.cli import main
-from gateway.config import load_settings
+from gateway.settings import load_settings
 from tests.support import ROOT
 
 

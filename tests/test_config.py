@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import ConfigError, Node, load_settings, parse_settings
+from gateway.config import ConfigError, Node
+from gateway.settings import load_settings, parse_settings
 from tests.support import gateway_command
 
 MASTER = "A" * 43 + "="  # 32 zero-ish bytes, valid base64

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.authn.base import Dependencies, Kind
+from gateway.authn.base import Dependencies, Kind, KindSection
 from gateway.credentials import Credential
 from gateway.keys.material import KEY_SHAPE
 from gateway.keys.service import KeyService
 from gateway.principal import CredentialKind, Principal
 
 KIND = CredentialKind("api_key", user_bound=False, rate_identity="key")
+SECTION: KindSection | None = None  # no settings of its own
 
 
 def claims(token: str, header: Mapping[str, Any] | None) -> bool:

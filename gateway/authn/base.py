@@ -43,6 +43,18 @@ class Kind:
 
 
 @dataclass(frozen=True, slots=True)
+class KindSection:
+    """A top-level config section a kind declares: its name in the file, its type (a
+    :class:`~gateway.config.Section` model, a tuple of them, or one or ``None``), and the
+    pydantic ``Field`` with its default and description. :mod:`gateway.settings` adds every
+    kind's section to the config model."""
+
+    name: str
+    annotation: Any
+    field: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Dependencies:
     """Everything a kind's ``build`` may use (``helper`` is the pool for the gateway's own
     HTTP calls: JWKS, introspection)."""

@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import jwt
+from pydantic import Field
 
-from gateway.authn.base import Dependencies, Kind
+from gateway.authn.base import Dependencies, Kind, KindSection
 from gateway.authn.claims import check_times
 from gateway.authn.jws_checks import check_jws
 from gateway.clock import Clock
-from gateway.config import MemberTokenSettings
+from gateway.config.base import Duration, Section
 from gateway.credentials import Credential
 from gateway.errors import InvalidToken, TokenExpired
 from gateway.identifiers import is_identifier
@@ -39,6 +40,21 @@ KIND = CredentialKind(
     narrowing="resource",
 )
 
+
+class MemberTokenSettings(Section):
+    """Member and caregiver tokens (HS256, signed by the customer, `kid` = key id)."""
+
+    max_lifetime: Duration = Field(
+        86400.0, ge=1, le=86400, description="Longest `exp - iat` accepted."
+    )
+    leeway: Duration = Field(30.0, ge=0, le=300, description="Clock skew allowed on `exp`/`iat`.")
+
+
+SECTION = KindSection(
+    "member_tokens",
+    MemberTokenSettings,
+    Field(default_factory=MemberTokenSettings, description="Member-token claim rules."),
+)
 MAX_SCOPES = 64
 MAX_SCOPE_LENGTH = 128
 
@@ -186,7 +202,7 @@ def build(deps: Dependencies) -> Kind:
         claims,
         MemberTokenAuthenticator(
             deps.keys,
-            deps.settings.member_tokens,
+            deps.settings.section("member_tokens", MemberTokenSettings),
             deps.clock,
             deps.settings.tokens.verify_cache_size,
         ),

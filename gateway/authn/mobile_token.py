@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway.authn.base import Dependencies, Kind
+from gateway.authn.base import Dependencies, Kind, KindSection
 from gateway.clock import Clock
 from gateway.credentials import Credential
 from gateway.errors import InvalidToken
@@ -31,6 +31,7 @@ KIND = CredentialKind(
     refusal="Mobile tokens can only be used to initialize the SDK (POST /v1/sdk/initialize).",
     rate_identity="user",
 )
+SECTION: KindSection | None = None  # no settings of its own
 SHAPE = re.compile(r"^mt_[A-Za-z0-9]{32,64}\Z")
 RETAIN_AFTER_EXPIRY = 3600.0
 

@@ -1,10 +1,11 @@
 """The ordered registry of credential kinds: the one place that lists them.
 
-Adding a kind is one module in ``gateway/authn/`` (its ``KIND``, shape test, settings and
-verifier) and one line in :data:`KINDS`. The order is the order shapes are tried: a token
-belongs to the first kind whose ``claims`` accepts it, and only that kind's verifier ever sees
-it (the gateway never tries verifiers in turn). Opaque shapes come first, then the JWS kinds
-marked by their header, and last the team session, which claims any other JWS.
+Adding a kind is one module in ``gateway/authn/`` (its ``KIND``, its config ``SECTION``, and a
+``build`` giving its shape test and verifier) and one line in :data:`KINDS`. The order is the
+order shapes are tried: a token belongs to the first kind whose ``claims`` accepts it, and only
+that kind's verifier ever sees it (the gateway never tries verifiers in turn). Opaque shapes
+come first, then the JWS kinds marked by their header, and last the team session, which claims
+any other JWS.
 
 :class:`Registry` is also the one door every credential goes through, so it enforces the
 contract of every verifier: the answer is a principal or a
@@ -16,31 +17,55 @@ Whatever else a verifier, or a library under it, raises on a hostile credential 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
 
 from gateway.authn import (
     api_key,
+    introspection,
     member_token,
     mobile_token,
     sdk_session,
     team_session,
     user_token,
 )
-from gateway.authn.base import Authenticator, Dependencies, Kind
+from gateway.authn.base import Authenticator, Dependencies, Kind, KindSection
 from gateway.credentials import Credential, jws_header
 from gateway.errors import GatewayError, InvalidToken
 from gateway.observe import logs
 from gateway.principal import CredentialKind, Principal
 
-KINDS: Final[tuple[Callable[[Dependencies], Kind], ...]] = (
-    api_key.build,
-    mobile_token.build,
-    user_token.build,
-    sdk_session.build,
-    member_token.build,
-    team_session.build,
+
+class KindModule(Protocol):
+    """What a module of ``gateway/authn/`` provides to be a credential kind."""
+
+    @property
+    def KIND(self) -> CredentialKind: ...
+
+    @property
+    def SECTION(self) -> KindSection | None: ...
+
+    def build(self, deps: Dependencies) -> Kind: ...
+
+
+KINDS: Final[tuple[KindModule, ...]] = (
+    api_key,
+    mobile_token,
+    user_token,
+    sdk_session,
+    member_token,
+    introspection,
+    team_session,  # last: it claims any JWS no kind before it claimed
 )
+
+
+def sections() -> dict[str, tuple[Any, Any]]:
+    """The config sections the kinds declare, for :mod:`gateway.settings`."""
+    return {
+        module.SECTION.name: (module.SECTION.annotation, module.SECTION.field)
+        for module in KINDS
+        if module.SECTION is not None
+    }
 
 
 class Registry:
@@ -52,7 +77,7 @@ class Registry:
 
     @classmethod
     def build(cls, deps: Dependencies) -> Registry:
-        return cls([build(deps) for build in KINDS])
+        return cls([module.build(deps) for module in KINDS])
 
     @property
     def names(self) -> frozenset[str]:

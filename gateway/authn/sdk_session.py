@@ -6,7 +6,7 @@ Bound to the user of the mobile token that was consumed for it, and narrowed to 
 
 from __future__ import annotations
 
-from gateway.authn.base import Dependencies, Kind
+from gateway.authn.base import Dependencies, Kind, KindSection
 from gateway.authn.gateway_token import GatewayTokenAuthenticator, TokenMarkers
 from gateway.principal import CredentialKind
 
@@ -17,6 +17,7 @@ KIND = CredentialKind(
     rate_identity="user",
     narrowing="sdk",
 )
+SECTION: KindSection | None = None  # no settings of its own
 MARKERS = TokenMarkers(typ="gw-sdk+jwt", tkn="sdk")
 
 claims = MARKERS.claims

@@ -11,16 +11,19 @@ key, attributed to the person (``X-Auth-Actor``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
+from pydantic import AfterValidator, Field
 
-from gateway.authn.base import Dependencies, Kind
+from gateway.authn.base import Dependencies, Kind, KindSection
 from gateway.authn.claims import check_times
 from gateway.authn.jwks import JwksCache
 from gateway.authn.jws_checks import check_jws
 from gateway.clock import Clock
-from gateway.config import IdentityProvider
+from gateway.config.base import Duration, HttpUrl, OneOf, Section
+from gateway.config.errors import problem
+from gateway.config.upstreams import Environment
 from gateway.credentials import Credential
 from gateway.errors import InvalidToken
 from gateway.identifiers import is_header_safe, is_identifier
@@ -28,6 +31,54 @@ from gateway.principal import CredentialKind, Principal
 from gateway.ttlcache import TTLCache
 
 KIND = CredentialKind("team_session", user_bound=False, rate_identity="actor")
+ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA")
+
+
+class IdentityProvider(Section):
+    """An operator's identity provider whose tokens are team sessions."""
+
+    empty_is_default = frozenset({"algorithms"})
+
+    name: str = Field(description="A name for logs and metrics.")
+    issuer: str = Field(description="The `iss` its tokens carry; distinct per provider.")
+    audience: str = Field(description="The `aud` its tokens must carry.")
+    jwks_url: HttpUrl = Field(description="Where its public keys are published.")
+    algorithms: tuple[Annotated[str, OneOf(ALGORITHMS)], ...] = Field(
+        ("RS256",), description="Algorithms accepted from it."
+    )
+    account_claim: str = Field("account", description="The claim naming the account.")
+    actor_claim: str = Field("sub", description="The claim naming the person.")
+    refresh_interval: Duration = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="The JWKS is refetched on the first use after this age.",
+    )
+    # SECURITY: at least a second apart, so made-up kids cannot flood the provider.
+    unknown_kid_refetch_interval: Duration = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="A token with an unknown `kid` refetches the JWKS at once, at most this often.",
+    )
+    leeway: Duration = Field(30.0, ge=0, le=300, description="Clock skew allowed on `exp`/`nbf`.")
+    environment: Environment = Field(
+        "live", description="The environment its team sessions act in."
+    )
+
+
+def _distinct_issuers(providers: tuple[IdentityProvider, ...]) -> tuple[IdentityProvider, ...]:
+    if len({p.issuer for p in providers}) != len(providers):
+        raise problem("two providers have the same issuer")
+    return providers
+
+
+IdentityProviders = Annotated[tuple[IdentityProvider, ...], AfterValidator(_distinct_issuers)]
+SECTION = KindSection(
+    "identity_providers",
+    IdentityProviders,
+    Field((), description="Issuers of team session tokens (every field in tokens.md)."),
+)
 
 
 def claims(token: str, header: Mapping[str, Any] | None) -> bool:
@@ -122,7 +173,7 @@ class TeamSessionAuthenticator:
 def build(deps: Dependencies) -> Kind:
     # Built with no providers too: a JWS no kind claims is then refused as from an untrusted
     # issuer, like one from a provider that is not configured.
-    providers = deps.settings.identity_providers
+    providers: tuple[IdentityProvider, ...] = getattr(deps.settings, SECTION.name)
     return Kind(
         KIND,
         claims,

@@ -6,7 +6,7 @@ default policy lets it ``GET /v1/users/{its user}/…`` and nothing else.
 
 from __future__ import annotations
 
-from gateway.authn.base import Dependencies, Kind
+from gateway.authn.base import Dependencies, Kind, KindSection
 from gateway.authn.gateway_token import GatewayTokenAuthenticator, TokenMarkers
 from gateway.principal import CredentialKind
 
@@ -16,6 +16,7 @@ KIND = CredentialKind(
     refusal="User tokens are read-only and can only read their own user's health data.",
     rate_identity="user",
 )
+SECTION: KindSection | None = None  # no settings of its own
 MARKERS = TokenMarkers(typ="gw-user+jwt", tkn="user")
 
 claims = MARKERS.claims

@@ -19,7 +19,6 @@ from typing import Final
 from gateway.errors import InsufficientScope, NotFound
 
 HANDLERS: Final = ("user_token", "user_token_refresh", "mobile_token", "sdk_initialize")
-METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # The names of the registry's kinds (gateway.authn.registry); checked against it at start-up.
 KINDS: Final = (
     "api_key",

@@ -14,31 +14,17 @@ from gateway.config.cors import CorsPolicy
 from gateway.config.decision import DecisionSettings
 from gateway.config.errors import ConfigError
 from gateway.config.headers import HeaderNames, HeaderSettings
-from gateway.config.identity_providers import IdentityProvider
 from gateway.config.limits import Limits
 from gateway.config.listeners import AdminListener, Listener
 from gateway.config.loader import Node
-from gateway.config.member_tokens import MemberTokenSettings
-from gateway.config.policy import (
-    DEFAULT_POLICY,
-    PolicyFile,
-    PolicySection,
-    RouteSpec,
-    load_policy,
-    parse_policy,
-)
 from gateway.config.rate_limits import RATE_LIMIT_PER, RateLimit, RateLimitSettings
 from gateway.config.relationships import RelationshipSettings
-from gateway.config.settings import Settings, load_settings, parse_settings
+from gateway.config.settings import Settings
 from gateway.config.store import StoreSettings
 from gateway.config.tokens import SigningKey, TokenSettings
 from gateway.config.upstreams import ENVIRONMENTS, Upstream
 
-DEFAULTS_DIR = DEFAULT_POLICY.parent
-
 __all__ = [
-    "DEFAULTS_DIR",
-    "DEFAULT_POLICY",
     "ENVIRONMENTS",
     "RATE_LIMIT_PER",
     "AbuseSettings",
@@ -49,25 +35,16 @@ __all__ = [
     "DecisionSettings",
     "HeaderNames",
     "HeaderSettings",
-    "IdentityProvider",
     "Limits",
     "Listener",
-    "MemberTokenSettings",
     "Node",
-    "PolicyFile",
-    "PolicySection",
     "RateLimit",
     "RateLimitSettings",
     "RelationshipSettings",
-    "RouteSpec",
     "Section",
     "Settings",
     "SigningKey",
     "StoreSettings",
     "TokenSettings",
     "Upstream",
-    "load_policy",
-    "load_settings",
-    "parse_policy",
-    "parse_settings",
 ]

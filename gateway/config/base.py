@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -34,6 +35,9 @@ from pydantic_core import core_schema
 from yarl import URL
 
 from gateway.config.errors import problem, type_name
+
+# The HTTP methods a route rule or a CORS policy may name.
+METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def context_dir(info: ValidationInfo) -> Path | None:
@@ -306,3 +310,59 @@ Cidr = Annotated[
     Label("CIDR network"),
 ]
 """An IPv4 or IPv6 network in CIDR notation, host bits clear; never ``/0``."""
+
+
+# -- sections validated as one shape and kept as another ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedAs:
+    """A field validated as the section ``source`` (its shape is what the JSON Schema and the
+    docs table show), then turned by ``convert`` (given the section and the validation
+    context) into the ``result`` the code reads (the route policy: rules in the file, a compiled
+    trie in the settings). A ``result`` given as is (in code) is kept."""
+
+    source: type[Section]
+    convert: Callable[[Any, dict[str, Any]], Any]
+    result: type
+    default_text: str = ""  # the default as docs/configuration.md's table names it
+
+    def __get_pydantic_core_schema__(
+        self, _type: object, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_wrap_validator_function(
+            self._validate, handler.generate_schema(self.source)
+        )
+
+    def _validate(
+        self, value: object, validate_source: Callable[[object], Any], info: ValidationInfo
+    ) -> Any:
+        if isinstance(value, self.result):
+            return value
+        context = info.context if isinstance(info.context, dict) else {}
+        return self.convert(validate_source(value), context)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextChoices:
+    """A string from a list the caller gives in the validation context under ``key`` (the
+    credential kinds are known above the config layer), named in the error like
+    :class:`OneOf`; without a list in the context, any identifier."""
+
+    key: str
+
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_after_validator_function(self.check, handler(source))
+
+    def check(self, value: str, info: ValidationInfo) -> str:
+        context = info.context if isinstance(info.context, dict) else {}
+        choices = context.get(self.key)
+        if choices is None:
+            if not value.isidentifier():
+                raise problem(f"{value!r} is not a name")
+            return value
+        if value not in choices:
+            raise problem(f"{value!r} is not one of {', '.join(choices)}", choices=tuple(choices))
+        return value

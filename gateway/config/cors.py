@@ -7,8 +7,7 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, Field, model_validator
 
-from gateway.authz.policy import METHODS
-from gateway.config.base import Bool, Int, Label, OneOf, Section
+from gateway.config.base import METHODS, Bool, Int, Label, OneOf, Section
 from gateway.config.errors import problem
 
 _ORIGIN: Final = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$")

@@ -1,8 +1,9 @@
 """The field table of docs/configuration.md, generated from the models.
 
-``python -m gateway.config.doc --write docs/configuration.md`` rewrites the table between the
+``python -m gateway.settings --write docs/configuration.md`` rewrites the table between the
 ``<!-- fields:start -->`` and ``<!-- fields:end -->`` markers; ``--check`` exits 1 when it is
-stale (tests/config/test_doc.py does the same in the suite).
+stale (tests/config/test_doc.py does the same in the suite). The model is the gateway's whole
+config model (:data:`gateway.settings.MODEL`: these sections and the credential kinds').
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from typing import Annotated, Final, TypeGuard, Union, get_args, get_origin
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from gateway.authz.policy import Policy
-from gateway.config.base import Label, OneOf, Section
-from gateway.config.policy import Compiled
+from gateway.config.base import Label, OneOf, Section, ValidatedAs
 from gateway.config.settings import Settings
 
 START: Final = "<!-- fields:start -->"
 END: Final = "<!-- fields:end -->"
 NOTE: Final = (
-    "<!-- generated from gateway/config/ by `python -m gateway.config.doc --write "
+    "<!-- generated from the config models by `python -m gateway.settings --write "
     "docs/configuration.md`; edit the models, not this table -->"
 )
 
@@ -62,34 +61,39 @@ def rows(model: type[Section] = Settings, section: str = "") -> Iterator[Row]:
         yield from rows(inner, path)
 
 
-def table() -> str:
+def table(model: type[Section] = Settings) -> str:
     lines = [
         NOTE,
         "",
         "| section | field | type | default | description |",
         "|---|---|---|---|---|",
     ]
-    for row in rows():
+    for row in rows(model):
         section = f"`{row.section}`" if row.section != "(top level)" else row.section
         cells = (section, f"`{row.field}`", row.type, row.default, row.description)
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 
 
-def replace_table(text: str) -> str:
+def replace_table(text: str, model: type[Section] = Settings) -> str:
     start, end = text.index(START) + len(START), text.index(END)
-    return f"{text[:start]}\n{table()}\n\n{text[end:]}"
+    return f"{text[:start]}\n{table(model)}\n\n{text[end:]}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.config.doc", description=__doc__)
+def main(
+    argv: list[str] | None = None,
+    *,
+    model: type[Section] = Settings,
+    prog: str = "python -m gateway.settings",
+) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", type=Path, metavar="FILE", help="rewrite the table in FILE")
     mode.add_argument("--check", type=Path, metavar="FILE", help="exit 1 if FILE's is stale")
     args = parser.parse_args(argv)
     path: Path = args.write or args.check
     text = path.read_text(encoding="utf-8")
-    fresh = replace_table(text)
+    fresh = replace_table(text, model)
     if args.write:
         path.write_text(fresh, encoding="utf-8")
         return 0
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def _section_of(info: FieldInfo) -> tuple[type[Section] | None, str]:
     """The section a field holds (directly, per name, or per list item) and its path suffix."""
     for meta in info.metadata:
-        if isinstance(meta, Compiled):
+        if isinstance(meta, ValidatedAs):
             return meta.source, ""
     return _section_in(info.annotation)
 
@@ -151,6 +155,8 @@ def _label(metadata: list[object] | tuple[object, ...]) -> str | None:
 def _type(tp: object, metadata: list[object] | tuple[object, ...] = ()) -> str:
     tp, inner_meta = _unwrap(tp)
     metadata = (*metadata, *inner_meta)
+    if any(isinstance(m, ValidatedAs) for m in metadata):
+        return "section"
     label = _label(metadata) or _base_label(tp)
     bounds = _bounds(metadata, duration=label == "duration")
     return f"{label}, {bounds}" if bounds else label
@@ -166,7 +172,7 @@ def _base_label(tp: object) -> str:
         return "sections by name"
     if origin is dict:
         return f"mapping of {_plural(_type(args[0]))} to {_plural(_type(args[1]))}"
-    if tp is Policy or _is_section(tp):
+    if _is_section(tp):
         return "section"
     return {str: "string", bool: "boolean", int: "integer", float: "number"}.get(
         tp if isinstance(tp, type) else type(None), str(tp)
@@ -198,8 +204,9 @@ def _number(value: float) -> str:
 
 def _default(info: FieldInfo) -> str:
     if info.default_factory is not None:
-        if info.annotation is Policy:
-            return "the shipped policy"
+        validated = next((m for m in info.metadata if isinstance(m, ValidatedAs)), None)
+        if validated is not None and validated.default_text:
+            return validated.default_text
         if _section_of(info)[0] is not None and not _label(info.metadata):
             return ""
         if info.default_factory is dict:
@@ -238,7 +245,3 @@ def format_duration(seconds: float) -> str:
     if seconds == 0:
         return "0s"
     return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

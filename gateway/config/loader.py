@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
@@ -72,11 +73,19 @@ def _substitute(value: str, path: str) -> str:
     return _ENV.sub(replace, value)
 
 
-def validate(adapter: TypeAdapter[T], document: object, *, base_dir: Path, prefix: str = "") -> T:
-    """Expand and validate ``document``; the first failure is a :class:`ConfigError`."""
+def validate(
+    adapter: TypeAdapter[T],
+    document: object,
+    *,
+    base_dir: Path,
+    prefix: str = "",
+    context: Mapping[str, object] | None = None,
+) -> T:
+    """Expand and validate ``document``; the first failure is a :class:`ConfigError`.
+    ``context`` is passed to the validators (with ``base_dir``)."""
     expanded = expand_env(document, prefix)
     try:
-        return adapter.validate_python(expanded, context={"base_dir": base_dir})
+        return adapter.validate_python(expanded, context={**(context or {}), "base_dir": base_dir})
     except ValidationError as exc:
         raise config_error(exc, prefix) from None
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema
 
-from gateway.config.policy import PolicyFile
+from gateway.config.base import Section
 from gateway.config.settings import Settings
 
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -33,12 +33,15 @@ class _Generator(GenerateJsonSchema):
         return False  # "Port" above `port` says nothing; the description does
 
 
-def config_schema() -> dict[str, Any]:
-    return _finish(TypeAdapter(Settings), "health-gateway config")
+def config_schema(model: type[Settings] = Settings) -> dict[str, Any]:
+    """The JSON Schema of a config file validated as ``model`` (the gateway's is
+    :data:`gateway.settings.MODEL`, with the credential kinds' sections)."""
+    return _finish(TypeAdapter(model), "health-gateway config")
 
 
-def policy_schema() -> dict[str, Any]:
-    return _finish(TypeAdapter(PolicyFile), "health-gateway route policy")
+def policy_schema(model: type[Section]) -> dict[str, Any]:
+    """The JSON Schema of a route policy file (:class:`gateway.authz.policy_file.PolicyFile`)."""
+    return _finish(TypeAdapter(model), "health-gateway route policy")
 
 
 def render(schema: dict[str, Any]) -> str:

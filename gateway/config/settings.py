@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import (
     BeforeValidator,
@@ -11,11 +13,11 @@ from pydantic import (
     TypeAdapter,
     ValidationInfo,
     WithJsonSchema,
+    create_model,
     field_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from gateway.authz.policy import Policy
 from gateway.config.abuse import AbuseSettings
 from gateway.config.api_keys import ApiKeySettings
 from gateway.config.base import (
@@ -31,12 +33,9 @@ from gateway.config.cors import CorsPolicy
 from gateway.config.decision import DecisionSettings
 from gateway.config.errors import problem
 from gateway.config.headers import HeaderSettings
-from gateway.config.identity_providers import IdentityProvider
 from gateway.config.limits import Limits
 from gateway.config.listeners import AdminListener, Listener
 from gateway.config.loader import document_of, read_yaml, validate
-from gateway.config.member_tokens import MemberTokenSettings
-from gateway.config.policy import Compiled, PolicySection, default_policy
 from gateway.config.rate_limits import RateLimitSettings
 from gateway.config.relationships import RelationshipSettings
 from gateway.config.store import StoreSettings, store_from_url
@@ -49,6 +48,7 @@ from gateway.config.upstreams import (
 )
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+S = TypeVar("S")
 
 
 class Settings(Section):
@@ -98,17 +98,8 @@ class Settings(Section):
         description="Signing keys and token lifetimes (the token sections of the README).",
     )
     api_keys: ApiKeySettings = Field(default_factory=ApiKeySettings, description="API keys.")
-    member_tokens: MemberTokenSettings = Field(
-        default_factory=MemberTokenSettings, description="Member-token claim rules."
-    )
     relationships: RelationshipSettings = Field(
         default_factory=RelationshipSettings, description="Caregiver relationships."
-    )
-    identity_providers: tuple[IdentityProvider, ...] = Field(
-        (), description="Issuers of team session tokens (every field in tokens.md)."
-    )
-    policy: Annotated[Policy, Compiled(PolicySection)] = Field(
-        default_factory=default_policy, description="The route policy."
     )
     log_level: Annotated[str, OneOf(LOG_LEVELS)] = Field("INFO", description="Log level.")
     decision: DecisionSettings = Field(
@@ -160,14 +151,23 @@ class Settings(Section):
     def _routed(cls, environments: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         return route_environments(environments, info.data.get("upstreams"))
 
-    @field_validator("identity_providers")
+    def section(self, name: str, model: type[S]) -> S:
+        """The section ``name`` a credential kind declared (its settings live in its module,
+        :mod:`gateway.authn`), typed as that kind's model."""
+        value = getattr(self, name)
+        if not isinstance(value, model):
+            raise TypeError(f"settings.{name} is {type(value).__name__}, not {model.__name__}")
+        return value
+
     @classmethod
-    def _distinct_issuers(
-        cls, providers: tuple[IdentityProvider, ...]
-    ) -> tuple[IdentityProvider, ...]:
-        if len({p.issuer for p in providers}) != len(providers):
-            raise problem("two providers have the same issuer")
-        return providers
+    def extended(cls, sections: Mapping[str, tuple[Any, Any]]) -> type[Settings]:
+        """This model with more top-level sections (``name: (type, Field(...))``): the
+        sections the credential kinds declare, added by :mod:`gateway.settings`."""
+        model: type[Settings] = create_model(  # type: ignore[call-overload]
+            "Settings", __base__=cls, __module__=cls.__module__, **sections
+        )
+        model.__doc__ = cls.__doc__
+        return model
 
 
 def _read_master_key(value: object, base: Path) -> bytes:
@@ -181,18 +181,32 @@ def _read_master_key(value: object, base: Path) -> bytes:
     return decode_master_key(text, "master_key_file")
 
 
-_SETTINGS: Final = TypeAdapter(Settings)
+@functools.cache
+def _adapter(model: type[Settings]) -> TypeAdapter[Settings]:
+    return TypeAdapter(model)
 
 
-def parse_settings(document: object, *, base_dir: Path, source: Path | None = None) -> Settings:
-    """Validate a config document (or a :class:`Node` of one); :class:`ConfigError` names the
-    bad field. Relative file paths are relative to ``base_dir``."""
+def parse_settings(
+    document: object,
+    *,
+    model: type[Settings],
+    base_dir: Path,
+    source: Path | None = None,
+    context: Mapping[str, object] | None = None,
+) -> Settings:
+    """Validate a config document (or a :class:`Node` of one) as ``model`` (the gateway's is
+    :data:`gateway.settings.MODEL`); :class:`ConfigError` names the bad field. Relative file
+    paths are relative to ``base_dir``."""
     value, prefix = document_of(document)
-    settings = validate(_SETTINGS, value, base_dir=base_dir, prefix=prefix)
+    settings = validate(_adapter(model), value, base_dir=base_dir, prefix=prefix, context=context)
     return settings if source is None else settings.model_copy(update={"source": source})
 
 
-def load_settings(path: str | Path) -> Settings:
-    """Read and validate a config file; :class:`ConfigError` names the bad field."""
+def load_settings(
+    path: str | Path, *, model: type[Settings], context: Mapping[str, object] | None = None
+) -> Settings:
+    """Read and validate a config file as ``model``; :class:`ConfigError` names the bad field."""
     path = Path(path)
-    return parse_settings(read_yaml(path, ""), base_dir=path.parent, source=path)
+    return parse_settings(
+        read_yaml(path, ""), model=model, base_dir=path.parent, source=path, context=context
+    )

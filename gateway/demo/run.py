@@ -33,6 +33,7 @@ from gateway.demo.lines import request_lines
 from gateway.demo.page import PageBackend, create_page
 from gateway.runtime import Current, Runtime, build_runtime
 from gateway.server import run
+from gateway.settings import MODEL
 
 DEMO_ACCOUNT = "acc_demo"
 DEMO_USER = "usr_demo"
@@ -60,7 +61,7 @@ def demo_settings(
     """The demo's settings: the backend as the sandbox upstream, CORS for the page's origin
     only, caregiver relationships in the (memory) store, everything else the defaults."""
     backend = Upstream(name="sandbox", url=URL(f"http://127.0.0.1:{backend_port}"))
-    return Settings(
+    return MODEL(
         listen=Listener(host=host, port=port),
         admin=AdminListener(host="127.0.0.1", port=admin_port),
         upstreams={"sandbox": backend},

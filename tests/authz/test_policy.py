@@ -5,9 +5,11 @@ from typing import Any
 import pytest
 
 from gateway.authz.authorize import authorize
-from gateway.config import DEFAULT_POLICY, Node, load_policy, parse_policy
+from gateway.authz.policy_file import DEFAULT_POLICY, parse_policy
+from gateway.config import Node
 from gateway.errors import InsufficientScope, NotFound, WrongUser
 from gateway.principal import CredentialKind, Principal
+from gateway.settings import load_policy
 from tests.kinds import K
 
 

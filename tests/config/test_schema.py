@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.config import DEFAULT_POLICY
-from gateway.config.schema import config_schema, policy_schema
+from gateway.authz.policy_file import DEFAULT_POLICY
+from gateway.settings import config_schema, policy_schema
 from tests.support import gateway_command
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -86,7 +86,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # (method, template): a valid
 
 
 async def test_every_route_of_the_default_policy_answers_json(demo: Demo) -> None:
-    rules = demo.current.runtime.settings.policy.rules
+    rules = demo.current.runtime.policy.rules
     exercised = []
     for rule in rules:
         for method, template in itertools.product(sorted(rule.methods), rule.templates):

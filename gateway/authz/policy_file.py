@@ -2,41 +2,36 @@
 
 Each rule is validated as a :class:`RouteSpec`, then the rules are compiled into the
 :class:`~gateway.authz.policy.Policy` trie; a collision between two rules names the later one
-(``policy.routes[4]: GET /v1/x is already covered by rule 'a'``).
+(``policy.routes[4]: GET /v1/x is already covered by rule 'a'``). The section belongs to the
+policy (authz), not to the config layer below it: :mod:`gateway.settings` adds it to the
+config model, and gives the credential kinds' names that ``allow`` is checked against.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    GetCoreSchemaHandler,
-    TypeAdapter,
-    ValidatorFunctionWrapHandler,
-    WithJsonSchema,
-    model_validator,
-)
-from pydantic_core import core_schema
+from pydantic import AfterValidator, Field, TypeAdapter, WithJsonSchema, model_validator
 
-from gateway.authz.policy import (
-    HANDLERS,
-    KINDS,
+from gateway.authz.policy import HANDLERS, Policy, RouteConflict, Rule, template_parts
+from gateway.config.base import (
     METHODS,
-    Policy,
-    RouteConflict,
-    Rule,
-    template_parts,
+    ContextChoices,
+    FilePath,
+    Label,
+    OneOf,
+    Section,
+    ValidatedAs,
 )
-from gateway.config.base import FilePath, Label, OneOf, Section
 from gateway.config.errors import problem
 from gateway.config.loader import document_of, read_yaml, validate
 
 DEFAULT_POLICY: Final = Path(__file__).resolve().parent.parent / "defaults" / "policy.yaml"
+# The validation-context key under which the credential kinds' names are given.
+KIND_NAMES: Final = "credential_kinds"
 
 
 def _template(template: str) -> str:
@@ -77,8 +72,11 @@ class RouteSpec(Section):
         description='Templates such as `"/v1/users/{user_id}/scores"` (quote them: `{…}` is '
         "YAML flow syntax).",
     )
-    allow: tuple[Annotated[str, OneOf(KINDS)], ...] = Field(
-        min_length=1, description="Credential kinds admitted."
+    allow: tuple[Annotated[str, ContextChoices(KIND_NAMES)], ...] = Field(
+        min_length=1,
+        description="Credential kinds admitted (`api_key`, `user_token`, `mobile_token`, "
+        "`sdk_session`, `member_token`, `team_session`, `oauth2_token`: the kinds of "
+        "gateway/authn/registry.py).",
     )
     bind: str | None = Field(
         None,
@@ -150,44 +148,38 @@ def compile_policy(routes: tuple[RouteSpec, ...]) -> Policy:
         raise problem(exc.problem, "routes", exc.index) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    """A field holding a compiled :class:`Policy`, validated as ``source`` (a policy file's or
-    the ``policy`` section's shape; that shape is what the JSON Schema shows)."""
-
-    source: type[PolicyFile] | type[PolicySection]
-
-    def __get_pydantic_core_schema__(
-        self, _type: object, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_wrap_validator_function(
-            self._compile, handler.generate_schema(self.source)
-        )
-
-    @staticmethod
-    def _compile(value: object, validate_source: ValidatorFunctionWrapHandler) -> Policy:
-        if isinstance(value, Policy):
-            return value
-        spec = validate_source(value)
-        if spec.routes is not None:
-            return compile_policy(spec.routes)
-        if isinstance(spec, PolicySection) and spec.file is not None:
-            return load_policy(spec.file)  # its errors name its own fields: routes[3].allow[1]
-        return default_policy()
+def _from_spec(spec: PolicyFile | PolicySection, context: dict[str, object]) -> Policy:
+    if spec.routes is not None:
+        return compile_policy(spec.routes)
+    if isinstance(spec, PolicySection) and spec.file is not None:
+        # its errors name its own fields: routes[3].allow[1]
+        kinds = context.get(KIND_NAMES)
+        return load_policy(spec.file, kinds=kinds if isinstance(kinds, tuple) else None)
+    return default_policy()
 
 
-_POLICY_FILE: Final = TypeAdapter(Annotated[Policy, Compiled(PolicyFile)])
+# The ``policy`` field of the config model, and a policy file, as compiled tries.
+POLICY_FIELD = Annotated[
+    Policy, ValidatedAs(PolicySection, _from_spec, Policy, default_text="the shipped policy")
+]
+_POLICY_FILE: Final = TypeAdapter(Annotated[Policy, ValidatedAs(PolicyFile, _from_spec, Policy)])
 
 
-def parse_policy(document: object, *, base_dir: Path | None = None) -> Policy:
+def parse_policy(
+    document: object, *, base_dir: Path | None = None, kinds: Collection[str] | None = None
+) -> Policy:
     """A policy file's document (``{"routes": [...]}``, or a :class:`Node` of it) as a
-    :class:`Policy`; :class:`ConfigError` names the bad field."""
+    :class:`Policy`; :class:`ConfigError` names the bad field. ``kinds``: the credential kinds
+    ``allow`` may name (:mod:`gateway.settings` gives the registry's)."""
     value, prefix = document_of(document)
-    return validate(_POLICY_FILE, value, base_dir=base_dir or Path.cwd(), prefix=prefix)
+    context = {KIND_NAMES: tuple(kinds)} if kinds is not None else {}
+    return validate(
+        _POLICY_FILE, value, base_dir=base_dir or Path.cwd(), prefix=prefix, context=context
+    )
 
 
-def load_policy(path: Path) -> Policy:
-    return parse_policy(read_yaml(path, "policy.file"), base_dir=path.parent)
+def load_policy(path: Path, *, kinds: Collection[str] | None = None) -> Policy:
+    return parse_policy(read_yaml(path, "policy.file"), base_dir=path.parent, kinds=kinds)
 
 
 @functools.cache

@@ -1,0 +1,263 @@
+"""Opaque OAuth2 access tokens checked by RFC 7662 introspection, against a real introspection
+endpoint started by the test, through the real gateway to a recording upstream."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import Gateway, GatewayFactory, make_settings
+from tests.support import base_url
+
+CLIENT_ID, CLIENT_SECRET = "gateway", "introspection-secret-0123456789"
+PATTERN = r"at_[A-Za-z0-9]{16,64}"
+ACTIVE = "at_" + "a" * 32
+POLICY = {
+    "routes": [
+        {
+            "id": "scores",
+            "methods": ["GET"],
+            "paths": ["/v1/users/{user_id}/scores"],
+            "allow": ["oauth2_token", "api_key"],
+            "bind": "user_id",
+            "resource": "scores",
+        },
+        {
+            "id": "sleep",
+            "methods": ["GET", "POST"],
+            "paths": ["/v1/users/{user_id}/sleep"],
+            "allow": ["oauth2_token"],
+            "bind": "user_id",
+            "resource": "sleep",
+        },
+    ]
+}
+
+
+class IntrospectionServer:
+    """An RFC 7662 endpoint: client credentials required, answers from ``self.tokens``."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, dict[str, Any]] = {}
+        self.calls: list[dict[str, str]] = []
+        self.mode = "ok"  # ok | error | html | down-ish
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/introspect", self.introspect)
+        return app
+
+    async def introspect(self, request: web.Request) -> web.StreamResponse:
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"error": "invalid_client"}, status=401)
+        form = await request.post()
+        self.calls.append({k: str(v) for k, v in form.items()})
+        if self.mode == "error":
+            return web.json_response({"error": "server_error"}, status=500)
+        if self.mode == "html":
+            return web.Response(text="<html>login</html>", content_type="text/html")
+        if self.mode == "array":
+            return web.json_response([{"active": True}])
+        return web.json_response(self.tokens.get(str(form.get("token")), {"active": False}))
+
+
+@pytest.fixture
+async def idp(aiohttp_server: Any) -> tuple[IntrospectionServer, TestServer]:
+    server = IntrospectionServer()
+    return server, await aiohttp_server(server.app())
+
+
+@pytest.fixture
+async def gw(
+    make_gateway: GatewayFactory,
+    upstream: tuple[Any, TestServer],
+    idp: tuple[IntrospectionServer, TestServer],
+) -> Gateway:
+    url = base_url(upstream[1])
+    settings = make_settings(
+        url,
+        policy=POLICY,
+        introspection={
+            "url": str(idp[1].make_url("/introspect")),
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "token_pattern": PATTERN,
+            "audience": "health-api",
+        },
+    )
+    return await make_gateway(settings=settings)
+
+
+def answer(gw: Gateway, **changes: Any) -> dict[str, Any]:
+    now = int(gw.clock.now())
+    base: dict[str, Any] = {
+        "active": True,
+        "sub": "usr_a",
+        "account": "acc_1",
+        "scope": "scores:read sleep:read",
+        "client_id": "mobile-app",
+        "exp": now + 600,
+        "aud": ["health-api"],
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+async def call(
+    gw: Gateway, token: str, path: str = "/v1/users/usr_a/scores", method: str = "GET"
+) -> Any:
+    response = await gw.client.request(method, path, headers={"Authorization": f"Bearer {token}"})
+    return response.status, await response.json()
+
+
+async def test_an_active_token_reaches_its_users_data_with_its_identity(
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer]
+) -> None:
+    server, _ = idp
+    server.tokens[ACTIVE] = answer(gw)
+    status, _ = await call(gw, ACTIVE)
+    assert status == 200
+    headers = gw.recorder.last.headers
+    assert headers["x-auth-credential"] == ["oauth2_token"]
+    assert headers["x-auth-user"] == ["usr_a"] and headers["x-auth-account"] == ["acc_1"]
+    assert headers["x-auth-scopes"] == ["scores:read sleep:read"]
+    assert "authorization" not in headers
+    # RFC 7662 §2.1: the token and its type hint, posted with the gateway's client credentials.
+    assert server.calls == [{"token": ACTIVE, "token_type_hint": "access_token"}]
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "method", "status", "error"),
+    [
+        ({}, "/v1/users/usr_b/scores", "GET", 403, "wrong_user"),
+        ({}, "/v1/users/usr_a/sleep", "POST", 403, "insufficient_scope"),  # sleep:read only
+        ({"scope": "sleep:read"}, "/v1/users/usr_a/scores", "GET", 403, "insufficient_scope"),
+        ({"scope": None}, "/v1/users/usr_a/scores", "GET", 403, "insufficient_scope"),
+        ({"scope": ""}, "/v1/users/usr_a/scores", "GET", 403, "insufficient_scope"),
+        ({"active": False}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"active": "true"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"active": 1}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"exp": 1}, "/v1/users/usr_a/scores", "GET", 401, "token_expired"),
+        ({"exp": "soon"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"nbf": int(time.time()) + 3600}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"aud": "another-api"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"sub": None}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"sub": "usr_a\n"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"account": None}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"scope": ["scores:read"]}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+    ],
+)
+async def test_what_the_answer_and_the_policy_refuse(
+    gw: Gateway,
+    idp: tuple[IntrospectionServer, TestServer],
+    changes: dict[str, Any],
+    path: str,
+    method: str,
+    status: int,
+    error: str,
+) -> None:
+    idp[0].tokens[ACTIVE] = answer(gw, **changes)
+    got_status, body = await call(gw, ACTIVE, path, method)
+    assert (got_status, body["error"]) == (status, error)
+    assert gw.recorder.seen == []
+
+
+@pytest.mark.parametrize("mode", ["error", "html", "array"])
+async def test_a_failing_endpoint_fails_closed(
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer], mode: str
+) -> None:
+    idp[0].tokens[ACTIVE] = answer(gw)
+    idp[0].mode = mode
+    status, body = await call(gw, ACTIVE)
+    assert (status, body["error"], body["details"]) == (
+        503,
+        "service_unavailable",
+        {"reason": "introspection"},
+    )
+    assert gw.recorder.seen == []
+
+
+async def test_an_endpoint_that_is_down_fails_closed(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    from tests.support import free_port
+
+    url = base_url(upstream[1])
+    gw = await make_gateway(
+        settings=make_settings(
+            url,
+            policy=POLICY,
+            introspection={
+                "url": f"http://127.0.0.1:{free_port()}/introspect",
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "token_pattern": PATTERN,
+            },
+        )
+    )
+    status, body = await call(gw, ACTIVE)
+    assert (status, body["error"]) == (503, "service_unavailable")
+    assert gw.recorder.seen == []
+
+
+async def test_wrong_client_credentials_fail_closed(
+    make_gateway: GatewayFactory,
+    upstream: tuple[Any, TestServer],
+    idp: tuple[IntrospectionServer, TestServer],
+) -> None:
+    url = base_url(upstream[1])
+    gw = await make_gateway(
+        settings=make_settings(
+            url,
+            policy=POLICY,
+            introspection={
+                "url": str(idp[1].make_url("/introspect")),
+                "client_id": CLIENT_ID,
+                "client_secret": "not-the-secret-0123456789",
+                "token_pattern": PATTERN,
+            },
+        )
+    )
+    idp[0].tokens[ACTIVE] = answer(gw)
+    assert (await call(gw, ACTIVE))[0] == 503
+
+
+async def test_answers_are_cached_at_most_cache_ttl_and_never_past_exp(
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer]
+) -> None:
+    server, _ = idp
+    server.tokens[ACTIVE] = answer(gw, exp=int(gw.clock.now()) + 5)
+    for _ in range(3):
+        assert (await call(gw, ACTIVE))[0] == 200
+    assert len(server.calls) == 1  # cached
+    gw.clock.advance(1.0)  # the default cache_ttl: asked again (revocation bound)
+    server.tokens[ACTIVE] = answer(gw, active=False)
+    assert (await call(gw, ACTIVE))[0] == 401
+    assert len(server.calls) == 2
+    server.tokens[ACTIVE] = answer(gw, exp=int(gw.clock.now()) + 5)
+    gw.clock.advance(1.0)
+    assert (await call(gw, ACTIVE))[0] == 200
+    gw.clock.advance(5.0)  # past exp, whatever was cached
+    assert (await call(gw, ACTIVE))[0] == 401
+
+
+async def test_only_tokens_of_the_configured_shape_are_introspected(
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer]
+) -> None:
+    status, body = await call(gw, "other_" + "a" * 32)
+    assert (status, body["details"]["reason"]) == (401, "malformed")
+    # An API key is still an API key: its shape is claimed before any configured pattern.
+    key = await gw.key()
+    assert (await call(gw, key))[0] == 200
+    assert idp[0].calls == []
+
+
+async def test_the_kind_is_off_without_its_section(gateway: Gateway) -> None:
+    status, body = await call(gateway, ACTIVE)
+    assert (status, body["details"]["reason"]) == (401, "malformed")
