@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from gateway.commands import command
 from gateway.config import ConfigError
 from gateway.errors import GatewayError
 from gateway.requirements import check_runtime_requirements
@@ -230,24 +231,6 @@ first deploy (README, "Deployment"):
 
 try it without a config:
   gateway demo"""
-
-
-def command(
-    sub: Any, name: str, summary: str, description: str, examples: tuple[str, ...]
-) -> argparse.ArgumentParser:
-    """A subcommand whose ``--help`` explains it and ends with runnable examples (the CLI's
-    tests parse every example line with this very parser)."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=summary,
-        description=description,
-        epilog="example"
-        + ("s" if len(examples) > 1 else "")
-        + ":\n"
-        + "\n".join(f"  {line}" for line in examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.commands import command
 from gateway.keys.files import write_private_file
 from gateway.keys.signing import generate_private_key, private_pem
 
@@ -29,7 +30,6 @@ def cmd_signing_key(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from gateway.cli import command
     from gateway.issue.member_cli import add_member_command
 
     add_member_command(sub)

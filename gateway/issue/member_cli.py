@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 
+from gateway.commands import command
 from gateway.config import ConfigError, Node
 from gateway.identifiers import is_identifier
 from gateway.keys.material import KEY_ID_SHAPE, KEY_SHAPE
@@ -65,7 +66,6 @@ def cmd_member(args: argparse.Namespace) -> int:
 
 
 def add_member_command(sub: Any) -> None:
-    from gateway.cli import command
 
     example = (
         'gateway tokens member --key "$API_KEY" --key-id key_0123456789abcdef01234567 '
