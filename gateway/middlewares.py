@@ -16,6 +16,7 @@ from gateway.exchange import EXCHANGE, Exchange
 from gateway.forward.headers import request_id
 from gateway.forward.proxy import new_request_id
 from gateway.observe import logs
+from gateway.observe.recent import RECENT as RECENT_AUDIT
 from gateway.render import error_response
 from gateway.runtime import REQUEST_RUNTIME, Current
 
@@ -80,6 +81,22 @@ def observe_middleware(current: Current) -> Middleware:
                     actor=p.actor,
                     key_id=p.key_id,
                     outcome=outcome,
+                )
+                # The dashboard's window onto the latest audit lines: one tuple, no formatting.
+                RECENT_AUDIT.append(
+                    (
+                        time.time(),
+                        exchange.request_id,
+                        exchange.route,
+                        method,
+                        status,
+                        kind,
+                        p.account,
+                        p.user,
+                        p.actor,
+                        p.key_id,
+                        outcome,
+                    )
                 )
 
     return impl
