@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from gateway.admin import METRICS_REGISTRY, admin_routes
 from gateway.config import Settings
 from gateway.cors import on_response_prepare
+from gateway.dashboard.routes import setup_dashboard
 from gateway.forward.decision import decision_handler
 from gateway.issue.endpoints import HANDLERS, jwks
 from gateway.middlewares import error_middleware, observe_middleware
@@ -44,12 +45,14 @@ def create_app(current: Current) -> web.Application:
 def create_admin_app(
     current: Current, metrics_registry: CollectorRegistry | None = None
 ) -> web.Application:
-    """The admin app. ``metrics_registry`` replaces the runtime's own registry on ``/metrics``
-    (a supervisor serves the registry that aggregates its workers)."""
+    """The admin app, with the key dashboard under ``/dashboard``. ``metrics_registry``
+    replaces the runtime's own registry on ``/metrics`` (a supervisor serves the registry that
+    aggregates its workers)."""
     app = web.Application()
     app[CURRENT] = current
     app[METRICS_REGISTRY] = metrics_registry or current.runtime.metrics.registry
     app.add_routes(admin_routes())
+    setup_dashboard(app)
     return app
 
 
