@@ -24,6 +24,7 @@ from gateway.dashboard import session as session_module
 from gateway.dashboard.session import SignInBudget
 from gateway.observe.logs import JsonFormatter
 from gateway.observe.recent import CAPACITY, RECENT, latest
+from gateway.stores.base import Store
 from tests.conftest import Gateway, GatewayFactory
 from tests.dashboard.support import csrf_of, sign_in
 from tests.support import ADMIN_TOKEN, base_url
@@ -689,3 +690,24 @@ async def test_dashboard_actions_appear_in_the_audit_window(dash: Admin) -> None
     assert all(
         "sk_" not in str(field) for event in latest() for field in dataclasses.astuple(event)
     )
+
+
+async def test_keys_and_relationships_through_the_page_on_both_stores(
+    make_gateway: GatewayFactory, aiohttp_client: Any, store: Store
+) -> None:
+    gw = await make_gateway(store=store, admin={"token": ADMIN_TOKEN})
+    client: TestClient[Any, Any] = await aiohttp_client(create_admin_app(gw.current))
+    csrf = await sign_in(client)
+    await create(client, csrf, account="acc_s")
+    key = new_key_on(await (await client.get("/dashboard/accounts/acc_s")).text())
+    assert await status_of_key(gw, key) == 200
+    pair = {"csrf": csrf, "account": "acc_s", "subject": "mem_1", "actor": "cg_1"}
+    await client.post("/dashboard/relationships", data={**pair, "action": "grant"})
+    page = await (await client.get("/dashboard/accounts/acc_s")).text()
+    assert "<td>mem_1</td><td>cg_1</td>" in page
+    (record,) = await gw.runtime.keys.list("acc_s")
+    await client.post(f"/dashboard/keys/{record.key_id}/revoke", data={"csrf": csrf})
+    gw.clock.advance(1.1)
+    assert await status_of_key(gw, key) == 401
+    overview = await (await client.get("/dashboard")).text()
+    assert '<a href="/dashboard/accounts/acc_s">acc_s</a></td><td>0</td><td>1</td>' in overview
