@@ -7,7 +7,7 @@ default policy lets it ``GET /v1/users/{its user}/…`` and nothing else.
 from __future__ import annotations
 
 from gateway.authn.base import Dependencies, Kind, KindSection
-from gateway.authn.gateway_token import GatewayTokenAuthenticator, TokenMarkers
+from gateway.authn.gateway_token import TokenMarkers, gateway_token_kind
 from gateway.principal import CredentialKind
 
 KIND = CredentialKind(
@@ -23,10 +23,4 @@ claims = MARKERS.claims
 
 
 def build(deps: Dependencies) -> Kind:
-    return Kind(
-        KIND,
-        claims,
-        GatewayTokenAuthenticator(
-            KIND, MARKERS, deps.signing, deps.settings.tokens, deps.keys, deps.clock
-        ),
-    )
+    return gateway_token_kind(KIND, MARKERS, deps)

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
-from collections.abc import Iterator
 
-import pytest
 from prometheus_client import generate_latest
 
-from gateway.observe.logs import JsonFormatter
 from gateway.stores.base import Store
 from gateway.stores.redis import RedisStore
 from tests.conftest import Gateway, GatewayFactory
@@ -18,20 +14,6 @@ from tests.support import RedisServer
 
 SCORES = "/v1/users/usr_a/scores"
 DAY = 86400.0
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("gateway")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 def basic(key: str, password: str = "") -> str:
@@ -106,7 +88,7 @@ async def test_key_in_query_string_is_refused(gateway: Gateway) -> None:
 
 
 async def test_key_never_appears_in_logs_metrics_or_errors(
-    gateway: Gateway, log_output: io.StringIO
+    gateway: Gateway, log_lines: io.StringIO
 ) -> None:
     key, record = await gateway.runtime.keys.create("acc_1", "live")
     bodies = []
@@ -116,7 +98,7 @@ async def test_key_never_appears_in_logs_metrics_or_errors(
     await gateway.runtime.keys.revoke(record.key_id)
     response = await gateway.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
     bodies.append(await response.text() + str(response.headers))
-    logs = log_output.getvalue()
+    logs = log_lines.getvalue()
     metrics = generate_latest(gateway.runtime.metrics.registry).decode()
     assert '"credential": "api_key"' in logs.replace('":"', '": "')  # lines were written
     secret = key.split("_")[-1]
@@ -125,7 +107,7 @@ async def test_key_never_appears_in_logs_metrics_or_errors(
 
 
 async def test_access_and_audit_lines_name_the_actor(
-    gateway: Gateway, log_output: io.StringIO
+    gateway: Gateway, log_lines: io.StringIO
 ) -> None:
     import orjson
 
@@ -133,7 +115,7 @@ async def test_access_and_audit_lines_name_the_actor(
     await gateway.client.get(
         SCORES, headers={"Authorization": f"Bearer {key}", "X-Request-Id": "rid-1"}
     )
-    lines = [orjson.loads(line) for line in log_output.getvalue().splitlines()]
+    lines = [orjson.loads(line) for line in log_lines.getvalue().splitlines()]
     access = [x for x in lines if x["logger"] == "gateway.access"]
     audit = [x for x in lines if x["logger"] == "gateway.audit"]
     assert access[-1]["request_id"] == "rid-1" and access[-1]["status"] == 200

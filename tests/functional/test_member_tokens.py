@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
 import subprocess
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -18,7 +16,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.issue.member_cli import member_token
-from gateway.observe.logs import JsonFormatter
 from gateway.stores.base import Store
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.support import base_url, gateway_command
@@ -266,29 +263,20 @@ async def test_relationship_cache_and_revocation(gw: Gateway) -> None:
     assert (await get(gw, token))[:2] == (403, "insufficient_scope")
 
 
-@pytest.fixture
-def audit_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("gateway.audit")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old)
-
-
-async def test_audit_names_subject_and_caregiver(gw: Gateway, audit_lines: io.StringIO) -> None:
+async def test_audit_names_subject_and_caregiver(gw: Gateway, log_lines: io.StringIO) -> None:
     key, kid = await signing_key(gw)
     await gw.runtime.store.set_relationship("acc_1", "mem_1", "mem_2", True)
     token = sign(key, kid, payload(gw, act="mem_2"))
     assert (await get(gw, token))[0] == 200
-    line = orjson.loads(audit_lines.getvalue().splitlines()[-1])
+    audit = [
+        orjson.loads(text)
+        for text in log_lines.getvalue().splitlines()
+        if orjson.loads(text)["logger"] == "gateway.audit"
+    ]
+    line = audit[-1]
     assert line["subject"] == "mem_1" and line["actor"] == "mem_2"
     assert line["credential"] == "member_token" and line["account"] == "acc_1"
-    assert token not in audit_lines.getvalue() and key not in audit_lines.getvalue()
+    assert token not in log_lines.getvalue() and key not in log_lines.getvalue()
 
 
 # --- the http relationship provider ---------------------------------------------------
