@@ -38,7 +38,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     rules = len(settings.section("policy", Policy).rules)
     print(
         f"{args.file}: OK ({len(settings.upstreams)} upstream(s), {rules} route rule(s), "
-        f"store {settings.store.url.split('@')[-1] if settings.store.is_redis else 'memory'})"
+        f"store {settings.store.describe()})"
     )
     return 0
 
@@ -87,11 +87,9 @@ async def _check_master_key(settings: Any) -> None:
     from gateway.keys.fingerprint import ensure_master_key
     from gateway.keys.sealing import Sealer
     from gateway.observe import logs
-    from gateway.stores.redis import RedisStore
+    from gateway.stores.redis import open_redis_store
 
-    store = RedisStore(
-        settings.store.url, timeout=settings.store.timeout, prefix=settings.store.prefix
-    )
+    store = open_redis_store(settings.store)
     try:
         await ensure_master_key(store, Sealer(settings.master_key))
     except StoreUnavailable:

@@ -176,6 +176,339 @@ class RedisServer:
             proc.stop()
 
 
+# Credentials of the Redis topologies the tests start (tests only): the gateway connects as an
+# ACL user, replicas authenticate as another (so a test can cut replication off), and the
+# sentinels ask for a password of their own.
+STORE_USER = "gateway"
+STORE_PASSWORD = "gateway-test-password"
+SENTINEL_PASSWORD = "sentinel-test-password"
+REPLICATION_USER = "replicator"
+REPLICATION_PASSWORD = "replicator-test-password"
+
+
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "redis-server not found: install it (Debian: apt-get install redis-server)"
+        )
+    return binary
+
+
+def topology_node_args(port: int, directory: Path) -> list[str]:
+    """redis-server arguments shared by every data node of a topology."""
+    return [
+        *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)),
+        *("--save", "", "--appendonly", "no", "--protected-mode", "no"),
+        *("--loglevel", "warning", "--enable-debug-command", "local"),
+        # A replica syncs at once (the default waits 5 s for more replicas to join).
+        *("--repl-diskless-sync-delay", "0"),
+        *("--user", STORE_USER, "on", f">{STORE_PASSWORD}", "~*", "&*", "+@all"),
+        *("--user", REPLICATION_USER, "on", f">{REPLICATION_PASSWORD}"),
+        *("+psync", "+replconf", "+ping"),
+        *("--masteruser", REPLICATION_USER, "--masterauth", REPLICATION_PASSWORD),
+    ]
+
+
+class RedisNode:
+    """One ``redis-server`` (data node or sentinel) of a topology a test starts, owned by it."""
+
+    def __init__(self, port: int, args: list[str]) -> None:
+        self.port = port
+        self._args = [redis_binary(), *args]
+        self.proc: OwnedProcess | None = None
+
+    def start(self) -> None:
+        self.proc = OwnedProcess(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(self.port)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, by pid: the node dies without a word to anyone."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            proc.stop()
+
+    def command(self, *args: Any, password: str | None = None) -> Any:
+        """The raw reply, as redis-cli shows it (no redis-py parsing), as the default user (or
+        with ``password``)."""
+        import redis
+
+        connection = redis.Connection(
+            host="127.0.0.1",
+            port=self.port,
+            password=password,
+            socket_timeout=5,
+            decode_responses=True,
+        )
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        finally:
+            connection.disconnect()
+
+    def block_replication(self) -> None:
+        """On a master: its replicas can no longer authenticate, and the ones connected are
+        cut off. Writes from now on reach no replica (WAIT answers 0)."""
+        self.command("ACL", "SETUSER", REPLICATION_USER, "off")
+        self.command("CLIENT", "KILL", "USER", REPLICATION_USER)
+
+    def allow_replication(self) -> None:
+        self.command("ACL", "SETUSER", REPLICATION_USER, "on")
+
+
+def _wait_until(what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: S110 - a node still starting or just killed
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not after {timeout}s")
+        time.sleep(0.05)
+
+
+class SentinelTopology:
+    """One master, one replica and three sentinels on 127.0.0.1, started and stopped by the
+    tests (``redis-server --sentinel``). The sentinels fail over after ``down_after`` ms."""
+
+    MASTER = "mymaster"
+
+    def __init__(self, down_after: int = 1000) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="gw-sentinel-"))
+        master_port, replica_port = free_port(), free_port()
+        self.data = [
+            RedisNode(master_port, topology_node_args(master_port, self.dir)),
+            RedisNode(
+                replica_port,
+                [
+                    *topology_node_args(replica_port, self.dir),
+                    *("--replicaof", "127.0.0.1", str(master_port)),
+                ],
+            ),
+        ]
+        self.sentinels = []
+        for _ in range(3):
+            port = free_port()
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\nloglevel warning\n"
+                f"requirepass {SENTINEL_PASSWORD}\n"
+                f"sentinel sentinel-pass {SENTINEL_PASSWORD}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {master_port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} {down_after}\n"
+                f"sentinel failover-timeout {self.MASTER} 10000\n"
+            )
+            self.sentinels.append(RedisNode(port, [str(conf), "--sentinel"]))
+        try:
+            for node in (*self.data, *self.sentinels):
+                node.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def store_section(self, **extra: Any) -> dict[str, Any]:
+        """The gateway's ``store`` section for this topology."""
+        return {
+            "sentinel": {
+                "master": self.MASTER,
+                "nodes": [f"127.0.0.1:{s.port}" for s in self.sentinels],
+                "password": SENTINEL_PASSWORD,
+            },
+            "username": STORE_USER,
+            "password": STORE_PASSWORD,
+            **extra,
+        }
+
+    def _ask(self, *args: Any) -> Any:
+        for sentinel in self.sentinels:
+            if sentinel.alive:
+                try:
+                    return sentinel.command("SENTINEL", *args, password=SENTINEL_PASSWORD)
+                except Exception:  # noqa: S112 - ask the next one
+                    continue
+        raise RuntimeError("no sentinel answers")
+
+    @property
+    def master(self) -> RedisNode:
+        """The data node the sentinels name master now."""
+        _, port = self._ask("GET-MASTER-ADDR-BY-NAME", self.MASTER)
+        return next(node for node in self.data if node.port == int(port))
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Every sentinel knows the master, the replica and the two other sentinels, and the
+        replica is in sync: a failover can happen."""
+
+        def ready() -> bool:
+            for sentinel in self.sentinels:
+                flat = sentinel.command(
+                    "SENTINEL", "MASTER", self.MASTER, password=SENTINEL_PASSWORD
+                )
+                # A map (RESP3) or a flat list of pairs (RESP2).
+                pairs = zip(flat[::2], flat[1::2], strict=True) if isinstance(flat, list) else ()
+                state = flat if isinstance(flat, dict) else dict(pairs)
+                if state["num-slaves"] != "1" or state["num-other-sentinels"] != "2":
+                    return False
+            replica = next(node for node in self.data if node is not self.master)
+            return "master_link_status:up" in replica.command("INFO", "replication")
+
+        _wait_until("sentinel topology ready", ready, timeout)
+
+    def block_replication(self) -> None:
+        """Writes to the master from now on reach no replica."""
+        self.master.block_replication()
+
+    def restore_replication(self) -> None:
+        for node in self.data:
+            node.allow_replication()
+        self.wait_ready()
+
+    def wait_promoted(self, old: RedisNode, timeout: float = 30.0) -> RedisNode:
+        """Until the sentinels name another master than ``old`` and it acts as one."""
+
+        def promoted() -> bool:
+            new = self.master
+            return new is not old and new.command("ROLE")[0] == "master"
+
+        _wait_until("sentinel failover", promoted, timeout)
+        return self.master
+
+    def stop(self) -> None:
+        for node in (*self.sentinels, *self.data):
+            node.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ClusterTopology:
+    """A Redis Cluster of three masters with one replica each on 127.0.0.1
+    (``redis-server --cluster-enabled yes`` and ``redis-cli --cluster create``), started and
+    stopped by the tests. A master is failed over ``node_timeout`` ms after it stops answering."""
+
+    def __init__(self, masters: int = 3, node_timeout: int = 1000) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="gw-cluster-"))
+        self.nodes = []
+        for _ in range(masters * 2):
+            port = free_port()
+            self.nodes.append(
+                RedisNode(
+                    port,
+                    [
+                        *topology_node_args(port, self.dir),
+                        *("--cluster-enabled", "yes", "--cluster-port", str(free_port())),
+                        *("--cluster-config-file", f"nodes-{port}.conf"),
+                        *("--cluster-node-timeout", str(node_timeout)),
+                    ],
+                )
+            )
+        try:
+            for node in self.nodes:
+                node.start()
+            cli = shutil.which("redis-cli")
+            if cli is None:
+                raise RuntimeError("redis-cli not found (Debian: apt-get install redis-tools)")
+            subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                    *("--cluster-replicas", "1", "--cluster-yes"),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def store_section(self, **extra: Any) -> dict[str, Any]:
+        """The gateway's ``store`` section for this topology (two seed nodes)."""
+        return {
+            "cluster": {"nodes": [f"127.0.0.1:{node.port}" for node in self.nodes[:2]]},
+            "username": STORE_USER,
+            "password": STORE_PASSWORD,
+            **extra,
+        }
+
+    def _any(self) -> RedisNode:
+        return next(node for node in self.nodes if node.alive)
+
+    def master_of(self, key: str) -> RedisNode:
+        """The master serving ``key``'s slot now."""
+        slot = int(self._any().command("CLUSTER", "KEYSLOT", key))
+        for low, high, master, *_ in self._any().command("CLUSTER", "SLOTS"):
+            if int(low) <= slot <= int(high):
+                return next(node for node in self.nodes if node.port == int(master[1]))
+        raise RuntimeError(f"slot {slot} is not served")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Every live node reports the cluster ok, and every master has a replica in sync."""
+
+        def ready() -> bool:
+            live = [node for node in self.nodes if node.alive]
+            if not all("cluster_state:ok" in n.command("CLUSTER", "INFO") for n in live):
+                return False
+            infos = [node.command("INFO", "replication") for node in live]
+            masters = sum("role:master" in info for info in infos)
+            in_sync = sum("master_link_status:up" in info for info in infos)
+            return in_sync >= masters
+
+        _wait_until("cluster ready", ready, timeout)
+
+    def masters(self) -> list[RedisNode]:
+        return [
+            node
+            for node in self.nodes
+            if node.alive and "role:master" in node.command("INFO", "replication")
+        ]
+
+    def block_replication(self) -> None:
+        """Writes to any master from now on reach no replica."""
+        for node in self.masters():
+            node.block_replication()
+
+    def restore_replication(self) -> None:
+        for node in self.nodes:
+            if node.alive:
+                node.allow_replication()
+        self.wait_ready()
+
+    def wait_promoted(self, key: str, old: RedisNode, timeout: float = 30.0) -> RedisNode:
+        """Until another node serves ``key``'s slot as master and the cluster is ok."""
+
+        def promoted() -> bool:
+            new = self.master_of(key)
+            live = [node for node in self.nodes if node.alive]
+            return new is not old and all(
+                "cluster_state:ok" in n.command("CLUSTER", "INFO") for n in live
+            )
+
+        _wait_until("cluster failover", promoted, timeout)
+        return self.master_of(key)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -337,18 +670,20 @@ def write_config(
     directory: Path,
     upstream: str,
     *,
-    store: str = "memory",
+    store: str | dict[str, Any] = "memory",
     name: str = "gateway",
     extra: dict[str, Any] | None = None,
 ) -> GatewayProcess:
-    """A config file for ``gateway serve`` on free ports."""
+    """A config file for ``gateway serve`` on free ports. ``store`` is a URL, or a ``store``
+    section (a topology's :meth:`~SentinelTopology.store_section`)."""
     import yaml
 
     port, admin_port = free_port(), free_port()
+    section = store if isinstance(store, dict) else {"url": store}
     document: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port},
         "admin": {"host": "127.0.0.1", "port": admin_port, "token": ADMIN_TOKEN},
-        "store": {"url": store, "prefix": f"{name}:"} if store != "memory" else "memory",
+        "store": {**section, "prefix": f"{name}:"} if store != "memory" else "memory",
         "master_key": MASTER_KEY,
         "upstreams": {"live": {"url": upstream}, "sandbox": {"url": upstream}},
         "tokens": signing_config(),

@@ -241,11 +241,11 @@ class KeyService:
             digest=material.digest(key),
             sealed=self._sealer.seal(key, key_id),
         )
-        await self._store.put_key(key_id, record.digest, record.to_blob())
+        await self._store.put_key(key_id, record.digest, record.to_blob(), record.account)
         return key, record
 
     async def list(self, account: str | None = None) -> list[KeyRecord]:
-        records = [KeyRecord.from_blob(b) for b in await self._store.list_keys()]
+        records = [KeyRecord.from_blob(b) for b in await self._store.list_keys(account)]
         return sorted(
             (r for r in records if account is None or r.account == account),
             key=lambda r: r.created_at,
@@ -261,7 +261,9 @@ class KeyService:
         record = await self._get(key_id)
         if record.revoked_at is None or record.revoked_at > self._clock.now():
             record = record.with_changes(revoked_at=self._clock.now())
-            await self._store.put_key(record.key_id, record.digest, record.to_blob())
+            await self._store.put_key(
+                record.key_id, record.digest, record.to_blob(), record.account
+            )
         self._forget(record)
         return record
 
@@ -279,7 +281,7 @@ class KeyService:
             old.account, old.environment, label=old.label, test=old.prefix == "sk_test_"
         )
         old = old.with_changes(revoked_at=self._clock.now() + grace, rotated_to=new.key_id)
-        await self._store.put_key(old.key_id, old.digest, old.to_blob())
+        await self._store.put_key(old.key_id, old.digest, old.to_blob(), old.account)
         self._forget(old)
         return key, new, old
 

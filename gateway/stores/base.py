@@ -23,14 +23,19 @@ class MobileState(StrEnum):
 
 
 class KeyStore(Protocol):
-    async def put_key(self, key_id: str, digest: str, blob: bytes) -> None:
-        """Create or replace the record of ``key_id``, reachable by ``digest`` too."""
+    async def put_key(
+        self, key_id: str, digest: str, blob: bytes, account: str | None = None
+    ) -> None:
+        """Create or replace the record of ``key_id``, reachable by ``digest`` too, and listed
+        under ``account``. Where replicas must acknowledge writes, raises
+        :class:`~gateway.errors.StoreUnavailable` when too few did (the write may remain)."""
 
     async def key_by_digest(self, digest: str) -> bytes | None: ...
 
     async def key_by_id(self, key_id: str) -> bytes | None: ...
 
-    async def list_keys(self) -> list[bytes]: ...
+    async def list_keys(self, account: str | None = None) -> list[bytes]:
+        """Every record, or those put under ``account`` (an index, never a scan)."""
 
     async def master_fingerprint(self) -> str | None:
         """The fingerprint of the master key the keys here are sealed under, if recorded."""
@@ -52,7 +57,9 @@ class MobileTokenStore(Protocol):
 
     async def consume_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
         """Atomically mark the token used and return its record. Exactly one caller ever gets
-        ``OK`` for a token, across every process sharing the store."""
+        ``OK`` for a token, across every process sharing the store and across a failover:
+        where replicas must acknowledge the consumption and too few did, this raises
+        :class:`~gateway.errors.StoreUnavailable` instead, and the token stays usable."""
 
 
 class RelationshipStore(Protocol):

@@ -24,6 +24,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._keys: dict[str, bytes] = {}
+        self._accounts: dict[str, set[str]] = {}
         self._digests: dict[str, str] = {}
         self._mobile: dict[str, _Mobile] = {}
         self._relationships: set[tuple[str, str, str]] = set()
@@ -37,9 +38,13 @@ class MemoryStore:
         return None
 
     # -- API keys --------------------------------------------------------------------------
-    async def put_key(self, key_id: str, digest: str, blob: bytes) -> None:
+    async def put_key(
+        self, key_id: str, digest: str, blob: bytes, account: str | None = None
+    ) -> None:
         self._keys[key_id] = blob
         self._digests[digest] = key_id
+        if account is not None:
+            self._accounts.setdefault(account, set()).add(key_id)
 
     async def key_by_digest(self, digest: str) -> bytes | None:
         key_id = self._digests.get(digest)
@@ -48,8 +53,9 @@ class MemoryStore:
     async def key_by_id(self, key_id: str) -> bytes | None:
         return self._keys.get(key_id)
 
-    async def list_keys(self) -> list[bytes]:
-        return list(self._keys.values())
+    async def list_keys(self, account: str | None = None) -> list[bytes]:
+        ids = sorted(self._keys if account is None else self._accounts.get(account, ()))
+        return [self._keys[key_id] for key_id in ids]
 
     async def master_fingerprint(self) -> str | None:
         return self._fingerprint

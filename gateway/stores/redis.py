@@ -1,157 +1,364 @@
-"""The Redis store: shared by any number of gateway replicas.
+"""The Redis store: shared by any number of gateway replicas, on a standalone Redis (or a managed
+endpoint), a Sentinel-managed master or a Redis Cluster, each through redis-py's own client
+(:func:`open_redis_store`). Failover and slot routing are redis-py's; this module adds none.
 
 Atomic decisions live in the Lua scripts beside this module (one script a decision) or in single
-commands. Every call is bounded by the configured socket timeout; any Redis failure becomes
-:class:`~gateway.errors.StoreUnavailable`, so a decision that needs Redis fails closed.
+commands. Every key a script or a multi-key command touches shares one hash tag, so each runs in
+one Cluster slot (docs/design.md, "Key schema"; ``gw:`` is the default prefix):
+
+- API keys, all in the slot of ``{apikeys}``: ``gw:{apikeys}:id:<key id>`` (the record),
+  ``gw:{apikeys}:digest:<digest>`` (→ key id), ``gw:{apikeys}:all`` and
+  ``gw:{apikeys}:account:<account>`` (sets of key ids), ``gw:{apikeys}:master_key_fingerprint``;
+- a mobile token: ``gw:mobile:<digest>`` (one hash);
+- a rate-limit bucket: ``gw:rl:<bucket>`` (its GCRA arrival time);
+- relationships, in the slot of their account: ``gw:rel:{<account>}:<subject>\x1f<actor>`` and
+  the account's index ``gw:rels:{<account>}``.
+
+Every call is bounded (``store.timeout`` on the socket, an overall deadline per operation); any
+exception from the client, whatever its type, becomes
+:class:`~gateway.errors.StoreUnavailable`, so a decision that needs Redis fails closed (503) and
+never answers 500. Reads are retried once at once where a fresh connection may help (a
+connection torn down by a failover); writes are not.
+
+With ``min_replicas_ack`` > 0 the writes that must survive a failover (a mobile token's
+consumption, API keys, relationships, the master-key fingerprint) are followed by ``WAIT`` on the
+same connection; fewer acknowledgements than asked is a 503, and a consumption nobody
+acknowledged is undone (the token stays usable), so a token accepted once cannot be accepted
+again on a promoted replica.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import wraps
 from importlib import resources
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import GatewayError, StoreUnavailable
+from gateway.observe import logs
 from gateway.stores.base import MobileState
 from gateway.stores.gcra import gcra_peek
+
+if TYPE_CHECKING:
+    from gateway.config.store import StoreSettings
 
 P = ParamSpec("P")
 T = TypeVar("T")
 MIN_POOL_WAIT = 2.0
 POOL_WAIT_FACTOR = 4
+MAX_CONNECTIONS = 64
+LOG_EVERY = 60.0  # seconds between two log lines about the same kind of store failure
+API_KEYS_TAG = "{apikeys}"
+
+Client = redis.Redis | RedisCluster
 
 
 def _lua(name: str) -> str:
     return resources.files("gateway.stores").joinpath(f"lua/{name}.lua").read_text("utf-8")
 
 
-def _fail_closed(
-    fn: Callable[P, Coroutine[Any, Any, T]],
-) -> Callable[P, Coroutine[Any, Any, T]]:
-    operation = fn.__name__
+def _may_retry(exc: BaseException) -> bool:
+    """Whether the same read may succeed at once on a fresh connection: the connection was torn
+    down (a failover, a restarted node, the client's own reset: redis-py can then fail with an
+    AttributeError), not a timeout (a second one would double the bound) nor an answer."""
+    if isinstance(exc, GatewayError | TimeoutError | RedisTimeoutError):
+        return False
+    if isinstance(exc, ResponseError):
+        return isinstance(exc, AskError | TryAgainError | ClusterDownError)
+    return True
 
-    @wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        observer = getattr(args[0], "observer", None)
-        started = time.perf_counter()
-        ok = False
-        try:
-            result = await fn(*args, **kwargs)
-            ok = True
-            return result
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(details={"store": "redis"}) from exc
-        finally:
-            if observer is not None:
-                observer(operation, time.perf_counter() - started, ok)
 
-    return wrapper
+def _operation(
+    *, idempotent: bool
+) -> Callable[
+    [Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]]],
+    Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]],
+]:
+    """A store operation: bounded, observed, failing closed (see the module's docstring)."""
+
+    def decorate(
+        fn: Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]],
+    ) -> Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]]:
+        operation = fn.__name__
+
+        @wraps(fn)
+        async def wrapper(self: RedisStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            started = time.perf_counter()
+            ok = False
+            try:
+                result = await self._call(operation, lambda: fn(self, *args, **kwargs), idempotent)
+                ok = True
+                return result
+            finally:
+                if self.observer is not None:
+                    self.observer(operation, time.perf_counter() - started, ok)
+
+        return wrapper
+
+    return decorate
 
 
 class RedisStore:
     name = "redis"
 
     def __init__(
-        self, url: str, *, timeout: float = 0.5, prefix: str = "gw:", max_connections: int = 64
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 0.5,
+        prefix: str = "gw:",
+        max_connections: int = MAX_CONNECTIONS,
+        client: Client | None = None,
+        min_replicas_ack: int = 0,
+        replica_ack_timeout: float = 0.2,
+        closing: Callable[[], Awaitable[None]] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
-        # A blocking pool: past `max_connections` callers wait for a connection instead of
-        # opening unbounded numbers of them. Each operation is bounded by `timeout` on the
-        # socket; the wait for a free connection during a burst (1,000 concurrent requests on
-        # one worker queue for ~0.5 s of Redis client work) by POOL_WAIT_FACTOR times that,
-        # at least MIN_POOL_WAIT seconds. Past either: 503, never an unchecked answer.
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=max(MIN_POOL_WAIT, timeout * POOL_WAIT_FACTOR),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-            retry_on_timeout=False,
-        )
-        self._redis: redis.Redis = redis.Redis(connection_pool=pool)
+        """A store on ``url`` (a standalone Redis; ``options`` for its connections: credentials,
+        TLS files), or on ``client`` (built by :func:`open_redis_store` for Sentinel and
+        Cluster). ``closing`` is awaited after the client is closed (the Sentinel's own
+        connections)."""
+        pool_wait = max(MIN_POOL_WAIT, timeout * POOL_WAIT_FACTOR)
+        if client is None:
+            if url is None:
+                raise ValueError("RedisStore needs a url or a client")
+            # A blocking pool: past `max_connections` callers wait for a connection instead of
+            # opening unbounded numbers of them. Each operation is bounded by `timeout` on the
+            # socket; the wait for a free connection during a burst (1,000 concurrent requests
+            # on one worker queue for ~0.5 s of Redis client work) by POOL_WAIT_FACTOR times
+            # that, at least MIN_POOL_WAIT seconds. Past either: 503, never an unchecked answer.
+            pool = redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=pool_wait,
+                **connection_options(timeout),
+                **(options or {}),
+            )
+            client = redis.Redis(connection_pool=pool)
+            self._gate: asyncio.Semaphore | None = None
+        else:
+            # redis-py's Sentinel and Cluster pools refuse a connection past their size rather
+            # than wait for one; this gate is the wait (at most `max_connections` operations
+            # at once, one connection each per node).
+            self._gate = asyncio.Semaphore(max_connections)
+        self._redis: Client = client
+        self._closing = closing
         self._p = prefix
+        self._keys = f"{prefix}{API_KEYS_TAG}:"
+        self._ack = min_replicas_ack
+        self._ack_ms = max(1, int(replica_ack_timeout * 1000))
+        # The whole operation, retry included: a wait for a connection, then connecting (with
+        # Sentinel, asking a sentinel first) and the command, each bounded by `timeout`.
+        self._deadline = pool_wait + 2 * timeout + (replica_ack_timeout if min_replicas_ack else 0)
+        self._logged: dict[str, float] = {}
         # Called with (operation, seconds, ok) after every operation; set by the runtime.
         self.observer: Callable[[str, float, bool], None] | None = None
-        self._put_mobile = self._redis.register_script(_lua("put_mobile"))
-        self._consume = self._redis.register_script(_lua("consume_mobile"))
-        self._by_digest = self._redis.register_script(_lua("key_by_digest"))
-        self._gcra = self._redis.register_script(_lua("rate_limit"))
+        self._put_mobile = client.register_script(_lua("put_mobile"))
+        self._consume = client.register_script(_lua("consume_mobile"))
+        self._unconsume = client.register_script(_lua("unconsume_mobile"))
+        self._by_digest = client.register_script(_lua("key_by_digest"))
+        self._list_keys = client.register_script(_lua("list_keys"))
+        self._put_key = client.register_script(_lua("put_key"))
+        self._claim = client.register_script(_lua("claim_fingerprint"))
+        self._set_rel = client.register_script(_lua("set_relationship"))
+        self._gcra = client.register_script(_lua("rate_limit"))
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         return self._redis
 
-    @_fail_closed
+    @property
+    def topology(self) -> str:
+        if isinstance(self._redis, RedisCluster):
+            return "cluster"
+        if isinstance(self._redis.connection_pool, SentinelConnectionPool):
+            return "sentinel"
+        return "standalone"
+
+    # -- the frame of every operation ------------------------------------------------------
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]], idempotent: bool) -> T:
+        try:
+            async with asyncio.timeout(self._deadline), self._slot():
+                try:
+                    return await call()
+                except Exception as exc:
+                    if not (idempotent and _may_retry(exc)):
+                        raise
+                    return await call()  # a fresh connection: redis-py dropped the broken one
+        except GatewayError:
+            raise
+        except Exception as exc:
+            # SECURITY: whatever the client raised (redis-py can fail with AttributeError while
+            # a failover tears a connection down), the decision fails closed: 503, never 500.
+            self._log(operation, exc)
+            raise StoreUnavailable(details={"store": "redis"}) from exc
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._gate is None:
+            yield
+            return
+        async with self._gate:
+            yield
+
+    def _log(self, operation: str, exc: Exception) -> None:
+        kind = type(exc).__name__
+        now = time.monotonic()
+        if now - self._logged.get(kind, -LOG_EVERY) < LOG_EVERY:
+            return
+        self._logged[kind] = now
+        logs.event(
+            "store unavailable; requests that need it get 503 until it answers",
+            logging.WARNING,
+            operation=operation,
+            topology=self.topology,
+            exc_type=kind,
+            error=str(exc)[:300],
+        )
+
+    async def _acked(
+        self, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> tuple[Any, int]:
+        """Run ``script`` and, when replicas must acknowledge, ``WAIT`` on the same connection
+        (one round trip): (the script's answer, replicas that hold its writes)."""
+        if self._ack == 0:
+            return await script(keys=keys, args=args), 0
+        if isinstance(self._redis, RedisCluster):
+            return await self._acked_on_cluster(self._redis, script, keys, args)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.eval(script.script, len(keys), *keys, *args)  # type: ignore[arg-type]
+            pipe.execute_command("WAIT", self._ack, self._ack_ms)
+            result, acked = await pipe.execute()
+        return result, int(acked)
+
+    async def _acked_on_cluster(
+        self, cluster: RedisCluster, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> tuple[Any, int]:
+        # Both commands go to the node that owns the slot, in one pipeline on one connection
+        # (WAIT counts the acknowledgements of the writes of its own connection). Redirections
+        # are not followed: a script MOVED elsewhere did not run, and is refused.
+        await cluster.initialize()
+        node = cast(ClusterNode, cluster.get_node_from_key(keys[0]))
+        pipe = cluster.pipeline()
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args, target_nodes=node)
+        pipe.execute_command("WAIT", self._ack, self._ack_ms, target_nodes=node)
+        try:
+            result, acked = await pipe.execute(raise_on_error=False, allow_redirections=False)
+        except RedisConnectionError:
+            await cluster.aclose()  # the next command learns the cluster's layout again
+            raise
+        for answer in (result, acked):
+            if isinstance(answer, AskError | ClusterDownError | TryAgainError):
+                await cluster.aclose()  # the slot moved (a failover): learn the layout again
+            if isinstance(answer, Exception):
+                raise answer
+        return result, int(acked)
+
+    def _replicated(self, acked: int) -> None:
+        if acked < self._ack:
+            raise StoreUnavailable(
+                details={"store": "redis", "reason": "not_replicated"},
+            )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @_operation(idempotent=True)
     async def ping(self) -> None:
-        await self._redis.ping()
+        if isinstance(self._redis, RedisCluster):
+            # Ready when every slot's master answers (a master that died and has no successor
+            # yet leaves part of the keys unreachable).
+            await self._redis.execute_command("PING", target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self._redis.ping()
 
     async def close(self) -> None:
-        await self._redis.aclose(close_connection_pool=True)
+        await self._redis.aclose()
+        if isinstance(self._redis, redis.Redis):
+            await self._redis.connection_pool.disconnect()
+        if self._closing is not None:
+            await self._closing()
 
     # -- API keys --------------------------------------------------------------------------
-    @_fail_closed
-    async def put_key(self, key_id: str, digest: str, blob: bytes) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self._p}key:{key_id}", blob)
-            pipe.set(f"{self._p}keydigest:{digest}", key_id)
-            pipe.sadd(f"{self._p}keys", key_id)
-            await pipe.execute()
+    @_operation(idempotent=False)
+    async def put_key(
+        self, key_id: str, digest: str, blob: bytes, account: str | None = None
+    ) -> None:
+        keys = [f"{self._keys}id:{key_id}", f"{self._keys}digest:{digest}", f"{self._keys}all"]
+        if account is not None:
+            keys.append(f"{self._keys}account:{account}")
+        _, acked = await self._acked(self._put_key, keys, [key_id, blob])
+        # SECURITY: a revocation no replica holds could be undone by a failover: not confirmed.
+        self._replicated(acked)
 
-    @_fail_closed
+    @_operation(idempotent=True)
     async def key_by_digest(self, digest: str) -> bytes | None:
         found: Any = await self._by_digest(
-            keys=[f"{self._p}keydigest:{digest}"], args=[f"{self._p}key:"]
+            keys=[f"{self._keys}digest:{digest}"], args=[f"{self._keys}id:"]
         )
         return found if isinstance(found, bytes) else None
 
-    @_fail_closed
+    @_operation(idempotent=True)
     async def key_by_id(self, key_id: str) -> bytes | None:
-        return cast("bytes | None", await self._redis.get(f"{self._p}key:{key_id}"))
+        return cast("bytes | None", await self._redis.get(f"{self._keys}id:{key_id}"))
 
-    @_fail_closed
-    async def list_keys(self) -> list[bytes]:
-        ids = sorted(cast("set[bytes]", await self._redis.smembers(f"{self._p}keys")))
-        if not ids:
-            return []
-        blobs: list[bytes | None] = await self._redis.mget(  # type: ignore[assignment]
-            [f"{self._p}key:{i.decode()}" for i in ids]
-        )
-        return [b for b in blobs if b is not None]
+    @_operation(idempotent=True)
+    async def list_keys(self, account: str | None = None) -> list[bytes]:
+        index = f"{self._keys}all" if account is None else f"{self._keys}account:{account}"
+        found = await self._list_keys(keys=[index], args=[f"{self._keys}id:"])
+        return list(cast("list[bytes]", found))
 
-    @_fail_closed
+    @_operation(idempotent=True)
     async def master_fingerprint(self) -> str | None:
-        found = await self._redis.get(f"{self._p}master_key_fingerprint")
+        found = await self._redis.get(f"{self._keys}master_key_fingerprint")
         return found.decode("ascii") if isinstance(found, bytes) else None
 
-    @_fail_closed
+    @_operation(idempotent=False)
     async def claim_master_fingerprint(self, fingerprint: str) -> str:
-        key = f"{self._p}master_key_fingerprint"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(key, fingerprint, nx=True)
-            pipe.get(key)
-            _, recorded = await pipe.execute()
+        recorded, acked = await self._acked(
+            self._claim, [f"{self._keys}master_key_fingerprint"], [fingerprint]
+        )
+        self._replicated(acked)
         return cast("bytes", recorded).decode("ascii")
 
     # -- mobile tokens ---------------------------------------------------------------------
-    @_fail_closed
+    def _mobile(self, digest: str) -> str:
+        return f"{self._p}mobile:{digest}"
+
+    @_operation(idempotent=False)
     async def put_mobile(
         self, digest: str, blob: bytes, now: float, expires_at: float, retain_until: float
     ) -> None:
+        # Not acknowledged by replicas: a token lost with its master is unknown (401) on the
+        # promoted replica, which fails closed.
         await self._put_mobile(
-            keys=[f"{self._p}mobile:{digest}"],
+            keys=[self._mobile(digest)],
             args=[int(expires_at * 1000), blob, max(1, int((retain_until - now) * 1000))],
         )
 
-    @_fail_closed
+    @_operation(idempotent=True)
     async def peek_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
         fields = cast(
             "list[bytes | None]",
-            await self._redis.hmget(f"{self._p}mobile:{digest}", ["state", "exp", "blob"]),
+            await self._redis.hmget(self._mobile(digest), ["state", "exp", "blob"]),
         )
         state, exp, blob = fields
         if state is None:
@@ -162,46 +369,57 @@ class RedisStore:
             return MobileState.EXPIRED, None
         return MobileState.OK, blob
 
-    @_fail_closed
+    @_operation(idempotent=False)
     async def consume_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
-        result: list[bytes] = await self._consume(
-            keys=[f"{self._p}mobile:{digest}"], args=[int(now * 1000)]
-        )
+        key, claim = self._mobile(digest), secrets.token_hex(16)
+        result, acked = await self._acked(self._consume, [key], [int(now * 1000), claim])
         state = MobileState(result[0].decode())
-        return state, (result[1] if state is MobileState.OK else None)
+        if state is not MobileState.OK:
+            return state, None
+        blob = cast(bytes, result[1])
+        if acked < self._ack:
+            # SECURITY: no replica holds this consumption, so a failover could lose it and
+            # accept the token again: it is not accepted here (503) and, while this master
+            # lives, made usable again for the client's retry.
+            with contextlib.suppress(Exception):
+                await self._unconsume(keys=[key], args=[claim, blob])
+            self._replicated(acked)
+        return state, blob
 
     # -- relationships ---------------------------------------------------------------------
     def _rel(self, account: str, subject: str, actor: str) -> str:
-        # Identifiers are validated before they get here; the separator cannot occur in them.
-        return f"{self._p}rel:{account}\x1f{subject}\x1f{actor}"
+        # Identifiers are validated before they get here; the separator cannot occur in them,
+        # nor can '{' or '}' (the account is the hash tag shared with the account's index).
+        return f"{self._p}rel:{{{account}}}:{subject}\x1f{actor}"
 
-    @_fail_closed
+    def _rels(self, account: str) -> str:
+        return f"{self._p}rels:{{{account}}}"
+
+    @_operation(idempotent=False)
     async def set_relationship(self, account: str, subject: str, actor: str, active: bool) -> None:
-        # The relationship and the account's index of relationships change in one MULTI, so
+        # The relationship and the account's index of relationships change in one script, so
         # list_relationships never shows a relationship that is not active (nor misses one
         # granted through this method).
-        member = f"{subject}\x1f{actor}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            if active:
-                pipe.set(self._rel(account, subject, actor), b"1")
-                pipe.sadd(f"{self._p}rels:{account}", member)
-            else:
-                pipe.delete(self._rel(account, subject, actor))
-                pipe.srem(f"{self._p}rels:{account}", member)
-            await pipe.execute()
+        _, acked = await self._acked(
+            self._set_rel,
+            [self._rel(account, subject, actor), self._rels(account)],
+            ["1" if active else "0", f"{subject}\x1f{actor}"],
+        )
+        # SECURITY: a revoked relationship no replica holds could be restored by a failover.
+        self._replicated(acked)
 
-    @_fail_closed
+    @_operation(idempotent=True)
     async def relationship_active(self, account: str, subject: str, actor: str) -> bool:
         return bool(await self._redis.exists(self._rel(account, subject, actor)))
 
-    @_fail_closed
+    @_operation(idempotent=True)
     async def list_relationships(self, account: str) -> list[tuple[str, str]]:
-        members = cast("set[bytes]", await self._redis.smembers(f"{self._p}rels:{account}"))
+        members = cast("set[bytes]", await self._redis.smembers(self._rels(account)))
         pairs = (m.decode().split("\x1f", 1) for m in members)
         return sorted((subject, actor) for subject, actor in pairs)
 
     # -- rate limits -----------------------------------------------------------------------
-    @_fail_closed
+    @_operation(idempotent=False)
     async def rate_limit(
         self, bucket: str, limit: int, period: float, now: float
     ) -> tuple[bool, int, float]:
@@ -210,7 +428,7 @@ class RedisStore:
         )
         return bool(allowed), int(remaining), int(reset_ms) / 1000.0
 
-    @_fail_closed
+    @_operation(idempotent=True)
     async def rate_limit_peek(
         self, bucket: str, limit: int, period: float, now: float
     ) -> tuple[bool, float]:
@@ -222,5 +440,76 @@ class RedisStore:
         return allowed, wait_ms / 1000.0
 
 
-def open_store(url: str, *, timeout: float, prefix: str) -> RedisStore:
-    return RedisStore(url, timeout=timeout, prefix=prefix)
+def connection_options(timeout: float) -> dict[str, Any]:
+    """What every connection to a Redis node gets: bounded by ``timeout``, no retries of its
+    own (the store decides what is retried), a health check on connections idle for 30 s."""
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+def _tls_options(settings: StoreSettings) -> dict[str, Any]:
+    tls = settings.tls
+    if tls is None:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": tls.check_hostname,
+    }
+    if tls.ca_file is not None:
+        options["ssl_ca_certs"] = str(tls.ca_file)
+    if tls.cert_file is not None and tls.key_file is not None:
+        options["ssl_certfile"] = str(tls.cert_file)
+        options["ssl_keyfile"] = str(tls.key_file)
+    return options
+
+
+def open_redis_store(settings: StoreSettings) -> RedisStore:
+    """The store for a ``store`` section naming Redis: ``url``, ``sentinel`` or ``cluster``."""
+    timeout = settings.timeout
+    common: dict[str, Any] = {
+        "timeout": timeout,
+        "prefix": settings.prefix,
+        "min_replicas_ack": settings.replicas_ack,
+        "replica_ack_timeout": settings.replica_ack_timeout,
+    }
+    credentials = _present(username=settings.username, password=settings.password)
+    tls = _tls_options(settings)
+    ssl = {"ssl": True, **tls} if settings.tls is not None else {}
+    if settings.sentinel is not None:
+        sentinel = settings.sentinel
+        manager = Sentinel(  # type: ignore[no-untyped-call]
+            list(sentinel.nodes),
+            sentinel_kwargs={
+                **connection_options(timeout),
+                **_present(username=sentinel.username, password=sentinel.password),
+                **ssl,
+            },
+        )
+        master = manager.master_for(
+            sentinel.master,
+            db=sentinel.db,
+            max_connections=MAX_CONNECTIONS,
+            **connection_options(timeout),
+            **credentials,
+            **ssl,
+        )
+        return RedisStore(client=master, closing=manager.aclose, **common)
+    if settings.cluster is not None:
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.cluster.nodes],
+            max_connections=MAX_CONNECTIONS,
+            **connection_options(timeout),
+            **credentials,
+            **ssl,
+        )
+        return RedisStore(client=cluster, **common)
+    # With `url`, the scheme decides TLS (rediss://); the section adds its files.
+    return RedisStore(settings.url, options={**credentials, **tls}, **common)
+
+
+def _present(**values: str | None) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}

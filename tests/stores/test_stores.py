@@ -23,6 +23,17 @@ async def test_keys_by_digest_and_id(store: Store) -> None:
     assert sorted(await store.list_keys()) == [b'{"a":2}', b'{"b":1}']
 
 
+async def test_keys_are_listed_per_account(store: Store) -> None:
+    await store.put_key("key_a1", "da1", b"a1", "acc_a")
+    await store.put_key("key_b1", "db1", b"b1", "acc_b")
+    await store.put_key("key_a2", "da2", b"a2", "acc_a")
+    await store.put_key("key_a1", "da1", b"a1-revoked", "acc_a")  # replaced, listed once
+    assert await store.list_keys("acc_a") == [b"a1-revoked", b"a2"]
+    assert await store.list_keys("acc_b") == [b"b1"]
+    assert await store.list_keys("acc_none") == []
+    assert sorted(await store.list_keys()) == [b"a1-revoked", b"a2", b"b1"]
+
+
 @pytest.mark.parametrize("hostile", ["*", "d?", "[a-z]*", "x\r\nFLUSHALL\r\n", "k" * 10_000])
 async def test_hostile_identifiers_are_just_keys(store: Store, hostile: str) -> None:
     await store.put_key("key_real", "real", b"1")
