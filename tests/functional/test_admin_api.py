@@ -83,7 +83,7 @@ async def test_the_admin_header_is_compared_whole_in_constant_time(
     response = await client.get("/admin/keys", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert response.status == 200
     expected = f"Bearer {ADMIN_TOKEN}".encode()
-    assert compared == [(guess.encode(), expected), (expected, expected)]
+    assert (guess.encode(), expected) in compared and (expected, expected) in compared
 
 
 async def test_without_an_admin_token_the_admin_api_does_not_exist(

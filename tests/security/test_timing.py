@@ -130,7 +130,8 @@ async def test_the_record_found_is_confirmed_in_constant_time(
 
     monkeypatch.setattr(hmac, "compare_digest", recording)
     assert (await keys.authenticate(real)).key_id == record.key_id
-    assert compared == [(record.digest, sha256(real))]
+    # (Other code may compare other things meanwhile; this comparison must be among them.)
+    assert (record.digest, sha256(real)) in compared
 
 
 async def test_an_index_entry_pointing_at_another_keys_record_is_refused(store: Store) -> None:
