@@ -647,11 +647,12 @@ def skip_args(skip: Skip) -> list[str]:
 
 
 def run_mutant(
-    mutant: Mutant, work: Path, timeout: float, mapped_only: bool, skip: Skip = ()
+    mutant: Mutant, work: Path, timeout: float, mapped_only: bool, flaky: list[str]
 ) -> None:
     """Kill ``mutant`` or find that it survives. A kill counts once the failing test, run on its
-    own, fails again; a test that passes alone (it failed from load or order) is set aside for
-    this mutant and the run repeated, at most twice."""
+    own, fails again; a test that passes alone (it failed from load or order) is set aside, for
+    this mutant and every later one (``flaky``), and the run repeated, at most twice."""
+    skip: Skip = tuple(flaky)
     file = work / mutant.path
     original = file.read_text()
     file.write_text(mutant.source)
@@ -668,6 +669,7 @@ def run_mutant(
             if run_pytest(work, [culprit], timeout).result != "passed":
                 break
             mutant.unconfirmed.append(culprit)
+            flaky.append(culprit)
             skip = (*skip, culprit)
     finally:
         file.write_text(original)
@@ -765,8 +767,9 @@ def run(args: argparse.Namespace, snapshot: str | None, work: Path) -> int:
     print(f"baseline in {outcome.seconds:.0f} s: {outcome.last_line}", flush=True)
     for test in skip:
         print(f"  excluded (fails unmutated): {test}", flush=True)
+    flaky = list(skip)
     for i, mutant in enumerate(mutants, 1):
-        run_mutant(mutant, work, args.timeout, args.mapped_only, skip)
+        run_mutant(mutant, work, args.timeout, args.mapped_only, flaky)
         label = mutant.killed_by or mutant.reason
         print(
             f"[{i}/{len(mutants)}] {mutant.result:10} {mutant.seconds:5.0f}s {describe(mutant)}"
@@ -789,6 +792,8 @@ def run(args: argparse.Namespace, snapshot: str | None, work: Path) -> int:
         print(f"equivalent: {describe(m)}\n    because {m.reason}")
     for m in survivors:
         print(f"SURVIVED: {describe(m)}")
+    for test in flaky[len(skip) :]:
+        print(f"set aside (failed in a run, passed alone): {test}")
     if args.json:
         args.json.write_text(
             json.dumps(
