@@ -226,6 +226,12 @@ class RedisNode:
             self.stop()
             raise
 
+    def restart(self) -> None:
+        """Start again after :meth:`kill`, with the same arguments (and no data: nothing is
+        persisted), as an orchestrator restarts a dead pod."""
+        self.stop()
+        self.start()
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -264,6 +270,21 @@ class RedisNode:
         cut off. Writes from now on reach no replica (WAIT answers 0)."""
         self.command("ACL", "SETUSER", REPLICATION_USER, "off")
         self.command("CLIENT", "KILL", "USER", REPLICATION_USER)
+
+    def wait_replicated(self, timeout: float = 10.0) -> None:
+        """On a master: until every replica has every write it took so far."""
+        target = int(self.command("INFO", "replication").split("master_repl_offset:")[1].split()[0])
+
+        def caught_up() -> bool:
+            info = self.command("INFO", "replication")
+            offsets = [
+                int(line.split("offset=")[1].split(",")[0])
+                for line in info.splitlines()
+                if line.startswith("slave") and "offset=" in line
+            ]
+            return bool(offsets) and min(offsets) >= target
+
+        _wait_until("replicas caught up", caught_up, timeout)
 
     def allow_replication(self) -> None:
         self.command("ACL", "SETUSER", REPLICATION_USER, "on")
@@ -449,6 +470,14 @@ class ClusterTopology:
 
     def _any(self) -> RedisNode:
         return next(node for node in self.nodes if node.alive)
+
+    def slots_of(self, node: RedisNode) -> list[tuple[int, int]]:
+        """The slot ranges ``node`` serves as master now."""
+        return [
+            (int(low), int(high))
+            for low, high, master, *_ in self._any().command("CLUSTER", "SLOTS")
+            if int(master[1]) == node.port
+        ]
 
     def master_of(self, key: str) -> RedisNode:
         """The master serving ``key``'s slot now."""
