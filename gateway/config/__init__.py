@@ -22,6 +22,7 @@ from gateway.config.relationships import RelationshipSettings
 from gateway.config.settings import Settings
 from gateway.config.store import StoreSettings
 from gateway.config.tokens import SigningKey, TokenSettings
+from gateway.config.tracing import TracingSettings
 from gateway.config.upstreams import ENVIRONMENTS, Upstream
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "SigningKey",
     "StoreSettings",
     "TokenSettings",
+    "TracingSettings",
     "Upstream",
 ]

@@ -40,6 +40,7 @@ from gateway.config.rate_limits import RateLimitSettings
 from gateway.config.relationships import RelationshipSettings
 from gateway.config.store import StoreSettings, store_from_url
 from gateway.config.tokens import TokenSettings
+from gateway.config.tracing import TracingSettings
 from gateway.config.upstreams import (
     Environment,
     Upstream,
@@ -115,6 +116,10 @@ class Settings(Section):
     abuse: AbuseSettings = Field(
         default_factory=AbuseSettings,
         description="A budget of failed authentications per client address (below).",
+    )
+    tracing: TracingSettings = Field(
+        default_factory=TracingSettings,
+        description="OpenTelemetry tracing over OTLP/HTTP (operations.md, Tracing).",
     )
     source: SkipJsonSchema[Path | None] = Field(None, description="The file read.")
 
