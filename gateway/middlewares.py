@@ -25,7 +25,8 @@ _AIOHTTP_STATUS = {400: InvalidRequest, 404: NotFound}
 
 def observe_middleware(current: Current) -> Middleware:
     """Outermost: gives every request an :class:`Exchange` and a request id, then records one
-    access line, one audit line (when someone was authenticated) and the request metrics."""
+    access line, one audit line (when someone was authenticated) and the request metrics. The
+    request's span (:mod:`gateway.observe.tracing`) is current from here to the last byte."""
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -36,6 +37,7 @@ def observe_middleware(current: Current) -> Middleware:
             request_id(request.headers.get(header), new_request_id()), time.perf_counter()
         )
         request[EXCHANGE] = exchange
+        span = runtime.tracer.request(request.headers, request.method, exchange.request_id)
         status = 500
         try:
             response = await handler(request)
@@ -44,6 +46,7 @@ def observe_middleware(current: Current) -> Middleware:
         finally:
             elapsed = time.perf_counter() - exchange.started
             kind = exchange.credential.value if exchange.credential else "none"
+            span.finish(status, exchange.route, kind, exchange.error)
             metrics.request_done(exchange.route, request.method, kind, status, elapsed)
             if exchange.upstream is not None and "upstream" in exchange.timings:
                 metrics.upstream_done(exchange.upstream, exchange.timings["upstream"])

@@ -20,6 +20,7 @@ from gateway.cors import is_preflight, preflight
 from gateway.credentials import extract
 from gateway.errors import AuthenticationError, InsufficientScope, InvalidToken, NotFound
 from gateway.exchange import EXCHANGE, Exchange
+from gateway.observe.tracing import CREDENTIAL_KIND
 from gateway.principal import Principal
 from gateway.runtime import REQUEST_RUNTIME, Runtime
 
@@ -36,7 +37,8 @@ async def admit(
 
     The route is looked up first (for the metrics' route label) but its verdict is only told to
     an authenticated principal: a request without a valid credential gets 401 on every path and
-    method, so nobody can map the policy without one.
+    method, so nobody can map the policy without one. Traced as two steps, authentication
+    (credential kind, outcome, reason) and authorization (route, outcome, reason).
     """
     segments = split_path(raw_target.partition("?")[0])
     refusal: NotFound | InsufficientScope | None = None
@@ -45,22 +47,26 @@ async def admit(
         exchange.route, exchange.group = match.rule.id, match.rule.group
     except (NotFound, InsufficientScope) as exc:
         refusal = exc
-    token = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
-    if token is None:
-        # SECURITY: before the policy's verdict, which would tell a stranger what exists.
-        raise InvalidToken(
-            "This request needs an access token (Authorization: Bearer …).",
-            details={"reason": "missing"},
-        )
-    exchange.credential_present = True
-    credential = runtime.authenticators.classify(token)
-    exchange.credential = credential.kind
-    principal = await runtime.authenticators.authenticate(credential)
-    exchange.principal = principal
-    if refusal is not None:
-        raise refusal
-    authorize(principal, match, method)
-    await require_caregiver_relationship(runtime.relationships, principal)
+    tracer = runtime.tracer
+    with tracer.authentication() as span:
+        token = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
+        if token is None:
+            # SECURITY: before the policy's verdict, which would tell a stranger what exists.
+            raise InvalidToken(
+                "This request needs an access token (Authorization: Bearer …).",
+                details={"reason": "missing"},
+            )
+        exchange.credential_present = True
+        credential = runtime.authenticators.classify(token)
+        exchange.credential = credential.kind
+        span.set(CREDENTIAL_KIND, credential.kind.value)
+        principal = await runtime.authenticators.authenticate(credential)
+        exchange.principal = principal
+    with tracer.authorization(exchange.route, None if refusal else match.template):
+        if refusal is not None:
+            raise refusal
+        authorize(principal, match, method)
+        await require_caregiver_relationship(runtime.relationships, principal)
     if runtime.rate_limiter is not None:
         await runtime.rate_limiter.check(principal, match.rule.group, exchange)
     return principal, match

@@ -12,7 +12,8 @@ much later: after the swap no new request reaches the old forwarder, so its in-f
 (:attr:`~gateway.forward.proxy.Forwarder.in_flight`) only falls, and at zero its upstream pools
 (and the old store, if the store changed) are closed. Any number of reloads therefore leave one
 set of upstream connections open, not one per reload. The pool for identity providers and the
-relationship service has no settings and is kept across reloads.
+relationship service has no settings and is kept across reloads. A changed ``tracing`` section
+brings a new tracer; the old one exports its spans and stops once its requests are done.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from gateway.authz.policy import Policy
 from gateway.config import ConfigError
 from gateway.errors import StoreUnavailable
 from gateway.observe import logs
+from gateway.observe.tracing import build_tracer
 from gateway.requirements import check_runtime_requirements
 from gateway.runtime import Current, Runtime, build_runtime, open_store
 from gateway.settings import load_settings
 
 IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight count
-STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
+STORE_GRACE = 30.0  # a replaced store (or tracer) is closed no earlier than this after the swap
 
 
 async def reload(current: Current, path: Path) -> bool:
@@ -60,9 +62,16 @@ async def reload(current: Current, path: Path) -> bool:
             )
     same_store = settings.store == old_settings.store
     store = runtime.store if same_store else open_store(settings)
+    same_tracing = settings.tracing == old_settings.tracing
+    tracer = runtime.tracer if same_tracing else build_tracer(settings.tracing)
     try:
         new = build_runtime(
-            settings, clock=runtime.clock, store=store, metrics=metrics, helper=runtime.helper
+            settings,
+            clock=runtime.clock,
+            store=store,
+            metrics=metrics,
+            helper=runtime.helper,
+            tracer=tracer,
         )
         if not same_store or settings.master_key != old_settings.master_key:
             await _check_master_key(new)
@@ -76,6 +85,8 @@ async def reload(current: Current, path: Path) -> bool:
         )
         if not same_store:
             await store.close()
+        if not same_tracing:
+            await tracer.close()
         return False
     # SECURITY: one synchronous assignment: a request reads either runtime whole, never a mix.
     old, current.runtime = runtime, new
@@ -83,29 +94,34 @@ async def reload(current: Current, path: Path) -> bool:
     logs.event(
         "config reloaded", file=str(path), routes=len(settings.section("policy", Policy).rules)
     )
-    task = asyncio.get_running_loop().create_task(retire(old, close_store=not same_store))
+    task = asyncio.get_running_loop().create_task(
+        retire(old, close_store=not same_store, close_tracer=not same_tracing)
+    )
     current.retiring.add(task)
     task.add_done_callback(current.retiring.discard)
     return True
 
 
-async def retire(old: Runtime, *, close_store: bool) -> None:
+async def retire(old: Runtime, *, close_store: bool, close_tracer: bool = False) -> None:
     """Close the upstream pools of a replaced runtime once nothing is in flight on them, and its
     store, when the new config has another, :data:`STORE_GRACE` seconds after the swap at the
     earliest (a request that began authenticating before the swap may still ask the old store,
-    each time bounded by its timeouts). The identity-provider pool is shared with the runtime
-    that replaced this one and stays open. Cancelled (at shutdown, once requests are drained),
-    it closes everything at once."""
+    each time bounded by its timeouts); its tracer likewise, when the new config has another
+    (its pending spans are exported then). The identity-provider pool is shared with the
+    runtime that replaced this one and stays open. Cancelled (at shutdown, once requests are
+    drained), it closes everything at once."""
     try:
         while old.forwarder.in_flight:
             await asyncio.sleep(IDLE_POLL)
         await old.forwarder.pools.close()
-        if close_store:
+        if close_store or close_tracer:
             await asyncio.sleep(STORE_GRACE)
     finally:
         await old.forwarder.pools.close()  # idempotent
         if close_store:
             await old.store.close()
+        if close_tracer:
+            await old.tracer.close()
 
 
 async def _check_master_key(new: Runtime) -> None:

@@ -31,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.forward import headers as hdrs
 from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import ERROR_TYPE, NOOP_TRACER, STATUS, Span, Tracer
 from gateway.pools import UpstreamPools
 
 CHUNK = 64 * 1024
@@ -46,14 +47,26 @@ class _BodyError(Exception):
 
 
 class Forwarder:
-    def __init__(self, settings: Settings, pools: UpstreamPools, metrics: Metrics) -> None:
+    """Forwards admitted requests to the upstreams, each in a ``gateway.upstream`` span of
+    ``tracer`` whose context is the ``traceparent`` the upstream receives (with tracing off, a
+    client's ``traceparent``/``tracestate`` pass through like any other header)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pools: UpstreamPools,
+        metrics: Metrics,
+        tracer: Tracer = NOOP_TRACER,
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._tracer = tracer
         self.pools = pools
         self._owned = frozenset(hdrs.canonical(h) for h in settings.headers.identity())
         self._max_body = settings.limits.max_body_bytes
         self._in_flight: dict[str, int] = {}
         self._bases = {name: str(u.url) for name, u in settings.upstreams.items()}
+        self._urls = {name: u.url for name, u in settings.upstreams.items()}
 
     @property
     def in_flight(self) -> int:
@@ -128,32 +141,38 @@ class Forwarder:
         data = self._body(request) if request.body_exists else None
         url = URL(self._bases[upstream.name] + request.raw_path, encoded=True)
         session = self.pools.client(upstream.name)
-        started = time.perf_counter()
-        try:
-            upstream_response = await session.request(
-                request.method,
-                url,
-                headers=out,
-                data=data,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
-        except _BodyError as exc:
-            raise exc.error from None
-        except TimeoutError:
-            self._metrics.upstream_errors.labels(upstream.name, "timeout").inc()
-            raise UpstreamTimeout(details={"upstream": upstream.name}) from None
-        except aiohttp.ClientError as exc:
-            if isinstance(exc.__cause__, _BodyError):
-                raise exc.__cause__.error from None
-            self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
-            raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
-        try:
-            return await self._relay(request, upstream_response, request_id, upstream.name)
-        finally:
-            upstream_response.release()
-            timings["upstream"] = time.perf_counter() - started
+        with self._tracer.upstream(
+            upstream.name, request.method, self._urls[upstream.name], out
+        ) as span:
+            started = time.perf_counter()
+            try:
+                upstream_response = await session.request(
+                    request.method,
+                    url,
+                    headers=out,
+                    data=data,
+                    allow_redirects=False,
+                    compress=None,
+                    chunked=None,
+                )
+            except _BodyError as exc:
+                raise exc.error from None
+            except TimeoutError:
+                self._metrics.upstream_errors.labels(upstream.name, "timeout").inc()
+                raise UpstreamTimeout(details={"upstream": upstream.name}) from None
+            except aiohttp.ClientError as exc:
+                if isinstance(exc.__cause__, _BodyError):
+                    raise exc.__cause__.error from None
+                self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
+                raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
+            span.set(STATUS, upstream_response.status)
+            try:
+                return await self._relay(
+                    request, upstream_response, request_id, upstream.name, span
+                )
+            finally:
+                upstream_response.release()
+                timings["upstream"] = time.perf_counter() - started
 
     async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
         seen = 0
@@ -188,6 +207,7 @@ class Forwarder:
         upstream: aiohttp.ClientResponse,
         request_id: str,
         upstream_name: str,
+        span: Span,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in hdrs.response_headers(upstream.headers):
@@ -201,6 +221,7 @@ class Forwarder:
         except (aiohttp.ClientError, TimeoutError, ConnectionError):
             # The answer has started: the only honest signal left is to abort the connection.
             self._metrics.upstream_errors.labels(upstream_name, "aborted").inc()
+            span.set(ERROR_TYPE, "aborted")
             if request.transport is not None:
                 request.transport.abort()
             response.force_close()
