@@ -42,6 +42,7 @@ from gateway.keys.signing import SigningKeys
 from gateway.mutate.assertion import Assertions
 from gateway.mutate.headers import IdentityHeaders
 from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import Tracer, build_tracer
 from gateway.pools import HelperPool, UpstreamPools
 from gateway.principal import Principal
 from gateway.stores.base import Store
@@ -70,6 +71,7 @@ class Runtime:
     assertions: Assertions | None
     rate_limiter: RateLimiter | None
     failure_budget: FailureBudget | None
+    tracer: Tracer
 
     def upstream_for(self, principal: Principal) -> Upstream:
         name = self.settings.environments.get(principal.environment)
@@ -120,9 +122,11 @@ def build_runtime(
     store: Store | None = None,
     metrics: Metrics | None = None,
     helper: HelperPool | None = None,
+    tracer: Tracer | None = None,
 ) -> Runtime:
-    """Compose a runtime for ``settings``. A reload passes the running one's clock, metrics,
-    helper pool and (when the store settings are unchanged) store."""
+    """Compose a runtime for ``settings``. A reload passes the running one's clock, metrics and
+    helper pool, and the store and tracer it chose (the running ones when their settings are
+    unchanged)."""
     clock = clock or SystemClock()
     store = store or open_store(settings)
     metrics = metrics or Metrics()
@@ -130,6 +134,7 @@ def build_runtime(
     keys = KeyService(store, sealer_for(settings), clock, settings.api_keys)
     tokens = settings.tokens
     signing = SigningKeys.from_settings(tokens)
+    tracer = tracer if tracer is not None else build_tracer(settings.tracing)
     runtime = Runtime(
         settings=settings,
         policy=settings.section("policy", Policy),
@@ -143,7 +148,7 @@ def build_runtime(
         membership=Membership(clock, tokens.membership_cache_ttl),
         relationships=build_relationships(settings, store, clock, helper),
         authenticators=Registry.build(Dependencies(settings, clock, keys, store, signing, helper)),
-        forwarder=Forwarder(settings, UpstreamPools(settings.upstreams), metrics),
+        forwarder=Forwarder(settings, UpstreamPools(settings.upstreams), metrics, tracer),
         helper=helper,
         assertions=Assertions(signing, tokens, clock) if tokens.assertion else None,
         rate_limiter=(
@@ -154,6 +159,7 @@ def build_runtime(
         failure_budget=(
             FailureBudget(store, settings.abuse, clock, metrics) if settings.abuse.enabled else None
         ),
+        tracer=tracer,
     )
     attach_metrics(runtime)
     return runtime
@@ -182,12 +188,14 @@ def attach_metrics(runtime: Runtime) -> None:
         if isinstance(cache, TTLCache):
             cache.attach(stats(entry.kind.name))
     if hasattr(runtime.store, "observer"):
-        runtime.store.observer = runtime.metrics.observe_store
+        observe = runtime.metrics.observe_store
+        runtime.store.observer = runtime.tracer.store_observer(observe, runtime.store.name)
 
 
 async def close_resources(current: Current) -> None:
     """At shutdown (requests drained): close at once the pools reloads replaced (their
-    closings stop waiting), then the current runtime's pools, the helper pool and the store."""
+    closings stop waiting), then the current runtime's pools, the helper pool and the store,
+    and last the tracer (every span ended so far is exported, its thread joined)."""
     for task in current.retiring:
         task.cancel()
     await asyncio.gather(*current.retiring, return_exceptions=True)
@@ -195,6 +203,7 @@ async def close_resources(current: Current) -> None:
     await runtime.forwarder.pools.close()
     await runtime.helper.close()
     await runtime.store.close()
+    await runtime.tracer.close()
 
 
 def runtime_ctx(current: Current) -> Callable[[web.Application], AsyncIterator[None]]:
