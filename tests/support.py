@@ -252,7 +252,7 @@ class RedisNode:
         with ``password``)."""
         import redis
 
-        connection = redis.Connection(
+        connection: Any = redis.Connection(  # type: ignore[no-untyped-call]
             host="127.0.0.1",
             port=self.port,
             password=password,

@@ -37,6 +37,7 @@ async def ensure_master_key(store: KeyStore, sealer: Sealer) -> None:
     """Return when ``sealer``'s master key is the store's (recording it if the store has none
     yet); raise :class:`MasterKeyMismatch` otherwise, or
     :class:`~gateway.errors.StoreUnavailable` when the store cannot answer."""
+    await store.upgrade_schema()  # keys an earlier version wrote, before they are looked at
     recorded = await store.master_fingerprint()
     if recorded is None:
         await _check_existing_keys(store, sealer)

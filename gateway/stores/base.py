@@ -37,6 +37,10 @@ class KeyStore(Protocol):
     async def list_keys(self, account: str | None = None) -> list[bytes]:
         """Every record, or those put under ``account`` (an index, never a scan)."""
 
+    async def upgrade_schema(self) -> int:
+        """Move records an earlier version wrote under other key names to today's (once; cheap
+        when there is nothing to move); return how many moved."""
+
     async def master_fingerprint(self) -> str | None:
         """The fingerprint of the master key the keys here are sealed under, if recorded."""
 

@@ -37,6 +37,9 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    async def upgrade_schema(self) -> int:
+        return 0  # nothing outlives the process
+
     # -- API keys --------------------------------------------------------------------------
     async def put_key(
         self, key_id: str, digest: str, blob: bytes, account: str | None = None

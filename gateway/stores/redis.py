@@ -39,6 +39,7 @@ from functools import wraps
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
+import orjson
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
@@ -296,6 +297,71 @@ class RedisStore:
             await self._redis.connection_pool.disconnect()
         if self._closing is not None:
             await self._closing()
+
+    # -- the key schema of earlier versions ------------------------------------------------
+    async def upgrade_schema(self) -> int:
+        """Move what a gateway before the hash-tagged key schema wrote (``<prefix>key:<id>``,
+        ``<prefix>keydigest:<digest>``, ``<prefix>keys``, ``<prefix>master_key_fingerprint``,
+        ``<prefix>rel:<account>␟<subject>␟<actor>``, ``<prefix>rels:<account>``) to today's
+        names, then delete the old ones; return how many records moved. Two reads when there
+        is nothing to move; idempotent, and safe to run from several processes at once."""
+        old_ids, old_fingerprint = f"{self._p}keys", f"{self._p}master_key_fingerprint"
+        try:
+            async with asyncio.timeout(max(60.0, self._deadline)):
+                if not (
+                    await self._redis.exists(old_ids) or await self._redis.exists(old_fingerprint)
+                ):
+                    return 0
+                return await self._upgrade(old_ids, old_fingerprint)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            self._log("upgrade_schema", exc)
+            raise StoreUnavailable(details={"store": "redis"}) from exc
+
+    async def _upgrade(self, old_ids: str, old_fingerprint: str) -> int:
+        moved = 0
+        for raw in sorted(cast("set[bytes]", await self._redis.smembers(old_ids))):
+            key_id = raw.decode()
+            blob = cast("bytes | None", await self._redis.get(f"{self._p}key:{key_id}"))
+            if blob is not None:
+                record = orjson.loads(blob)
+                keys = [
+                    f"{self._keys}id:{key_id}",
+                    f"{self._keys}digest:{record['digest']}",
+                    f"{self._keys}all",
+                    f"{self._keys}account:{record['account']}",
+                ]
+                self._replicated((await self._acked(self._put_key, keys, [key_id, blob]))[1])
+                await self._redis.delete(f"{self._p}keydigest:{record['digest']}")
+                moved += 1
+            await self._redis.delete(f"{self._p}key:{key_id}")
+            await self._redis.srem(old_ids, raw)
+        fingerprint = await self._redis.get(old_fingerprint)
+        if isinstance(fingerprint, bytes):
+            key = f"{self._keys}master_key_fingerprint"
+            self._replicated((await self._acked(self._claim, [key], [fingerprint]))[1])
+            moved += 1
+        # Relationships: the old names have no hash tag ('{'); the scan runs once, here.
+        async for name in self._redis.scan_iter(match=f"{self._p}rel:*", count=1000):
+            rest = cast(bytes, name)[len(self._p) + 4 :].decode()
+            if rest.startswith("{") or rest.count("\x1f") != 2:
+                continue
+            account, subject, actor = rest.split("\x1f")
+            rel = [self._rel(account, subject, actor), self._rels(account)]
+            self._replicated(
+                (await self._acked(self._set_rel, rel, ["1", f"{subject}\x1f{actor}"]))[1]
+            )
+            await self._redis.delete(name)
+            moved += 1
+        async for name in self._redis.scan_iter(match=f"{self._p}rels:*", count=1000):
+            if not cast(bytes, name)[len(self._p) + 5 :].startswith(b"{"):
+                await self._redis.delete(name)
+        await self._redis.delete(old_fingerprint)
+        logs.event(
+            "store: records moved to the hash-tagged key schema", logging.WARNING, moved=moved
+        )
+        return moved
 
     # -- API keys --------------------------------------------------------------------------
     @_operation(idempotent=False)
