@@ -221,3 +221,17 @@ async def test_tls_with_the_ca_the_config_names(
             await untrusted.ping()
     finally:
         await untrusted.close()
+
+
+def test_the_kubernetes_sentinel_overlay_names_a_store_the_gateway_accepts() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent.parent
+    document = yaml.safe_load((root / "k8s/overlays/redis-sentinel/gateway.yaml").read_text())
+    section = document["store"]
+    section["password"] = section["sentinel"]["password"] = "expanded-from-the-secret"
+    store = StoreSettings.model_validate(section)
+    assert store.topology == "sentinel" and store.replicas_ack == 1
+    assert [f"{h}:{p}" for h, p in store.sentinel.nodes] == [  # type: ignore[union-attr]
+        f"redis-{i}.redis:26379" for i in range(3)
+    ]
