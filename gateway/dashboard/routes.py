@@ -158,12 +158,12 @@ def signed_in(handler: SignedInHandler) -> Handler:
         # SECURITY: a form posted from another origin (or site) is refused before anything.
         if posting and cross_site(request.headers, _own_origin(request)):
             return _refused(request, "cross_site", "This form was not sent by the dashboard.")
-        session_id = request.cookies.get(SESSION_COOKIE)
+        session_id = request.cookies.get(SESSION_COOKIE, "")
         session = state.sessions.get(session_id, token, runtime.clock.now())
-        if (session is None or session_id is None) and not posting:
+        if session is None and not posting:
             return _redirect("/dashboard/login")
         # SECURITY: no action without a live session opened with the current admin token.
-        if session is None or session_id is None:
+        if session is None:
             return _refused(
                 request, "no_session", "Your session has ended (or never began); sign in again."
             )
@@ -218,7 +218,7 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
     state = request.app[DASHBOARD]
     token = runtime.settings.admin_token
     assert token is not None
-    if state.sessions.get(request.cookies.get(SESSION_COOKIE), token, runtime.clock.now()):
+    if state.sessions.get(request.cookies.get(SESSION_COOKIE, ""), token, runtime.clock.now()):
         return _redirect("/dashboard")
     return _sign_in_response(request, runtime)
 
@@ -246,9 +246,10 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
         return response
     form = await request.post()
-    nonce = request.cookies.get(SIGN_IN_COOKIE)
-    # SECURITY: the sign-in form's double-submit pair (cookie and field) must match.
-    if not well_formed(nonce) or not same(_field(form, "csrf"), nonce or ""):
+    nonce = request.cookies.get(SIGN_IN_COOKIE, "")
+    # SECURITY: the sign-in form's double-submit pair (cookie and field) must match, and be
+    # one the gateway made (else no cookie and an empty field would be a "matching" pair).
+    if not well_formed(nonce) or not same(_field(form, "csrf"), nonce):
         logs.event("dashboard sign-in refused", logging.WARNING, reason="csrf", client=client)
         return _sign_in_response(request, runtime, "The sign-in form expired; try again.", 403)
     presented = _field(form, "token")

@@ -46,15 +46,13 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def well_formed(value: str | None) -> bool:
+def well_formed(value: str) -> bool:
     """A value :func:`new_secret` could have made (anything else is not looked up)."""
-    return value is not None and len(value) == 43 and set(value) <= _ID_ALPHABET
+    return len(value) == 43 and set(value) <= _ID_ALPHABET
 
 
-def same(presented: str | None, expected: str) -> bool:
+def same(presented: str, expected: str) -> bool:
     """Constant-time equality of a presented secret with the expected one."""
-    if presented is None:
-        return False
     # SECURITY: constant time: the comparison does not tell how much of a guess was right.
     return hmac.compare_digest(presented.encode(), expected.encode())
 
@@ -103,29 +101,26 @@ class Sessions:
         self._table[digest] = session
         return session_id, session
 
-    def get(self, session_id: str | None, admin_token: str, now: float) -> Session | None:
+    def get(self, session_id: str, admin_token: str, now: float) -> Session | None:
         """The live session with this cookie value, its idle clock restarted; ``None`` when
         there is none, it expired, or it was opened with another admin token."""
         if not well_formed(session_id):
             return None
-        assert session_id is not None
         digest = _digest(session_id)
         session = self._table.get(digest)
         if session is None:
             return None
         # SECURITY: an expired session, or one opened with a replaced admin token, is gone.
-        if _expired(session, now) or not hmac.compare_digest(
-            session.token_tag, self.token_tag(admin_token)
-        ):
+        # (A plain comparison: both tags are the server's own; no request chooses either.)
+        if _expired(session, now) or session.token_tag != self.token_tag(admin_token):
             del self._table[digest]
             return None
         session.seen = now
         self._table.move_to_end(digest)
         return session
 
-    def close(self, session_id: str | None) -> None:
+    def close(self, session_id: str) -> None:
         if well_formed(session_id):
-            assert session_id is not None
             self._table.pop(_digest(session_id), None)
 
     def __len__(self) -> int:

@@ -205,9 +205,21 @@ async def test_sign_in_is_a_post_of_the_form_only(dash: Admin) -> None:
 
 async def test_the_sign_in_form_needs_its_own_csrf_pair(dash: Admin, aiohttp_client: Any) -> None:
     _gw, client = dash
-    # No sign-in cookie (the form was never loaded by this browser): refused, token unread.
+    # No sign-in cookie (the form was never loaded by this browser): refused, token unread,
+    # whatever the field holds, nothing included (no cookie and no field are not a pair).
+    for field in ("A" * 43, ""):
+        response = await client.post(
+            "/dashboard/login", data={"csrf": field, "token": ADMIN_TOKEN}, allow_redirects=False
+        )
+        assert response.status == 403, field
     response = await client.post(
-        "/dashboard/login", data={"csrf": "A" * 43, "token": ADMIN_TOKEN}, allow_redirects=False
+        "/dashboard/login", data={"token": ADMIN_TOKEN}, allow_redirects=False
+    )
+    assert response.status == 403
+    # A cookie that the gateway did not make, with the same value in the field.
+    client.session.cookie_jar.update_cookies({"gw_dashboard_signin": "forged"})
+    response = await client.post(
+        "/dashboard/login", data={"csrf": "forged", "token": ADMIN_TOKEN}, allow_redirects=False
     )
     assert response.status == 403
     # A cookie, but another value in the form.
