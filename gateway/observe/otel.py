@@ -155,18 +155,28 @@ class OtelTracer:
         )
         return _Request(span, parent, method)
 
-    def authentication(self) -> _Step:
+    def authentication(self) -> t.Span:
+        if not trace.get_current_span().is_recording():
+            return t.NOOP_SPAN  # a request not sampled: its steps cannot be either
         span = self._tracer.start_span(t.AUTHENTICATE, attributes={t.CREDENTIAL_KIND: "none"})
         return _Step(span, decision=True)
 
-    def authorization(self, route: str, template: str | None) -> _Step:
+    def authorization(self, route: str, template: str | None) -> t.Span:
+        if not trace.get_current_span().is_recording():
+            return t.NOOP_SPAN
         attributes: dict[str, str] = {t.ROUTE: route}
         if template is not None:
             attributes[t.HTTP_ROUTE] = template
         span = self._tracer.start_span(t.AUTHORIZE, attributes=attributes)
         return _Step(span, decision=True)
 
-    def upstream(self, name: str, method: str, url: URL, out: CIMultiDict[str]) -> _Step:
+    def upstream(self, name: str, method: str, url: URL, out: CIMultiDict[str]) -> t.Span:
+        for header in t.TRACE_HEADERS:
+            out.popall(header, None)
+        if not trace.get_current_span().is_recording():
+            # Not sampled: the upstream continues the trace from the request's span.
+            self._propagator.inject(out)
+            return t.NOOP_SPAN
         attributes: dict[str, str | int] = {
             t.UPSTREAM: name,
             t.METHOD: t.method_attribute(method),
@@ -175,8 +185,6 @@ class OtelTracer:
         if url.port is not None:
             attributes[t.SERVER_PORT] = url.port
         span = self._tracer.start_span(t.UPSTREAM_SPAN, kind=SpanKind.CLIENT, attributes=attributes)
-        for header in t.TRACE_HEADERS:
-            out.popall(header, None)
         self._propagator.inject(out, context=trace.set_span_in_context(span))
         return _Step(span, decision=False)
 

@@ -132,7 +132,9 @@ class Tracer(Protocol):
         reload replaced this tracer). Idempotent."""
 
 
-class _NoopSpan:
+class NoopSpan:
+    """The one span of tracing off (and of steps of a request not sampled): does nothing."""
+
     __slots__ = ()
 
     def set(self, key: str, value: str | int) -> None:
@@ -141,7 +143,7 @@ class _NoopSpan:
     def finish(self, status: int, route: str, credential: str, error: str | None) -> None:
         pass
 
-    def __enter__(self) -> _NoopSpan:
+    def __enter__(self) -> NoopSpan:
         return self
 
     def __exit__(
@@ -153,7 +155,7 @@ class _NoopSpan:
         pass
 
 
-NOOP_SPAN: Final = _NoopSpan()
+NOOP_SPAN: Final = NoopSpan()
 
 
 class NoopTracer:
@@ -162,16 +164,16 @@ class NoopTracer:
     __slots__ = ()
     enabled = False
 
-    def request(self, headers: Mapping[str, str], method: str, request_id: str) -> _NoopSpan:
+    def request(self, headers: Mapping[str, str], method: str, request_id: str) -> NoopSpan:
         return NOOP_SPAN
 
-    def authentication(self) -> _NoopSpan:
+    def authentication(self) -> NoopSpan:
         return NOOP_SPAN
 
-    def authorization(self, route: str, template: str | None) -> _NoopSpan:
+    def authorization(self, route: str, template: str | None) -> NoopSpan:
         return NOOP_SPAN
 
-    def upstream(self, name: str, method: str, url: URL, out: CIMultiDict[str]) -> _NoopSpan:
+    def upstream(self, name: str, method: str, url: URL, out: CIMultiDict[str]) -> NoopSpan:
         return NOOP_SPAN
 
     def store_observer(self, observe: StoreObserver, system: str) -> StoreObserver:
