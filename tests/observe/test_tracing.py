@@ -281,6 +281,51 @@ async def test_a_failing_upstream_is_an_error_span(
     assert upstream.attributes["server.port"] == 9
 
 
+async def test_a_store_that_cannot_answer_fails_the_authentication_span(
+    make_gateway: GatewayFactory, receiver: tuple[OtlpReceiver, str]
+) -> None:
+    down = RedisStore("redis://127.0.0.1:9/0", prefix="down:")  # nothing listens there
+    gw = await traced(make_gateway, receiver, down)
+    key = "sk_live_" + "A" * 43  # well formed: only the store can tell it is unknown
+    response = await gw.client.get(SCORES, headers=bearer(key))
+    assert response.status == 503
+    await exported(gw)
+    root = request_span(receiver[0], response.headers["X-Request-Id"])
+    assert root.status == "error"
+    assert root.attributes["gateway.error"] == "service_unavailable"
+    authn = one(receiver[0].children(root), "gateway.authenticate")
+    assert authn.status == "error"
+    assert authn.attributes["gateway.outcome"] == "deny"
+    assert authn.attributes["gateway.error"] == "service_unavailable"
+    (lookup,) = receiver[0].children(authn)
+    assert lookup.name == "gateway.store key_by_digest"
+    assert (lookup.status, lookup.attributes["gateway.outcome"]) == ("error", "error")
+    secrets_absent(receiver[0], key)
+
+
+async def test_a_decision_has_the_steps_and_no_upstream_span(
+    make_gateway: GatewayFactory, receiver: tuple[OtlpReceiver, str]
+) -> None:
+    gw = await make_gateway(
+        decision={"enabled": True},
+        tracing={"enabled": True, "endpoint": receiver[1]},
+    )
+    key = await gw.key()
+    response = await gw.client.get(
+        "/decisions",
+        headers=bearer(key, **{"X-Original-URI": SCORES, "X-Original-Method": "GET"}),
+    )
+    assert response.status == 200
+    await exported(gw)
+    root = request_span(receiver[0], response.headers["X-Request-Id"])
+    assert root.attributes["gateway.route"] == "user-scores"
+    assert sorted(s.name for s in receiver[0].children(root)) == [
+        "gateway.authenticate",
+        "gateway.authorize",
+    ]
+    assert gw.recorder.seen == []
+
+
 async def test_a_clients_credential_in_tracestate_is_dropped(
     make_gateway: GatewayFactory, receiver: tuple[OtlpReceiver, str]
 ) -> None:
