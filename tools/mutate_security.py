@@ -98,6 +98,8 @@ MAPPED: dict[str, list[str]] = {
     "gateway/keys/signing.py": ["tests/security/test_jwt_attacks.py"],
     "gateway/keys/service.py": ["tests/keys/test_service.py", "tests/security/test_timing.py"],
     "gateway/observe/metrics.py": ["tests/observe/test_metrics.py"],
+    "gateway/observe/otel.py": ["tests/observe/test_tracing.py"],
+    "gateway/observe/tracing.py": ["tests/observe/test_tracing.py"],
     "gateway/render.py": ["tests/test_render.py"],
     "gateway/runtime.py": ["tests/functional/test_proxy.py", "tests/functional/test_decision.py"],
 }

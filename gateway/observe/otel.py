@@ -231,6 +231,7 @@ def _without_secrets(parent: Context) -> Context:
     state = span_context.trace_state
     if not state or not any(looks_secret(value) for value in state.values()):
         return parent
+    # SECURITY: a credential a client put in tracestate is neither exported nor forwarded.
     kept = TraceState([(key, value) for key, value in state.items() if not looks_secret(value)])
     remote = trace.SpanContext(
         trace_id=span_context.trace_id,

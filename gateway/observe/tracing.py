@@ -202,6 +202,7 @@ def build_tracer(settings: TracingSettings) -> Tracer:
 def method_attribute(method: str) -> str:
     """The method as recorded: one of the known methods, or ``OTHER`` (a client chooses its
     method; a key sent as one must not become an attribute)."""
+    # SECURITY: folded to the known set before it is recorded (and becomes the span's name).
     return method if method in KNOWN_METHODS else "OTHER"
 
 

@@ -281,6 +281,22 @@ async def test_a_failing_upstream_is_an_error_span(
     assert upstream.attributes["server.port"] == 9
 
 
+async def test_a_method_a_client_invents_is_recorded_as_other(
+    make_gateway: GatewayFactory, receiver: tuple[OtlpReceiver, str]
+) -> None:
+    gw = await traced(make_gateway, receiver)
+    key = await gw.key()
+    # A method no rule names (a client's own invention would do; aiohttp's C parser only
+    # lets methods it knows through, so a WebDAV one stands in).
+    response = await gw.client.request("PROPFIND", SCORES, headers=bearer(key))
+    assert response.status == 403
+    await exported(gw)
+    root = request_span(receiver[0], response.headers["X-Request-Id"])
+    assert root.name == "OTHER unmatched"
+    assert root.attributes["http.request.method"] == "OTHER"
+    secrets_absent(receiver[0], key)
+
+
 async def test_a_store_that_cannot_answer_fails_the_authentication_span(
     make_gateway: GatewayFactory, receiver: tuple[OtlpReceiver, str]
 ) -> None:
