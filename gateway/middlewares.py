@@ -31,6 +31,9 @@ def observe_middleware(current: Current) -> Middleware:
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
         runtime = request[REQUEST_RUNTIME] = current.runtime
+        # SECURITY: counted before anything awaits, so a reload cannot close this runtime's
+        # pools under the request (a 500 "Session is closed" half-way through).
+        runtime.requests.active += 1
         metrics = runtime.metrics
         header = runtime.settings.headers.request_id
         exchange = Exchange(
@@ -44,6 +47,7 @@ def observe_middleware(current: Current) -> Middleware:
             status = response.status
             return response
         finally:
+            runtime.requests.active -= 1
             elapsed = time.perf_counter() - exchange.started
             kind = exchange.credential.value if exchange.credential else "none"
             span.finish(status, exchange.route, kind, exchange.error)

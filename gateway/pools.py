@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from gateway.config import Upstream
+from gateway.errors import ServiceUnavailable
 
 
 def _ssl_context(upstream: Upstream) -> ssl.SSLContext | bool:
@@ -54,8 +55,16 @@ class UpstreamPools:
     def __init__(self, upstreams: Mapping[str, Upstream]) -> None:
         self._upstreams = dict(upstreams)
         self._clients: dict[str, aiohttp.ClientSession] = {}
+        self._closed = False
 
     def client(self, name: str) -> aiohttp.ClientSession:
+        """The pooled client of ``name``; :class:`ServiceUnavailable` once the pools are closed
+        (never a new client nothing would close)."""
+        if self._closed:
+            raise ServiceUnavailable(
+                "The upstream pool was retired by a reload. Retry.",
+                details={"reason": "reloading"},
+            )
         found = self._clients.get(name)
         if found is None:
             found = self._clients[name] = _upstream_client(self._upstreams[name])
@@ -67,6 +76,7 @@ class UpstreamPools:
         return sum(1 for client in self._clients.values() if not client.closed)
 
     async def close(self) -> None:
+        self._closed = True
         for client in self._clients.values():
             await client.close()
 
@@ -85,3 +95,18 @@ class HelperPool:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body of ``stream``, or its first ``limit + 1`` bytes when it is longer (the
+    caller refuses it then). ``StreamReader.read(n)`` returns what one segment brought, so a body
+    split across TCP segments would be cut short: this reads until the end or past the limit."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -111,7 +111,7 @@ async def retire(old: Runtime, *, close_store: bool, close_tracer: bool = False)
     runtime that replaced this one and stays open. Cancelled (at shutdown, once requests are
     drained), it closes everything at once."""
     try:
-        while old.forwarder.in_flight:
+        while old.requests.active or old.forwarder.in_flight:
             await asyncio.sleep(IDLE_POLL)
         await old.forwarder.pools.close()
         if close_store or close_tracer:

@@ -50,6 +50,17 @@ from gateway.stores.memory import MemoryStore
 from gateway.ttlcache import TTLCache
 
 
+class RequestCount:
+    """How many requests are being served with one runtime (from the moment the observe
+    middleware reads it until its answer is written): a reload retires a runtime's pools only
+    once this is zero, so no request that started before a reload finds them closed."""
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """Everything a request needs, for one configuration. Immutable: a reload builds another."""
@@ -72,6 +83,7 @@ class Runtime:
     rate_limiter: RateLimiter | None
     failure_budget: FailureBudget | None
     tracer: Tracer
+    requests: RequestCount = field(default_factory=RequestCount)
 
     def upstream_for(self, principal: Principal) -> Upstream:
         name = self.settings.environments.get(principal.environment)

@@ -41,7 +41,7 @@ from gateway.credentials import Credential
 from gateway.errors import InvalidToken, ServiceUnavailable, TokenExpired
 from gateway.identifiers import is_identifier
 from gateway.observe import logs
-from gateway.pools import HelperPool
+from gateway.pools import HelperPool, read_at_most
 from gateway.principal import CredentialKind, Principal
 from gateway.ttlcache import TTLCache
 
@@ -175,7 +175,7 @@ class IntrospectionAuthenticator:
                 allow_redirects=False,
                 headers=self._headers,
             ) as response:
-                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                body = await read_at_most(response.content, MAX_RESPONSE_BYTES)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             logs.event("token introspection failed", logging.WARNING, error=type(exc).__name__)

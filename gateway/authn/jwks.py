@@ -27,7 +27,7 @@ from yarl import URL
 from gateway.clock import Clock
 from gateway.errors import InvalidToken, ServiceUnavailable
 from gateway.observe import logs
-from gateway.pools import HelperPool
+from gateway.pools import HelperPool, read_at_most
 
 MAX_JWKS_BYTES = 256 * 1024
 UNKNOWN_KID_INTERVAL = 10.0
@@ -103,7 +103,7 @@ class JwksCache:
             ) as response:
                 if response.status != 200:
                     raise ValueError(f"status {response.status}")
-                body = await response.content.read(MAX_JWKS_BYTES + 1)
+                body = await read_at_most(response.content, MAX_JWKS_BYTES)
                 if len(body) > MAX_JWKS_BYTES:
                     raise ValueError("JWKS too large")
             keyset = jwt.PyJWKSet.from_json(body.decode())

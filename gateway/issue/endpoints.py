@@ -20,6 +20,7 @@ from gateway.identifiers import is_identifier
 from gateway.issue.gateway_tokens import SDK, USER
 from gateway.issue.mobile import SCOPES
 from gateway.pipeline import Endpoint
+from gateway.pools import read_at_most
 from gateway.principal import Principal
 from gateway.runtime import CURRENT, Runtime
 from gateway.stores.base import MobileState
@@ -39,7 +40,7 @@ def _json(data: dict[str, Any], status: int = 200) -> web.Response:
 async def _body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise InvalidRequest("The request body is too large.", details={"reason": "body"})
-    raw = await request.content.read(MAX_BODY + 1)
+    raw = await read_at_most(request.content, MAX_BODY)
     if len(raw) > MAX_BODY:
         raise InvalidRequest("The request body is too large.", details={"reason": "body"})
     try:

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -140,3 +141,46 @@ async def test_a_reload_with_another_master_key_keeps_the_running_config(
     ]
     assert failed[0]["error"].startswith("master_key: this master key (fingerprint mk1:")
     assert document["master_key"] not in proc.output()
+
+
+async def test_a_request_that_straddles_a_reload_is_served_and_nothing_is_left_open(
+    processes: list[GatewayProcess], tmp_path: Path, aiohttp_server: Any
+) -> None:
+    """A token request whose body arrives after SIGHUP was admitted with the old runtime; its
+    membership check uses the old upstream pool, which the reload must not close under it (it
+    answered 500 "Session is closed" before the retiring waited for whole requests)."""
+    recorder = Recorder()
+    upstream: TestServer = await aiohttp_server(recorder.app())
+    proc = write_config(tmp_path, base_url(upstream))
+    proc.start()
+    processes.append(proc)
+    async with aiohttp.ClientSession() as s:
+        key = await admin_key(s, proc)
+        async with s.get(proc.base + SCORES, headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 200  # the old runtime's upstream pool is open
+    body = b'{"user_id": "usr_a"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(
+        b"POST /v1/auth/user-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + key.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body[:5]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)  # admitted with the old runtime, waiting for its body
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGHUP)
+    await reloaded(proc, 1)
+    await asyncio.sleep(0.3)  # the old runtime would be retired now if nothing held it
+    writer.write(body[5:])
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b'"token"' in answer
+    proc.stop()
+    processes.remove(proc)
+    text = proc.output()
+    assert "Session is closed" not in text and "Unclosed" not in text, text[-2000:]

@@ -1,0 +1,52 @@
+"""gateway.pools: bounded reads of a whole body, and retired pools that stay retired."""
+
+from __future__ import annotations
+
+import asyncio
+from unittest import mock
+
+import aiohttp
+import pytest
+from aiohttp.base_protocol import BaseProtocol
+from yarl import URL
+
+from gateway.config import Upstream
+from gateway.errors import ServiceUnavailable
+from gateway.pools import UpstreamPools, read_at_most
+
+
+def stream_of(*pieces: bytes) -> aiohttp.StreamReader:
+    """A real aiohttp StreamReader fed in pieces, as TCP segments arrive (the protocol is the
+    only stand-in: it only counts flow control)."""
+    loop = asyncio.get_running_loop()
+    stream = aiohttp.StreamReader(mock.Mock(spec=BaseProtocol), 2**16, loop=loop)
+
+    def feed() -> None:
+        if pieces_left:
+            stream.feed_data(pieces_left.pop(0))
+            loop.call_later(0.01, feed)
+        else:
+            stream.feed_eof()
+
+    pieces_left = list(pieces)
+    loop.call_soon(feed)
+    return stream
+
+
+async def test_a_body_in_many_segments_is_read_whole() -> None:
+    body = b'{"keys": [' + b'{"kid": "k"},' * 200 + b"{}]}"
+    pieces = [body[i : i + 500] for i in range(0, len(body), 500)]
+    assert await read_at_most(stream_of(*pieces), 64 * 1024) == body
+
+
+async def test_a_body_past_the_limit_is_cut_just_past_it() -> None:
+    assert len(await read_at_most(stream_of(b"x" * 700, b"y" * 700), 1000)) == 1001
+
+
+async def test_a_retired_pool_opens_no_new_client() -> None:
+    pools = UpstreamPools({"live": Upstream(name="live", url=URL("http://127.0.0.1:9"))})
+    client = pools.client("live")
+    await pools.close()
+    assert client.closed
+    with pytest.raises(ServiceUnavailable):
+        pools.client("live")
