@@ -36,9 +36,11 @@ def create_app(current: Current) -> web.Application:
     app.router.add_get("/.well-known/jwks.json", jwks)
     if settings.decision.enabled:
         prefix = settings.decision.prefix
-        app.router.add_route("*", prefix, decision_handler)
-        app.router.add_route("*", prefix + "/{tail:.*}", decision_handler)
-    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+        app.router.add_route("*", prefix, decision_handler, expect_handler=expect_continue)
+        app.router.add_route(
+            "*", prefix + "/{tail:.*}", decision_handler, expect_handler=expect_continue
+        )
+    app.router.add_route("*", "/{tail:.*}", proxy_handler, expect_handler=expect_continue)
     return app
 
 
@@ -56,6 +58,15 @@ def create_admin_app(
     return app
 
 
+async def expect_continue(request: web.Request) -> None:
+    """``Expect: 100-continue`` is answered as aiohttp does; any other expectation is ignored
+    (RFC 9110 §10.1.1 lets a server do so) rather than answered by aiohttp's plain-text 417,
+    which echoed the header and bypassed the pipeline, its JSON errors and its access line."""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
 def server_limits(settings: Settings) -> dict[str, Any]:
     """aiohttp's own parser limits, set at four times the gateway's so that a request whose
     headers pass ``limits.max_header_bytes`` gets the gateway's JSON 431; one far beyond it is
@@ -70,4 +81,8 @@ def server_limits(settings: Settings) -> dict[str, Any]:
         "keepalive_timeout": settings.limits.header_timeout,
         # After an early answer (413, 408) the unread body is drained for at most this long.
         "lingering_time": min(2.0, settings.limits.body_timeout),
+        # The body is forwarded as the client sent it: decompressing it here would forward
+        # plain bytes labelled gzip with the compressed Content-Length (a corrupted body), and
+        # would make the gateway inflate whatever a client compresses.
+        "auto_decompress": False,
     }

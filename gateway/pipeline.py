@@ -18,7 +18,13 @@ from gateway.authz.policy import RouteMatch
 from gateway.authz.relationships import require_caregiver_relationship
 from gateway.cors import is_preflight, preflight
 from gateway.credentials import extract
-from gateway.errors import AuthenticationError, InsufficientScope, InvalidToken, NotFound
+from gateway.errors import (
+    AuthenticationError,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    NotFound,
+)
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.observe.tracing import CREDENTIAL_KIND
 from gateway.principal import Principal
@@ -40,6 +46,13 @@ async def admit(
     method, so nobody can map the policy without one. Traced as two steps, authentication
     (credential kind, outcome, reason) and authorization (route, outcome, reason).
     """
+    if not raw_target.isascii():
+        # SECURITY: a target is ASCII on the wire; anything else (raw UTF-8 or undecodable
+        # bytes in the query) would be forwarded differently than it was judged, or fail.
+        raise InvalidRequest(
+            "The request target must be ASCII (percent-encode the rest).",
+            details={"reason": "path"},
+        )
     segments = split_path(raw_target.partition("?")[0])
     refusal: NotFound | InsufficientScope | None = None
     try:

@@ -28,8 +28,12 @@ from gateway.render import error_response
 def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message, redacted: aiohttp quotes the raw bytes on the
     following lines."""
-    text = str(getattr(exc, "message", None) or exc).strip()
-    return redact(text.partition("\n")[0])[:200]
+    text = str(getattr(exc, "message", None) or exc).strip().partition("\n")[0]
+    # SECURITY: only the message's words: from the first quote or colon on, aiohttp quotes the
+    # client's bytes (with the pure-Python parser on the first line too).
+    for stop in ("'", '"', ":"):
+        text = text.partition(stop)[0]
+    return redact(text)[:200]
 
 
 def _error_for(status: int, exc: BaseException | None) -> GatewayError:

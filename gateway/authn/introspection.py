@@ -68,7 +68,7 @@ def _pattern(value: object) -> re.Pattern[str]:
     # SECURITY: the shape must tell these tokens apart from every other kind; a pattern that
     # would take API keys, mobile tokens or gateway JWTs is refused (the registry tries this
     # kind after those, but a pattern that broad is a mistake, not a choice).
-    for sample in _OTHER_KINDS:
+    for sample in (*_OTHER_KINDS, *_JWS_SAMPLES):
         if pattern.fullmatch(sample):
             raise problem(f"also matches tokens of another kind (such as {sample[:12]}…)")
     return pattern
@@ -76,9 +76,19 @@ def _pattern(value: object) -> re.Pattern[str]:
 
 _OTHER_KINDS: Final = (
     "sk_live_" + "a" * 43,
+    "sk_sandbox_" + "a" * 43,
     "sk_test_" + "a" * 43,
     "mt_" + "a" * 43,
+)
+# SECURITY: every JWS-shaped token belongs to a JWS kind (a team session at the least): a
+# pattern that takes any of these would send identity-provider JWTs to the introspection
+# endpoint instead of verifying them.
+_JWS_SAMPLES: Final = (
     "eyJhbGciOiJSUzI1NiIsInR5cCI6Imd3LXVzZXIrand0In0.eyJzdWIiOiJ1In0." + "a" * 43,
+    "eyJhbGciOiJFUzI1NiIsImtpZCI6ImlkcC0xIn0.eyJzdWIiOiJ1In0." + "b" * 86,
+    "eyJhbGciOiJIUzI1NiIsImtpZCI6ImtleV8xIn0.e30." + "c" * 43,
+    "ICB7ImFsZyI6IlJTMjU2In0.eyJzdWIiOiJ1In0." + "d" * 43,
+    "ab.cd.ef",
 )
 
 TokenPattern = Annotated[

@@ -19,15 +19,6 @@ from typing import Final
 from gateway.errors import InsufficientScope, NotFound
 
 HANDLERS: Final = ("user_token", "user_token_refresh", "mobile_token", "sdk_initialize")
-# The names of the registry's kinds (gateway.authn.registry); checked against it at start-up.
-KINDS: Final = (
-    "api_key",
-    "user_token",
-    "mobile_token",
-    "sdk_session",
-    "member_token",
-    "team_session",
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,8 +38,14 @@ def original_target(request: web.Request, prefix: str) -> tuple[str, str]:
     if "X-Original-URI" in headers:
         target = headers["X-Original-URI"]
     elif "X-Original-URL" in headers:
-        url = URL(headers["X-Original-URL"], encoded=True)
-        target = url.raw_path_qs
+        try:
+            target = URL(headers["X-Original-URL"], encoded=True).raw_path_qs
+        except ValueError:
+            # SECURITY: ingress-nginx builds this from the client's Host header: a URL that
+            # does not parse is the client's bad input (400), never a 500.
+            raise InvalidRequest(
+                "The original URL is not valid.", details={"reason": "path"}
+            ) from None
     elif "X-Forwarded-Uri" in headers:
         target = headers["X-Forwarded-Uri"]
     else:

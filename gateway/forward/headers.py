@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.errors import InvalidRequest
 from gateway.observe.redact import looks_secret
 
 HOP_BY_HOP = frozenset(
@@ -70,8 +71,22 @@ def request_headers(
             continue
         if key == "authorization" and not forward_authorization:
             continue
+        if not value.isascii() and not _encodable(value):
+            # Bytes aiohttp's pure-Python parser could not decode (kept as surrogates): they
+            # cannot be sent on, and are the client's bad input, not a 500.
+            raise InvalidRequest(
+                "A header value is not valid.", details={"reason": "header", "header": key}
+            )
         out.add(name, value)
     return out
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def response_headers(incoming: CIMultiDictProxy[str]) -> Iterable[tuple[str, str]]:

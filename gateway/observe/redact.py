@@ -29,7 +29,6 @@ REDACTED: Final = "[redacted]"
 
 _B64: Final = "A-Za-z0-9_-"
 # (marker in the lower-cased text, pattern, replacement)
-_NOT_AFTER: Final = r"(?<![A-Za-z0-9])"
 _RULES: Final[tuple[tuple[str, re.Pattern[str], str], ...]] = (
     (
         "authorization",
@@ -43,8 +42,10 @@ _RULES: Final[tuple[tuple[str, re.Pattern[str], str], ...]] = (
     ),
     ("bearer", re.compile(r"(bearer[ \t]+)[^\s'\"\\,]+", re.I), r"\1" + REDACTED),
     ("basic", re.compile(r"(basic[ \t]+)[A-Za-z0-9+/=._~-]{8,}", re.I), r"\1" + REDACTED),
-    ("sk_", re.compile(_NOT_AFTER + r"sk_[A-Za-z0-9_]*", re.I), "sk_" + REDACTED),
-    ("mt_", re.compile(_NOT_AFTER + r"mt_[A-Za-z0-9]+", re.I), "mt_" + REDACTED),
+    # SECURITY: no boundary before the prefix: a parser's repr puts an escape (``\x01``,
+    # ``\t``) or any letter right before a key, and the key must go all the same.
+    ("sk_", re.compile(r"sk_(?:live|sandbox|test)_[A-Za-z0-9]*", re.I), "sk_" + REDACTED),
+    ("mt_", re.compile(r"mt_[A-Za-z0-9]{16,}", re.I), "mt_" + REDACTED),
     ("://", re.compile(r"(://)[^/@\s'\"\\]*@"), r"\1" + REDACTED + "@"),
 )
 # SECURITY: JWT-shaped strings with no marker ("eyJ" is only the usual header; a header with

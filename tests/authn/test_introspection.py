@@ -261,3 +261,29 @@ async def test_only_tokens_of_the_configured_shape_are_introspected(
 async def test_the_kind_is_off_without_its_section(gateway: Gateway) -> None:
     status, body = await call(gateway, ACTIVE)
     assert (status, body["details"]["reason"]) == (401, "malformed")
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "sk_[a-z]+_[A-Za-z0-9]+",
+        "sk_sandbox_[A-Za-z0-9]+",
+        "mt_[A-Za-z0-9]+",
+        "eyJhbGciOiJFUzI1NiIs[A-Za-z0-9_.-]+",  # ES256 team sessions (the review's example)
+        "[A-Za-z0-9_.-]+",
+        "[^ ]+",
+    ],
+)
+def test_a_pattern_that_takes_another_kinds_tokens_is_a_config_error(pattern: str) -> None:
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^introspection\.token_pattern: also matches"):
+        make_settings(
+            "http://127.0.0.1:9",
+            introspection={
+                "url": "https://auth.example.com/introspect",
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "token_pattern": pattern,
+            },
+        )

@@ -35,6 +35,12 @@ ODD_JWT = "ICB7ImFsZyI6IkhTMjU2In0.eyJzdWIiOiJ1In0." + "A" * 43
         (f"got {ODD_JWT}", ODD_JWT.split(".")[2]),
         ("redis://gw:s3cr3t-pass@redis:6379/0", "s3cr3t-pass"),
         (f"SK_LIVE_{KEY[8:]}", KEY[8:]),
+        # what the pure-Python parser's repr puts right before a key (the review found these)
+        (f"b'\\x01{KEY}'", KEY),
+        (f"b'\\t{KEY}'", KEY),
+        (f"z{KEY}", KEY),
+        (f'{{"f": "\\u0001{KEY}"}}', KEY),
+        (f"x{MOBILE}", MOBILE),
     ],
 )
 def test_credentials_are_redacted(text: str, secret: str) -> None:
