@@ -122,9 +122,15 @@ def open_store(settings: Settings) -> Store:
     return MemoryStore()
 
 
-def sealer_for(settings: Settings) -> Sealer:
-    # With the memory store nothing outlives the process, so an ephemeral master key is enough.
-    return Sealer(settings.master_key or os.urandom(32))
+def sealer_for(settings: Settings, store: Store) -> Sealer:
+    """The master key's sealer. With the memory store nothing outlives the process, so an
+    ephemeral key is enough; it belongs to that store (made once), so a reload that keeps the
+    store can still open the keys it holds."""
+    if settings.master_key:
+        return Sealer(settings.master_key)
+    if isinstance(store, MemoryStore):
+        return Sealer(store.ephemeral_master_key)
+    return Sealer(os.urandom(32))
 
 
 def build_runtime(
@@ -143,7 +149,7 @@ def build_runtime(
     store = store or open_store(settings)
     metrics = metrics or Metrics()
     helper = helper or HelperPool()
-    keys = KeyService(store, sealer_for(settings), clock, settings.api_keys)
+    keys = KeyService(store, sealer_for(settings, store), clock, settings.api_keys)
     tokens = settings.tokens
     signing = SigningKeys.from_settings(tokens)
     tracer = tracer if tracer is not None else build_tracer(settings.tracing)

@@ -5,6 +5,7 @@ Each operation runs to completion without awaiting, so it is atomic within the e
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from gateway.stores.base import MobileState
@@ -30,6 +31,8 @@ class MemoryStore:
         self._relationships: set[tuple[str, str, str]] = set()
         self._buckets: dict[str, tuple[float, float]] = {}
         self._fingerprint: str | None = None
+        # The master key of a gateway configured without one (see gateway.runtime.sealer_for).
+        self.ephemeral_master_key = os.urandom(32)
 
     async def ping(self) -> None:
         return None

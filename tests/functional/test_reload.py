@@ -184,3 +184,45 @@ async def test_a_request_that_straddles_a_reload_is_served_and_nothing_is_left_o
     processes.remove(proc)
     text = proc.output()
     assert "Session is closed" not in text and "Unclosed" not in text, text[-2000:]
+
+
+async def test_a_memory_store_without_a_master_key_keeps_its_keys_usable_across_reloads(
+    processes: list[GatewayProcess], tmp_path: Path, aiohttp_server: Any
+) -> None:
+    """With the memory store and no master_key the gateway seals keys under an ephemeral key;
+    it belongs to the store, so a reload (which keeps the store) still opens them: member
+    tokens keep working and new keys can be made (before: 503 key_unavailable and
+    master_key_mismatch after the first SIGHUP)."""
+    import jwt
+
+    recorder = Recorder()
+    upstream: TestServer = await aiohttp_server(recorder.app())
+    proc = write_config(tmp_path, base_url(upstream))
+    document = yaml.safe_load(proc.config.read_text())
+    del document["master_key"]
+    proc.config.write_text(yaml.safe_dump(document))
+    proc.start()
+    processes.append(proc)
+    now = int(time.time())
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"http://127.0.0.1:{proc.admin_port}/admin/keys",
+            json={"account": "acc_1"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r:
+            created = await r.json()
+        member = jwt.encode(
+            {"sub": "usr_a", "iat": now, "exp": now + 600},
+            created["key"].encode(),
+            algorithm="HS256",
+            headers={"kid": created["key_id"]},
+        )
+        bearer = {"Authorization": f"Bearer {member}"}
+        async with s.get(proc.base + SCORES, headers=bearer) as r:
+            assert r.status == 200, await r.text()
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGHUP)
+        await reloaded(proc, 1)
+        async with s.get(proc.base + SCORES, headers=bearer) as r:
+            assert r.status == 200, await r.text()
+        assert (await admin_key(s, proc)).startswith("sk_live_")
