@@ -63,6 +63,16 @@ def _bad(message: str, reason: str) -> InvalidToken:
     return InvalidToken(message, details={"reason": reason})
 
 
+def _signed_with(token: str, secret: bytes) -> bool:
+    """Whether ``token`` is a JWS whose HS256 signature verifies with ``secret`` (the JWS
+    layer only: no claim is read)."""
+    try:
+        jwt.PyJWS().decode(token, secret, algorithms=["HS256"])
+    except jwt.PyJWTError:
+        return False
+    return True
+
+
 def _signature_invalid() -> InvalidToken:
     return _bad("The token's signature or claims are invalid.", "signature")
 
@@ -103,15 +113,22 @@ class MemberTokenAuthenticator:
             raise _bad("The token's kid must name an API key.", "unknown_kid")
         try:
             active = await self._keys.active_by_id(kid)
-        except TokenExpired:
-            raise _bad("The API key that signed this token has expired.", "key_expired") from None
-        except InvalidToken as exc:
-            if exc.details.get("reason") != "unknown_kid":
-                raise
-            # SECURITY: an unknown kid answers exactly like a bad signature (and costs the
-            # same HMAC), so nobody can probe which key ids exist.
-            self._verify_unknown(credential.value, header)
-            raise _signature_invalid() from None
+        except (TokenExpired, InvalidToken) as exc:
+            if exc.details.get("reason") == "unknown_kid":
+                # SECURITY: an unknown kid answers exactly like a bad signature (and costs the
+                # same HMAC), so nobody can probe which key ids exist.
+                self._verify_unknown(credential.value, header)
+                raise _signature_invalid() from None
+            # SECURITY: a revoked, rotated or expired key's status is told only to a token
+            # signed with that key; anyone else gets the bad-signature answer.
+            check_jws(credential.value, header)
+            if not _signed_with(credential.value, await self._keys.signing_secret(kid)):
+                raise _signature_invalid() from None
+            if isinstance(exc, TokenExpired):
+                raise _bad(
+                    "The API key that signed this token has expired.", "key_expired"
+                ) from None
+            raise
         now = self._clock.now()
         principal = self.cache.get(credential.value, now)
         if principal is None:

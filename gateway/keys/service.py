@@ -116,6 +116,17 @@ class KeyService:
         record) is a 503 ``service_unavailable`` and an error log line naming the key id: the
         request is refused, never answered with a 500."""
         record = self._check(await self.record_by_id(key_id), self._clock.now())
+        return ActiveKey(record, self._secret(record))
+
+    async def signing_secret(self, key_id: str) -> bytes:
+        """The secret of the key ``key_id`` whatever its status (revoked, rotated, expired):
+        a member token naming an inactive key is told why only when its signature verifies
+        with that key, so key ids and their status cannot be probed (InvalidToken for an
+        unknown id)."""
+        return self._secret(await self.record_by_id(key_id))
+
+    def _secret(self, record: KeyRecord) -> bytes:
+        key_id = record.key_id
         secret = self._secrets.get(key_id)
         if secret is None:
             try:
@@ -136,7 +147,7 @@ class KeyService:
             self._secrets[key_id] = secret
             if len(self._secrets) > self._secrets_max:
                 self._secrets.pop(next(iter(self._secrets)))
-        return ActiveKey(record, secret)
+        return secret
 
     async def ensure_not_revoked(self, key_id: str) -> None:
         """Tokens derived from a key die with an explicit revocation of that key (within the

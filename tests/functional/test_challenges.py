@@ -137,3 +137,25 @@ async def test_an_unknown_kid_answers_like_a_bad_signature(gw: Gateway) -> None:
     assert forged_unknown == forged_known
     # and the real key still works
     assert (await _answer(gw, _member_token(key, record.key_id)))[0] == 200
+
+
+@pytest.mark.parametrize("status", ["revoked", "expired", "rotated"])
+async def test_an_inactive_kid_is_told_only_to_its_own_signature(gw: Gateway, status: str) -> None:
+    """A revoked, expired or rotated key's status is the answer for tokens signed with that
+    key; anyone else (signing with another secret) gets the bad-signature answer, exactly as
+    for an unknown kid: a key id's existence and status cannot be probed."""
+    key, record = await gw.runtime.keys.create("acc_1", "live", lifetime=60)
+    if status == "revoked":
+        await gw.runtime.keys.revoke(record.key_id)
+    elif status == "rotated":
+        await gw.runtime.keys.rotate(record.key_id)
+    else:
+        gw.clock.advance(120)
+    gw.clock.advance(2)  # past the 1 s caches
+    wrong_secret = "sk_live_" + "x" * 43
+    unknown = await _answer(gw, _member_token(wrong_secret, "key_" + secrets.token_hex(12)))
+    stranger = await _answer(gw, _member_token(wrong_secret, record.key_id))
+    assert stranger == unknown
+    assert stranger[1]["details"] == {"reason": "signature"}
+    own = await _answer(gw, _member_token(key, record.key_id))
+    assert own[0] == 401 and own[1]["details"]["reason"] != "signature"
