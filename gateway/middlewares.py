@@ -37,7 +37,12 @@ def observe_middleware(current: Current) -> Middleware:
         metrics = runtime.metrics
         header = runtime.settings.headers.request_id
         exchange = Exchange(
-            request_id(request.headers.get(header), new_request_id()), time.perf_counter()
+            request_id(
+                request.headers.get(header),
+                new_request_id(),
+                request.headers.get("Authorization", ""),
+            ),
+            time.perf_counter(),
         )
         request[EXCHANGE] = exchange
         span = runtime.tracer.request(request.headers, request.method, exchange.request_id)

@@ -94,14 +94,21 @@ def response_headers(incoming: CIMultiDictProxy[str]) -> Iterable[tuple[str, str
     return [(k, v) for k, v in incoming.items() if canonical(k) not in drop]
 
 
-def request_id(incoming: str | None, generate: str) -> str:
+def request_id(incoming: str | None, generate: str, authorization: str = "") -> str:
     """Propagate a well-formed ``X-Request-Id``; replace anything else.
 
     The id is written to every access and audit line and echoed to the client, so one that is
-    shaped like a credential is replaced too: those lines stay secret-free by construction.
+    shaped like a credential, or that is (part of) the request's own credential whatever its
+    shape (an opaque OAuth2 token), is replaced too: those lines stay secret-free by
+    construction.
     """
     # SECURITY: a key or token sent as a request id would otherwise be logged and echoed.
-    if incoming is not None and _REQUEST_ID.match(incoming) and not looks_secret(incoming):
+    if (
+        incoming is not None
+        and _REQUEST_ID.match(incoming)
+        and not looks_secret(incoming)
+        and incoming not in authorization
+    ):
         return incoming
     return generate
 

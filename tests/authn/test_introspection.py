@@ -287,3 +287,17 @@ def test_a_pattern_that_takes_another_kinds_tokens_is_a_config_error(pattern: st
                 "token_pattern": pattern,
             },
         )
+
+
+async def test_an_opaque_token_sent_as_the_request_id_is_never_echoed_or_logged(
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer], log_lines: Any
+) -> None:
+    idp[0].tokens[ACTIVE] = answer(gw)
+    response = await gw.client.get(
+        "/v1/users/usr_a/scores",
+        headers={"Authorization": f"Bearer {ACTIVE}", "X-Request-Id": ACTIVE},
+    )
+    assert response.status == 200
+    assert response.headers["X-Request-Id"] != ACTIVE
+    assert gw.recorder.last.headers["x-request-id"] != [ACTIVE]
+    assert ACTIVE not in log_lines.getvalue()
