@@ -107,7 +107,7 @@ def request_id(incoming: str | None, generate: str, authorization: str = "") -> 
         incoming is not None
         and _REQUEST_ID.match(incoming)
         and not looks_secret(incoming)
-        and incoming not in authorization
+        and (len(incoming) < 8 or incoming not in authorization)
     ):
         return incoming
     return generate
