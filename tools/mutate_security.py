@@ -577,7 +577,7 @@ def tests_for(path: str, work: Path) -> list[str]:
     named = []
     for test in sorted((work / "tests").rglob("test_*.py")):
         text = test.read_text()
-        if module in text or f"from {package} import {stem}" in text:
+        if test.stem == f"test_{stem}" or module in text or f"from {package} import {stem}" in text:
             named.append(test.relative_to(work).as_posix())
     ordered = [t for t in MAPPED.get(path, []) if (work / t).exists()]
     ordered += [t for t in named if t not in ordered]
