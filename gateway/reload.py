@@ -32,7 +32,7 @@ from gateway.runtime import Current, Runtime, build_runtime, open_store
 from gateway.settings import load_settings
 
 IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight count
-STORE_GRACE = 30.0  # a replaced store (or tracer) is closed no earlier than this after the swap
+STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
 
 
 async def reload(current: Current, path: Path) -> bool:
@@ -106,22 +106,24 @@ async def retire(old: Runtime, *, close_store: bool, close_tracer: bool = False)
     """Close the upstream pools of a replaced runtime once nothing is in flight on them, and its
     store, when the new config has another, :data:`STORE_GRACE` seconds after the swap at the
     earliest (a request that began authenticating before the swap may still ask the old store,
-    each time bounded by its timeouts); its tracer likewise, when the new config has another
-    (its pending spans are exported then). The identity-provider pool is shared with the
-    runtime that replaced this one and stays open. Cancelled (at shutdown, once requests are
-    drained), it closes everything at once."""
+    each time bounded by its timeouts); its tracer, when the new config has another, once the
+    requests it traced are done (their spans are ended then, and exported as it closes). The
+    identity-provider pool is shared with the runtime that replaced this one and stays open.
+    Cancelled (at shutdown, once requests are drained), it closes everything at once."""
     try:
         while old.requests.active or old.forwarder.in_flight:
             await asyncio.sleep(IDLE_POLL)
         await old.forwarder.pools.close()
-        if close_store or close_tracer:
+        if close_tracer:
+            await old.tracer.close()
+        if close_store:
             await asyncio.sleep(STORE_GRACE)
     finally:
         await old.forwarder.pools.close()  # idempotent
         if close_store:
             await old.store.close()
         if close_tracer:
-            await old.tracer.close()
+            await old.tracer.close()  # idempotent
 
 
 async def _check_master_key(new: Runtime) -> None:

@@ -1,5 +1,6 @@
-"""Tracing in a real ``gateway serve`` process: turned on by a SIGHUP reload, and the spans still
-queued when SIGTERM stops it exported before it exits (the exporter is flushed at shutdown)."""
+"""Tracing in a real ``gateway serve`` process: turned on, then changed, by SIGHUP reloads, and
+the spans still queued when SIGTERM stops it exported before it exits (the exporter is flushed
+at shutdown)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ async def until_logged(proc: GatewayProcess, message: str, times: int = 1) -> No
         await asyncio.sleep(0.05)
 
 
-async def test_tracing_turned_on_by_a_reload_exports_its_spans_at_shutdown(
+async def test_tracing_turned_on_and_changed_by_reloads_exports_every_span_by_shutdown(
     aiohttp_server: Any, tmp_path: Path, processes: list[GatewayProcess]
 ) -> None:
     receiver = OtlpReceiver()
@@ -73,6 +74,16 @@ async def test_tracing_turned_on_by_a_reload_exports_its_spans_at_shutdown(
             traced = response.headers["X-Request-Id"]
         (seen,) = recorder.last.headers["traceparent"]
 
+        # Another tracing section: a new tracer for what follows; the replaced one exports its
+        # spans once its requests are done.
+        document["tracing"]["service_name"] = "gw-serve-2"
+        proc.config.write_text(yaml.safe_dump(document))
+        os.kill(proc.proc.pid, signal.SIGHUP)
+        await until_logged(proc, '"config reloaded"', times=2)
+        async with session.get(proc.base + SCORES, headers=headers) as response:
+            assert response.status == 200
+            retraced = response.headers["X-Request-Id"]
+
     # SIGTERM, waited for off the loop: the receiver must answer the export at shutdown.
     os.kill(proc.proc.pid, signal.SIGTERM)
     assert await asyncio.to_thread(proc.proc.wait, 60) == 0
@@ -81,6 +92,7 @@ async def test_tracing_turned_on_by_a_reload_exports_its_spans_at_shutdown(
     assert untraced not in ids
     root = ids[traced]
     assert root.service["service.name"] == "gw-serve"
+    assert ids[retraced].service["service.name"] == "gw-serve-2"
     assert {s.name for s in receiver.children(root)} == {
         "gateway.authenticate",
         "gateway.authorize",
