@@ -138,6 +138,16 @@ class InsideIf:
 
 
 @dataclass
+class Element:
+    """An element of a tuple, list or set display, the target of a comment inside it."""
+
+    seq: ast.Tuple | ast.List | ast.Set
+    index: int
+    lineno: int
+    end_lineno: int
+
+
+@dataclass
 class DictEntry:
     """A ``key: value`` entry of a dict display, the target of a comment inside the display."""
 
@@ -213,6 +223,10 @@ def _node_at(tree: ast.AST, line: int) -> ast.AST | None:
             for i, key in enumerate(n.keys):
                 if key is not None and key.lineno == line:
                     return DictEntry(n, i, key.lineno, n.values[i].end_lineno or key.lineno)  # type: ignore[return-value]
+        if isinstance(n, ast.Tuple | ast.List | ast.Set):
+            for i, element in enumerate(n.elts):
+                if element.lineno == line:
+                    return Element(n, i, element.lineno, element.end_lineno or line)  # type: ignore[return-value]
     return None
 
 
@@ -291,6 +305,10 @@ def _header(node: ast.AST) -> list[ast.AST]:
         return [node.iter]
     if isinstance(node, DictEntry):
         return [node.dict_node.values[node.index]]
+    if isinstance(node, Element):
+        element = node.seq.elts[node.index]
+        # A tuple element is a record (a rule's fields): its parts are mutated, never dropped.
+        return list(element.elts) if isinstance(element, ast.Tuple) else [element]
     if isinstance(node, ast.keyword):
         return [node.value]
     return [node]
@@ -403,6 +421,10 @@ def statement_mutants(target: Target, source: str) -> Iterator[tuple[str, str]]:
         del d.keys[node.index]
         del d.values[node.index]
         yield "remove dict entry", splice.replace(node.dict_node, ast.unparse(d))
+    elif isinstance(node, Element):
+        seq = copy.deepcopy(node.seq)
+        del seq.elts[node.index]
+        yield "remove element", splice.replace(node.seq, _expr(seq))
     elif isinstance(node, ast.keyword):
         yield "remove keyword", _remove_keyword(node, splice, source)
     elif isinstance(node, ast.If | ast.While) and _raises(node.body):
