@@ -59,16 +59,18 @@ ROOT = Path(__file__).resolve().parent.parent
 MARK = "SECURITY:"
 
 # Tests that reach a module only through HTTP (so its name does not appear in them). A mutant is
-# run against these first, then against test files that name the module, then tests/security.
+# run against these first, then against test files named after the module, naming it or in its
+# package's test directory, then tests/security.
 MAPPED: dict[str, list[str]] = {
     "gateway/admin.py": [
         "tests/functional/test_admin_api.py",
         "tests/functional/test_processes.py",
     ],
     "gateway/app.py": ["tests/security/test_faults.py"],
-    "gateway/authn/base.py": ["tests/functional/test_api_keys.py"],
-    "gateway/authn/claims.py": ["tests/authn/test_claims.py", "tests/security/test_jwt_attacks.py"],
-    "gateway/authn/jws_checks.py": ["tests/authn/test_jws_checks.py"],
+    "gateway/authn/gateway_token.py": [
+        "tests/authn/test_gateway_token_markers.py",
+        "tests/functional/test_tokens.py",
+    ],
     "gateway/authn/member_token.py": ["tests/functional/test_member_tokens.py"],
     "gateway/authn/team_session.py": ["tests/functional/test_team_sessions.py"],
     "gateway/authz/authorize.py": [
@@ -77,10 +79,14 @@ MAPPED: dict[str, list[str]] = {
         "tests/functional/test_member_tokens.py",
     ],
     "gateway/authz/paths.py": ["tests/authz/test_paths.py", "tests/functional/test_proxy.py"],
-    "gateway/config/base.py": ["tests/test_config.py"],
+    "gateway/authz/relationships.py": [
+        "tests/functional/test_relationships.py",
+        "tests/functional/test_member_tokens.py",
+    ],
     "gateway/config/cors.py": ["tests/functional/test_cors.py"],
-    "gateway/config/upstreams.py": ["tests/test_config.py", "tests/functional/test_proxy.py"],
+    "gateway/config/upstreams.py": ["tests/functional/test_proxy.py"],
     "gateway/credentials.py": ["tests/test_credentials.py", "tests/functional/test_api_keys.py"],
+    "gateway/demo/lines.py": ["tests/functional/test_demo.py"],
     "gateway/forward/decision.py": ["tests/functional/test_decision.py"],
     "gateway/forward/headers.py": [
         "tests/forward/test_headers.py",
@@ -91,16 +97,11 @@ MAPPED: dict[str, list[str]] = {
         "tests/functional/test_token_issuance.py",
         "tests/functional/test_tokens.py",
     ],
-    "gateway/issue/gateway_tokens.py": [
-        "tests/issue/test_gateway_tokens.py",
-        "tests/functional/test_tokens.py",
-    ],
-    "gateway/keys/signing.py": ["tests/security/test_jwt_attacks.py"],
     "gateway/keys/service.py": ["tests/keys/test_service.py", "tests/security/test_timing.py"],
+    "gateway/keys/signing.py": ["tests/security/test_jwt_attacks.py"],
+    "gateway/middlewares.py": ["tests/observe/test_metrics.py", "tests/observe/test_logs.py"],
     "gateway/observe/metrics.py": ["tests/observe/test_metrics.py"],
-    "gateway/observe/otel.py": ["tests/observe/test_tracing.py"],
-    "gateway/observe/tracing.py": ["tests/observe/test_tracing.py"],
-    "gateway/render.py": ["tests/test_render.py"],
+    "gateway/render.py": ["tests/test_render.py", "tests/functional/test_challenges.py"],
     "gateway/runtime.py": ["tests/functional/test_proxy.py", "tests/functional/test_decision.py"],
 }
 
@@ -601,8 +602,12 @@ def tests_for(path: str, work: Path) -> list[str]:
         text = test.read_text()
         if test.stem == f"test_{stem}" or module in text or f"from {package} import {stem}" in text:
             named.append(test.relative_to(work).as_posix())
+    # The tests of the module's own package (gateway/keys/x.py: tests/keys/).
+    own = work / "tests" / package.rpartition(".")[2]
+    if package != "gateway" and own.is_dir():
+        named += [t.relative_to(work).as_posix() for t in sorted(own.glob("test_*.py"))]
     ordered = [t for t in MAPPED.get(path, []) if (work / t).exists()]
-    ordered += [t for t in named if t not in ordered]
+    ordered += [t for t in dict.fromkeys(named) if t not in ordered]
     ordered.append("tests/security")
     return ordered
 
