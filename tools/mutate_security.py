@@ -107,7 +107,28 @@ MAPPED: dict[str, list[str]] = {
 
 # Mutants that cannot change what any client, backend or operator observes. Keyed by
 # (file, the mutated line as printed by --list); the value says why it is equivalent.
-EQUIVALENT: dict[tuple[str, str], str] = {}
+_TOKEN = "gateway/authn/gateway_token.py"
+_REFUSED = "the token is refused with 401 invalid_token all the same (details.reason 'claims')"
+EQUIVALENT: dict[tuple[str, str], str] = {
+    (_TOKEN, "\"require\": (['aud', 'sub', 'iat', 'exp', 'jti']),"): (
+        "PyJWT requires 'iss' anyway whenever issuer= is given (MissingRequiredClaimError)"
+    ),
+    (_TOKEN, "\"require\": (['iss', 'sub', 'iat', 'exp', 'jti']),"): (
+        "PyJWT requires 'aud' anyway whenever audience= is given (MissingRequiredClaimError)"
+    ),
+    (_TOKEN, "\"require\": (['iss', 'aud', 'iat', 'exp', 'jti']),"): (
+        f"str_claim(payload, 'sub') requires 'sub' a few lines below: {_REFUSED}"
+    ),
+    (_TOKEN, "\"require\": (['iss', 'aud', 'sub', 'iat', 'exp']),"): (
+        f"str_claim(payload, 'jti') requires 'jti' a few lines below: {_REFUSED}"
+    ),
+    (_TOKEN, "\"require\": (['iss', 'aud', 'sub', 'exp', 'jti']),"): (
+        f"check_times() requires 'iat' as an integer: {_REFUSED}"
+    ),
+    (_TOKEN, "\"require\": (['iss', 'aud', 'sub', 'iat', 'jti']),"): (
+        f"check_times() requires 'exp' as an integer: {_REFUSED}"
+    ),
+}
 
 
 # --- finding the marked statements ---------------------------------------------------------

@@ -76,3 +76,20 @@ async def test_a_verifier_refuses_its_own_claim_under_another_kinds_typ(
     body = await response.json()
     assert (response.status, body["error"]) == (401, "invalid_token")
     assert body["details"]["reason"] == "wrong_token_type"
+
+
+@pytest.mark.parametrize("missing", ["iss", "aud", "sub", "iat", "exp", "jti", "tkn", "kid"])
+async def test_a_gateway_signed_token_missing_a_claim_is_refused(
+    gateway: Gateway, missing: str
+) -> None:
+    """Each required claim is enforced twice (PyJWT's ``require`` and the checks after it), so
+    removing one enforcement changes nothing a client sees; removing both fails here."""
+    claims = (await issued_claims(gateway))["user"]
+    assert missing in claims
+    del claims[missing]
+    token = signed(claims, user_token.MARKERS.typ)
+    forwarded = len(gateway.recorder.seen)  # the membership question of the issuance
+    response = await gateway.client.get("/v1/users/usr_a/scores", headers=bearer(token))
+    body = await response.json()
+    assert (response.status, body["error"]) == (401, "invalid_token"), body
+    assert len(gateway.recorder.seen) == forwarded
