@@ -71,6 +71,7 @@ MAPPED: dict[str, list[str]] = {
         "tests/authn/test_gateway_token_markers.py",
         "tests/functional/test_tokens.py",
     ],
+    "gateway/authn/jwks.py": ["tests/functional/test_team_sessions.py"],
     "gateway/authn/member_token.py": ["tests/functional/test_member_tokens.py"],
     "gateway/authn/team_session.py": ["tests/functional/test_team_sessions.py"],
     "gateway/authz/authorize.py": [
