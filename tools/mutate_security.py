@@ -73,7 +73,10 @@ MAPPED: dict[str, list[str]] = {
     ],
     "gateway/authn/jwks.py": ["tests/functional/test_team_sessions.py"],
     "gateway/authn/member_token.py": ["tests/functional/test_member_tokens.py"],
-    "gateway/authn/team_session.py": ["tests/functional/test_team_sessions.py"],
+    "gateway/authn/team_session.py": [
+        "tests/functional/test_team_session_algorithms.py",
+        "tests/functional/test_team_sessions.py",
+    ],
     "gateway/authz/authorize.py": [
         "tests/authz/test_policy.py",
         "tests/functional/test_tokens.py",
