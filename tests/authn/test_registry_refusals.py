@@ -1,0 +1,73 @@
+"""The registry's two refusals that no ordinary request reaches: a kind this deployment does not
+configure, and a verifier failing in a way nobody foresaw (logged for operators by type only)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from gateway.authn import introspection, team_session
+from gateway.authn.base import Kind
+from gateway.authn.registry import Registry
+from gateway.credentials import Credential
+from gateway.errors import InvalidToken
+from gateway.observe.logs import JsonFormatter
+from gateway.principal import Principal
+from tests.conftest import Gateway
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtcGVyc29uIn0.c2lnbmF0dXJlLXNlY3JldA"
+
+
+async def test_a_kind_without_a_verifier_is_refused_as_unsupported(gateway: Gateway) -> None:
+    registry = gateway.runtime.authenticators
+    assert registry.authenticator(introspection.KIND.name) is None  # not configured here
+    with pytest.raises(InvalidToken) as refused:
+        await registry.authenticate(Credential(introspection.KIND, "ory_at_abcdef0123456789"))
+    assert refused.value.details == {"reason": "unsupported_kind"}
+    # Through the gateway such a token is nobody's shape: malformed, never passed through.
+    response = await gateway.client.get(
+        "/v1/users", headers={"Authorization": "Bearer ory_at_abcdef0123456789"}
+    )
+    assert response.status == 401
+    assert gateway.recorder.seen == []
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gateway")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    yield stream
+    logger.removeHandler(handler)
+    logger.setLevel(old)
+
+
+class Raising:
+    """A verifier failing as PyJWT once did on a hostile header, quoting the token."""
+
+    async def authenticate(self, credential: Credential) -> Principal:
+        raise TypeError(f"cannot use this key for {credential.value}")
+
+
+async def test_an_unforeseen_verifier_error_is_logged_by_type_only(
+    log_lines: io.StringIO,
+) -> None:
+    registry = Registry([Kind(team_session.KIND, team_session.claims, Raising())])
+    with pytest.raises(InvalidToken) as refused:
+        await registry.authenticate(Credential(team_session.KIND, TOKEN))
+    assert refused.value.details == {"reason": "unverifiable"}
+    lines = [orjson.loads(line) for line in log_lines.getvalue().splitlines() if line.strip()]
+    warnings = [line for line in lines if str(line.get("level")).lower() == "warning"]
+    # Operators see that a verifier raised, and what (its type), for which kind...
+    assert any("TypeError" in orjson.dumps(line).decode() for line in warnings), lines
+    assert any("team_session" in orjson.dumps(line).decode() for line in warnings), lines
+    # ...and never the message, which quoted the credential.
+    assert TOKEN not in log_lines.getvalue() and "cannot use this key" not in log_lines.getvalue()
