@@ -67,12 +67,16 @@ MAPPED: dict[str, list[str]] = {
         "tests/functional/test_processes.py",
     ],
     "gateway/app.py": ["tests/security/test_faults.py"],
+    "gateway/authn/registry.py": ["tests/authn/test_registry_refusals.py"],
     "gateway/authn/gateway_token.py": [
         "tests/authn/test_gateway_token_markers.py",
         "tests/functional/test_tokens.py",
     ],
     "gateway/authn/jwks.py": ["tests/functional/test_team_sessions.py"],
-    "gateway/authn/member_token.py": ["tests/functional/test_member_tokens.py"],
+    "gateway/authn/member_token.py": [
+        "tests/functional/test_member_token_probing.py",
+        "tests/functional/test_member_tokens.py",
+    ],
     "gateway/authn/team_session.py": [
         "tests/functional/test_team_session_algorithms.py",
         "tests/functional/test_team_sessions.py",
