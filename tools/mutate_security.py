@@ -98,6 +98,7 @@ MAPPED: dict[str, list[str]] = {
     "gateway/forward/decision.py": ["tests/functional/test_decision.py"],
     "gateway/forward/headers.py": [
         "tests/forward/test_headers.py",
+        "tests/functional/test_request_ids.py",
         "tests/functional/test_proxy.py",
     ],
     "gateway/forward/proxy.py": ["tests/security/test_faults.py", "tests/functional/test_proxy.py"],
