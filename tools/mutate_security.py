@@ -771,6 +771,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--match", help="only mutants whose operator or mutated line has this")
     parser.add_argument(
+        "--survivors-of",
+        type=Path,
+        metavar="JSON",
+        help="only the mutants that survived in an earlier run's --json results",
+    )
+    parser.add_argument(
         "--max-baseline-failures",
         type=int,
         default=5,
@@ -797,6 +803,10 @@ def run(args: argparse.Namespace, snapshot: str | None, work: Path) -> int:
         mutants.extend(mutants_for(target, (work / target.path).read_text()))
     if args.match:
         mutants = [m for m in mutants if args.match in m.operator or args.match in m.after]
+    if args.survivors_of:
+        earlier = json.loads(args.survivors_of.read_text())
+        wanted = {(m["path"], m["after"]) for m in earlier if m["result"] == "survived"}
+        mutants = [m for m in mutants if m.key in wanted]
     where = snapshot or "working tree"
     print(f"{where}: {len(targets)} SECURITY statement(s), {len(mutants)} mutant(s)")
     if args.list or not mutants:
