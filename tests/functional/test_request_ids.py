@@ -60,3 +60,14 @@ async def test_an_id_taken_from_an_unrecognised_token_is_replaced_too(gateway: G
     )
     assert response.status == 401
     assert OPAQUE[-20:] not in response.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize(("length", "kept"), [(7, True), (8, False)])
+async def test_the_length_from_which_a_part_of_the_credential_is_replaced(
+    gateway: Gateway, length: int, kept: bool
+) -> None:
+    key = await gateway.key()
+    part = key[len("sk_live_") :][:length]
+    status, upstream, echoed = await sent_with(gateway, f"Bearer {key}", part)
+    assert status == 200
+    assert (upstream == part) is kept and (echoed == part) is kept
