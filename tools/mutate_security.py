@@ -120,6 +120,14 @@ _TOKEN = "gateway/authn/gateway_token.py"
 _REFUSED = "the token is refused with 401 invalid_token all the same (details.reason 'claims')"
 EQUIVALENT: dict[tuple[str, str], str] = {
     (
+        "gateway/identifiers.py",
+        "_IDENTIFIER = (re.compile('[A-Za-z0-9][A-Za-z0-9_-]{0,127}\\\\Z'))",
+    ): ("_IDENTIFIER is only used with .fullmatch(), which anchors at both ends"),
+    ("gateway/identifiers.py", "_IDENTIFIER = (re.compile('^[A-Za-z0-9][A-Za-z0-9_-]{0,127}'))"): (
+        "_IDENTIFIER is only used with .fullmatch(), which anchors at both ends (a trailing "
+        "newline fails it too)"
+    ),
+    (
         "gateway/credentials.py",
         "JWS_SHAPE = (re.compile('[A-Za-z0-9_-]{2,}\\\\.[A-Za-z0-9_-]{2,}"
         "\\\\.[A-Za-z0-9_-]{2,}\\\\Z'))",
