@@ -4,8 +4,6 @@ configure, and a verifier failing in a way nobody foresaw (logged for operators 
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -15,7 +13,6 @@ from gateway.authn.base import Kind
 from gateway.authn.registry import Registry
 from gateway.credentials import Credential
 from gateway.errors import InvalidToken
-from gateway.observe.logs import JsonFormatter
 from gateway.principal import Principal
 from tests.conftest import Gateway
 
@@ -34,20 +31,6 @@ async def test_a_kind_without_a_verifier_is_refused_as_unsupported(gateway: Gate
     )
     assert response.status == 401
     assert gateway.recorder.seen == []
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("gateway")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 class Raising:

@@ -8,10 +8,8 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import io
-import logging
 import re
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -22,7 +20,6 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_admin_app
 from gateway.dashboard import session as session_module
 from gateway.dashboard.session import SignInBudget
-from gateway.observe.logs import JsonFormatter
 from gateway.observe.recent import CAPACITY, RECENT, latest
 from gateway.stores.base import Store
 from tests.conftest import Gateway, GatewayFactory
@@ -46,20 +43,6 @@ async def another_client(aiohttp_client: Any, gw: Gateway) -> TestClient[Any, An
     """A second browser: its own cookie jar, against its own admin app (same runtime)."""
     client: TestClient[Any, Any] = await aiohttp_client(create_admin_app(gw.current))
     return client
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("gateway")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 async def status_of_key(gw: Gateway, key: str) -> int:
@@ -149,7 +132,7 @@ async def test_without_an_admin_token_the_dashboard_does_not_exist(
 
 
 async def test_a_wrong_token_is_refused_and_never_echoed(
-    dash: Admin, log_output: io.StringIO
+    dash: Admin, log_lines: io.StringIO
 ) -> None:
     _gw, client = dash
     wrong = "not-the-admin-token-" + "q" * 12
@@ -165,7 +148,7 @@ async def test_a_wrong_token_is_refused_and_never_echoed(
     # Still signed out.
     home = await client.get("/dashboard", allow_redirects=False)
     assert (home.status, home.headers["Location"]) == (303, "/dashboard/login")
-    logged = log_output.getvalue()
+    logged = log_lines.getvalue()
     assert "dashboard sign-in refused" in logged and "wrong_token" in logged
     assert wrong not in logged and ADMIN_TOKEN not in logged
 
@@ -536,7 +519,7 @@ async def test_values_are_escaped_on_every_page(dash: Admin) -> None:
 
 
 async def test_create_rotate_revoke_through_the_forms_then_on_the_public_listener(
-    dash: Admin, log_output: io.StringIO
+    dash: Admin, log_lines: io.StringIO
 ) -> None:
     gw, client = dash
     csrf = await sign_in(client)
@@ -578,7 +561,7 @@ async def test_create_rotate_revoke_through_the_forms_then_on_the_public_listene
     statuses = dict(re.findall(r'<tr data-key-id="([^"]+)" class="status-(\w+)">', page))
     assert statuses == {record.key_id: "rotated", new_record.key_id: "revoked"}
     # Each action is an audit line naming the admin and the key, never the key itself.
-    logged = log_output.getvalue()
+    logged = log_lines.getvalue()
     assert logged.count('"credential":"admin"') == 3
     assert f'"key_id":"{record.key_id}"' in logged
     assert first not in logged and second not in logged and ADMIN_TOKEN not in logged
