@@ -11,10 +11,9 @@ from gateway.admin import METRICS_REGISTRY, admin_routes
 from gateway.config import Settings
 from gateway.cors import on_response_prepare
 from gateway.dashboard.routes import setup_dashboard
-from gateway.forward.decision import decision_handler
-from gateway.issue.endpoints import HANDLERS, jwks
-from gateway.middlewares import error_middleware, observe_middleware
-from gateway.pipeline import ENDPOINTS, proxy_handler
+from gateway.front import front_handler
+from gateway.issue.endpoints import HANDLERS
+from gateway.pipeline import ENDPOINTS
 from gateway.runtime import CURRENT, Current, runtime_ctx
 
 
@@ -25,22 +24,17 @@ def create_app(current: Current) -> web.Application:
     change them (they need a restart, see :mod:`gateway.reload`)."""
     settings = current.runtime.settings
     app = web.Application(
-        middlewares=[observe_middleware(current), error_middleware()],
         client_max_size=settings.limits.max_body_bytes,
         handler_args=server_limits(settings),
     )
     app[CURRENT] = current
-    app[ENDPOINTS] = dict(HANDLERS)
+    app[ENDPOINTS] = endpoints = dict(HANDLERS)
     app.cleanup_ctx.append(runtime_ctx(current))
     app.on_response_prepare.append(on_response_prepare)
-    app.router.add_get("/.well-known/jwks.json", jwks)
-    if settings.decision.enabled:
-        prefix = settings.decision.prefix
-        app.router.add_route("*", prefix, decision_handler, expect_handler=expect_continue)
-        app.router.add_route(
-            "*", prefix + "/{tail:.*}", decision_handler, expect_handler=expect_continue
-        )
-    app.router.add_route("*", "/{tail:.*}", proxy_handler, expect_handler=expect_continue)
+    prefix = settings.decision.prefix if settings.decision.enabled else None
+    # One catch-all route to one handler (gateway.front): the gateway routes by itself.
+    handler = front_handler(current, endpoints, prefix)
+    app.router.add_route("*", "/{tail:.*}", handler, expect_handler=expect_continue)
     return app
 
 

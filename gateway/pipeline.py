@@ -25,10 +25,10 @@ from gateway.errors import (
     InvalidToken,
     NotFound,
 )
-from gateway.exchange import EXCHANGE, Exchange
+from gateway.exchange import Exchange
 from gateway.observe.tracing import CREDENTIAL_KIND
 from gateway.principal import Principal
-from gateway.runtime import REQUEST_RUNTIME, Runtime
+from gateway.runtime import Runtime
 
 
 async def admit(
@@ -114,9 +114,11 @@ Endpoint = Callable[[web.Request, Runtime, Principal], Awaitable[web.StreamRespo
 ENDPOINTS = web.AppKey("endpoints", dict[str, Endpoint])
 
 
-async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    runtime = request[REQUEST_RUNTIME]
-    exchange = request[EXCHANGE]
+async def proxy(
+    request: web.Request, runtime: Runtime, exchange: Exchange, endpoints: dict[str, Endpoint]
+) -> web.StreamResponse:
+    """Proxy mode: admit the request, then run the gateway-owned endpoint its rule names
+    (``handler:``, one of ``endpoints``) or forward it with the identity headers."""
     if runtime.settings.cors and is_preflight(request):
         return preflight(request)
     principal, match = await admit_client(
@@ -129,7 +131,7 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
         request.remote,
     )
     if match.rule.handler is not None:
-        return await request.app[ENDPOINTS][match.rule.handler](request, runtime, principal)
+        return await endpoints[match.rule.handler](request, runtime, principal)
     upstream = runtime.upstream_for(principal)
     exchange.upstream = upstream.name
     identity = runtime.identity.render(principal)

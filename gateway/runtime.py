@@ -51,8 +51,8 @@ from gateway.ttlcache import TTLCache
 
 
 class RequestCount:
-    """How many requests are being served with one runtime (from the moment the observe
-    middleware reads it until its answer is written): a reload retires a runtime's pools only
+    """How many requests are being served with one runtime (from the moment the front
+    handler reads it until its answer is written): a reload retires a runtime's pools only
     once this is zero, so no request that started before a reload finds them closed."""
 
     __slots__ = ("active",)
@@ -108,7 +108,7 @@ class Current:
 
 CURRENT = web.AppKey("current", Current)
 # The runtime one request is served with, read once from CURRENT when it arrives: every step of
-# that request (middlewares, pipeline, handlers) uses the same one, even across a reload.
+# that request (front handler, pipeline, endpoints) uses the same one, even across a reload.
 REQUEST_RUNTIME = web.RequestKey("runtime", Runtime)
 
 

@@ -24,9 +24,9 @@ from multidict import MultiDict, MultiDictProxy
 from yarl import URL
 
 from gateway.errors import InvalidRequest, NotFound
-from gateway.exchange import EXCHANGE
+from gateway.exchange import Exchange
 from gateway.pipeline import admit_client
-from gateway.runtime import REQUEST_RUNTIME
+from gateway.runtime import Runtime
 
 _METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
 
@@ -65,9 +65,9 @@ def query_of(target: str) -> MultiDictProxy[str]:
     return MultiDictProxy(MultiDict(parse_qsl(query, keep_blank_values=True)))
 
 
-async def decision_handler(request: web.Request) -> web.StreamResponse:
-    runtime = request[REQUEST_RUNTIME]
-    exchange = request[EXCHANGE]
+async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.Response:
+    """Answer for the request the proxy in front reports: 200 with the identity headers, or the
+    error (raised, rendered by :mod:`gateway.front`)."""
     method, target = original_target(request, runtime.settings.decision.prefix)
     # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names
     # the client whose failed authentications are budgeted.

@@ -22,7 +22,7 @@ from gateway.issue.mobile import SCOPES
 from gateway.pipeline import Endpoint
 from gateway.pools import read_at_most
 from gateway.principal import Principal
-from gateway.runtime import CURRENT, Runtime
+from gateway.runtime import Runtime
 from gateway.stores.base import MobileState
 
 MAX_BODY = 64 * 1024
@@ -174,9 +174,9 @@ async def sdk_initialize(
     )
 
 
-async def jwks(request: web.Request) -> web.Response:
+async def jwks(request: web.Request, runtime: Runtime, exchange: object) -> web.Response:
     """``GET /.well-known/jwks.json``: public keys of every signing key in use."""
-    body = orjson.dumps(request.app[CURRENT].runtime.tokens.keys.jwks())
+    body = orjson.dumps(runtime.tokens.keys.jwks())
     return web.Response(
         body=body, content_type="application/json", headers={"Cache-Control": "public, max-age=300"}
     )

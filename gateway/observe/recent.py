@@ -2,7 +2,7 @@
 
 The gateway writes its audit trail to the log (``gateway.audit`` lines); it keeps no durable
 store of it. So that an operator can see what just happened without a log pipeline, the public
-listener's observe middleware also appends each audit record here, as a plain tuple: the hot
+listener's front handler also appends each audit record here, as a plain tuple: the hot
 path pays one ``deque.append`` (no formatting, no lock; everything runs on the event loop).
 
 This is per process and bounded (:data:`CAPACITY` records, the oldest dropped first): with

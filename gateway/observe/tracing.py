@@ -8,7 +8,7 @@ other header.
 
 The spans of one proxied request (docs/operations.md, "Tracing")::
 
-    {METHOD} {route}          SERVER    the request: first middleware to last byte
+    {METHOD} {route}          SERVER    the request: the front handler to last byte
     ├── gateway.authenticate  INTERNAL  credential kind, outcome, reason
     │   └── gateway.store …   CLIENT    a store operation the authentication asked for
     ├── gateway.authorize     INTERNAL  route, outcome, reason

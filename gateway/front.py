@@ -1,0 +1,183 @@
+"""The public listener's one handler: observe, guard, dispatch, render errors.
+
+Every public request enters :func:`front_handler`'s coroutine once. It reads the current runtime
+once (:data:`~gateway.runtime.REQUEST_RUNTIME`), gives the request an :class:`Exchange` and a
+request id, sends it to the decision endpoint, the JWKS document or the proxy pipeline, renders
+every error as the gateway's JSON (the one place besides the HTTP parser's, :mod:`gateway.
+protocol`), and records one access line, one audit line (when someone was authenticated) and
+the request metrics.
+
+aiohttp's router is given a single catch-all route to this handler and the app no middleware:
+what used to be two middlewares (observe, errors) and three routes is one coroutine, so a
+request pays for neither the middleware chain nor the route table (docs/performance.md).
+Paths are matched as aiohttp's router matched them (the decoded path), so nothing moved from
+one route to another.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, NotFound
+from gateway.exchange import EXCHANGE, Exchange
+from gateway.forward.decision import decide
+from gateway.forward.headers import request_id
+from gateway.forward.proxy import new_request_id
+from gateway.issue.endpoints import jwks
+from gateway.observe import logs
+from gateway.observe.recent import RECENT as RECENT_AUDIT
+from gateway.observe.tracing import RequestSpan
+from gateway.pipeline import Endpoint, proxy
+from gateway.render import error_response
+from gateway.runtime import REQUEST_RUNTIME, Current, Runtime
+
+_AIOHTTP_STATUS = {400: InvalidRequest, 404: NotFound}
+JWKS_PATH = "/.well-known/jwks.json"
+
+Route = Callable[[web.Request, Runtime, Exchange], Awaitable[web.StreamResponse]]
+
+
+def front_handler(
+    current: Current, endpoints: dict[str, Endpoint], decision_prefix: str | None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The handler of every public request. ``decision_prefix`` (None: decision mode off) is a
+    listener-level setting, read once: a reload does not move routes."""
+
+    def route(request: web.Request) -> Route:
+        path = request.rel_url.path_safe
+        if decision_prefix is not None and (
+            path == decision_prefix or path.startswith(decision_prefix + "/")
+        ):
+            return decide
+        if path == JWKS_PATH and request.method in ("GET", "HEAD"):
+            return jwks
+        return proxied
+
+    async def proxied(
+        request: web.Request, runtime: Runtime, exchange: Exchange
+    ) -> web.StreamResponse:
+        return await proxy(request, runtime, exchange, endpoints)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        runtime = request[REQUEST_RUNTIME] = current.runtime
+        # SECURITY: counted before anything awaits, so a reload cannot close this runtime's
+        # pools under the request (a 500 "Session is closed" half-way through).
+        runtime.requests.active += 1
+        headers = request.headers
+        settings = runtime.settings
+        header = settings.headers.request_id
+        exchange = Exchange(
+            request_id(headers.get(header), new_request_id(), headers.get("Authorization", "")),
+            time.perf_counter(),
+        )
+        request[EXCHANGE] = exchange
+        span = runtime.tracer.request(headers, request.method, exchange.request_id)
+        status = 500
+        try:
+            try:
+                size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+                if size > settings.limits.max_header_bytes:
+                    raise HeadersTooLarge(details={"limit": settings.limits.max_header_bytes})
+                response = await route(request)(request, runtime, exchange)
+            except GatewayError as error:
+                response = _render(error, exchange, header)
+            except web.HTTPException as exc:
+                response = _render(
+                    _AIOHTTP_STATUS.get(exc.status, GatewayError)(), exchange, header
+                )
+            except Exception:
+                logs.EVENTS.exception(
+                    "unhandled error",
+                    extra={"fields": {"request_id": exchange.request_id, "route": exchange.route}},
+                )
+                response = _render(GatewayError(), exchange, header)
+            status = response.status
+            return response
+        finally:
+            runtime.requests.active -= 1
+            record(runtime, exchange, request.method, status, span)
+
+    return handle
+
+
+def _render(error: GatewayError, exchange: Exchange, header: str) -> web.Response:
+    exchange.error = error.code
+    response = error_response(error)
+    response.headers[header] = exchange.request_id
+    if error.status >= 500 and error.code != "service_unavailable":
+        logs.event(
+            "request failed",
+            logging.WARNING,
+            request_id=exchange.request_id,
+            error=error.code,
+            route=exchange.route,
+        )
+    return response
+
+
+def record(
+    runtime: Runtime, exchange: Exchange, method: str, status: int, span: RequestSpan
+) -> None:
+    """The metrics, access line, audit line and span of one finished request: only what the
+    pipeline established (route, credential kind, who), never a header or a credential."""
+    elapsed = time.perf_counter() - exchange.started
+    metrics = runtime.metrics
+    kind = exchange.credential.value if exchange.credential else "none"
+    span.finish(status, exchange.route, kind, exchange.error)
+    metrics.request_done(exchange.route, method, kind, status, elapsed)
+    upstream_seconds = exchange.timings.get("upstream")
+    if exchange.upstream is not None and upstream_seconds is not None:
+        metrics.upstream_done(exchange.upstream, upstream_seconds)
+    p = exchange.principal
+    outcome = "allow" if exchange.error is None else "deny"
+    if exchange.credential_present:
+        metrics.auth_decision(kind, outcome, exchange.error or "ok")
+    # SECURITY: a client chooses its method: folded to the known set before it is logged (a
+    # key sent as the method must not reach the access or audit line).
+    method = metrics.method_label(method)
+    logs.access(
+        request_id=exchange.request_id,
+        route=exchange.route,
+        method=method,
+        status=status,
+        credential=kind,
+        account=p.account if p else None,
+        user=p.user if p else None,
+        actor=p.actor if p else None,
+        error=exchange.error,
+        duration_ms=round(elapsed * 1000, 3),
+        upstream_ms=round(upstream_seconds * 1000, 3) if upstream_seconds is not None else None,
+    )
+    if p is not None:
+        logs.audit(
+            request_id=exchange.request_id,
+            route=exchange.route,
+            method=method,
+            status=status,
+            credential=kind,
+            account=p.account,
+            subject=p.user,
+            actor=p.actor,
+            key_id=p.key_id,
+            outcome=outcome,
+        )
+        # The dashboard's window onto the latest audit lines: one tuple, no formatting.
+        RECENT_AUDIT.append(
+            (
+                time.time(),
+                exchange.request_id,
+                exchange.route,
+                method,
+                status,
+                kind,
+                p.account,
+                p.user,
+                p.actor,
+                p.key_id,
+                outcome,
+            )
+        )
