@@ -270,6 +270,11 @@ async def test_the_kind_is_off_without_its_section(gateway: Gateway) -> None:
         "sk_sandbox_[A-Za-z0-9]+",
         "mt_[A-Za-z0-9]+",
         "eyJhbGciOiJFUzI1NiIs[A-Za-z0-9_.-]+",  # ES256 team sessions (the review's example)
+        # Each of these takes one JWS shape only, so each sample the check holds is needed:
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6[A-Za-z0-9_.-]+",  # RS256 gateway tokens (typ first)
+        "eyJhbGciOiJIUzI1NiIs[A-Za-z0-9_.-]+",  # HS256 member tokens
+        "ICB7[A-Za-z0-9_.-]+",  # a JOSE header with leading whitespace ('  {"alg"...')
+        r"[a-z]+\.[a-z]+\.[a-z]+",  # the shortest JWS shape, two characters a segment
         "[A-Za-z0-9_.-]+",
         "[^ ]+",
     ],
