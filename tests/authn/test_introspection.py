@@ -7,10 +7,12 @@ import base64
 import time
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.authn.introspection import MAX_RESPONSE_BYTES
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.support import base_url
 
@@ -45,7 +47,7 @@ class IntrospectionServer:
     def __init__(self) -> None:
         self.tokens: dict[str, dict[str, Any]] = {}
         self.calls: list[dict[str, str]] = []
-        self.mode = "ok"  # ok | error | html | down-ish
+        self.mode = "ok"  # ok | error | html | array | oversized
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -64,6 +66,13 @@ class IntrospectionServer:
             return web.Response(text="<html>login</html>", content_type="text/html")
         if self.mode == "array":
             return web.json_response([{"active": True}])
+        if self.mode == "oversized":  # a valid active answer, one byte over the gateway's limit
+            found = self.tokens.get(str(form.get("token")), {"active": False})
+            body = orjson.dumps({**found, "padding": ""})
+            size = MAX_RESPONSE_BYTES + 1
+            body = orjson.dumps({**found, "padding": "x" * (size - len(body))})
+            assert len(body) == size
+            return web.Response(body=body, content_type="application/json")
         return web.json_response(self.tokens.get(str(form.get("token")), {"active": False}))
 
 
@@ -168,7 +177,7 @@ async def test_what_the_answer_and_the_policy_refuse(
     assert gw.recorder.seen == []
 
 
-@pytest.mark.parametrize("mode", ["error", "html", "array"])
+@pytest.mark.parametrize("mode", ["error", "html", "array", "oversized"])
 async def test_a_failing_endpoint_fails_closed(
     gw: Gateway, idp: tuple[IntrospectionServer, TestServer], mode: str
 ) -> None:
