@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,20 @@ def summarise(raw: Path, top: int) -> str:
     out += ["", "incl %  function"]
     out += [f"{n / total * 100:5.1f}  {name}" for name, n in inclusive.most_common(top * 2)]
     return "\n".join(out)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread name and id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        out[f"{name} ({task.name})"] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
 
 
 def main() -> None:
@@ -128,10 +143,17 @@ def main() -> None:
                 ),
                 kwargs={"capture_output": True, "check": True},
             )
+            before = thread_cpu(target)
             spy.start()
             rps, _, _, _ = wrk(url, args.seconds, headers=headers, script=script)
             spy.join()
+            after = thread_cpu(target)
             print(f"{args.row}: {rps:,.0f} req/s under py-spy\n")
+            print("CPU by thread (py-spy counts a thread blocked on a lock as busy):")
+            for name, seconds in sorted(after.items(), key=lambda kv: -kv[1]):
+                used = seconds - before.get(name, 0.0)
+                print(f"  {used / args.seconds * 100:5.1f} % of a core  {name}")
+            print()
             print(summarise(raw, args.top))
 
 

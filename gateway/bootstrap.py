@@ -160,7 +160,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             continue
         path = _literal_path(base, entry.get("file"))
         algorithm = entry.get("algorithm", "RS256")
-        if path is None or algorithm not in ("RS256", "ES256"):
+        if path is None or algorithm not in ("RS256", "ES256", "EdDSA"):
             continue
         what = f"{algorithm} signing key {entry.get('kid')}"
         report.append(_create(path, partial(_signing_pem, algorithm), what))

@@ -12,14 +12,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 
-from gateway.authz.authorize import authorize
+from gateway.authz.authorize import admits_kind, authorize
 from gateway.authz.paths import split_path
 from gateway.authz.policy import RouteMatch
 from gateway.authz.relationships import require_caregiver_relationship
 from gateway.cors import is_preflight, preflight
-from gateway.credentials import extract
+from gateway.credentials import Credential, extract
 from gateway.errors import (
     AuthenticationError,
+    GatewayError,
     InsufficientScope,
     InvalidRequest,
     InvalidToken,
@@ -27,7 +28,7 @@ from gateway.errors import (
 )
 from gateway.exchange import Exchange
 from gateway.observe.tracing import CREDENTIAL_KIND
-from gateway.principal import Principal
+from gateway.principal import CredentialKind, Principal
 from gateway.runtime import Runtime
 
 
@@ -38,6 +39,8 @@ async def admit(
     query: MultiMapping[str],
     method: str,
     raw_target: str,
+    *,
+    serve: bool = True,
 ) -> tuple[Principal, RouteMatch]:
     """Extract, authenticate, match and authorize; the principal and route, or an error.
 
@@ -45,6 +48,13 @@ async def admit(
     an authenticated principal: a request without a valid credential gets 401 on every path and
     method, so nobody can map the policy without one. Traced as two steps, authentication
     (credential kind, outcome, reason) and authorization (route, outcome, reason).
+
+    ``serve``: the gateway will run the endpoint a matched rule names (proxy mode); only then is
+    a single-use credential consumed on its consuming route (decision mode only looks at it).
+
+    A decision made before for the same token, method and target is reused while the
+    verification it came from is still fresh (:mod:`gateway.authz.decisions`); the
+    relationship check and the rate limits still run on every request.
     """
     if not raw_target.isascii():
         # SECURITY: a target is ASCII on the wire; anything else (raw UTF-8 or undecodable
@@ -53,6 +63,65 @@ async def admit(
             "The request target must be ASCII (percent-encode the rest).",
             details={"reason": "path"},
         )
+    max_bytes = runtime.settings.limits.max_token_bytes
+    try:
+        token = extract(headers, query, max_bytes=max_bytes)
+    except GatewayError:
+        token = None  # refused below, after the path's own checks, as without the cache
+    now = runtime.clock.now()
+    credential: Credential | None = None
+    if token is not None and (
+        reused := runtime.decisions.get(token, method, raw_target, now, runtime.keys.generation)
+    ):
+        principal, match = reused
+        exchange.route, exchange.group = match.rule.id, match.rule.group
+        exchange.credential_present = True
+        kind = exchange.credential = principal.credential
+        exchange.principal = principal
+        with runtime.tracer.authentication() as span:
+            span.set(CREDENTIAL_KIND, kind.name)
+        with runtime.tracer.authorization(exchange.route, match.template):
+            await require_caregiver_relationship(runtime.relationships, principal)
+    else:
+        principal, match, credential = await _decide(
+            runtime, exchange, headers, query, method, raw_target, token, serve
+        )
+        fresh_until = runtime.authenticators.fresh_until(credential, principal)
+        runtime.decisions.put(
+            credential.value,
+            method,
+            raw_target,
+            (principal, match),
+            now,
+            fresh_until,
+            runtime.keys.generation,
+        )
+    if runtime.rate_limiter is not None:
+        await runtime.rate_limiter.check(principal, match.rule.group, exchange)
+    if (
+        serve
+        and credential is not None
+        and _consumed_here(credential.kind, match)
+        and not principal.consumed
+    ):
+        # Looked at, authorized and counted by the rate limits first: now used up.
+        with runtime.tracer.authentication():
+            principal = exchange.principal = await _consume(runtime, credential)
+    return principal, match
+
+
+async def _decide(
+    runtime: Runtime,
+    exchange: Exchange,
+    headers: CIMultiDictProxy[str],
+    query: MultiMapping[str],
+    method: str,
+    raw_target: str,
+    token: str | None,
+    serve: bool,
+) -> tuple[Principal, RouteMatch, Credential]:
+    """Match, authenticate and authorize from scratch (``token``: the one :func:`extract`
+    found, or None to extract it here, where a malformed credential is refused)."""
     segments = split_path(raw_target.partition("?")[0])
     refusal: NotFound | InsufficientScope | None = None
     try:
@@ -62,7 +131,8 @@ async def admit(
         refusal = exc
     tracer = runtime.tracer
     with tracer.authentication() as span:
-        token = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
+        if token is None:
+            token = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
         if token is None:
             # SECURITY: before the policy's verdict, which would tell a stranger what exists.
             raise InvalidToken(
@@ -71,18 +141,47 @@ async def admit(
             )
         exchange.credential_present = True
         credential = runtime.authenticators.classify(token)
-        exchange.credential = credential.kind
-        span.set(CREDENTIAL_KIND, credential.kind.value)
-        principal = await runtime.authenticators.authenticate(credential)
+        kind = exchange.credential = credential.kind
+        span.set(CREDENTIAL_KIND, kind.value)
+        if (
+            serve
+            and refusal is None
+            and _consumed_here(kind, match)
+            and admits_kind(kind, match)
+            and not _rate_limited(runtime, match)
+        ):
+            # SECURITY: the rule admits this kind whatever the token proves, and no rate limit
+            # waits to count it, so using it up here is its authentication (one store round
+            # trip); a token the rule could refuse is never consumed.
+            principal = await _consume(runtime, credential)
+        else:
+            principal = await runtime.authenticators.authenticate(credential)
         exchange.principal = principal
     with tracer.authorization(exchange.route, None if refusal else match.template):
         if refusal is not None:
             raise refusal
         authorize(principal, match, method)
         await require_caregiver_relationship(runtime.relationships, principal)
-    if runtime.rate_limiter is not None:
-        await runtime.rate_limiter.check(principal, match.rule.group, exchange)
-    return principal, match
+    return principal, match, credential
+
+
+async def _consume(runtime: Runtime, credential: Credential) -> Principal:
+    """Use a single-use credential up; every attempt counted by its outcome."""
+    try:
+        principal = await runtime.authenticators.consume(credential)
+    except InvalidToken as exc:
+        runtime.metrics.mobile_consumed.labels(str(exc.details.get("reason", "invalid"))).inc()
+        raise
+    runtime.metrics.mobile_consumed.labels("ok").inc()
+    return principal
+
+
+def _consumed_here(kind: CredentialKind, match: RouteMatch) -> bool:
+    return kind.consumed_by is not None and match.rule.handler == kind.consumed_by
+
+
+def _rate_limited(runtime: Runtime, match: RouteMatch) -> bool:
+    return runtime.rate_limiter is not None and runtime.rate_limiter.limits(match.rule.group)
 
 
 async def admit_client(
@@ -93,17 +192,19 @@ async def admit_client(
     method: str,
     raw_target: str,
     peer: str | None,
+    *,
+    serve: bool = True,
 ) -> tuple[Principal, RouteMatch]:
     """:func:`admit` behind the budget of failed authentications of the client's address
     (``abuse``, :mod:`gateway.abuse`): an address past its budget gets 429 before any
     credential is read, and every 401 :func:`admit` answers is counted against it."""
     budget = runtime.failure_budget
     if budget is None:
-        return await admit(runtime, exchange, headers, query, method, raw_target)
+        return await admit(runtime, exchange, headers, query, method, raw_target, serve=serve)
     # SECURITY: before any credential lookup; a flood without valid credentials stops here.
     client = await budget.check(peer, headers)
     try:
-        return await admit(runtime, exchange, headers, query, method, raw_target)
+        return await admit(runtime, exchange, headers, query, method, raw_target, serve=serve)
     except AuthenticationError:
         await budget.failed(client)
         raise

@@ -25,7 +25,10 @@ class CredentialKind:
     - ``narrowing``: how its scopes narrow what the policy allows: not at all (``none``), by
       ``RESOURCE:ACTION`` scopes against a rule's ``resource``, where no scopes means not
       narrowed (``resource``) or means nothing allowed (``resource_required``), by SDK scope
-      names against a rule's ``sdk_scope`` (``sdk``).
+      names against a rule's ``sdk_scope`` (``sdk``);
+    - ``consumed_by``: for a single-use kind, the gateway-owned endpoint (a rule's ``handler``)
+      that uses it up. On such a route the credential is authenticated by being consumed, one
+      atomic store operation, and the endpoint is handed a principal marked ``consumed``.
     """
 
     name: str
@@ -33,6 +36,7 @@ class CredentialKind:
     refusal: str = "This credential does not have permission for this operation."
     rate_identity: RateIdentity = "user"
     narrowing: Narrowing = "none"
+    consumed_by: str | None = None
 
     @property
     def value(self) -> str:
@@ -54,6 +58,7 @@ class Principal:
     empty when the credential is not narrowed. ``expires_at`` (epoch seconds) bounds how long a
     verification result may be cached. ``token_id`` is a non-secret handle on the credential (the
     digest of a mobile token, the ``jti`` of a JWT) used by handlers that act on the credential.
+    ``consumed``: this request used the (single-use) credential up; nobody else ever will.
     """
 
     account: str
@@ -65,6 +70,7 @@ class Principal:
     key_id: str | None = None
     expires_at: float | None = None
     token_id: str | None = None
+    consumed: bool = False
 
     @property
     def is_caregiver(self) -> bool:

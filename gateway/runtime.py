@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.abuse import FailureBudget
 from gateway.authn.base import Dependencies
 from gateway.authn.registry import Registry
+from gateway.authz.decisions import Decisions
 from gateway.authz.policy import Policy
 from gateway.authz.rate_limits import RateLimiter
 from gateway.authz.relationships import (
@@ -84,6 +85,7 @@ class Runtime:
     failure_budget: FailureBudget | None
     tracer: Tracer
     requests: RequestCount = field(default_factory=RequestCount)
+    decisions: Decisions = field(default_factory=Decisions)
 
     def upstream_for(self, principal: Principal) -> Upstream:
         name = self.settings.environments.get(principal.environment)
@@ -201,6 +203,7 @@ def attach_metrics(runtime: Runtime) -> None:
     runtime.keys.attach_stats(stats)
     runtime.membership.cache.attach(stats("membership"))
     runtime.relationships.attach_stats(stats)
+    runtime.decisions.attach(stats("decision"))
     for entry in runtime.authenticators.kinds:
         cache = getattr(entry.authenticator, "cache", None)
         if isinstance(cache, TTLCache):

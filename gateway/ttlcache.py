@@ -54,6 +54,17 @@ class TTLCache(Generic[K, V]):
         while len(self._data) > self.maxsize:
             self._data.popitem(last=False)
 
+    def peek(self, key: K) -> V | None:
+        """The value of ``key`` whatever its deadlines, without counting a hit or a miss."""
+        entry = self._data.get(key)
+        return entry[0] if entry is not None else None
+
+    def fresh_until(self, key: K) -> float:
+        """The fresh deadline of ``key``'s entry, 0.0 when there is none: until then what it
+        holds may be used as if it had just been looked up."""
+        entry = self._data.get(key)
+        return entry[1] if entry is not None else 0.0
+
     def attach(self, stats: CacheStats) -> None:
         """Count hits and misses in these (pre-bound) metric children from now on."""
         self._stats = stats

@@ -726,12 +726,12 @@ def write_config(
 
 @functools.cache
 def signing_key_files() -> dict[str, Path]:
-    """One RS256 and one ES256 key per test session, as PEM files (kid → path)."""
+    """RS256, ES256 and EdDSA keys, as PEM files (kid → path)."""
     from gateway.keys.signing import generate_private_key, private_pem
 
     directory = Path(tempfile.mkdtemp(prefix="gw-keys-"))
     files = {}
-    for kid, alg in (("rs1", "RS256"), ("es1", "ES256"), ("rs2", "RS256")):
+    for kid, alg in (("rs1", "RS256"), ("es1", "ES256"), ("rs2", "RS256"), ("ed1", "EdDSA")):
         path = directory / f"{kid}.pem"
         path.write_bytes(private_pem(generate_private_key(alg)))
         files[kid] = path
@@ -740,7 +740,7 @@ def signing_key_files() -> dict[str, Path]:
 
 def signing_config(active: str = "rs1", kids: tuple[str, ...] = ("rs1", "es1")) -> dict[str, Any]:
     files = signing_key_files()
-    algs = {"rs1": "RS256", "es1": "ES256", "rs2": "RS256"}
+    algs = {"rs1": "RS256", "es1": "ES256", "rs2": "RS256", "ed1": "EdDSA"}
     return {
         "signing_keys": [
             {"kid": kid, "file": str(files[kid]), "algorithm": algs[kid]} for kid in kids

@@ -51,6 +51,7 @@ def test_init_creates_what_is_missing_and_never_overwrites(
                     "signing_keys": [
                         {"kid": "a", "file": "keys/a.pem"},
                         {"kid": "b", "file": "keys/b.pem", "algorithm": "ES256"},
+                        {"kid": "c", "file": "keys/c.pem", "algorithm": "EdDSA"},
                     ]
                 },
             }
@@ -58,7 +59,7 @@ def test_init_creates_what_is_missing_and_never_overwrites(
     )
     assert main(["init", "--config", str(config), "--redis-url", "redis://db:6379/1"]) == 0
     out = capsys.readouterr().out
-    for path in ("keys/a.pem", "keys/b.pem", "secrets/master.key", "gateway.env"):
+    for path in ("keys/a.pem", "keys/b.pem", "keys/c.pem", "secrets/master.key", "gateway.env"):
         assert f"created {tmp_path / path}" in out
     env = (tmp_path / "gateway.env").read_text()
     assert "REDIS_URL=redis://db:6379/1" in env
@@ -73,12 +74,12 @@ def test_init_creates_what_is_missing_and_never_overwrites(
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", token.group(1))
     monkeypatch.setenv("BACKEND", "http://127.0.0.1:8000")
     settings = load_settings(config)
-    assert [k.algorithm for k in settings.tokens.signing_keys] == ["RS256", "ES256"]
+    assert [k.algorithm for k in settings.tokens.signing_keys] == ["RS256", "ES256", "EdDSA"]
     assert len(settings.master_key) == 32
     # A second run keeps everything.
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert main(["init", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.count("kept    ") == 4
+    assert capsys.readouterr().out.count("kept    ") == 5
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.app import create_admin_app
@@ -91,10 +92,11 @@ def test_signing_key_creates_missing_directories_and_never_overwrites(
 ) -> None:
     out = tmp_path / "config" / "keys" / "gw-1.pem"
     assert main(["signing-key", "--out", str(out)]) == 0
-    assert f"wrote RS256 private key to {out} (mode 0600)" in capsys.readouterr().out
+    assert f"wrote EdDSA private key to {out} (mode 0600)" in capsys.readouterr().out
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert stat.S_IMODE(out.parent.stat().st_mode) == 0o700
-    load_pem_private_key(out.read_bytes(), password=None)
+    # The default for new deployments: Ed25519 (the cheapest to sign).
+    assert isinstance(load_pem_private_key(out.read_bytes(), password=None), Ed25519PrivateKey)
     before = out.read_bytes()
     assert main(["signing-key", "--alg", "ES256", "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"gateway: {out} exists; it is never overwritten\n"

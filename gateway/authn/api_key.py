@@ -40,4 +40,10 @@ class ApiKeyAuthenticator:
 
 
 def build(deps: Dependencies) -> Kind:
-    return Kind(KIND, claims, ApiKeyAuthenticator(deps.keys))
+    keys = deps.keys
+    return Kind(
+        KIND,
+        claims,
+        ApiKeyAuthenticator(keys),
+        fresh_until=lambda credential, _: keys.fresh_until(presented=credential.value),
+    )

@@ -8,7 +8,7 @@ modules in the order their shapes are tried.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,15 +31,26 @@ class Authenticator(Protocol):
 
 # The shape test: the token and its unverified JWS header (None when it is not JWS-shaped).
 Claims = Callable[[str, Mapping[str, Any] | None], bool]
+# See Kind.fresh_until.
+FreshUntil = Callable[[Credential, Principal], float]
+# A single-use kind's consumption (CredentialKind.consumed_by): the principal, marked consumed.
+Consume = Callable[[Credential], Awaitable[Principal]]
 
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """One entry of the registry."""
+    """One entry of the registry. ``fresh_until`` (None: never) tells, right after a
+    credential of this kind was authenticated, until when (epoch seconds) that verification is
+    as good as a fresh one: the earliest deadline of the caches it was answered from (the key
+    record behind it, the kind's own verification cache). The whole decision made for it may be
+    reused until then (:mod:`gateway.authz.decisions`), never longer than the kind itself
+    would trust its own caches."""
 
     kind: CredentialKind
     claims: Claims
     authenticator: Authenticator | None
+    fresh_until: FreshUntil | None = None
+    consume: Consume | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,10 +151,13 @@ class GatewayTokenAuthenticator:
 
 def gateway_token_kind(kind: CredentialKind, markers: TokenMarkers, deps: Dependencies) -> Kind:
     """The registry entry of a gateway-signed kind: told by its ``typ``, verified here."""
+    keys = deps.keys
     return Kind(
         kind,
         markers.claims,
         GatewayTokenAuthenticator(
-            kind, markers, deps.signing, deps.settings.tokens, deps.keys, deps.clock
+            kind, markers, deps.signing, deps.settings.tokens, keys, deps.clock
         ),
+        # The signature holds until expiry; what can change is the revocation of its key.
+        fresh_until=lambda _, principal: keys.fresh_until(key_id=principal.key_id),
     )

@@ -254,4 +254,10 @@ def build(deps: Dependencies) -> Kind:
     if settings is None:
         return Kind(KIND, never, None)
     authenticator = IntrospectionAuthenticator(settings, deps.clock, deps.helper)
-    return Kind(KIND, authenticator.claims, authenticator)
+    return Kind(
+        KIND,
+        authenticator.claims,
+        authenticator,
+        # As long as its own cache keeps the endpoint's answer (at most `cache_ttl`).
+        fresh_until=lambda credential, _: authenticator.cache.fresh_until(credential.value),
+    )

@@ -214,13 +214,16 @@ class MemberTokenAuthenticator:
 
 
 def build(deps: Dependencies) -> Kind:
+    keys = deps.keys
     return Kind(
         KIND,
         claims,
         MemberTokenAuthenticator(
-            deps.keys,
+            keys,
             deps.settings.section("member_tokens", MemberTokenSettings),
             deps.clock,
             deps.settings.tokens.verify_cache_size,
         ),
+        # The signature holds until expiry; what can change is the status of the signing key.
+        fresh_until=lambda _, principal: keys.fresh_until(key_id=principal.key_id),
     )

@@ -1,11 +1,12 @@
 """Mobile tokens: ``mt_`` and 43 base62 characters, single use, five minutes.
 
-The store keeps a token's record under its SHA-256 digest, never the token. Authenticating one
-only *looks* at it (it is not consumed): the policy lets it reach nothing but
-``POST /v1/sdk/initialize``, whose handler consumes it atomically (one store operation, a Lua
-script on Redis, so exactly one caller ever wins across any number of replicas). On any other
-route it is refused with 403 and stays usable. The record is kept an hour past expiry so a late
-caller learns *why* it failed (used or expired).
+The store keeps a token's record under its SHA-256 digest, never the token. The policy lets a
+mobile token reach nothing but ``POST /v1/sdk/initialize`` (the kind's ``consumed_by``). There,
+once the rule is known to admit the kind, consuming it *is* its authentication: one atomic
+store operation (a Lua script on Redis, so exactly one caller ever wins across any number of
+replicas) that answers the record of a token it just used up, or why it cannot be used. On any
+other route it is only *looked* at (not consumed), refused with 403, and stays usable. The
+record is kept an hour past expiry so a late caller learns *why* it failed (used or expired).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ KIND = CredentialKind(
     user_bound=True,
     refusal="Mobile tokens can only be used to initialize the SDK (POST /v1/sdk/initialize).",
     rate_identity="user",
+    consumed_by="sdk_initialize",
 )
 SECTION: KindSection | None = None  # no settings of its own
 SHAPE = re.compile(r"^mt_[A-Za-z0-9]{32,64}\Z")
@@ -88,19 +90,33 @@ class MobileTokenAuthenticator:
         state, blob = await self._store.peek_mobile(token_digest, self._clock.now())
         if state is not MobileState.OK or blob is None:
             raise refusal(state)
-        record = MobileRecord.from_blob(blob)
-        return Principal(
-            account=record.account,
-            credential=KIND,
-            environment=record.environment,
-            actor=record.user,
-            user=record.user,
-            scopes=record.scopes,
-            key_id=record.key_id,
-            expires_at=record.expires_at,
-            token_id=token_digest,
-        )
+        return _principal(MobileRecord.from_blob(blob), token_digest, consumed=False)
+
+    async def consume(self, credential: Credential) -> Principal:
+        """Use the token up (one atomic store operation) and prove who it was issued for; or
+        the 401 used / expired / unknown (503 when the store cannot confirm the consumption)."""
+        token_digest = digest(credential.value)
+        state, blob = await self._store.consume_mobile(token_digest, self._clock.now())
+        if state is not MobileState.OK or blob is None:
+            raise refusal(state)
+        return _principal(MobileRecord.from_blob(blob), token_digest, consumed=True)
+
+
+def _principal(record: MobileRecord, token_digest: str, *, consumed: bool) -> Principal:
+    return Principal(
+        account=record.account,
+        credential=KIND,
+        environment=record.environment,
+        actor=record.user,
+        user=record.user,
+        scopes=record.scopes,
+        key_id=record.key_id,
+        expires_at=record.expires_at,
+        token_id=token_digest,
+        consumed=consumed,
+    )
 
 
 def build(deps: Dependencies) -> Kind:
-    return Kind(KIND, claims, MobileTokenAuthenticator(deps.store, deps.clock))
+    authenticator = MobileTokenAuthenticator(deps.store, deps.clock)
+    return Kind(KIND, claims, authenticator, consume=authenticator.consume)

@@ -17,7 +17,7 @@ Whatever else a verifier, or a library under it, raises on a hostile credential 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Final, Protocol
 
 from gateway.authn import (
@@ -98,6 +98,14 @@ class Registry:
                 return Credential(entry.kind, token, header)
         raise InvalidToken("The token is malformed.", details={"reason": "malformed"})
 
+    def fresh_until(self, credential: Credential, principal: Principal) -> float:
+        """Until when the verification that just gave ``principal`` is as good as a fresh one
+        (0.0: not at all; see :attr:`~gateway.authn.base.Kind.fresh_until`)."""
+        entry = self._by_name.get(credential.kind.name)
+        if entry is None or entry.fresh_until is None:
+            return 0.0
+        return entry.fresh_until(credential, principal)
+
     async def authenticate(self, credential: Credential) -> Principal:
         entry = self._by_name.get(credential.kind.name)
         authenticator = entry.authenticator if entry is not None else None
@@ -106,8 +114,21 @@ class Registry:
             raise InvalidToken(
                 "This kind of token is not accepted here.", details={"reason": "unsupported_kind"}
             )
+        return await self._guarded(credential, authenticator.authenticate(credential))
+
+    async def consume(self, credential: Credential) -> Principal:
+        """Authenticate a single-use credential by using it up (its kind's ``consume``)."""
+        entry = self._by_name.get(credential.kind.name)
+        if entry is None or entry.authenticator is None or entry.consume is None:
+            # SECURITY: a kind that cannot be consumed is never admitted to a consuming route.
+            raise InvalidToken(
+                "This kind of token is not accepted here.", details={"reason": "unsupported_kind"}
+            )
+        return await self._guarded(credential, entry.consume(credential))
+
+    async def _guarded(self, credential: Credential, verifying: Awaitable[Principal]) -> Principal:
         try:
-            return await authenticator.authenticate(credential)
+            return await verifying
         except GatewayError:
             raise
         except Exception as exc:

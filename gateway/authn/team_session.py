@@ -174,24 +174,27 @@ def build(deps: Dependencies) -> Kind:
     # Built with no providers too: a JWS no kind claims is then refused as from an untrusted
     # issuer, like one from a provider that is not configured.
     providers: tuple[IdentityProvider, ...] = getattr(deps.settings, SECTION.name)
+    authenticator = TeamSessionAuthenticator(
+        {
+            idp.issuer: (
+                idp,
+                JwksCache(
+                    idp.jwks_url,
+                    idp.refresh_interval,
+                    deps.clock,
+                    deps.helper,
+                    unknown_kid_interval=idp.unknown_kid_refetch_interval,
+                ),
+            )
+            for idp in providers
+        },
+        deps.clock,
+        deps.settings.tokens.verify_cache_size,
+    )
     return Kind(
         KIND,
         claims,
-        TeamSessionAuthenticator(
-            {
-                idp.issuer: (
-                    idp,
-                    JwksCache(
-                        idp.jwks_url,
-                        idp.refresh_interval,
-                        deps.clock,
-                        deps.helper,
-                        unknown_kid_interval=idp.unknown_kid_refetch_interval,
-                    ),
-                )
-                for idp in providers
-            },
-            deps.clock,
-            deps.settings.tokens.verify_cache_size,
-        ),
+        authenticator,
+        # As long as its own cache keeps the verification (at most one JWKS refresh interval).
+        fresh_until=lambda credential, _: authenticator.cache.fresh_until(credential.value),
     )

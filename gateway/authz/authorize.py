@@ -10,7 +10,19 @@ from __future__ import annotations
 from gateway.authz.policy import RouteMatch
 from gateway.authz.scopes import scope_allows
 from gateway.errors import InsufficientScope, WrongUser
-from gateway.principal import Principal
+from gateway.principal import CredentialKind, Principal
+
+
+def admits_kind(kind: CredentialKind, match: RouteMatch) -> bool:
+    """Whether the rule admits every principal of ``kind``, whatever else it carries: the kind
+    is allowed and nothing else :func:`authorize` checks (the bound user, scopes) applies to
+    it. Only then is a single-use credential consumed before the principal is known."""
+    rule = match.rule
+    return (
+        kind.name in rule.allow
+        and (rule.bind is None or not kind.user_bound)
+        and kind.narrowing == "none"
+    )
 
 
 def authorize(principal: Principal, match: RouteMatch, method: str) -> None:

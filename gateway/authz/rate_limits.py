@@ -50,6 +50,10 @@ class RateLimiter:
         for rule in settings.rules:
             self._by_group.setdefault(rule.group, []).append(rule)
 
+    def limits(self, group: str) -> bool:
+        """Whether any rule counts requests of this route group."""
+        return bool(self._by_group.get(group))
+
     async def check(self, principal: Principal, group: str, exchange: Exchange) -> None:
         rules = self._by_group.get(group)
         if not rules:

@@ -26,8 +26,11 @@ class SigningKey(Section):
         description="Key id in the JWT header and the JWKS; not starting with `key_`."
     )
     path: FilePath = Field(alias="file", description="Unencrypted PEM private key.")
-    algorithm: Annotated[str, OneOf(("RS256", "ES256"))] = Field(
-        "RS256", description="RS256 (RSA, at least 2048 bits) or ES256 (P-256)."
+    algorithm: Annotated[str, OneOf(("RS256", "ES256", "EdDSA"))] = Field(
+        "RS256",
+        description="EdDSA (Ed25519: the fastest to sign, what `gateway signing-key` makes by "
+        "default), ES256 (P-256) or RS256 (RSA, at least 2048 bits; the default when the field "
+        "is left out, as in configs written before EdDSA).",
     )
 
 

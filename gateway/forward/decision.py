@@ -72,7 +72,14 @@ async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> 
     # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names
     # the client whose failed authentications are budgeted.
     principal, match = await admit_client(
-        runtime, exchange, request.headers, query_of(target), method, target, request.remote
+        runtime,
+        exchange,
+        request.headers,
+        query_of(target),
+        method,
+        target,
+        request.remote,
+        serve=False,  # SECURITY: a single-use token asked about here is looked at, never used up
     )
     if match.rule.handler is not None:
         raise NotFound(

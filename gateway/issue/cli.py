@@ -42,14 +42,15 @@ def add_commands(sub: Any) -> None:
         "existing file is never overwritten. `gateway init` makes the keys a config names.",
         (
             "gateway signing-key --out config/keys/gw-2.pem",
-            "gateway signing-key --alg ES256 --out -",
+            "gateway signing-key --alg RS256 --out -",
         ),
     )
     p.add_argument(
         "--alg",
-        choices=("RS256", "ES256"),
-        default="RS256",
-        help="RS256 (RSA 2048, the default) or ES256 (P-256)",
+        choices=("EdDSA", "ES256", "RS256"),
+        default="EdDSA",
+        help="EdDSA (Ed25519, the default: the cheapest to sign), ES256 (P-256) or RS256 "
+        "(RSA 2048, for relying parties that know nothing else)",
     )
     p.add_argument(
         "--out",

@@ -13,9 +13,8 @@ from aiohttp import web
 
 from gateway.authn import api_key
 from gateway.authn.mobile_token import KIND as MOBILE_TOKEN
-from gateway.authn.mobile_token import refusal
 from gateway.clock import rfc3339
-from gateway.errors import InsufficientScope, InvalidRequest
+from gateway.errors import GatewayError, InsufficientScope, InvalidRequest
 from gateway.identifiers import is_identifier
 from gateway.issue.gateway_tokens import SDK, USER
 from gateway.issue.mobile import SCOPES
@@ -23,7 +22,6 @@ from gateway.pipeline import Endpoint
 from gateway.pools import read_at_most
 from gateway.principal import Principal
 from gateway.runtime import Runtime
-from gateway.stores.base import MobileState
 
 MAX_BODY = 64 * 1024
 
@@ -145,30 +143,31 @@ async def mobile_token(
 async def sdk_initialize(
     request: web.Request, runtime: Runtime, principal: Principal
 ) -> web.StreamResponse:
-    """``POST /v1/sdk/initialize`` with ``Bearer mt_…``: consume it, answer an SDK session."""
-    if principal.credential is not MOBILE_TOKEN or principal.token_id is None:
+    """``POST /v1/sdk/initialize`` with ``Bearer mt_…``, which admission consumed (the kind's
+    ``consumed_by``): answer an SDK session for the user it was issued for."""
+    # SECURITY: only a mobile token this request used up; nothing else ever mints a session.
+    if principal.credential is not MOBILE_TOKEN or not principal.consumed:
         raise InsufficientScope(
             "Only a mobile token can initialize the SDK.", details={"reason": "credential_kind"}
         )
-    state, record = await runtime.mobile.consume(principal.token_id)
-    runtime.metrics.mobile_consumed.labels(state.value).inc()
-    if state is not MobileState.OK or record is None:
-        raise refusal(state)
+    user, key_id = principal.user, principal.key_id
+    if user is None or key_id is None:
+        raise GatewayError()  # every mobile token names both
     session, exp = runtime.tokens.issue(
         SDK,
-        user=record.user,
-        account=record.account,
-        environment=record.environment,
-        key_id=record.key_id,
+        user=user,
+        account=principal.account,
+        environment=principal.environment,
+        key_id=key_id,
         ttl=runtime.settings.tokens.sdk_session_ttl,
-        scopes=record.scopes,
+        scopes=principal.scopes,
     )
     runtime.metrics.tokens_issued.labels("sdk_session").inc()
     return _json(
         {
             "session_token": session,
-            "user_id": record.user,
-            "scopes": list(record.scopes),
+            "user_id": user,
+            "scopes": list(principal.scopes),
             "expires_at": rfc3339(exp),
         }
     )

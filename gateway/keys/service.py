@@ -66,6 +66,8 @@ class KeyService:
         self._secrets: dict[str, bytes] = {}
         self._secrets_max = cache_size
         self._master_key_confirmed = False
+        # Counts the changes this process made to keys (revoked, rotated): see _forget.
+        self.generation = 0
 
     # -- authentication --------------------------------------------------------------------
     async def authenticate(self, presented: str) -> KeyRecord:
@@ -88,6 +90,24 @@ class KeyService:
                     raise InvalidToken(_REASON_MESSAGES["unknown"], details={"reason": "unknown"})
                 self._remember(record, now)
         return self._check(record, now)
+
+    def fresh_until(self, *, presented: str | None = None, key_id: str | None = None) -> float:
+        """Until when the cached record of a key (by the key itself, or by its id) is as good
+        as one read from the store now (0.0: not cached). A decision made with it may be
+        reused until then and no longer, so caching decisions adds nothing to the revocation
+        bound (``api_keys.cache_ttl``)."""
+        if presented is not None:
+            cache, key = self._by_digest, material.digest(presented)
+        elif key_id is not None:
+            cache, key = self._by_id, key_id
+        else:
+            return 0.0
+        record = cache.peek(key)
+        if record is None:
+            return 0.0
+        # A key's status also changes on its own clock (it expires; a rotated key's grace ends).
+        changes = (t for t in (record.expires_at, record.revoked_at) if t is not None)
+        return min(cache.fresh_until(key), *changes)
 
     async def record_by_id(self, key_id: str) -> KeyRecord:
         """The record with this id, whatever its status (cached like :meth:`authenticate`)."""
@@ -297,6 +317,8 @@ class KeyService:
         return key, new, old
 
     def _forget(self, record: KeyRecord) -> None:
+        # Anything decided with what this process knew of its keys is decided again.
+        self.generation += 1
         self._by_digest.discard(record.digest)
         self._by_id.discard(record.key_id)
         self._secrets.pop(record.key_id, None)

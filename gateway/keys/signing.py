@@ -1,6 +1,7 @@
 """The gateway's signing keys: one signs, every configured key verifies, all are published.
 
-Keys are PEM private keys (RS256: RSA ≥ 2048 bits; ES256: P-256) named in
+Keys are PEM private keys (EdDSA: Ed25519, the default for new deployments; ES256: P-256;
+RS256: RSA ≥ 2048 bits) named in
 ``tokens.signing_keys`` with a ``kid``; ``tokens.active_kid`` signs. Rotating means adding a new
 key, making it active, and removing the old one after the longest token lifetime has passed:
 tokens signed by the old key keep verifying until then. JWK conversion is PyJWT's.
@@ -14,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from gateway.config import ConfigError, TokenSettings
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+# Signing cost per token on the benchmark machine (docs/performance.md): EdDSA ≈ 30 µs,
+# ES256 ≈ 75 µs, RS256 (2048) ≈ 300 µs; verifying EdDSA and RS256 is cheap, ES256 less so.
+ALGORITHMS = ("EdDSA", "ES256", "RS256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,8 @@ class SigningKey:
     def jwk(self) -> dict[str, Any]:
         if isinstance(self.public, rsa.RSAPublicKey):
             jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self.public))
+        elif isinstance(self.public, ed25519.Ed25519PublicKey):
+            jwk = json.loads(OKPAlgorithm.to_jwk(self.public))
         else:
             jwk = json.loads(ECAlgorithm.to_jwk(self.public))
         jwk.update({"kid": self.kid, "alg": self.algorithm, "use": "sig"})
@@ -44,6 +50,8 @@ def generate_private_key(algorithm: str) -> PrivateKey:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if algorithm == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
     raise ValueError(f"unsupported algorithm {algorithm}")
 
 
@@ -68,6 +76,8 @@ def _load(path: Path, algorithm: str, field: str) -> PrivateKey:
         and isinstance(key.curve, ec.SECP256R1)
     ):
         return key
+    if algorithm == "EdDSA" and isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
     raise ConfigError(field, f"{path} is not a key for {algorithm}")
 
 
@@ -78,12 +88,12 @@ class SigningKeys:
 
     @classmethod
     def from_settings(cls, settings: TokenSettings) -> SigningKeys:
-        """The configured keys; with none configured, one ephemeral RS256 key (one process
+        """The configured keys; with none configured, one ephemeral EdDSA key (one process
         only: tokens it signs do not verify on other replicas or after a restart)."""
         if not settings.signing_keys:
-            private = generate_private_key("RS256")
+            private = generate_private_key("EdDSA")
             return cls(
-                [SigningKey("ephemeral", "RS256", private, private.public_key())], "ephemeral"
+                [SigningKey("ephemeral", "EdDSA", private, private.public_key())], "ephemeral"
             )
         keys = []
         for i, configured in enumerate(settings.signing_keys):

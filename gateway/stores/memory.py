@@ -85,6 +85,9 @@ class MemoryStore:
         return entry
 
     async def peek_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
+        return self._mobile_state(digest, now)
+
+    def _mobile_state(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
         entry = self._find(digest, now)
         if entry is None:
             return MobileState.UNKNOWN, None
@@ -95,7 +98,7 @@ class MemoryStore:
         return MobileState.OK, entry.blob
 
     async def consume_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
-        state, blob = await self.peek_mobile(digest, now)
+        state, blob = self._mobile_state(digest, now)
         if state is MobileState.OK:
             self._mobile[digest].used = True
         return state, blob

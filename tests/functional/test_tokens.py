@@ -308,8 +308,11 @@ async def test_repeated_tokens_hit_the_verification_cache(make_gateway: GatewayF
     token = await user_token(gw, await gw.key())
     cache = gw.runtime.authenticators.authenticator("user_token").cache  # type: ignore[union-attr]
     before = cache.hits
-    for _ in range(5):
-        await gw.client.get("/v1/users/usr_abc123/scores", headers=bearer(token))
+    for days in range(5):  # five request lines: five decisions, one signature check
+        response = await gw.client.get(
+            f"/v1/users/usr_abc123/scores?days={days}", headers=bearer(token)
+        )
+        assert response.status == 200
     assert cache.hits - before == 4
 
 
@@ -434,25 +437,26 @@ async def test_tampered_tokens(make_gateway: GatewayFactory) -> None:
     assert (await scores_status(gw, token))[0] == 200
 
 
+@pytest.mark.parametrize(("new_kid", "new_alg"), [("es1", "ES256"), ("ed1", "EdDSA")])
 async def test_key_rotation_keeps_old_tokens_valid(
-    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], new_kid: str, new_alg: str
 ) -> None:
     url = base_url(upstream[1])
     before = await make_gateway(
-        settings=make_settings(url, tokens=signing_config("rs1", ("rs1", "es1")))
+        settings=make_settings(url, tokens=signing_config("rs1", ("rs1", new_kid)))
     )
     key = await before.key()
     old = await user_token(before, key)
     after = await make_gateway(
-        settings=make_settings(url, tokens=signing_config("es1", ("rs1", "es1"))),
+        settings=make_settings(url, tokens=signing_config(new_kid, ("rs1", new_kid))),
         store=before.runtime.store,
     )
     new = await user_token(after, key)
-    assert jwt.get_unverified_header(new)["alg"] == "ES256"
+    assert jwt.get_unverified_header(new)["alg"] == new_alg
     assert (await scores_status(after, old))[0] == 200
     assert (await scores_status(after, new))[0] == 200
     jwks = await (await after.client.get("/.well-known/jwks.json")).json()
-    assert {k["kid"] for k in jwks["keys"]} == {"rs1", "es1"}
+    assert {k["kid"] for k in jwks["keys"]} == {"rs1", new_kid}
     assert all("d" not in k for k in jwks["keys"])  # public parts only
     # An upstream can verify a gateway token with the published JWKS alone.
     for token in (old, new):
@@ -464,7 +468,7 @@ async def test_key_rotation_keeps_old_tokens_valid(
         assert verified["sub"] == "usr_abc123"
     # Retiring rs1 ends the tokens it signed.
     retired = await make_gateway(
-        settings=make_settings(url, tokens=signing_config("es1", ("es1",))),
+        settings=make_settings(url, tokens=signing_config(new_kid, (new_kid,))),
         store=before.runtime.store,
     )
     assert await scores_status(retired, old) == (401, "invalid_token")
