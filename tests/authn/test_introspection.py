@@ -47,7 +47,7 @@ class IntrospectionServer:
     def __init__(self) -> None:
         self.tokens: dict[str, dict[str, Any]] = {}
         self.calls: list[dict[str, str]] = []
-        self.mode = "ok"  # ok | error | html | array | oversized
+        self.mode = "ok"  # ok | error | html | array | at_limit | oversized
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -66,10 +66,10 @@ class IntrospectionServer:
             return web.Response(text="<html>login</html>", content_type="text/html")
         if self.mode == "array":
             return web.json_response([{"active": True}])
-        if self.mode == "oversized":  # a valid active answer, one byte over the gateway's limit
+        if self.mode in ("at_limit", "oversized"):  # an answer padded to the limit, or one over
             found = self.tokens.get(str(form.get("token")), {"active": False})
             body = orjson.dumps({**found, "padding": ""})
-            size = MAX_RESPONSE_BYTES + 1
+            size = MAX_RESPONSE_BYTES + (self.mode == "oversized")
             body = orjson.dumps({**found, "padding": "x" * (size - len(body))})
             assert len(body) == size
             return web.Response(body=body, content_type="application/json")
@@ -190,6 +190,15 @@ async def test_a_failing_endpoint_fails_closed(
         {"reason": "introspection"},
     )
     assert gw.recorder.seen == []
+
+
+async def test_an_answer_of_exactly_the_size_limit_is_read(
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer]
+) -> None:
+    idp[0].tokens[ACTIVE] = answer(gw)
+    idp[0].mode = "at_limit"
+    assert (await call(gw, ACTIVE))[0] == 200
+    assert gw.recorder.last.headers["x-auth-user"] == ["usr_a"]
 
 
 async def test_an_endpoint_that_is_down_fails_closed(

@@ -28,6 +28,7 @@ class IdentityProvider:
         self.down = False
         self.fetches = 0
         self.delay = 0.0
+        self.gate: asyncio.Event | None = None  # when set, each fetch waits for it to open
         self.add("idp-1", "RS256")
 
     def add(self, kid: str, alg: str) -> None:
@@ -47,6 +48,8 @@ class IdentityProvider:
         self.fetches += 1
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.down:
             return web.Response(status=503)
         keys = []
@@ -302,6 +305,29 @@ async def test_unknown_kid_refetches_at_once_one_fetch_for_concurrent_requests(
     gw.clock.advance(10)
     assert (await call(gw, provider.token("idp-3", now=gw.clock.now())))[0] == 200
     assert provider.fetches == 3
+
+
+async def test_a_request_that_waited_for_a_refetch_uses_its_keys_without_fetching_again(
+    gw: Gateway, idp: tuple[IdentityProvider, TestServer]
+) -> None:
+    """A provider slower than the unknown-kid interval: the request that waited for the
+    refetch finds the new key in it, and does not start a second fetch of its own."""
+    provider, _ = idp
+    assert (await call(gw, provider.token(now=gw.clock.now())))[0] == 200
+    provider.rotate("idp-1", "idp-2")
+    provider.gate = asyncio.Event()
+    gw.clock.advance(10)
+    tokens = [provider.token("idp-2", now=gw.clock.now(), jti=str(i)) for i in range(2)]
+    calls = [asyncio.ensure_future(call(gw, t)) for t in tokens]
+    for _ in range(500):  # the first request's refetch has reached the provider
+        if provider.fetches == 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # the second request is waiting for that refetch by now
+    gw.clock.advance(10)  # the fetch outlasts the unknown-kid interval
+    provider.gate.set()
+    assert [r[0] for r in await asyncio.gather(*calls)] == [200, 200]
+    assert provider.fetches == 2
 
 
 async def test_failed_refetch_keeps_the_old_keys(
