@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -208,6 +209,31 @@ async def test_malformed_bytes_get_a_json_4xx_and_are_never_forwarded(
     assert document is not None and isinstance(document.get("error"), str), raw[:300]
     assert edge.key.encode() not in raw  # never echoed
     assert len(edge.upstream.recorder.seen) == before
+
+
+async def test_a_refused_line_is_logged_by_the_parsers_words_only(edge: Edge) -> None:
+    """The parser's message quotes the refused bytes, which may hold a secret no redaction
+    recognises (a password in some header): the log line keeps only the message's words."""
+    refused = "request refused by the HTTP parser"
+
+    def refusals() -> list[dict[str, object]]:
+        lines = iter_lines(edge.proc.output())
+        return [json.loads(line) for line in lines if refused in line]
+
+    before = len(refusals())
+    secret = f"hunter2-{uuid.uuid4().hex}"
+    raw = await edge.send(
+        f"GET {SCORES} HTTP/1.1\r\nHost: x\r\nX-Password: {secret}\x01\r\n\r\n".encode()
+    )
+    assert _answer(raw)[0] == 400
+    for _ in range(200):
+        if len(refusals()) > before:
+            break
+        await asyncio.sleep(0.05)
+    line = refusals()[before]
+    assert line["exc_type"] and line["reason"], line
+    assert secret not in edge.proc.output()
+    assert secret[8:20] not in edge.proc.output()
 
 
 @pytest.mark.parametrize("late", [b"zz\r\nabc\r\n0\r\n\r\n", b"\xd9\xa3\r\nabc\r\n0\r\n\r\n"])
