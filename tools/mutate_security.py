@@ -91,6 +91,7 @@ MAPPED: dict[str, list[str]] = {
         "tests/functional/test_relationships.py",
         "tests/functional/test_member_tokens.py",
     ],
+    "gateway/config/base.py": ["tests/test_config.py"],
     "gateway/config/cors.py": ["tests/functional/test_cors.py"],
     "gateway/config/upstreams.py": ["tests/functional/test_proxy.py"],
     "gateway/credentials.py": ["tests/test_credentials.py", "tests/functional/test_api_keys.py"],
