@@ -211,9 +211,21 @@ async def test_malformed_bytes_get_a_json_4xx_and_are_never_forwarded(
     assert len(edge.upstream.recorder.seen) == before
 
 
-async def test_a_refused_line_is_logged_by_the_parsers_words_only(edge: Edge) -> None:
+# What the parsers quote after their words: a header line, a request line, one with a quote.
+QUOTED = [
+    "GET /v1/users HTTP/1.1\r\nHost: x\r\nX-Password: {secret}\x01\r\n\r\n",
+    "GET /{secret} private HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /{secret}'s x HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("template", QUOTED, ids=["header", "request-line", "with-quote"])
+async def test_a_refused_line_is_logged_by_the_parsers_words_only(
+    edge: Edge, template: str
+) -> None:
     """The parser's message quotes the refused bytes, which may hold a secret no redaction
-    recognises (a password in some header): the log line keeps only the message's words."""
+    recognises (a password in some header): the log line keeps only the message's words, up
+    to the first quote or colon."""
     refused = "request refused by the HTTP parser"
 
     def refusals() -> list[dict[str, object]]:
@@ -222,16 +234,16 @@ async def test_a_refused_line_is_logged_by_the_parsers_words_only(edge: Edge) ->
 
     before = len(refusals())
     secret = f"hunter2-{uuid.uuid4().hex}"
-    raw = await edge.send(
-        f"GET {SCORES} HTTP/1.1\r\nHost: x\r\nX-Password: {secret}\x01\r\n\r\n".encode()
-    )
+    raw = await edge.send(template.format(secret=secret).encode())
     assert _answer(raw)[0] == 400
     for _ in range(200):
         if len(refusals()) > before:
             break
         await asyncio.sleep(0.05)
     line = refusals()[before]
-    assert line["exc_type"] and line["reason"], line
+    reason = line["reason"]
+    assert line["exc_type"] and isinstance(reason, str) and reason.strip(), line
+    assert not set(reason) & set("'\":"), reason  # the words, nothing they quote
     assert secret not in edge.proc.output()
     assert secret[8:20] not in edge.proc.output()
 
