@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError, TransferEncodingError
 from aiohttp.web_protocol import _ErrInfo
 
 from gateway.errors import GatewayError, InvalidRequest, UpstreamTimeout
@@ -28,6 +28,10 @@ from gateway.render import error_response
 def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message, redacted: aiohttp quotes the raw bytes on the
     following lines."""
+    # SECURITY: the pure-Python parser's message for an invalid request target, or for a
+    # chunk-size line that is not hex, is nothing but the client's bytes: named, never quoted.
+    if isinstance(exc, InvalidURLError | TransferEncodingError):
+        return type(exc).__name__
     text = str(getattr(exc, "message", None) or exc).strip().partition("\n")[0]
     # SECURITY: only the message's words: from the first quote or colon on, aiohttp quotes the
     # client's bytes (with the pure-Python parser on the first line too).

@@ -216,10 +216,12 @@ QUOTED = [
     "GET /v1/users HTTP/1.1\r\nHost: x\r\nX-Password: {secret}\x01\r\n\r\n",
     "GET /{secret} private HTTP/1.1\r\nHost: x\r\n\r\n",
     "GET /{secret}'s x HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET {secret} HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{secret}\r\n",
 ]
 
 
-@pytest.mark.parametrize("template", QUOTED, ids=["header", "request-line", "with-quote"])
+@pytest.mark.parametrize("template", QUOTED, ids=["header", "request-line", "with-quote", "target", "chunk-size"])
 async def test_a_refused_line_is_logged_by_the_parsers_words_only(
     edge: Edge, template: str
 ) -> None:
