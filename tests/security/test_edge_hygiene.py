@@ -221,7 +221,9 @@ QUOTED = [
 ]
 
 
-@pytest.mark.parametrize("template", QUOTED, ids=["header", "request-line", "with-quote", "target", "chunk-size"])
+@pytest.mark.parametrize(
+    "template", QUOTED, ids=["header", "request-line", "with-quote", "target", "chunk-size"]
+)
 async def test_a_refused_line_is_logged_by_the_parsers_words_only(
     edge: Edge, template: str
 ) -> None:
