@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import GatewayFactory, make_settings
+from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
 from tests.support import base_url
 
@@ -90,6 +90,23 @@ async def test_no_secret_in_any_log_line(
     for secret in secrets:
         for part in {secret, secret[-24:], *secret.split(".")[2:]}:
             assert part not in text
+
+
+async def test_a_method_the_gateway_does_not_know_is_logged_as_other(
+    gateway: Gateway, log_lines: io.StringIO
+) -> None:
+    """A client chooses its method: one outside the known set reaches the access and audit
+    lines as OTHER, never as sent (aiohttp's pure-Python parser takes any token as a method, a
+    secret included: tests/security/test_edge_hygiene.py sends one)."""
+    key, _ = await gateway.runtime.keys.create("acc_1", "live")
+    response = await gateway.client.request(
+        "PURGE", "/v1/users/usr_a/scores", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status == 403
+    lines = [orjson.loads(line) for line in log_lines.getvalue().splitlines()]
+    built = [line for line in lines if line["logger"] in ("gateway.access", "gateway.audit")]
+    assert sorted(line["logger"] for line in built) == ["gateway.access", "gateway.audit"]
+    assert [line["method"] for line in built] == ["OTHER", "OTHER"]
 
 
 @pytest.fixture
