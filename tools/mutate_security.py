@@ -133,6 +133,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "JWS_SHAPE = (re.compile('[A-Za-z0-9_-]{2,}\\\\.[A-Za-z0-9_-]{2,}"
         "\\\\.[A-Za-z0-9_-]{2,}\\\\Z'))",
     ): "JWS_SHAPE is only used with .match(), which anchors at the start already",
+    ("gateway/protocol.py", "if (not content.is_eof()):"): (
+        "while the handled request's body has not ended the parser cannot have read another "
+        "request, so a message queued then is always the parser's error (_ErrInfo)"
+    ),
     (_TOKEN, "\"require\": (['aud', 'sub', 'iat', 'exp', 'jti']),"): (
         "PyJWT requires 'iss' anyway whenever issuer= is given (MissingRequiredClaimError)"
     ),

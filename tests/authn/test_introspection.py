@@ -3,6 +3,7 @@ endpoint started by the test, through the real gateway to a recording upstream."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Any
@@ -48,6 +49,7 @@ class IntrospectionServer:
         self.tokens: dict[str, dict[str, Any]] = {}
         self.calls: list[dict[str, str]] = []
         self.mode = "ok"  # ok | error | html | array | at_limit | oversized
+        self.gate: asyncio.Event | None = None  # when set, each answer waits for it to open
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -60,6 +62,8 @@ class IntrospectionServer:
             return web.json_response({"error": "invalid_client"}, status=401)
         form = await request.post()
         self.calls.append({k: str(v) for k, v in form.items()})
+        if self.gate is not None:
+            await self.gate.wait()
         if self.mode == "error":
             return web.json_response({"error": "server_error"}, status=500)
         if self.mode == "html":

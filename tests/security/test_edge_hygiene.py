@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -268,6 +271,65 @@ async def test_a_method_made_up_by_the_client_is_never_logged(edge: Edge) -> Non
         await asyncio.sleep(0.05)
     assert len(list(iter_lines(edge.proc.output()))) > before
     assert secret[7:] not in edge.proc.output()
+
+
+async def test_malformed_bytes_after_a_whole_request_leave_that_request_whole(
+    tmp_path: Path, aiohttp_server: Any, upstream_thread: ThreadedUpstream
+) -> None:
+    """A request whose body arrived whole, still waiting to be authenticated when the client
+    sends bytes the parser refuses: that request is forwarded with its whole body; the refusal
+    answers what followed it (only a body the refusal cut short stops being read)."""
+    from tests.authn import test_introspection as oauth2
+
+    idp = oauth2.IntrospectionServer()
+    idp.gate = asyncio.Event()
+    idp_server = await aiohttp_server(idp.app())
+    introspection = {
+        "url": str(idp_server.make_url("/introspect")),
+        "client_id": oauth2.CLIENT_ID,
+        "client_secret": oauth2.CLIENT_SECRET,
+        "token_pattern": oauth2.PATTERN,
+    }
+    proc = write_config(
+        tmp_path,
+        upstream_thread.url,
+        extra={"policy": oauth2.POLICY, "introspection": introspection},
+    )
+    await asyncio.to_thread(proc.start)
+    try:
+        idp.tokens[oauth2.ACTIVE] = {
+            "active": True,
+            "sub": "usr_a",
+            "account": "acc_1",
+            "scope": "sleep:read sleep:write",
+            "exp": int(time.time()) + 600,
+        }
+        reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+        writer.write(
+            f"POST /v1/users/usr_a/sleep HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            f"Authorization: Bearer {oauth2.ACTIVE}\r\n\r\nhello".encode()
+        )
+        await writer.drain()
+        for _ in range(500):  # the request is whole, and its handler waits for the answer
+            if idp.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert idp.calls
+        writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\nAuth(orization: y\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)  # refused by the parser while the handler still waits
+        idp.gate.set()
+        answers = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            answers += chunk
+        writer.close()
+    finally:
+        proc.stop()
+    # The request's answer (the upstream got all five bytes), then the refusal's.
+    assert answers.startswith(b"HTTP/1.1 200 "), answers[:300]
+    assert b'"received":5' in answers.replace(b" ", b""), answers
+    statuses = re.findall(rb"HTTP/1\.\d (\d{3}) ", answers)
+    assert statuses == [b"200", b"400"] and b'"malformed_http"' in answers, answers
 
 
 @pytest.mark.parametrize("late", [b"zz\r\nabc\r\n0\r\n\r\n", b"\xd9\xa3\r\nabc\r\n0\r\n\r\n"])
