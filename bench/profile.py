@@ -85,7 +85,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument(
-        "--active-kid", default="rs1", choices=["rs1", "es1"], help="the signing key (RS256/ES256)"
+        "--active-kid",
+        default="rs1",
+        choices=["rs1", "es1", "ed1"],
+        help="the signing key (RS256/ES256/EdDSA)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gw-profile-") as tmpdir:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import re
@@ -67,6 +68,7 @@ class Server:
         port: int,
         core: str = SERVER_CORE,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.proc = subprocess.Popen(
@@ -74,6 +76,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
+            cwd=cwd,
         )
         wait_for_port(port, 20)
         self.port = port
@@ -178,12 +181,34 @@ def wrk(
 
 
 def measure(
-    name: str, servers: list[Server], url: str, seconds: int, note: str = "", **kw: object
+    name: str,
+    servers: list[Server],
+    url: str,
+    seconds: int,
+    note: str = "",
+    warm: bool = False,
+    **kw: object,
 ) -> Row:
+    """One row: ``wrk`` for ``seconds``, the servers' CPU over exactly that time. ``warm``: a
+    second of the same load first, not counted (the caches of a row's credentials filled, the
+    garbage of the setup collected), so no row pays for the one before it."""
+    if warm:
+        wrk(url, 1, **kw)  # type: ignore[arg-type]
     before = [s.cpu_seconds() for s in servers]
     rps, p50, p99, total = wrk(url, seconds, **kw)  # type: ignore[arg-type]
     cpu = sum(s.cpu_seconds() - b for s, b in zip(servers, before, strict=True))
     return Row(name, rps, p50, p99, cpu / total * 1e6, max(s.peak_rss_mib() for s in servers), note)
+
+
+def open_loop(url: str, rate: float, seconds: int, headers: dict[str, str]) -> dict[str, float]:
+    """bench/openloop.py on the load core: latency percentiles (ms) from each request's due
+    time at a constant ``rate``, errors and requests sent late."""
+    command = ["taskset", "-c", LOAD_CORE, sys.executable, str(ROOT / "bench" / "openloop.py")]
+    command += [url, "--rate", str(rate), "--seconds", str(seconds), "--json"]
+    for k, v in headers.items():
+        command += ["--header", f"{k}: {v}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def token_script(directory: Path, tokens: list[str], name: str) -> Path:
@@ -312,14 +337,16 @@ def gateway_config(
     redis_port: int,
     extra: dict[str, object] | None = None,
     active_kid: str = "rs1",
+    eddsa: bool = True,
 ) -> tuple[Path, int, int]:
     port, admin = free_port(), free_port()
     keys = tmp / "keys"
     keys.mkdir(exist_ok=True)
-    rs, es = keys / "rs1.pem", keys / "es1.pem"
+    rs, es, ed = keys / "rs1.pem", keys / "es1.pem", keys / "ed1.pem"
     if not rs.exists():
         rs.write_bytes(private_pem(generate_private_key("RS256")))
         es.write_bytes(private_pem(generate_private_key("ES256")))
+        ed.write_bytes(private_pem(generate_private_key("EdDSA")))
     document: dict[str, object] = {
         "listen": {"host": "127.0.0.1", "port": port},
         "admin": {"host": "127.0.0.1", "port": admin, "token": ADMIN},
@@ -330,6 +357,7 @@ def gateway_config(
             "signing_keys": [
                 {"kid": "rs1", "file": str(rs), "algorithm": "RS256"},
                 {"kid": "es1", "file": str(es), "algorithm": "ES256"},
+                *([{"kid": "ed1", "file": str(ed), "algorithm": "EdDSA"}] if eddsa else []),
             ],
             "active_kid": active_kid,
         },
@@ -341,13 +369,21 @@ def gateway_config(
     return path, port, admin
 
 
+def has_eddsa(code: Path | None) -> bool:
+    """Whether a tree knows EdDSA signing keys (one from before refuses a config naming one)."""
+    return code is None or "EdDSA" in (code / "gateway/keys/signing.py").read_text()
+
+
 def start_gateway(
     tmp: Path,
     name: str,
     ctx: dict[str, object],
     extra: dict[str, object] | None = None,
     active_kid: str = "rs1",
+    code: Path | None = None,
 ) -> tuple[Server, int]:
+    """A gateway worker; ``code``: a checkout of another tree to run instead of this one
+    (``python -m gateway`` is imported from the working directory)."""
     path, port, admin = gateway_config(
         tmp,
         name,
@@ -355,8 +391,10 @@ def start_gateway(
         ctx["redis_port"],  # type: ignore[arg-type]
         extra,
         active_kid,
+        eddsa=has_eddsa(code),
     )
-    server = Server(name, [sys.executable, "-m", "gateway", "serve", "--config", str(path)], port)
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
+    server = Server(name, command, port, cwd=code)
     wait_for_port(admin)
     ctx["started"].append(server)  # type: ignore[attr-defined]
     return server, admin
@@ -466,7 +504,7 @@ def mobile_pairs(tmp: Path, gateway: Server, key: str, seconds: int) -> tuple[fl
     return pairs / seconds, cpu / pairs * 1e6
 
 
-def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
+def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str], dict[str, float]]:
     rows: list[Row] = []
     notes: list[str] = []
     figures: dict[str, float] = {}
@@ -534,103 +572,171 @@ def run(seconds: int) -> tuple[list[Row], list[str], dict[str, float]]:
             )
             haproxy.stop()
 
-            gateway, admin = start_gateway(tmp, "gw", ctx, {"decision": {"enabled": True}})
-            creds = asyncio.run(credentials(gateway.port, admin, 1000))
-            url = f"http://127.0.0.1:{gateway.port}{path}"
+            trees = [("before: ", compare)] if compare is not None else []
+            trees.append(("", None))
+            gateways = []
+            for label, code in trees:
+                tag = "gw-before" if label else "gw"
+                server, admin = start_gateway(
+                    tmp, tag, ctx, {"decision": {"enabled": True}}, code=code
+                )
+                gateways.append(
+                    (label, server, admin, asyncio.run(credentials(server.port, admin, 1000)))
+                )
             # Each proxy row is measured right after a fresh bare-proxy measurement and its
             # ratio taken to that one: the VM's speed drifts between rows, not within a pair.
+            # With --compare the earlier tree's row comes right after the same pair.
             bare_url = f"http://127.0.0.1:{bare_port}{path}"
             proxy_rows = [
-                ("gateway proxy: API key", creds["key"], ""),
-                ("gateway proxy: user token (RS256)", creds["user_tokens"][0], ""),  # type: ignore[index]
-                ("gateway proxy: member token (HS256)", creds["member"], ""),
-                ("gateway proxy: caregiver token", creds["caregiver"], "relationship cached"),
+                ("gateway proxy: API key", "key", ""),
+                ("gateway proxy: user token (RS256)", "user", ""),
+                ("gateway proxy: member token (HS256)", "member", ""),
+                ("gateway proxy: caregiver token", "caregiver", "relationship cached"),
             ]
-            for name, credential, note in proxy_rows:
+            for name, which, note in proxy_rows:
                 paired = measure("bare (paired)", [bare], bare_url, seconds)
-                row = measure(
-                    name,
-                    [gateway],
-                    url,
-                    seconds,
-                    note=(note + "; " if note else "") + f"paired bare: {paired.cpu_us:.0f} µs",
-                    headers={"Authorization": f"Bearer {credential}"},
-                )
-                row.baseline_us = paired.cpu_us
-                rows.append(row)
+                for label, server, _, creds in gateways:
+                    credential = (
+                        creds["user_tokens"][0] if which == "user" else creds[which]  # type: ignore[index]
+                    )
+                    row = measure(
+                        label + name,
+                        [server],
+                        f"http://127.0.0.1:{server.port}{path}",
+                        seconds,
+                        note=(note + "; " if note else "") + f"paired bare: {paired.cpu_us:.0f} µs",
+                        headers={"Authorization": f"Bearer {credential}"},
+                        warm=True,
+                    )
+                    row.baseline_us = paired.cpu_us
+                    rows.append(row)
             bare.stop()
-            script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
-            decide = f"http://127.0.0.1:{gateway.port}/decisions{path}"
-            rows.append(
-                measure(
-                    "gateway decision endpoint alone, 1,000 user tokens",
-                    [gateway],
-                    decide,
-                    seconds,
-                    script=script,
+
+            for label, server, _, creds in gateways:
+                script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
+                rows.append(
+                    measure(
+                        label + "gateway decision endpoint alone, 1,000 user tokens",
+                        [server],
+                        f"http://127.0.0.1:{server.port}/decisions{path}",
+                        seconds,
+                        script=script,
+                        warm=True,
+                    )
                 )
-            )
-            auth_port = free_port()
-            auth_front = nginx(tmp, "auth", auth_port, AUTH_BODY, up_port, gateway.port)  # type: ignore[arg-type]
-            ctx["started"].append(auth_front)  # type: ignore[attr-defined]
-            rows.append(
-                measure(
-                    "nginx auth_request + gateway decision, 1,000 user tokens",
-                    [auth_front, gateway],
-                    f"http://127.0.0.1:{auth_port}{path}",
-                    seconds,
-                    script=script,
-                    note="CPU of nginx front + gateway",
+                auth_port = free_port()
+                auth_front = nginx(tmp, "auth", auth_port, AUTH_BODY, up_port, server.port)  # type: ignore[arg-type]
+                ctx["started"].append(auth_front)  # type: ignore[attr-defined]
+                rows.append(
+                    measure(
+                        label + "nginx auth_request + gateway decision, 1,000 user tokens",
+                        [auth_front, server],
+                        f"http://127.0.0.1:{auth_port}{path}",
+                        seconds,
+                        script=script,
+                        note="CPU of nginx front + gateway",
+                        warm=True,
+                    )
                 )
-            )
-            auth_front.stop()
+                auth_front.stop()
+            # The floor: the same stacks with the least an aiohttp decision service can do.
+            script = token_script(tmp, gateways[-1][3]["user_tokens"], "users")  # type: ignore[arg-type]
             floor = python_server("floor", "minimal_decision.py", str(tmp / "users.txt"))
             ctx["started"].append(floor)  # type: ignore[attr-defined]
-            floor_port = floor.port
             rows.append(
                 measure(
                     "reference: minimal aiohttp decision service, 1,000 tokens",
                     [floor],
-                    f"http://127.0.0.1:{floor_port}{path}",
+                    f"http://127.0.0.1:{floor.port}{path}",
                     seconds,
                     script=script,
                     note="dict lookup only: the framework's floor",
                 )
             )
+            auth_port = free_port()
+            auth_front = nginx(tmp, "auth", auth_port, AUTH_BODY, up_port, floor.port)  # type: ignore[arg-type]
+            ctx["started"].append(auth_front)  # type: ignore[attr-defined]
+            rows.append(
+                measure(
+                    "reference: nginx auth_request + minimal decision service",
+                    [auth_front, floor],
+                    f"http://127.0.0.1:{auth_port}{path}",
+                    seconds,
+                    script=script,
+                    note="CPU of nginx front + the minimal service",
+                )
+            )
+            auth_front.stop()
             floor.stop()
 
-            es, es_admin = start_gateway(tmp, "gw-es", ctx, active_kid="es1")
-            es_key = asyncio.run(credentials(es.port, es_admin, 0))["key"]
-            for algorithm, server, key in (
-                ("RS256", gateway, creds["key"]),
-                ("ES256", es, es_key),
-            ):
-                rate, cpu_us = mobile_pairs(tmp, server, str(key), seconds)
-                figures[f"mobile {algorithm}"] = 1e6 / cpu_us
-                notes.append(
-                    f"mobile tokens, SDK sessions signed {algorithm}: {rate:,.0f} issue+consume "
-                    f"pairs/s; {cpu_us:.0f} µs gateway CPU per pair = {1e6 / cpu_us:,.0f} "
-                    "pairs per CPU-second of one worker, against one local Redis"
+            # Open loop: half the saturation of one worker (its closed-loop req/s with a
+            # cached API key), the same constant rate to the upstream directly and through it.
+            saturated = next(r for r in rows if r.name == "gateway proxy: API key").rps
+            rate = saturated / 2
+            direct = open_loop(f"http://127.0.0.1:{up_port}{path}", rate, seconds, {})
+            for label, server, _, creds in gateways:
+                through = open_loop(
+                    f"http://127.0.0.1:{server.port}{path}",
+                    rate,
+                    seconds,
+                    {"Authorization": f"Bearer {creds['key']}"},
                 )
-            es.stop()
+                if not label:
+                    figures["p99 added ms"] = through["p99"] - direct["p99"]
+                notes.append(
+                    f"{label}open loop at {rate:,.0f} req/s (half of one worker's saturation): "
+                    f"direct upstream p50/p99/p99.9 {direct['p50']:.2f}/{direct['p99']:.2f}/"
+                    f"{direct['p99.9']:.2f} ms; through the gateway (API key) "
+                    f"{through['p50']:.2f}/{through['p99']:.2f}/{through['p99.9']:.2f} ms: "
+                    f"p99 +{through['p99'] - direct['p99']:.2f} ms "
+                    f"({through['errors']:.0f} errors, {through['late']:.0f} sent late)"
+                )
+
+            for _, server, _, _ in gateways:
+                server.stop()
+            for label, code in trees:
+                mobile_keys = []
+                for algorithm, kid in (("RS256", "rs1"), ("ES256", "es1"), ("EdDSA", "ed1")):
+                    if kid == "ed1" and not has_eddsa(code):
+                        continue
+                    tag = f"gw-{kid}" + ("-before" if label else "")
+                    server, admin = start_gateway(tmp, tag, ctx, active_kid=kid, code=code)
+                    key = asyncio.run(credentials(server.port, admin, 0))["key"]
+                    mobile_keys.append((algorithm, server, key))
+                for algorithm, server, key in mobile_keys:
+                    rate_pairs, cpu_us = mobile_pairs(tmp, server, str(key), seconds)
+                    if not label:
+                        figures[f"mobile {algorithm}"] = 1e6 / cpu_us
+                    notes.append(
+                        f"{label}mobile tokens, SDK sessions signed {algorithm}: "
+                        f"{rate_pairs:,.0f} issue+consume pairs/s; {cpu_us:.0f} µs gateway CPU "
+                        f"per pair = {1e6 / cpu_us:,.0f} pairs per CPU-second of one worker, "
+                        "against one local Redis"
+                    )
+                    server.stop()
 
             # Memory with 100,000 distinct live tokens seen (member tokens: cheap to mint).
-            fresh, admin2 = start_gateway(tmp, "gw-rss", ctx)
-            creds2 = asyncio.run(credentials(fresh.port, admin2, 1))
-            member = creds2["member_fn"]
-            many = [member(None, i) for i in range(100_000)]  # type: ignore[operator]
-            script = token_script(tmp, many, "many")
-            before = fresh.peak_rss_mib()
-            seen = 0
-            while seen < 100_000:
-                _, _, _, total = wrk(f"http://127.0.0.1:{fresh.port}{path}", 15, script=script)
-                seen += total
-            figures["rss"] = fresh.peak_rss_mib()
-            notes.append(
-                f"peak RSS of one worker after {min(seen, 100_000):,} distinct live "
-                f"member tokens seen ({seen:,} requests): {fresh.peak_rss_mib():.0f} "
-                f"MiB (after start-up: {before:.0f} MiB)"
-            )
+            for label, code in trees:
+                fresh, admin2 = start_gateway(
+                    tmp, "gw-rss" + ("-before" if label else ""), ctx, code=code
+                )
+                creds2 = asyncio.run(credentials(fresh.port, admin2, 1))
+                member = creds2["member_fn"]
+                many = [member(None, i) for i in range(100_000)]  # type: ignore[operator]
+                script = token_script(tmp, many, "many")
+                before = fresh.peak_rss_mib()
+                seen = 0
+                while seen < 100_000:
+                    _, _, _, total = wrk(f"http://127.0.0.1:{fresh.port}{path}", 15, script=script)
+                    seen += total
+                if not label:
+                    figures["rss"] = fresh.peak_rss_mib()
+                notes.append(
+                    f"{label}peak RSS of one worker after {min(seen, 100_000):,} distinct live "
+                    f"member tokens seen ({seen:,} requests): {fresh.peak_rss_mib():.0f} "
+                    f"MiB (after start-up: {before:.0f} MiB)"
+                )
+                fresh.stop()
     return rows, notes, figures
 
 
@@ -659,20 +765,37 @@ def targets(rows: list[Row], figures: dict[str, float]) -> str:
             cpu("gateway proxy: user") / base,
         ),
         (
-            "nginx + decision: req per CPU-s vs HAProxy jwt_verify",
-            "≥ 1.00x",
-            haproxy / cpu("nginx auth_request"),
+            "proxy, member token: CPU vs bare proxy (median)",
+            "≤ 1.15x",
+            cpu("gateway proxy: member") / base,
         ),
         ("decision alone: req per CPU-s vs HAProxy", "≥ 1.50x", haproxy / cpu("gateway decision")),
-        ("peak RSS, 100,000 live tokens (MiB)", "≤ 100", figures["rss"]),
-        ("mobile pairs per CPU-s, RS256 sessions", "≥ 3,000", figures["mobile RS256"]),
+        (
+            "nginx + gateway vs nginx + minimal decision service: CPU",
+            "≤ 1.25x",
+            cpu("nginx auth_request + gateway") / cpu("reference: nginx auth_request + minimal"),
+        ),
+        (
+            "mobile pairs per CPU-s, EdDSA sessions (the default)",
+            "≥ 3,000",
+            figures["mobile EdDSA"],
+        ),
         ("mobile pairs per CPU-s, ES256 sessions", "≥ 3,000", figures["mobile ES256"]),
+        ("mobile pairs per CPU-s, RS256 sessions", "≥ 3,000", figures["mobile RS256"]),
+        ("open loop at half saturation: p99 over direct (ms)", "≤ 2", figures["p99 added ms"]),
+        ("peak RSS, 100,000 live tokens (MiB)", "≤ 100", figures["rss"]),
     ]
     lines = ["| target | wanted | measured | met |", "|---|---:|---:|---|"]
     for name, wanted, value in checks:
         bound = float(wanted.split()[1].rstrip("x").replace(",", ""))
         met = value <= bound if wanted.startswith("≤") else value >= bound
-        shown = f"{value:.2f}x" if wanted.endswith("x") else f"{value:,.0f}"
+        shown = (
+            f"{value:.2f}x"
+            if wanted.endswith("x")
+            else f"{value:,.2f}"
+            if abs(value) < 10
+            else f"{value:,.0f}"
+        )
         lines.append(f"| {name} | {wanted} | {shown} | {'yes' if met else 'no'} |")
     return "\n".join(lines)
 
@@ -716,11 +839,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--write", type=Path, help="append the results to this markdown file")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="a checkout of an earlier tree (git worktree add DIR REV): every gateway row is "
+        "measured on it too, right before this tree's, in the same run",
+    )
     args = parser.parse_args()
-    rows, notes, figures = run(args.seconds)
+    rows, notes, figures = run(args.seconds, args.compare)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     report = (
-        f"### {stamp}\n\n`python bench/run.py --seconds {args.seconds}` — {versions()}."
+        f"### {stamp}\n\n`python bench/run.py --seconds {args.seconds}"
+        + (f" --compare {args.compare}" if args.compare else "")
+        + f"` — {versions()}."
         f" Server under test on core 0, wrk and the upstream on core 1; wrk -t1 -c32.\n\n"
         f"{table(rows)}\n\n"
         + "\n".join(f"- {n}" for n in notes)

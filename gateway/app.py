@@ -9,11 +9,11 @@ from prometheus_client import CollectorRegistry
 
 from gateway.admin import METRICS_REGISTRY, admin_routes
 from gateway.config import Settings
-from gateway.cors import on_response_prepare
 from gateway.dashboard.routes import setup_dashboard
-from gateway.front import front_handler
+from gateway.front import front_handler, no_expectation
 from gateway.issue.endpoints import HANDLERS
 from gateway.pipeline import ENDPOINTS
+from gateway.protocol import FRONT
 from gateway.runtime import CURRENT, Current, runtime_ctx
 
 
@@ -30,11 +30,11 @@ def create_app(current: Current) -> web.Application:
     app[CURRENT] = current
     app[ENDPOINTS] = endpoints = dict(HANDLERS)
     app.cleanup_ctx.append(runtime_ctx(current))
-    app.on_response_prepare.append(on_response_prepare)
     prefix = settings.decision.prefix if settings.decision.enabled else None
-    # One catch-all route to one handler (gateway.front): the gateway routes by itself.
-    handler = front_handler(current, endpoints, prefix)
-    app.router.add_route("*", "/{tail:.*}", handler, expect_handler=expect_continue)
+    # One handler (gateway.front): the gateway routes by itself. The runner serves it without
+    # the router; the one catch-all route is for test clients and apps given middlewares.
+    handler = app[FRONT] = front_handler(current, endpoints, prefix)
+    app.router.add_route("*", "/{tail:.*}", handler, expect_handler=no_expectation)
     return app
 
 
@@ -50,15 +50,6 @@ def create_admin_app(
     app.add_routes(admin_routes())
     setup_dashboard(app)
     return app
-
-
-async def expect_continue(request: web.Request) -> None:
-    """``Expect: 100-continue`` is answered as aiohttp does; any other expectation is ignored
-    (RFC 9110 §10.1.1 lets a server do so) rather than answered by aiohttp's plain-text 417,
-    which echoed the header and bypassed the pipeline, its JSON errors and its access line."""
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
 
 
 def server_limits(settings: Settings) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from gateway.authz.paths import split_path
 from gateway.config import CorsPolicy
 from gateway.errors import GatewayError
 from gateway.exchange import EXCHANGE
-from gateway.runtime import CURRENT, REQUEST_RUNTIME
+from gateway.runtime import REQUEST_RUNTIME
 
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After")
 
@@ -71,12 +71,13 @@ def preflight(request: web.Request) -> web.Response:
     return response
 
 
-async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """Adds the CORS and rate-limit headers to every response just before it is sent
-    (streamed proxy responses and rendered errors alike)."""
-    runtime = request.get(REQUEST_RUNTIME) or request.app[CURRENT].runtime
-    exchange = request.get(EXCHANGE)
-    if exchange is not None and exchange.rate is not None:
+def edge_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Adds the CORS and rate-limit headers to a response before it is sent (streamed proxy
+    responses and rendered errors alike): called by :mod:`gateway.front` for every public
+    answer, and by the forwarder just before a streamed answer starts."""
+    runtime = request[REQUEST_RUNTIME]
+    exchange = request[EXCHANGE]
+    if exchange.rate is not None:
         limit, remaining, reset = exchange.rate
         response.headers["RateLimit-Limit"] = str(limit)
         response.headers["RateLimit-Remaining"] = str(remaining)
@@ -92,7 +93,7 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    policy = find_policy(policies, origin, exchange.group if exchange is not None else None)
+    policy = find_policy(policies, origin, exchange.group)
     if policy is None:
         return
     response.headers["Access-Control-Allow-Origin"] = origin

@@ -7,11 +7,14 @@ every error as the gateway's JSON (the one place besides the HTTP parser's, :mod
 protocol`), and records one access line, one audit line (when someone was authenticated) and
 the request metrics.
 
-aiohttp's router is given a single catch-all route to this handler and the app no middleware:
-what used to be two middlewares (observe, errors) and three routes is one coroutine, so a
-request pays for neither the middleware chain nor the route table (docs/performance.md).
-Paths are matched as aiohttp's router matched them (the decoded path), so nothing moved from
-one route to another.
+What used to be two middlewares (observe, errors), three routes and a response signal (CORS
+and rate-limit headers, :func:`gateway.cors.edge_headers`) is one coroutine, so a request pays
+for none of aiohttp's dispatch (docs/performance.md): :class:`gateway.protocol.GatewayRunner`
+hands every request of the public listener straight to it (``FRONT``), and the app's one
+catch-all route points at it too (test clients, and an app given middlewares of its own, as
+the demo's). Paths are matched as aiohttp's router matched them (the decoded path), so nothing
+moved from one route to another; ``Expect: 100-continue`` is answered here, as aiohttp's
+router did.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.cors import edge_headers
 from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, NotFound
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.forward.decision import decide
@@ -32,6 +36,7 @@ from gateway.observe import logs
 from gateway.observe.recent import RECENT as RECENT_AUDIT
 from gateway.observe.tracing import RequestSpan
 from gateway.pipeline import Endpoint, proxy
+from gateway.protocol import Handler
 from gateway.render import error_response
 from gateway.runtime import REQUEST_RUNTIME, Current, Runtime
 
@@ -43,7 +48,7 @@ Route = Callable[[web.Request, Runtime, Exchange], Awaitable[web.StreamResponse]
 
 def front_handler(
     current: Current, endpoints: dict[str, Endpoint], decision_prefix: str | None
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+) -> Handler:
     """The handler of every public request. ``decision_prefix`` (None: decision mode off) is a
     listener-level setting, read once: a reload does not move routes."""
 
@@ -60,7 +65,9 @@ def front_handler(
     async def proxied(
         request: web.Request, runtime: Runtime, exchange: Exchange
     ) -> web.StreamResponse:
-        return await proxy(request, runtime, exchange, endpoints)
+        return await proxy(
+            request, runtime, exchange, endpoints, lambda response: edge_headers(request, response)
+        )
 
     async def handle(request: web.Request) -> web.StreamResponse:
         runtime = request[REQUEST_RUNTIME] = current.runtime
@@ -82,6 +89,8 @@ def front_handler(
                 size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
                 if size > settings.limits.max_header_bytes:
                     raise HeadersTooLarge(details={"limit": settings.limits.max_header_bytes})
+                if "Expect" in headers:
+                    await expect_continue(request)
                 response = await route(request)(request, runtime, exchange)
             except GatewayError as error:
                 response = _render(error, exchange, header)
@@ -95,6 +104,8 @@ def front_handler(
                     extra={"fields": {"request_id": exchange.request_id, "route": exchange.route}},
                 )
                 response = _render(GatewayError(), exchange, header)
+            if not response.prepared:
+                edge_headers(request, response)
             status = response.status
             return response
         finally:
@@ -102,6 +113,19 @@ def front_handler(
             record(runtime, exchange, request.method, status, span)
 
     return handle
+
+
+async def expect_continue(request: web.Request) -> None:
+    """``Expect: 100-continue`` is answered as aiohttp does; any other expectation is ignored
+    (RFC 9110 §10.1.1 lets a server do so) rather than answered by aiohttp's plain-text 417,
+    which echoed the header and bypassed the pipeline, its JSON errors and its access line."""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
+async def no_expectation(request: web.Request) -> None:
+    """The router's expect handler: :func:`expect_continue` runs in the front handler."""
 
 
 def _render(error: GatewayError, exchange: Exchange, header: str) -> web.Response:

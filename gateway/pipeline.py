@@ -216,7 +216,11 @@ ENDPOINTS = web.AppKey("endpoints", dict[str, Endpoint])
 
 
 async def proxy(
-    request: web.Request, runtime: Runtime, exchange: Exchange, endpoints: dict[str, Endpoint]
+    request: web.Request,
+    runtime: Runtime,
+    exchange: Exchange,
+    endpoints: dict[str, Endpoint],
+    before_start: Callable[[web.StreamResponse], None] | None = None,
 ) -> web.StreamResponse:
     """Proxy mode: admit the request, then run the gateway-owned endpoint its rule names
     (``handler:``, one of ``endpoints``) or forward it with the identity headers."""
@@ -242,5 +246,5 @@ async def proxy(
             (runtime.settings.headers.assertion, runtime.assertions.render(principal)),
         )
     return await runtime.forwarder.forward(
-        request, upstream, identity, exchange.request_id, exchange.timings
+        request, upstream, identity, exchange.request_id, exchange.timings, before_start
     )

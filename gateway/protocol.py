@@ -13,7 +13,8 @@ first line, redacted.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError, TransferEncodingError
@@ -23,6 +24,10 @@ from gateway.errors import GatewayError, InvalidRequest, UpstreamTimeout
 from gateway.observe import logs
 from gateway.observe.redact import redact
 from gateway.render import error_response
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The one handler of an app (gateway.front) that GatewayRunner serves without aiohttp's router.
+FRONT: web.AppKey[Handler] = web.AppKey("front")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -123,13 +128,20 @@ class GatewayRunner(web.AppRunner):
     """An :class:`aiohttp.web.AppRunner` whose connections use :class:`GatewayRequestHandler`.
 
     aiohttp builds its ``Server`` inside the runner; this takes the server it built (its
-    handler, request factory and limits) and serves the same with the gateway's protocol class.
+    request factory and limits) and serves the same with the gateway's protocol class. An app
+    that names its one handler (``FRONT``, :mod:`gateway.front`) and has no middleware is served
+    by that handler directly, without aiohttp's router and signals.
     """
 
     async def _make_server(self) -> web.Server:
         built = await super()._make_server()
+        app = self.app
+        handler = built.request_handler
+        if FRONT in app and not app.middlewares:
+            # Its request factory is the app's: every request is a web.Request.
+            handler = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], app[FRONT])
         return _Server(
-            built.request_handler,
+            handler,
             request_factory=built.request_factory,
             handler_cancellation=built.handler_cancellation,
             loop=built._loop,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
 import aiohttp
@@ -92,7 +92,10 @@ class Forwarder:
         identity: tuple[tuple[str, str], ...],
         request_id: str,
         timings: dict[str, float],
+        before_start: Callable[[web.StreamResponse], None] | None = None,
     ) -> web.StreamResponse:
+        """Forward ``request`` with the ``identity`` headers and stream the answer back;
+        ``before_start`` gets the answer's headers last, just before they are sent."""
         settings = self._settings
         out = hdrs.request_headers(
             request.headers,
@@ -126,7 +129,7 @@ class Forwarder:
             )
         self._in_flight[upstream.name] = in_flight + 1
         try:
-            return await self._exchange(request, upstream, out, request_id, timings)
+            return await self._exchange(request, upstream, out, request_id, timings, before_start)
         finally:
             self._in_flight[upstream.name] -= 1
 
@@ -137,6 +140,7 @@ class Forwarder:
         out: CIMultiDict[str],
         request_id: str,
         timings: dict[str, float],
+        before_start: Callable[[web.StreamResponse], None] | None,
     ) -> web.StreamResponse:
         data = self._body(request) if request.body_exists else None
         url = URL(self._bases[upstream.name] + request.raw_path, encoded=True)
@@ -168,7 +172,7 @@ class Forwarder:
             span.set(STATUS, upstream_response.status)
             try:
                 return await self._relay(
-                    request, upstream_response, request_id, upstream.name, span
+                    request, upstream_response, request_id, upstream.name, span, before_start
                 )
             finally:
                 upstream_response.release()
@@ -208,11 +212,14 @@ class Forwarder:
         request_id: str,
         upstream_name: str,
         span: Span,
+        before_start: Callable[[web.StreamResponse], None] | None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in hdrs.response_headers(upstream.headers):
             response.headers.add(name, value)
         response.headers[self._settings.headers.request_id] = request_id
+        if before_start is not None:
+            before_start(response)
         try:
             await response.prepare(request)
             async for chunk in upstream.content.iter_chunked(CHUNK):

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 import orjson
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -59,6 +60,7 @@ from gateway.errors import GatewayError, StoreUnavailable
 from gateway.observe import logs
 from gateway.stores.base import MobileState
 from gateway.stores.gcra import gcra_peek
+from gateway.stores.multiplex import Multiplexed
 
 if TYPE_CHECKING:
     from gateway.config.store import StoreSettings
@@ -157,11 +159,14 @@ class RedisStore:
             )
             client = redis.Redis(connection_pool=pool)
             self._gate: asyncio.Semaphore | None = None
+            # The hot path's commands (mobile tokens) on one pipelined connection.
+            self._mux = _multiplexed(url, timeout, options or {})
         else:
             # redis-py's Sentinel and Cluster pools refuse a connection past their size rather
             # than wait for one; this gate is the wait (at most `max_connections` operations
             # at once, one connection each per node).
             self._gate = asyncio.Semaphore(max_connections)
+            self._mux = None
         self._redis: Client = client
         self._closing = closing
         self._p = prefix
@@ -237,13 +242,42 @@ class RedisStore:
             error=str(exc)[:300],
         )
 
+    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script``: on the multiplexed connection when there is one (by its digest,
+        loaded once when the server does not know it), else through redis-py."""
+        if self._mux is None:
+            return await script(keys=keys, args=args)
+        return (await self._scripts_then(script, keys, args))[0]
+
+    async def _scripts_then(
+        self, script: AsyncScript, keys: list[str], args: list[Any], *more: list[Any]
+    ) -> list[Any]:
+        """``script`` then the ``more`` commands, pipelined on the multiplexed connection:
+        their answers (the script's error raised)."""
+        assert self._mux is not None
+        call = ["EVALSHA", script.sha, len(keys), *keys, *args]
+        answers = await self._mux.pipeline(call, *more)
+        if isinstance(answers[0], ResponseError) and str(answers[0]).startswith("NOSCRIPT"):
+            call[:2] = ["EVAL", script.script]  # the server's script cache was emptied
+            answers = await self._mux.pipeline(call, *more)
+        if isinstance(answers[0], Exception):
+            raise answers[0]
+        return answers
+
     async def _acked(
         self, script: AsyncScript, keys: list[str], args: list[Any]
     ) -> tuple[Any, int]:
         """Run ``script`` and, when replicas must acknowledge, ``WAIT`` on the same connection
         (one round trip): (the script's answer, replicas that hold its writes)."""
         if self._ack == 0:
-            return await script(keys=keys, args=args), 0
+            return await self._script(script, keys, args), 0
+        if self._mux is not None:
+            result, acked = await self._scripts_then(
+                script, keys, args, ["WAIT", self._ack, self._ack_ms]
+            )
+            if isinstance(acked, Exception):
+                raise acked
+            return result, int(acked)
         if isinstance(self._redis, RedisCluster):
             return await self._acked_on_cluster(self._redis, script, keys, args)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -292,6 +326,8 @@ class RedisStore:
             await self._redis.ping()
 
     async def close(self) -> None:
+        if self._mux is not None:
+            await self._mux.close()
         await self._redis.aclose()
         if isinstance(self._redis, redis.Redis):
             await self._redis.connection_pool.disconnect()
@@ -415,16 +451,20 @@ class RedisStore:
     ) -> None:
         # Not acknowledged by replicas: a token lost with its master is unknown (401) on the
         # promoted replica, which fails closed.
-        await self._put_mobile(
-            keys=[self._mobile(digest)],
-            args=[int(expires_at * 1000), blob, max(1, int((retain_until - now) * 1000))],
+        await self._script(
+            self._put_mobile,
+            [self._mobile(digest)],
+            [int(expires_at * 1000), blob, max(1, int((retain_until - now) * 1000))],
         )
 
     @_operation(idempotent=True)
     async def peek_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
+        key = self._mobile(digest)
         fields = cast(
             "list[bytes | None]",
-            await self._redis.hmget(self._mobile(digest), ["state", "exp", "blob"]),
+            await self._mux.execute("HMGET", key, "state", "exp", "blob")
+            if self._mux is not None
+            else await self._redis.hmget(key, ["state", "exp", "blob"]),
         )
         state, exp, blob = fields
         if state is None:
@@ -448,7 +488,7 @@ class RedisStore:
             # accept the token again: it is not accepted here (503) and, while this master
             # lives, made usable again for the client's retry.
             with contextlib.suppress(Exception):
-                await self._unconsume(keys=[key], args=[claim, blob])
+                await self._script(self._unconsume, [key], [claim, blob])
             self._replicated(acked)
         return state, blob
 
@@ -504,6 +544,22 @@ class RedisStore:
         tat = float(raw) if raw is not None else None
         allowed, wait_ms = gcra_peek(tat, limit, int(period * 1000), int(now * 1000))
         return allowed, wait_ms / 1000.0
+
+
+def _multiplexed(url: str, timeout: float, options: dict[str, Any]) -> Multiplexed | None:
+    """The pipelined connection for a standalone Redis over plain TCP; None for TLS and Unix
+    sockets (redis-py's own connections handle those)."""
+    parsed = parse_url(url)
+    if "connection_class" in parsed or any(k.startswith("ssl") for k in options):
+        return None
+    return Multiplexed(
+        str(parsed.get("host", "localhost")),
+        int(parsed.get("port", 6379)),
+        db=int(parsed.get("db", 0) or 0),
+        username=options.get("username", parsed.get("username")),
+        password=options.get("password", parsed.get("password")),
+        connect_timeout=timeout,
+    )
 
 
 def connection_options(timeout: float) -> dict[str, Any]:

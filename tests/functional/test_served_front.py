@@ -1,0 +1,99 @@
+"""``gateway serve`` hands every public request straight to the front handler (no aiohttp
+router, no response signal): what the router and the signal used to do is done there, and a
+served process answers as the in-process test client does. A real process, a real upstream,
+raw sockets where the bytes matter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support import (
+    GatewayProcess,
+    ThreadedUpstream,
+    admin_create_key,
+    raw_http,
+    status_of,
+    write_config,
+)
+
+SCORES = "/v1/users/usr_a/scores"
+ORIGIN = "https://app.example.com"
+LIMITS = {"rules": [{"group": "default", "per": "credential", "limit": 2, "period": "60s"}]}
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, upstream_thread: ThreadedUpstream
+) -> Iterator[tuple[GatewayProcess, str]]:
+    proc = write_config(
+        Path(tmp_path_factory.mktemp("front")),
+        upstream_thread.url,
+        extra={
+            "cors": [{"origins": [ORIGIN]}],
+            "rate_limits": LIMITS,
+            "decision": {"enabled": True},
+        },
+    )
+    proc.start()
+    try:
+        yield proc, admin_create_key(proc, "acc_1")
+    finally:
+        proc.stop()
+
+
+async def test_cors_and_rate_limit_headers_on_proxied_answers_and_errors(
+    served: tuple[GatewayProcess, str],
+) -> None:
+    proc, _ = served
+    key = admin_create_key(proc, "acc_1")  # its own rate-limit budget
+    headers = {"Authorization": f"Bearer {key}", "Origin": ORIGIN}
+    url = f"http://127.0.0.1:{proc.port}{SCORES}"
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for _ in range(3):
+            async with session.get(url, headers=headers) as response:
+                statuses.append(response.status)
+                assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+                assert "Origin" in response.headers.getall("Vary")
+                assert response.headers["RateLimit-Limit"] == "2"
+        assert statuses == [200, 200, 429]
+        async with session.get(url, headers={"Origin": ORIGIN}) as refused:
+            assert refused.status == 401
+            assert refused.headers["Access-Control-Allow-Origin"] == ORIGIN
+        async with session.get(url, headers={**headers, "Origin": "https://evil.example"}) as other:
+            assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_expect_100_continue_is_answered_then_the_body_forwarded(
+    served: tuple[GatewayProcess, str], upstream_thread: ThreadedUpstream
+) -> None:
+    proc, key = served
+    body = b'{"user_id": "usr_new"}'
+    head = (
+        f"POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    ).encode()
+    raw = await raw_http(proc.port, head + body, read_timeout=2.0)
+    assert raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    final = raw.partition(b"\r\n\r\n")[2]
+    assert status_of(final) == 200, final
+    assert upstream_thread.recorder.last.body_size == len(body)
+
+
+async def test_a_decision_is_answered_with_the_identity(served: tuple[GatewayProcess, str]) -> None:
+    proc, key = served
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{proc.port}/decisions{SCORES}",
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert response.headers["X-Auth-Credential"] == "api_key"
+        assert response.headers["X-Auth-Account"] == "acc_1"

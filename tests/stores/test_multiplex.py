@@ -1,0 +1,118 @@
+"""The pipelined connection of the hot path (gateway/stores/multiplex.py), against a real
+redis-server: every answer reaches the command that asked for it, and a broken, slow or
+abandoned connection fails the commands on it instead of mixing up their answers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from gateway.stores.base import MobileState
+from gateway.stores.multiplex import Multiplexed, pack
+from gateway.stores.redis import RedisStore
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def mux_for(redis_url: str, **kw: object) -> Multiplexed:
+    parts = urlsplit(redis_url)
+    assert parts.hostname is not None and parts.port is not None
+    return Multiplexed(parts.hostname, parts.port, **kw)  # type: ignore[arg-type]
+
+
+def test_pack_is_resp() -> None:
+    assert pack(("SET", b"k\r\n", 10, 1.5)) == (
+        b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n10\r\n$3\r\n1.5\r\n"
+    )
+
+
+async def test_concurrent_commands_each_get_their_own_answer(redis_url: str) -> None:
+    mux = mux_for(redis_url)
+    prefix = uuid.uuid4().hex
+    values = [f"{prefix}-{i}" for i in range(300)]
+    answers = await asyncio.gather(*(mux.execute("ECHO", v) for v in values))
+    assert answers == [v.encode() for v in values]
+    await mux.close()
+
+
+async def test_an_error_answer_fails_only_its_command(redis_url: str) -> None:
+    mux = mux_for(redis_url)
+    key = uuid.uuid4().hex
+    answers = await mux.pipeline(["SET", key, "x"], ["HGET", key, "f"], ["GET", key])
+    assert answers[0] == b"OK" and answers[2] == b"x"
+    assert isinstance(answers[1], ResponseError) and "WRONGTYPE" in str(answers[1])
+    with pytest.raises(ResponseError):
+        await mux.execute("HGET", key, "f")
+    assert await mux.execute("GET", key) == b"x"
+    await mux.close()
+
+
+async def test_an_abandoned_command_does_not_hold_up_the_next(redis_url: str) -> None:
+    mux = mux_for(redis_url)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await mux.execute("BLPOP", uuid.uuid4().hex, 5)  # would answer in 5 s
+    async with asyncio.timeout(1.0):  # not behind the abandoned one: on a new connection
+        assert await mux.execute("PING") == b"PONG"
+    await mux.close()
+
+
+async def test_a_killed_connection_fails_what_waits_and_the_next_command_reconnects(
+    redis_url: str, admin: redis.Redis
+) -> None:
+    mux = mux_for(redis_url)
+    name = f"mux-{uuid.uuid4().hex[:8]}"
+    assert await mux.execute("CLIENT", "SETNAME", name) == b"OK"
+    waiting = asyncio.ensure_future(mux.execute("BLPOP", uuid.uuid4().hex, 5))
+    await asyncio.sleep(0.1)
+    clients = await admin.client_list()
+    (victim,) = [c for c in clients if c["name"] == name]
+    await admin.client_kill_filter(_id=victim["id"])
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(waiting, 2)
+    assert await mux.execute("PING") == b"PONG"
+    await mux.close()
+
+
+async def test_credentials_and_database(redis_url: str, admin: redis.Redis) -> None:
+    user, password = f"mux{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    await admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys="*", commands=["+@all"]
+    )
+    key = uuid.uuid4().hex
+    await admin.execute_command("SELECT", 0)
+    mux = mux_for(redis_url, username=user, password=password, db=3)
+    assert await mux.execute("SET", key, "in-3") == b"OK"
+    assert await admin.get(key) is None  # db 0
+    in_three = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
+    assert await in_three.get(key) == b"in-3"
+    await in_three.aclose()
+    await mux.close()
+    wrong = mux_for(redis_url, username=user, password="wrong")
+    with pytest.raises(ResponseError):
+        await wrong.execute("PING")
+    await admin.acl_deluser(user)
+
+
+async def test_the_store_survives_an_emptied_script_cache(
+    redis_url: str, admin: redis.Redis
+) -> None:
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    await admin.script_flush()
+    await store.put_mobile("d1", b"{}", 1000.0, 2000.0, 3000.0)
+    await admin.script_flush()
+    assert await store.consume_mobile("d1", 1500.0) == (MobileState.OK, b"{}")
+    assert await store.consume_mobile("d1", 1500.0) == (MobileState.USED, None)
+    await store.close()
