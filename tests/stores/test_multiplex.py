@@ -92,7 +92,6 @@ async def test_credentials_and_database(redis_url: str, admin: redis.Redis) -> N
         user, enabled=True, passwords=[f"+{password}"], keys="*", commands=["+@all"]
     )
     key = uuid.uuid4().hex
-    await admin.execute_command("SELECT", 0)
     mux = mux_for(redis_url, username=user, password=password, db=3)
     assert await mux.execute("SET", key, "in-3") == b"OK"
     assert await admin.get(key) is None  # db 0
