@@ -250,6 +250,7 @@ async def test_a_refused_line_is_logged_by_the_parsers_words_only(
     line = refusals()[before]
     reason = line["reason"]
     assert line["exc_type"] and isinstance(reason, str) and reason.strip(), line
+    assert line["level"] == "info", line  # a client's malformed bytes are not the gateway's error
     assert not set(reason) & set("'\":"), reason  # the words, nothing they quote
     assert secret not in edge.proc.output()
     assert secret[8:20] not in edge.proc.output()
