@@ -60,6 +60,17 @@ async def test_the_first_master_key_is_recorded_and_another_is_refused(store: St
     assert await store.master_fingerprint() == first.fingerprint
 
 
+async def test_a_recorded_fingerprint_must_be_this_keys_exactly(store: Store) -> None:
+    """A recorded value that merely contains this key's fingerprint (another format's, with a
+    prefix) is a mismatch."""
+    sealer = Sealer(A)
+    recorded = f"v0:{sealer.fingerprint}"
+    assert await store.claim_master_fingerprint(recorded) == recorded
+    with pytest.raises(MasterKeyMismatch):
+        await ensure_master_key(store, sealer)
+    assert await store.master_fingerprint() == recorded
+
+
 async def test_concurrent_first_claims_agree_on_one_key(store: Store) -> None:
     assert await store.claim_master_fingerprint("mk1:one") == "mk1:one"
     assert await store.claim_master_fingerprint("mk1:two") == "mk1:one"
