@@ -119,6 +119,12 @@ MAPPED: dict[str, list[str]] = {
 # (file, the mutated line as printed by --list); the value says why it is equivalent.
 _TOKEN = "gateway/authn/gateway_token.py"
 _REFUSED = "the token is refused with 401 invalid_token all the same (details.reason 'claims')"
+_SERVER_FAULT = (
+    "GatewayRequestHandler.handle_error sees a 5xx, or no exception, only for an exception no "
+    "handler caught: the public app answers every exception itself (gateway.front) and the "
+    "admin handlers every GatewayError, so no request takes that branch; its parser refusals "
+    "(4xx, with their exception) are logged as before"
+)
 EQUIVALENT: dict[tuple[str, str], str] = {
     (
         "gateway/identifiers.py",
@@ -144,6 +150,17 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "every API-key principal carries its key id (ApiKeyAuthenticator sets key_id from the "
         "record); the second operand only narrows the type for mypy"
     ),
+    **{
+        ("gateway/protocol.py", after): _SERVER_FAULT
+        for after in (
+            "('request refused by the HTTP parser'),",
+            "(logging.INFO),",
+            "if (error.status <= 500)",
+            "logging.INFO if (error.status <= 500) else logging.ERROR,",
+            "exc_type=(type(exc).__name__),",
+            "reason=(_first_line(exc)),",
+        )
+    },
     ("gateway/protocol.py", "if (not content.is_eof()):"): (
         "while the handled request's body has not ended the parser cannot have read another "
         "request, so a message queued then is always the parser's error (_ErrInfo)"
