@@ -251,8 +251,8 @@ class KeyService:
         try:
             await self.ensure_master_key()
         except MasterKeyMismatch as exc:
-            # SECURITY: never seal a key that the other replicas could not open.
             logs.event("refused to create an API key", logging.ERROR, error=str(exc))
+            # SECURITY: never seal a key that the other replicas could not open.
             raise ServiceUnavailable(
                 "This gateway's master key differs from the one the store's API keys are "
                 "sealed under; no key was created.",
