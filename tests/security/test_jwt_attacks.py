@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -402,3 +403,15 @@ async def test_revoked_and_used_tokens_stay_dead_in_every_encoding(ctx: Context)
             )
             assert response.status == 401, (token[-6:], path)
     assert [s.path for s in gw.recorder.seen].count(SCORES) == 0
+
+
+@pytest.mark.parametrize("value", [1, ["rs1"], {"a": 1}, None])
+async def test_a_kid_that_is_not_a_string_is_malformed(
+    ctx: Context, value: object, log_lines: io.StringIO
+) -> None:
+    """A kid is looked up only as a string: any other JSON value is a malformed token (not an
+    error the verifier did not foresee)."""
+    token = kid(value)(ctx)
+    response = await ctx.gw.client.get(SCORES, headers={"Authorization": f"Bearer {token}"})
+    assert (response.status, (await response.json())["details"]) == (401, {"reason": "malformed"})
+    assert "unforeseen" not in log_lines.getvalue()
