@@ -28,7 +28,7 @@ from gateway.errors import InvalidToken
 from gateway.keys.service import KeyService
 from gateway.keys.signing import SigningKeys
 from gateway.principal import CredentialKind, Principal
-from gateway.ttlcache import TTLCache
+from gateway.ttlcache import TTLCache, token_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class GatewayTokenAuthenticator:
         self._settings = settings
         self._keys = keys
         self._clock = clock
-        self.cache: TTLCache[str, Verified] = TTLCache(settings.verify_cache_size)
+        self.cache: TTLCache[str, Verified] = TTLCache(settings.verify_cache_size, key=token_key)
 
     async def authenticate(self, credential: Credential) -> Principal:
         verified = self.verify(credential.value, credential.header or {})

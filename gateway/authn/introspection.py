@@ -43,7 +43,7 @@ from gateway.identifiers import is_identifier
 from gateway.observe import logs
 from gateway.pools import HelperPool, read_at_most
 from gateway.principal import CredentialKind, Principal
-from gateway.ttlcache import TTLCache
+from gateway.ttlcache import TTLCache, token_key
 
 KIND = CredentialKind(
     "oauth2_token",
@@ -156,7 +156,9 @@ class IntrospectionAuthenticator:
         }
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         # token -> the principal, or the refusal it earned (cached alike, see the docstring)
-        self.cache: TTLCache[str, Principal | InvalidToken] = TTLCache(settings.cache_size)
+        self.cache: TTLCache[str, Principal | InvalidToken] = TTLCache(
+            settings.cache_size, key=token_key
+        )
         self.calls = 0
 
     def claims(self, token: str, header: Mapping[str, Any] | None) -> bool:

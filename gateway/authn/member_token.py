@@ -30,7 +30,7 @@ from gateway.errors import InvalidToken, TokenExpired
 from gateway.identifiers import is_identifier
 from gateway.keys.service import KeyService
 from gateway.principal import CredentialKind, Principal
-from gateway.ttlcache import TTLCache
+from gateway.ttlcache import TTLCache, token_key
 
 KIND = CredentialKind(
     "member_token",
@@ -101,7 +101,7 @@ class MemberTokenAuthenticator:
         self._clock = clock
         # token -> principal; the key's status is checked on every request through its own
         # 1 s cache.
-        self.cache: TTLCache[str, Principal] = TTLCache(cache_size)
+        self.cache: TTLCache[str, Principal] = TTLCache(cache_size, key=token_key)
 
     async def authenticate(self, credential: Credential) -> Principal:
         header = credential.header or {}

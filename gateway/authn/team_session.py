@@ -28,7 +28,7 @@ from gateway.credentials import Credential
 from gateway.errors import InvalidToken
 from gateway.identifiers import is_header_safe, is_identifier
 from gateway.principal import CredentialKind, Principal
-from gateway.ttlcache import TTLCache
+from gateway.ttlcache import TTLCache, token_key
 
 KIND = CredentialKind("team_session", user_bound=False, rate_identity="actor")
 ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA")
@@ -99,7 +99,7 @@ class TeamSessionAuthenticator:
     ) -> None:
         self._providers = providers
         self._clock = clock
-        self.cache: TTLCache[str, Principal] = TTLCache(cache_size)
+        self.cache: TTLCache[str, Principal] = TTLCache(cache_size, key=token_key)
 
     async def authenticate(self, credential: Credential) -> Principal:
         now = self._clock.now()

@@ -29,6 +29,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
+
+import gateway.stores.redis_py  # noqa: F401  # first: redis-py without OpenTelemetry
+
+# isort: split
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 

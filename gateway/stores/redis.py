@@ -40,6 +40,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import orjson
+
+import gateway.stores.redis_py  # noqa: F401  # first: redis-py without OpenTelemetry
+
+# isort: split
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url

@@ -23,7 +23,7 @@ from gateway.settings import parse_settings
 from gateway.stores.redis import RedisStore
 from tests.conftest import Gateway, GatewayFactory
 from tests.otlp import PATH, OtlpReceiver, ReceivedSpan
-from tests.support import ROOT, base_url
+from tests.support import MASTER_KEY, ROOT, base_url, signing_config
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -416,8 +416,16 @@ async def test_with_tracing_off_nothing_is_exported_and_trace_context_passes_unc
     assert receiver[0].bodies == []
 
 
-def test_opentelemetry_is_not_imported_while_tracing_is_off() -> None:
-    script = """
+@pytest.mark.parametrize(
+    "store",
+    [
+        "memory",
+        # redis-py 8 imports OpenTelemetry when it is installed (gateway/stores/redis_py.py).
+        "redis://127.0.0.1:9/0",
+    ],
+)
+def test_opentelemetry_is_not_imported_while_tracing_is_off(store: str) -> None:
+    script = f"""
 import json, sys
 from pathlib import Path
 from gateway.app import create_app
@@ -425,9 +433,13 @@ from gateway.config import Node
 from gateway.runtime import Current, build_runtime
 from gateway.server import run
 from gateway.settings import parse_settings
-settings = parse_settings(Node({"upstreams": {"live": {"url": "http://127.0.0.1:9"}}}),
-                          base_dir=Path.cwd())
-create_app(Current(build_runtime(settings)))
+document = {{"upstreams": {{"live": {{"url": "http://127.0.0.1:9"}}}}, "store": "{store}"}}
+if document["store"] != "memory":
+    document.update(master_key="{MASTER_KEY}", tokens={signing_config()!r})
+settings = parse_settings(Node(document), base_dir=Path.cwd())
+runtime = build_runtime(settings)
+create_app(Current(runtime))
+assert type(runtime.store).__name__ == ("MemoryStore" if "{store}" == "memory" else "RedisStore")
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("opentelemetry"))))
 """
     out = subprocess.run(
