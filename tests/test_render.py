@@ -60,3 +60,12 @@ def test_message_cannot_break_the_header() -> None:
     header = www_authenticate(errors.InvalidToken('a"b\\c\r\nX-Evil: 1'))
     assert "\r" not in header and "\n" not in header
     assert 'error_description="a\\"b\\\\cX-Evil: 1"' in header
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x1f", "\x7f", "\x80", "\u2028"])
+def test_no_control_or_non_ascii_character_reaches_the_header(control: str) -> None:
+    """A quoted-string takes visible ASCII and spaces only: every control character (DEL
+    included) and anything beyond ASCII is dropped."""
+    header = www_authenticate(errors.InvalidToken(f"a{control}b"))
+    assert control not in header
+    assert 'error_description="ab"' in header
