@@ -218,9 +218,9 @@ class RedisStore:
         except GatewayError:
             raise
         except Exception as exc:
+            self._log(operation, exc)
             # SECURITY: whatever the client raised (redis-py can fail with AttributeError while
             # a failover tears a connection down), the decision fails closed: 503, never 500.
-            self._log(operation, exc)
             raise StoreUnavailable(details={"store": "redis"}) from exc
 
     @contextlib.asynccontextmanager
