@@ -177,6 +177,20 @@ async def test_lines_from_the_event_loop_are_written_in_batches_and_on_stop(
     assert ids == ["r0", "r1", "r2", "last"]
 
 
+async def test_a_large_batch_is_written_whole_and_in_order(configured: Any) -> None:
+    """The writer formats a batch a chunk at a time (the GIL is let go between writes); every
+    line still arrives, in order, each one whole."""
+    from gateway.observe import logs
+
+    stream, listener = configured("INFO")
+    count = logs._Listener.CHUNK * 5 + 3
+    for i in range(count):
+        logs.access(request_id=f"r{i}", status=200)
+    listener.stop()
+    ids = [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
+    assert ids == [f"r{i}" for i in range(count)]
+
+
 @pytest.mark.parametrize(
     ("created", "ts"),
     [
