@@ -7,7 +7,8 @@ script makes a few one-line mutants, the edits a slip or a bad refactoring would
 
 - a comparison turned around (``==``/``!=``, ``in``/``not in``, ``is``/``is not``, ``<``/``<=``);
 - one operand of ``and``/``or`` dropped, or ``and`` swapped for ``or``; a ``not`` removed;
-- an ``if`` guarding a ``raise`` made ``if False`` (the check removed), a ``raise`` made ``pass``;
+- an ``if`` guarding a ``raise`` or a ``return`` made ``if False`` (the check removed), a
+  ``raise`` made ``pass``;
 - a call statement removed; a sanitising call unwrapped (``f(x)`` → ``x``); a timeout removed
   (``asyncio.wait_for(x, t)`` → ``x``);
 - ``hmac.compare_digest(a, b)`` made ``a == b`` or the substring test ``b in a``;
@@ -526,7 +527,8 @@ def statement_mutants(target: Target, source: str) -> Iterator[tuple[str, str]]:
 
 
 def _raises(body: list[ast.stmt]) -> bool:
-    return any(isinstance(s, ast.Raise) for s in body)
+    """The block refuses: it raises, or returns (a refusal answered rather than raised)."""
+    return any(isinstance(s, ast.Raise | ast.Return) for s in body)
 
 
 def _remove_keyword(node: ast.keyword, splice: Splicer, source: str) -> str:
