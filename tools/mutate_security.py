@@ -112,6 +112,7 @@ MAPPED: dict[str, list[str]] = {
     "gateway/keys/signing.py": ["tests/security/test_jwt_attacks.py"],
     "gateway/front.py": ["tests/observe/test_metrics.py", "tests/observe/test_logs.py"],
     "gateway/observe/metrics.py": ["tests/observe/test_metrics.py"],
+    "gateway/protocol.py": ["tests/security/test_edge_hygiene.py"],
     "gateway/render.py": ["tests/test_render.py", "tests/functional/test_challenges.py"],
     "gateway/runtime.py": ["tests/functional/test_proxy.py", "tests/functional/test_decision.py"],
 }
