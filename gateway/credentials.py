@@ -136,6 +136,8 @@ def _jws(token: str) -> Mapping[str, Any]:
 # Reading a JWS header with PyJWT decodes every segment (a third of a cached request's cost).
 # The header is a pure function of the token string, so it is memoized: nothing about validity,
 # expiry or revocation is, those are decided afterwards by the credential's authenticator.
-# Bounded in entries and in token length (at most 4,096 x 2 KiB), errors are never memoized.
+# Bounded in entries and in token length (at most 1,024 x 2 KiB), errors are never memoized.
+# Whole decisions are reused before a token is classified (gateway.authz.decisions), so only
+# a decision's first request reads the header: a small memo suffices.
 MEMO_MAX_CHARS = 2048
-_memo_jws = functools.lru_cache(maxsize=4096)(_jws)
+_memo_jws = functools.lru_cache(maxsize=1024)(_jws)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
     from gateway.observe.metrics import CacheStats
@@ -21,36 +21,48 @@ V = TypeVar("V")
 
 
 def token_key(token: str) -> bytes:
-    """A credential as a verification cache keeps it: its SHA-256 digest (32 bytes), not the
-    token. A cached JWT is a few hundred bytes; 100,000 of them held whole were a third of a
-    worker's memory. And a process's memory then holds no reusable credential."""
-    return hashlib.sha256(token.encode()).digest()
+    """A credential as a verification cache keeps it: a 128-bit BLAKE2b digest (16 bytes), not
+    the token. A cached JWT is a few hundred bytes; 100,000 of them held whole were a fifth of a
+    worker's memory. And a process's memory then holds no reusable credential. (Finding another
+    token with the digest of one cached is a second preimage on 128 bits: out of reach.)"""
+    return hashlib.blake2b(token.encode(), digest_size=16).digest()
 
 
 class TTLCache(Generic[K, V]):
     """``key`` (None: the key itself) maps every key before it is stored or looked up (the
-    credential caches pass :func:`token_key`)."""
+    credential caches pass :func:`token_key`). ``deadline`` (None: given with each entry)
+    derives an entry's fresh deadline from its value (a verified token's expiry): such a cache
+    stores the bare value, not a tuple of it and its deadlines (88 bytes less an entry), is
+    filled with :meth:`add`, and has no stale window."""
 
-    __slots__ = ("_data", "_key", "_stats", "hits", "maxsize", "misses")
+    __slots__ = ("_data", "_deadline", "_key", "_stats", "hits", "maxsize", "misses")
 
     def __init__(
         self,
         maxsize: int,
         stats: CacheStats | None = None,
         key: Callable[[K], Hashable] | None = None,
+        deadline: Callable[[V], float] | None = None,
     ) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, tuple[V, float, float]] = OrderedDict()
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
         self._stats = stats
         self._key = key
+        self._deadline = deadline
         self.hits = 0
         self.misses = 0
+
+    def _entry(self, stored: Any) -> tuple[V, float, float]:
+        if self._deadline is None:
+            return cast("tuple[V, float, float]", stored)
+        until = self._deadline(stored)
+        return stored, until, until
 
     def get(self, key: K, now: float, *, stale: bool = False) -> V | None:
         k: Hashable = key if self._key is None else self._key(key)
         entry = self._data.get(k)
         if entry is not None:
-            value, fresh_until, stale_until = entry
+            value, fresh_until, stale_until = self._entry(entry)
             if now < (stale_until if stale else fresh_until):
                 self._data.move_to_end(k)
                 self.hits += 1
@@ -65,10 +77,21 @@ class TTLCache(Generic[K, V]):
         return None
 
     def put(self, key: K, value: V, fresh_until: float, stale_until: float | None = None) -> None:
+        if self._deadline is not None:
+            raise TypeError("a cache with a deadline function is filled with add()")
+        self._store(key, (value, fresh_until, max(fresh_until, stale_until or fresh_until)))
+
+    def add(self, key: K, value: V) -> None:
+        """Keep ``value`` until the deadline the cache's ``deadline`` gives it."""
+        if self._deadline is None:
+            raise TypeError("add() is for a cache with a deadline function; use put()")
+        self._store(key, value)
+
+    def _store(self, key: K, stored: Any) -> None:
         if self.maxsize <= 0:
             return
         k: Hashable = key if self._key is None else self._key(key)
-        self._data[k] = (value, fresh_until, max(fresh_until, stale_until or fresh_until))
+        self._data[k] = stored
         self._data.move_to_end(k)
         while len(self._data) > self.maxsize:
             self._data.popitem(last=False)
@@ -76,13 +99,13 @@ class TTLCache(Generic[K, V]):
     def peek(self, key: K) -> V | None:
         """The value of ``key`` whatever its deadlines, without counting a hit or a miss."""
         entry = self._data.get(key if self._key is None else self._key(key))
-        return entry[0] if entry is not None else None
+        return self._entry(entry)[0] if entry is not None else None
 
     def fresh_until(self, key: K) -> float:
         """The fresh deadline of ``key``'s entry, 0.0 when there is none: until then what it
         holds may be used as if it had just been looked up."""
         entry = self._data.get(key if self._key is None else self._key(key))
-        return entry[1] if entry is not None else 0.0
+        return self._entry(entry)[1] if entry is not None else 0.0
 
     def attach(self, stats: CacheStats) -> None:
         """Count hits and misses in these (pre-bound) metric children from now on."""

@@ -180,7 +180,7 @@ def test_jws_kinds_are_memoized_within_bounds() -> None:
     # SECURITY: bounded, however many distinct tokens arrive.
     for i in range(5000):
         classify(token({"kid": f"key_{i:024d}"}))
-    assert _memo_jws.cache_info().currsize <= 4096
+    assert _memo_jws.cache_info().currsize <= 1024
 
 
 def test_a_memoized_header_cannot_be_changed_by_a_verifier() -> None:

@@ -71,7 +71,10 @@ class GatewayTokenAuthenticator:
         self._settings = settings
         self._keys = keys
         self._clock = clock
-        self.cache: TTLCache[str, Verified] = TTLCache(settings.verify_cache_size, key=token_key)
+        leeway = settings.leeway
+        self.cache: TTLCache[str, Verified] = TTLCache(
+            settings.verify_cache_size, key=token_key, deadline=lambda v: v.expires_at + leeway
+        )
 
     async def authenticate(self, credential: Credential) -> Principal:
         verified = self.verify(credential.value, credential.header or {})
@@ -145,7 +148,7 @@ class GatewayTokenAuthenticator:
         )
         if verified.environment not in ("live", "sandbox"):
             raise InvalidToken(details={"reason": "claims"})
-        self.cache.put(token, verified, exp + self._settings.leeway)
+        self.cache.add(token, verified)
         return verified
 
 

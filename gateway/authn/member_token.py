@@ -99,9 +99,12 @@ class MemberTokenAuthenticator:
         self._keys = keys
         self._settings = settings
         self._clock = clock
-        # token -> principal; the key's status is checked on every request through its own
-        # 1 s cache.
-        self.cache: TTLCache[str, Principal] = TTLCache(cache_size, key=token_key)
+        # token -> principal, until its expiry (+ leeway); the key's status is checked on every
+        # request through its own 1 s cache.
+        leeway = settings.leeway
+        self.cache: TTLCache[str, Principal] = TTLCache(
+            cache_size, key=token_key, deadline=lambda p: (p.expires_at or 0.0) + leeway
+        )
 
     async def authenticate(self, credential: Credential) -> Principal:
         header = credential.header or {}
@@ -141,10 +144,7 @@ class MemberTokenAuthenticator:
                 kid,
                 now,
             )
-            assert principal.expires_at is not None
-            self.cache.put(
-                credential.value, principal, principal.expires_at + self._settings.leeway
-            )
+            self.cache.add(credential.value, principal)
         return principal
 
     @staticmethod
