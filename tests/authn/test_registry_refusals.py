@@ -8,12 +8,12 @@ import io
 import orjson
 import pytest
 
-from gateway.authn import introspection, team_session
+from gateway.authn import api_key, introspection, team_session
 from gateway.authn.base import Kind
 from gateway.authn.registry import Registry
 from gateway.credentials import Credential
 from gateway.errors import InvalidToken
-from gateway.principal import Principal
+from gateway.principal import CredentialKind, Principal
 from tests.conftest import Gateway
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtcGVyc29uIn0.c2lnbmF0dXJlLXNlY3JldA"
@@ -54,3 +54,14 @@ async def test_an_unforeseen_verifier_error_is_logged_by_type_only(
     assert any("team_session" in orjson.dumps(line).decode() for line in warnings), lines
     # ...and never the message, which quoted the credential.
     assert TOKEN not in log_lines.getvalue() and "cannot use this key" not in log_lines.getvalue()
+
+
+@pytest.mark.parametrize("kind", [api_key.KIND, introspection.KIND])
+async def test_only_a_single_use_kind_can_be_consumed(gateway: Gateway, kind: object) -> None:
+    """A kind with no consumption (an API key) or no verifier here (introspection) is refused
+    as unsupported when asked to be consumed: never a 500, never admitted."""
+    registry = gateway.runtime.authenticators
+    assert isinstance(kind, CredentialKind)
+    with pytest.raises(InvalidToken) as refused:
+        await registry.consume(Credential(kind, "sk_live_" + "a" * 40))
+    assert refused.value.details == {"reason": "unsupported_kind"}
