@@ -119,7 +119,7 @@ class Registry:
     async def consume(self, credential: Credential) -> Principal:
         """Authenticate a single-use credential by using it up (its kind's ``consume``)."""
         entry = self._by_name.get(credential.kind.name)
-        if entry is None or entry.authenticator is None or entry.consume is None:
+        if entry is None or entry.consume is None:
             # SECURITY: a kind that cannot be consumed is never admitted to a consuming route.
             raise InvalidToken(
                 "This kind of token is not accepted here.", details={"reason": "unsupported_kind"}

@@ -56,10 +56,12 @@ async def test_an_unforeseen_verifier_error_is_logged_by_type_only(
     assert TOKEN not in log_lines.getvalue() and "cannot use this key" not in log_lines.getvalue()
 
 
-@pytest.mark.parametrize("kind", [api_key.KIND, introspection.KIND])
+@pytest.mark.parametrize(
+    "kind", [api_key.KIND, introspection.KIND, CredentialKind("no_such_kind", user_bound=False)]
+)
 async def test_only_a_single_use_kind_can_be_consumed(gateway: Gateway, kind: object) -> None:
-    """A kind with no consumption (an API key) or no verifier here (introspection) is refused
-    as unsupported when asked to be consumed: never a 500, never admitted."""
+    """A kind with no consumption (an API key), no verifier here (introspection) or not in the
+    registry at all is refused as unsupported when asked to be consumed: never a 500."""
     registry = gateway.runtime.authenticators
     assert isinstance(kind, CredentialKind)
     with pytest.raises(InvalidToken) as refused:
