@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer, make_mocked_request
 
+from gateway.authn.api_key import KIND as API_KEY
 from gateway.authn.mobile_token import KIND as MOBILE_TOKEN
 from gateway.errors import InsufficientScope
 from gateway.issue.endpoints import sdk_initialize
@@ -159,6 +160,10 @@ async def test_the_endpoint_refuses_a_token_that_was_not_used_up(
     request = make_mocked_request("POST", INITIALIZE)
     with pytest.raises(InsufficientScope):
         await sdk_initialize(request, gw.runtime, looked_at)
+    # Nor for another kind's principal, however it is marked.
+    other = dataclasses.replace(looked_at, credential=API_KEY, consumed=True)
+    with pytest.raises(InsufficientScope):
+        await sdk_initialize(request, gw.runtime, other)
     used_up = dataclasses.replace(looked_at, consumed=True)
     response = await sdk_initialize(request, gw.runtime, used_up)
     assert response.status == 200

@@ -114,6 +114,31 @@ async def test_gateway_owned_endpoints_are_not_decided(gw: Gateway) -> None:
     assert (await response.json())["details"]["reason"] == "gateway_endpoint"
 
 
+async def test_a_mobile_token_asked_about_is_not_used_up(gw: Gateway) -> None:
+    """SDK initialize is not decided here, and asking about it must not consume the token
+    (consuming is its authentication only where the gateway serves the endpoint)."""
+    key = await gw.key()
+    issued = await gw.client.post(
+        "/v1/auth/mobile-token",
+        json={"user_id": "usr_a"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    mobile = (await issued.json())["token"]
+    asked = await gw.client.get(
+        "/decisions",
+        headers={
+            "X-Original-Method": "POST",
+            "X-Original-URI": "/v1/sdk/initialize",
+            "Authorization": f"Bearer {mobile}",
+        },
+    )
+    assert (asked.status, (await asked.json())["details"]["reason"]) == (404, "gateway_endpoint")
+    served = await gw.client.post(
+        "/v1/sdk/initialize", headers={"Authorization": f"Bearer {mobile}"}
+    )
+    assert served.status == 200  # still unused
+
+
 async def test_token_in_original_query_is_refused(gw: Gateway) -> None:
     key = await gw.key()
     response = await gw.client.get(
