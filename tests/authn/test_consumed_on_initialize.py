@@ -167,3 +167,45 @@ async def test_the_endpoint_refuses_a_token_that_was_not_used_up(
     used_up = dataclasses.replace(looked_at, consumed=True)
     response = await sdk_initialize(request, gw.runtime, used_up)
     assert response.status == 200
+
+
+BOUND_POLICY = {
+    "routes": [
+        {
+            "id": "mobile-token",
+            "methods": ["POST"],
+            "paths": ["/v1/auth/mobile-token"],
+            "allow": ["api_key"],
+            "handler": "mobile_token",
+        },
+        {
+            "id": "sdk-initialize",
+            "methods": ["POST"],
+            "paths": ["/v1/sdk/initialize"],
+            "allow": ["mobile_token"],
+            "handler": "sdk_initialize",
+        },
+        {
+            "id": "sdk-initialize-for",
+            "methods": ["POST"],
+            "paths": ["/v1/sdk/initialize/{user_id}"],
+            "allow": ["mobile_token"],
+            "handler": "sdk_initialize",
+            "bind": "user_id",
+        },
+    ]
+}
+
+
+async def test_a_rule_that_could_refuse_the_token_never_uses_it_up(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], store: Store
+) -> None:
+    """A consuming route whose rule binds a user needs the token's user before it can decide:
+    the token is looked at, refused for another user (403), and stays usable."""
+    url = base_url(upstream[1])
+    gw = await make_gateway(settings=make_settings(url, policy=BOUND_POLICY), store=store)
+    token = await mobile_token(gw, await gw.key(), user="usr_a")
+    refused = await gw.client.post("/v1/sdk/initialize/usr_b", headers=bearer(token))
+    assert refused.status == 403
+    assert (await refused.json())["error"] == "wrong_user"
+    assert await initialize(gw, token) == (200, "usr_a")
