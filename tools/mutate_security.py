@@ -97,7 +97,15 @@ MAPPED: dict[str, list[str]] = {
     "gateway/config/upstreams.py": ["tests/functional/test_proxy.py"],
     "gateway/credentials.py": ["tests/test_credentials.py", "tests/functional/test_api_keys.py"],
     "gateway/demo/lines.py": ["tests/functional/test_demo.py"],
-    "gateway/forward/decision.py": ["tests/functional/test_decision.py"],
+    "gateway/forward/decision.py": [
+        "tests/functional/test_decision.py",
+        "tests/authn/test_consumed_on_initialize.py",
+    ],
+    "gateway/pipeline.py": [
+        "tests/authn/test_consumed_on_initialize.py",
+        "tests/authz/test_decisions.py",
+        "tests/functional/test_decision.py",
+    ],
     "gateway/forward/headers.py": [
         "tests/forward/test_headers.py",
         "tests/functional/test_request_ids.py",
