@@ -1,4 +1,4 @@
-"""Issuing and consuming mobile tokens (the kind itself: :mod:`gateway.authn.mobile_token`).
+"""Issuing mobile tokens (the kind itself, and its consumption: :mod:`gateway.authn.mobile_token`).
 
 A mobile token is ``mt_`` and 43 base62 characters (about 256 bits). Consumption is one atomic
 store operation (a Lua script on Redis), so exactly one caller ever wins, across any number of
@@ -12,7 +12,7 @@ import string
 
 from gateway.authn.mobile_token import RETAIN_AFTER_EXPIRY, MobileRecord, digest
 from gateway.clock import Clock
-from gateway.stores.base import MobileState, MobileTokenStore
+from gateway.stores.base import MobileTokenStore
 
 ALPHABET = string.ascii_letters + string.digits
 SCOPES = ("activity", "sleep", "vitals")
@@ -48,7 +48,3 @@ class MobileTokens:
             record.expires_at + RETAIN_AFTER_EXPIRY,
         )
         return token, record
-
-    async def consume(self, token_digest: str) -> tuple[MobileState, MobileRecord | None]:
-        state, blob = await self._store.consume_mobile(token_digest, self._clock.now())
-        return state, (MobileRecord.from_blob(blob) if blob is not None else None)

@@ -8,6 +8,7 @@ import pytest
 
 from gateway.authn.mobile_token import SHAPE as MOBILE_SHAPE
 from gateway.authn.mobile_token import MobileTokenAuthenticator, digest
+from gateway.errors import InvalidToken
 from gateway.issue.mobile import ALPHABET, MobileTokens, new_token
 from gateway.stores.base import MobileState, Store
 from tests.kinds import K, classify
@@ -40,9 +41,20 @@ async def test_issued_tokens_are_stored_by_digest_and_consumed_once(store: Store
     assert record.expires_at == clock.now() + 300
     # Authenticating looks at it without consuming it.
     seen = await MobileTokenAuthenticator(store, clock).authenticate(classify(token))
-    assert seen.user == "usr_a" and seen.token_id == digest(token)
-    assert await tokens.consume(digest(token)) == (MobileState.OK, record)
-    assert (await tokens.consume(digest(token)))[0] is MobileState.USED
+    assert seen.user == "usr_a" and seen.token_id == digest(token) and not seen.consumed
+    # Consuming it is its authentication: once, with the record it was issued with.
+    used = await MobileTokenAuthenticator(store, clock).consume(classify(token))
+    assert (used.account, used.environment, used.user, used.scopes, used.key_id) == (
+        record.account,
+        record.environment,
+        record.user,
+        record.scopes,
+        record.key_id,
+    )
+    assert used.expires_at == record.expires_at and used.consumed
+    with pytest.raises(InvalidToken) as again:
+        await MobileTokenAuthenticator(store, clock).consume(classify(token))
+    assert again.value.details["reason"] == MobileState.USED.value
 
 
 @pytest.mark.parametrize("elapsed", [300, 301])
@@ -53,4 +65,6 @@ async def test_tokens_expire_after_their_ttl(store: Store, elapsed: float) -> No
         account="acc_1", environment="live", user="usr_a", scopes=(), key_id="key_1"
     )
     clock.advance(elapsed)
-    assert (await tokens.consume(digest(token)))[0] is MobileState.EXPIRED
+    with pytest.raises(InvalidToken) as refused:
+        await MobileTokenAuthenticator(store, clock).consume(classify(token))
+    assert refused.value.details["reason"] == MobileState.EXPIRED.value
