@@ -57,6 +57,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The registry in Prometheus' text format. The request metrics are counted apart and
+    reach the registry when flushed (:mod:`gateway.observe.tally`): flushed here first, on the
+    loop's thread where they are counted, so a single process's scrape is exact; the export
+    itself runs off the loop. (A supervisor's registry reads its workers' files, which each
+    worker's runtime flushes every second.)"""
+    request.app[CURRENT].runtime.metrics.flush()
     registry = request.app[METRICS_REGISTRY]
     body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
     response = web.Response(body=body)

@@ -6,13 +6,14 @@ a frozen :class:`Runtime`, complete from construction (pools open their connecti
 use, see :mod:`gateway.pools`). Handlers read the runtime through :class:`Current`, the only
 mutable reference: a reload builds a new runtime and swaps that one reference in a single
 synchronous step, so a request sees one configuration or the other, never a mix
-(:mod:`gateway.reload`). :func:`runtime_ctx` closes what is open at shutdown. Nothing here is
-module-level.
+(:mod:`gateway.reload`). :func:`runtime_ctx` flushes the request metrics every second
+(:func:`flush_metrics`) and closes what is open at shutdown. Nothing here is module-level.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from gateway.keys.service import KeyService
 from gateway.keys.signing import SigningKeys
 from gateway.mutate.assertion import Assertions
 from gateway.mutate.headers import IdentityHeaders
+from gateway.observe import logs
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracer, build_tracer
 from gateway.pools import HelperPool, UpstreamPools
@@ -49,6 +51,8 @@ from gateway.principal import Principal
 from gateway.stores.base import Store
 from gateway.stores.memory import MemoryStore
 from gateway.ttlcache import TTLCache
+
+FLUSH_INTERVAL = 1.0  # seconds between flushes of the request metrics (see flush_metrics)
 
 
 class RequestCount:
@@ -216,24 +220,48 @@ def attach_metrics(runtime: Runtime) -> None:
 async def close_resources(current: Current) -> None:
     """At shutdown (requests drained): close at once the pools reloads replaced (their
     closings stop waiting), then the current runtime's pools, the helper pool and the store,
-    and last the tracer (every span ended so far is exported, its thread joined)."""
-    for task in current.retiring:
-        task.cancel()
-    await asyncio.gather(*current.retiring, return_exceptions=True)
+    and last the tracer (every span ended so far is exported, its thread joined). The request
+    metrics are flushed at the very end, so that what was counted up to then is exported (in
+    multiprocess mode, written to this process's files for the supervisor)."""
     runtime = current.runtime
-    await runtime.forwarder.pools.close()
-    await runtime.helper.close()
-    await runtime.store.close()
-    await runtime.tracer.close()
+    try:
+        for task in current.retiring:
+            task.cancel()
+        await asyncio.gather(*current.retiring, return_exceptions=True)
+        await runtime.forwarder.pools.close()
+        await runtime.helper.close()
+        await runtime.store.close()
+        await runtime.tracer.close()
+    finally:
+        runtime.metrics.flush()
+
+
+async def flush_metrics(current: Current, interval: float = FLUSH_INTERVAL) -> None:
+    """Flush the request metrics every ``interval`` seconds, until cancelled. A scrape served
+    by this process flushes by itself; this is for whoever reads the values otherwise: with
+    ``workers: N`` the supervisor exports what its workers wrote to their multiprocess files,
+    so its scrape is at most ``interval`` behind. Reloads keep the metrics object, so
+    flushing the current runtime's covers the runtimes it replaced too. A failing flush (a
+    bug) is logged, every time, and the next one tried."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            current.runtime.metrics.flush()
+        except Exception as exc:  # a broken flush must not end the flushing
+            logs.event("metrics flush failed", logging.ERROR, error=repr(exc))
 
 
 def runtime_ctx(current: Current) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The public app's ``cleanup_ctx``: whatever is open is closed at shutdown."""
+    """The public app's ``cleanup_ctx``: the request metrics are flushed every second while
+    the app runs, and whatever is open is closed at shutdown (the flushing task first)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        flusher = asyncio.get_running_loop().create_task(flush_metrics(current))
         try:
             yield
         finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
             await close_resources(current)
 
     return ctx

@@ -3,24 +3,30 @@
 Label values are bounded: the policy's route id (or ``unmatched``), the method from a fixed set,
 the credential kind, the status code, fixed outcome and reason codes. Never a raw path, a user
 id or a token.
+
+The metrics every request touches (requests, durations, authentication decisions, upstream and
+store durations, cache lookups) are counted in plain Python numbers (:mod:`gateway.observe.tally`)
+and reach prometheus_client only in :meth:`Metrics.flush`: whoever reads the registry (a scrape,
+a test) flushes first. The rarer metrics are prometheus_client's own, read as they are.
 """
 
 from __future__ import annotations
 
 import platform
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway import __version__
+from gateway.observe.tally import CounterTally, HistogramTally
 
 
 class Incrementable(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
+    def inc(self, amount: int = 1) -> None: ...
 
 
 class CacheStats(NamedTuple):
-    """Counter children bound once per cache, so a lookup costs one ``inc()``."""
+    """Pending counts bound once per cache, so a lookup costs one ``inc()`` of an ``int``."""
 
     hit: Incrementable
     miss: Incrementable
@@ -46,26 +52,6 @@ LATENCY_BUCKETS = (
     10.0,
 )
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class _Children:
-    """A metric's children bound once per label set: prometheus_client's ``labels()`` validates
-    and locks on every call. Callers pass bounded label values only, so this stays small."""
-
-    __slots__ = ("_bound", "_metric")
-
-    def __init__(self, metric: Counter | Histogram) -> None:
-        self._metric = metric
-        self._bound: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *labels: str) -> Any:
-        child = self._bound.get(labels)
-        if child is None:
-            child = self._bound[labels] = self._metric.labels(*labels)
-        return child
-
-    def __len__(self) -> int:
-        return len(self._bound)
 
 
 class Metrics:
@@ -177,18 +163,39 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build.labels(__version__, platform.python_version()).set(1)
-        # Children bound once per label set, for the metrics touched on every request.
-        self._requests = _Children(self.requests)
-        self._durations = _Children(self.duration)
-        self._upstream_durations = _Children(self.upstream_duration)
-        self._auth = _Children(self.auth)
-        self._store_durations = _Children(self.store_duration)
+        # Pending counts by label set, for the metrics touched on every request (see flush).
+        self._requests = CounterTally(self.requests)
+        self._durations = HistogramTally(self.duration, LATENCY_BUCKETS)
+        self._upstream_durations = HistogramTally(self.upstream_duration, LATENCY_BUCKETS)
+        self._auth = CounterTally(self.auth)
+        self._store_durations = HistogramTally(self.store_duration, LATENCY_BUCKETS)
+        self._cache = CounterTally(self.cache)
+        self._tallies: tuple[CounterTally | HistogramTally, ...] = (
+            self._requests,
+            self._durations,
+            self._upstream_durations,
+            self._auth,
+            self._store_durations,
+            self._cache,
+        )
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to the prometheus_client metrics, and
+        start counting from zero. Call it on the event loop's thread (where everything is
+        counted) before reading the registry: the admin ``/metrics`` handler does, and the
+        runtime flushes every second and at shutdown, so that a supervisor reading its workers'
+        multiprocess files is at most a second behind. Cheap: one pass over the label sets seen
+        so far, skipping those with nothing pending."""
+        for tally in self._tallies:
+            tally.flush()
 
     def cache_stats(self, name: str) -> CacheStats:
-        return CacheStats(self.cache.labels(name, "hit"), self.cache.labels(name, "miss"))
+        """The hit and miss counts of one cache. Asking again for the same name (a reload
+        rebuilds the caches) gives the same counts, so nothing counted is left behind."""
+        return CacheStats(self._cache[name, "hit"], self._cache[name, "miss"])
 
     def observe_store(self, operation: str, seconds: float, ok: bool) -> None:
-        self._store_durations(operation).observe(seconds)
+        self._store_durations[(operation,)].observe(seconds)
         if not ok:
             self.store_errors.labels(operation).inc()
 
@@ -197,15 +204,16 @@ class Metrics:
     ) -> None:
         """Count one answered request and its duration."""
         # SECURITY: the method is folded to the fixed set before it becomes a label (and a key
-        # of the children cache), so a client inventing methods cannot grow either.
-        self._requests(route, self.method_label(method), credential, str(status)).inc()
-        self._durations(route).observe(seconds)
+        # of the pending counts, kept for the process's lifetime), so a client inventing
+        # methods cannot grow either.
+        self._requests[route, self.method_label(method), credential, str(status)].n += 1
+        self._durations[(route,)].observe(seconds)
 
     def upstream_done(self, upstream: str, seconds: float) -> None:
-        self._upstream_durations(upstream).observe(seconds)
+        self._upstream_durations[(upstream,)].observe(seconds)
 
     def auth_decision(self, credential: str, outcome: str, reason: str) -> None:
-        self._auth(credential, outcome, reason).inc()
+        self._auth[credential, outcome, reason].n += 1
 
     def method_label(self, method: str) -> str:
         return method if method in KNOWN_METHODS else "OTHER"

@@ -59,6 +59,7 @@ class Operations:
 
 
 def consumptions(gw: Gateway, result: str) -> float:
+    gw.runtime.metrics.flush()
     value = gw.runtime.metrics.registry.get_sample_value(
         "gateway_mobile_token_consumptions_total", {"result": result}
     )

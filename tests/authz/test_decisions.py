@@ -40,6 +40,7 @@ async def outcome(gw: Gateway, token: str, path: str = SCORES, method: str = "GE
 
 
 def lookups(gw: Gateway, result: str) -> float:
+    gw.runtime.metrics.flush()
     value = gw.runtime.metrics.registry.get_sample_value(
         "gateway_cache_lookups_total", {"cache": "decision", "result": result}
     )

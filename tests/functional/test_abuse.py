@@ -46,6 +46,7 @@ async def error(response: ClientResponse) -> tuple[int, str]:
 
 
 def counter(gw: Gateway, name: str, **labels: str) -> float:
+    gw.runtime.metrics.flush()
     return gw.runtime.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
@@ -185,6 +186,7 @@ async def test_store_down(
         response = await gw.client.get(SCORES, headers=from_(ATTACKER))
         assert response.status == status
         assert gw.recorder.seen == []
+        gw.runtime.metrics.flush()
         failures = gw.runtime.metrics.registry.get_sample_value(
             "gateway_abuse_store_failures_total", {"policy": policy}
         )

@@ -99,6 +99,7 @@ async def test_key_never_appears_in_logs_metrics_or_errors(
     response = await gateway.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
     bodies.append(await response.text() + str(response.headers))
     logs = log_lines.getvalue()
+    gateway.runtime.metrics.flush()
     metrics = generate_latest(gateway.runtime.metrics.registry).decode()
     assert '"credential": "api_key"' in logs.replace('":"', '": "')  # lines were written
     secret = key.split("_")[-1]

@@ -176,15 +176,23 @@ async def test_workers_share_the_port_and_metrics_add_up(
             async with s.get(proc.base + SCORES, headers={"Authorization": f"Bearer {key}"}) as r:
                 statuses.append(r.status)
         assert statuses == [200] * 40
-        text = await metrics_text(s, proc)
-    line = next(
-        x
-        for x in text.splitlines()
-        if x.startswith(
-            'gateway_requests_total{credential="api_key",method="GET",route="user-scores"'
-        )
-    )
-    assert float(line.rsplit(" ", 1)[1]) == 40.0
+        text = ""
+
+        async def all_counted() -> bool:
+            # Each worker flushes its counts to its multiprocess files every second.
+            nonlocal text
+            text = await metrics_text(s, proc)
+            counted = sum(
+                float(x.rsplit(" ", 1)[1])
+                for x in text.splitlines()
+                if x.startswith(
+                    'gateway_requests_total{credential="api_key",method="GET",route="user-scores"'
+                )
+            )
+            assert counted <= 40.0
+            return counted == 40.0
+
+        await wait_until(all_counted, timeout=5.0)
     children = subprocess.run(
         ["pgrep", "-P", str(proc.proc.pid)], capture_output=True, text=True, check=False
     ).stdout.split()

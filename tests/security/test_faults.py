@@ -146,6 +146,7 @@ async def test_concurrency_cap_sheds_fast(
     assert not any(task.done() for task in slow)
     assert len(upstream[0].seen) == 2
     # ...and counted where an operator looks.
+    gw.runtime.metrics.flush()
     metrics = generate_latest(gw.runtime.metrics.registry).decode()
     assert 'gateway_upstream_errors_total{error="shed",upstream="live"} 4.0' in metrics
     assert await asyncio.gather(*slow) == [200, 200]
