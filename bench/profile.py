@@ -1,6 +1,7 @@
 """Profile one benchmark row: the gateway under wrk load, sampled by py-spy.
 
-    python bench/profile.py [api-key|user|member|caregiver|decision|mobile|bare] [--seconds 10]
+    python bench/profile.py [api-key|user|member|caregiver|decision|decision-listener|mobile|bare]
+                            [--seconds 10]
 
 Starts the same stack as ``bench/run.py`` (nginx upstream and Redis on core 1, the server on
 core 0), drives one row with wrk, samples the server with ``py-spy record`` (native frames
@@ -27,6 +28,7 @@ from bench.run import (
     MOBILE_SCRIPT,
     binary,
     credentials,
+    free_port,
     python_server,
     stack,
     start_gateway,
@@ -80,7 +82,17 @@ def thread_cpu(pid: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "row", choices=["api-key", "user", "member", "caregiver", "decision", "mobile", "bare"]
+        "row",
+        choices=[
+            "api-key",
+            "user",
+            "member",
+            "caregiver",
+            "decision",
+            "decision-listener",
+            "mobile",
+            "bare",
+        ],
     )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=30)
@@ -103,8 +115,13 @@ def main() -> None:
                 ctx["started"].append(server)  # type: ignore[attr-defined]
                 url = f"http://127.0.0.1:{server.port}{PATH}"
             else:
+                decision_port = free_port()
+                decision = {
+                    "enabled": True,
+                    "listen": {"host": "127.0.0.1", "port": decision_port},
+                }
                 server, admin = start_gateway(
-                    tmp, "gw", ctx, {"decision": {"enabled": True}}, active_kid=args.active_kid
+                    tmp, "gw", ctx, {"decision": decision}, active_kid=args.active_kid
                 )
                 creds = asyncio.run(credentials(server.port, admin, 1000))
                 url = f"http://127.0.0.1:{server.port}{PATH}"
@@ -118,8 +135,9 @@ def main() -> None:
                     url = f"http://127.0.0.1:{server.port}"
                     script = tmp / "mobile.lua"
                     script.write_text(MOBILE_SCRIPT.format(key=creds["key"]))
-                elif args.row == "decision":
-                    url = f"http://127.0.0.1:{server.port}/decisions{PATH}"
+                elif args.row.startswith("decision"):
+                    port = decision_port if args.row == "decision-listener" else server.port
+                    url = f"http://127.0.0.1:{port}/decisions{PATH}"
                     script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
                 else:
                     headers = {"Authorization": f"Bearer {chosen[args.row]}"}

@@ -575,11 +575,13 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
             trees = [("before: ", compare)] if compare is not None else []
             trees.append(("", None))
             gateways = []
+            decision_port = free_port()
             for label, code in trees:
                 tag = "gw-before" if label else "gw"
-                server, admin = start_gateway(
-                    tmp, tag, ctx, {"decision": {"enabled": True}}, code=code
-                )
+                decision: dict[str, object] = {"enabled": True}
+                if code is None:  # this tree: the decision listener too
+                    decision["listen"] = {"host": "127.0.0.1", "port": decision_port}
+                server, admin = start_gateway(tmp, tag, ctx, {"decision": decision}, code=code)
                 gateways.append(
                     (label, server, admin, asyncio.run(credentials(server.port, admin, 1000)))
                 )
@@ -614,31 +616,38 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
 
             for label, server, _, creds in gateways:
                 script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
-                rows.append(
-                    measure(
-                        label + "gateway decision endpoint alone, 1,000 user tokens",
-                        [server],
-                        f"http://127.0.0.1:{server.port}/decisions{path}",
-                        seconds,
-                        script=script,
-                        warm=True,
+                # The public listener's decision endpoint, and (this tree) the decision listener.
+                listeners = [("", server.port)]
+                if not label:
+                    listeners.append((" listener", decision_port))
+                for where, port in listeners:
+                    rows.append(
+                        measure(
+                            label + f"gateway decision{where or ' endpoint'} alone, "
+                            "1,000 user tokens",
+                            [server],
+                            f"http://127.0.0.1:{port}/decisions{path}",
+                            seconds,
+                            script=script,
+                            warm=True,
+                        )
                     )
-                )
-                auth_port = free_port()
-                auth_front = nginx(tmp, "auth", auth_port, AUTH_BODY, up_port, server.port)  # type: ignore[arg-type]
-                ctx["started"].append(auth_front)  # type: ignore[attr-defined]
-                rows.append(
-                    measure(
-                        label + "nginx auth_request + gateway decision, 1,000 user tokens",
-                        [auth_front, server],
-                        f"http://127.0.0.1:{auth_port}{path}",
-                        seconds,
-                        script=script,
-                        note="CPU of nginx front + gateway",
-                        warm=True,
+                    auth_port = free_port()
+                    auth_front = nginx(tmp, "auth", auth_port, AUTH_BODY, up_port, port)  # type: ignore[arg-type]
+                    ctx["started"].append(auth_front)  # type: ignore[attr-defined]
+                    rows.append(
+                        measure(
+                            label + f"nginx auth_request + gateway decision{where}, "
+                            "1,000 user tokens",
+                            [auth_front, server],
+                            f"http://127.0.0.1:{auth_port}{path}",
+                            seconds,
+                            script=script,
+                            note="CPU of nginx front + gateway",
+                            warm=True,
+                        )
                     )
-                )
-                auth_front.stop()
+                    auth_front.stop()
             # The floor: the same stacks with the least an aiohttp decision service can do.
             script = token_script(tmp, gateways[-1][3]["user_tokens"], "users")  # type: ignore[arg-type]
             floor = python_server("floor", "minimal_decision.py", str(tmp / "users.txt"))
@@ -769,11 +778,27 @@ def targets(rows: list[Row], figures: dict[str, float]) -> str:
             "≤ 1.15x",
             cpu("gateway proxy: member") / base,
         ),
-        ("decision alone: req per CPU-s vs HAProxy", "≥ 1.50x", haproxy / cpu("gateway decision")),
         (
-            "nginx + gateway vs nginx + minimal decision service: CPU",
+            "decision alone (public listener): req per CPU-s vs HAProxy",
+            "≥ 1.50x",
+            haproxy / cpu("gateway decision endpoint"),
+        ),
+        (
+            "decision alone (decision listener): req per CPU-s vs HAProxy",
+            "≥ 1.50x",
+            haproxy / cpu("gateway decision listener"),
+        ),
+        (
+            "nginx + gateway vs nginx + minimal decision service: CPU (public listener)",
             "≤ 1.25x",
-            cpu("nginx auth_request + gateway") / cpu("reference: nginx auth_request + minimal"),
+            cpu("nginx auth_request + gateway decision,")
+            / cpu("reference: nginx auth_request + minimal"),
+        ),
+        (
+            "nginx + gateway vs nginx + minimal decision service: CPU (decision listener)",
+            "≤ 1.25x",
+            cpu("nginx auth_request + gateway decision listener")
+            / cpu("reference: nginx auth_request + minimal"),
         ),
         (
             "mobile pairs per CPU-s, EdDSA sessions (the default)",

@@ -71,6 +71,16 @@ def preflight(request: web.Request) -> web.Response:
     return response
 
 
+def rate_headers(rate: tuple[int, int, float]) -> dict[str, str]:
+    """The ``RateLimit-*`` headers of the tightest rate limit that applied (``Exchange.rate``)."""
+    limit, remaining, reset = rate
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(max(0, int(reset + 0.999))),
+    }
+
+
 def edge_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Adds the CORS and rate-limit headers to a response before it is sent (streamed proxy
     responses and rendered errors alike): called by :mod:`gateway.front` for every public
@@ -78,10 +88,7 @@ def edge_headers(request: web.Request, response: web.StreamResponse) -> None:
     runtime = request[REQUEST_RUNTIME]
     exchange = request[EXCHANGE]
     if exchange.rate is not None:
-        limit, remaining, reset = exchange.rate
-        response.headers["RateLimit-Limit"] = str(limit)
-        response.headers["RateLimit-Remaining"] = str(remaining)
-        response.headers["RateLimit-Reset"] = str(max(0, int(reset + 0.999)))
+        response.headers.update(rate_headers(exchange.rate))
     policies = runtime.settings.cors
     if not policies:
         return

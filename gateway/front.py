@@ -129,9 +129,16 @@ async def no_expectation(request: web.Request) -> None:
 
 
 def _render(error: GatewayError, exchange: Exchange, header: str) -> web.Response:
-    exchange.error = error.code
+    refused(error, exchange)
     response = error_response(error)
     response.headers[header] = exchange.request_id
+    return response
+
+
+def refused(error: GatewayError, exchange: Exchange) -> None:
+    """Note a request's error for its access line; a failure of the gateway's own (a 5xx other
+    than a dependency being down) also gets a warning line."""
+    exchange.error = error.code
     if error.status >= 500 and error.code != "service_unavailable":
         logs.event(
             "request failed",
@@ -140,7 +147,6 @@ def _render(error: GatewayError, exchange: Exchange, header: str) -> web.Respons
             error=error.code,
             route=exchange.route,
         )
-    return response
 
 
 def record(

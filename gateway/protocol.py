@@ -55,6 +55,25 @@ def _error_for(status: int, exc: BaseException | None) -> GatewayError:
     return GatewayError()
 
 
+def refusal(status: int, exc: BaseException | None) -> GatewayError:
+    """The error a request is answered with when it failed outside the handler (the HTTP
+    parser refused it, most often), logged as one line; for both listeners (this module's and
+    :mod:`gateway.decision_server`)."""
+    error = _error_for(status, exc)
+    # SECURITY: neither the exception's text nor aiohttp's message (both quote the raw
+    # bytes, credentials included) is logged unredacted or echoed to the client.
+    logs.event(
+        "request refused by the HTTP parser"
+        if error.status < 500
+        else "request failed outside the app",
+        logging.INFO if error.status < 500 else logging.ERROR,
+        exc_type=type(exc).__name__ if exc is not None else None,
+        reason=_first_line(exc) if exc is not None else None,
+        status=error.status,
+    )
+    return error
+
+
 def _client_fault(exc: BaseException | None) -> bool:
     return isinstance(exc, HttpProcessingError | web.RequestPayloadError)
 
@@ -99,18 +118,7 @@ class GatewayRequestHandler(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        error = _error_for(status, exc)
-        # SECURITY: neither the exception's text nor aiohttp's message (both quote the raw
-        # bytes, credentials included) is logged unredacted or echoed to the client.
-        logs.event(
-            "request refused by the HTTP parser"
-            if error.status < 500
-            else "request failed outside the app",
-            logging.INFO if error.status < 500 else logging.ERROR,
-            exc_type=type(exc).__name__ if exc is not None else None,
-            reason=_first_line(exc) if exc is not None else None,
-            status=error.status,
-        )
+        error = refusal(status, exc)
         if request.writer.output_size > 0:
             # Part of a response is already on the wire: the connection is all that can go.
             raise ConnectionError("response already started; closing the connection")

@@ -43,12 +43,22 @@ def error_body(error: GatewayError) -> bytes:
     return orjson.dumps({"error": error.code, "message": error.message, "details": error.details})
 
 
+def error_headers(error: GatewayError) -> dict[str, str]:
+    """The headers an error is answered with besides ``Content-Type``: the RFC 6750 challenge of
+    a 401 or 403, then the error's own (``Retry-After``, ``Connection: close``…)."""
+    headers: dict[str, str] = {}
+    if isinstance(error, AuthenticationError | AuthorizationError):
+        headers["WWW-Authenticate"] = www_authenticate(error)
+    headers.update(error.headers)
+    return headers
+
+
 def error_response(error: GatewayError) -> web.Response:
-    """JSON ``{"error","message","details"}`` with the class's status and headers."""
+    """JSON ``{"error","message","details"}`` with the class's status and headers (the decision
+    listener writes the same status, headers and body without aiohttp's objects:
+    :mod:`gateway.decision_server`)."""
     response = web.Response(
         status=error.status, body=error_body(error), content_type="application/json"
     )
-    if isinstance(error, AuthenticationError | AuthorizationError):
-        response.headers["WWW-Authenticate"] = www_authenticate(error)
-    response.headers.update(error.headers)
+    response.headers.update(error_headers(error))
     return response

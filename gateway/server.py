@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.app import create_admin_app, create_app
 from gateway.config import ConfigError, Listener, Settings
+from gateway.decision_server import DecisionServer
 from gateway.observe import logs
 from gateway.protocol import GatewayRunner
 from gateway.reload import reload
@@ -108,6 +109,7 @@ async def run(
             on_signal(sig)
         stop.set()
 
+    decisions: DecisionServer | None = None
     loop.add_signal_handler(signal.SIGHUP, hangup)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, terminate, sig)
@@ -124,6 +126,17 @@ async def run(
                 "listen",
                 settings.listen,
             )
+        if public and settings.decision.listen is not None:
+            decisions = DecisionServer(current, settings)
+            await _bind(
+                decisions.start(
+                    settings.decision.listen,
+                    tls.context(settings.decision.listen),
+                    reuse_port=share_port,
+                ),
+                "decision.listen",
+                settings.decision.listen,
+            )
         if admin:
             await _start(
                 web.TCPSite(
@@ -139,6 +152,7 @@ async def run(
             "listening",
             public=f"{settings.listen.host}:{settings.listen.port}" if public else None,
             admin=f"{settings.admin.host}:{settings.admin.port}" if admin else None,
+            decision=decisions.address if decisions is not None else None,
             store=current.runtime.store.name,
         )
         settle_heap()
@@ -147,6 +161,8 @@ async def run(
         await stop.wait()
         logs.event("stopping: draining in-flight requests", timeout_s=SHUTDOWN_TIMEOUT)
     finally:
+        if decisions is not None:
+            await decisions.close(SHUTDOWN_TIMEOUT)
         for runner in reversed(runners):
             await runner.cleanup()
         if not public:  # the public app's cleanup_ctx closes them otherwise
@@ -155,8 +171,12 @@ async def run(
 
 
 async def _start(site: web.TCPSite, field: str, listener: Listener) -> None:
+    await _bind(site.start(), field, listener)
+
+
+async def _bind(starting: Awaitable[None], field: str, listener: Listener) -> None:
     try:
-        await site.start()
+        await starting
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(
@@ -170,7 +190,10 @@ async def _reload(current: Current, settings: Settings, tls: TlsContexts) -> Non
     assert settings.source is not None
     if await reload(current, settings.source):
         new = current.runtime.settings
-        tls.reload({new.listen.port: new.listen, new.admin.port: new.admin})
+        listeners = {new.listen.port: new.listen, new.admin.port: new.admin}
+        if new.decision.listen is not None:
+            listeners[new.decision.listen.port] = new.decision.listen
+        tls.reload(listeners)
 
 
 def settle_heap() -> None:

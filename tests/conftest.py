@@ -8,15 +8,18 @@ import logging
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.config import Node, Settings
+from gateway.config import Listener, Node, Settings
+from gateway.decision_server import DecisionServer
 from gateway.observe.logs import JsonFormatter
 from gateway.runtime import Current, Runtime, build_runtime
 from gateway.settings import parse_settings
@@ -155,6 +158,34 @@ async def make_gateway(
         return Gateway(client, current, recorder, clock)
 
     return factory
+
+
+@dataclass
+class Decider:
+    """Asks for decisions on one listener: the public one, or the decision listener."""
+
+    session: aiohttp.ClientSession
+    base: str
+    port: int
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        return self.session.request(method, self.base.rstrip("/") + path, **kw)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+
+@asynccontextmanager
+async def decision_listener(gw: Gateway) -> AsyncIterator[Decider]:
+    """The decision listener (:mod:`gateway.decision_server`) on a free port of 127.0.0.1,
+    serving ``gw``'s runtime (a reload of ``gw`` applies to it too)."""
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Decider(session, f"http://127.0.0.1:{server.port}", server.port)
+    finally:
+        await server.close(timeout=5)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from gateway.config.base import (
     decode_master_key,
 )
 from gateway.config.cors import CorsPolicy
-from gateway.config.decision import DecisionSettings
+from gateway.config.decision import DecisionSettings, own_port
 from gateway.config.errors import problem
 from gateway.config.headers import HeaderSettings
 from gateway.config.limits import Limits
@@ -150,6 +150,11 @@ class Settings(Section):
     @classmethod
     def _named(cls, upstreams: dict[str, Upstream]) -> dict[str, Upstream]:
         return name_upstreams(upstreams)
+
+    @field_validator("decision")
+    @classmethod
+    def _decision_port(cls, decision: DecisionSettings, info: ValidationInfo) -> DecisionSettings:
+        return own_port(decision, info.data.get("listen"), info.data.get("admin"))
 
     @field_validator("environments")
     @classmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from multidict import MultiDict, MultiDictProxy
+from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
 from gateway.errors import InvalidRequest, NotFound
@@ -31,10 +31,12 @@ from gateway.runtime import Runtime
 _METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
 
 
-def original_target(request: web.Request, prefix: str) -> tuple[str, str]:
-    """(method, raw target) of the request the proxy in front is asking about."""
-    headers = request.headers
-    method = next((headers[h] for h in _METHOD_HEADERS if h in headers), request.method)
+def original_target(
+    headers: CIMultiDictProxy[str], method: str, raw_path: str, prefix: str
+) -> tuple[str, str]:
+    """(method, raw target) of the request the proxy in front is asking about; ``method`` and
+    ``raw_path`` are the asking request's own (its target, query included)."""
+    method = next((headers[h] for h in _METHOD_HEADERS if h in headers), method)
     if "X-Original-URI" in headers:
         target = headers["X-Original-URI"]
     elif "X-Original-URL" in headers:
@@ -49,7 +51,7 @@ def original_target(request: web.Request, prefix: str) -> tuple[str, str]:
     elif "X-Forwarded-Uri" in headers:
         target = headers["X-Forwarded-Uri"]
     else:
-        target = request.raw_path[len(prefix) :] or "/"
+        target = raw_path[len(prefix) :] or "/"
     if not method.isalpha() or not method.isupper() or len(method) > 16:
         raise InvalidRequest("The original method is not valid.", details={"reason": "method"})
     return method, target
@@ -65,20 +67,28 @@ def query_of(target: str) -> MultiDictProxy[str]:
     return MultiDictProxy(MultiDict(parse_qsl(query, keep_blank_values=True)))
 
 
-async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.Response:
-    """Answer for the request the proxy in front reports: 200 with the identity headers, or the
-    error (raised, rendered by :mod:`gateway.front`)."""
-    method, target = original_target(request, runtime.settings.decision.prefix)
+async def answer_headers(
+    runtime: Runtime,
+    exchange: Exchange,
+    headers: CIMultiDictProxy[str],
+    method: str,
+    raw_path: str,
+    peer: str | None,
+) -> list[tuple[str, str]]:
+    """The headers of an allowed decision (the identity, the request id, the signed assertion
+    when configured), or the error raised, for both listeners that decide: the public one
+    (:func:`decide`) and the decision listener (:mod:`gateway.decision_server`)."""
+    method, target = original_target(headers, method, raw_path, runtime.settings.decision.prefix)
     # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names
     # the client whose failed authentications are budgeted.
     principal, match = await admit_client(
         runtime,
         exchange,
-        request.headers,
+        headers,
         query_of(target),
         method,
         target,
-        request.remote,
+        peer,
         serve=False,  # SECURITY: a single-use token asked about here is looked at, never used up
     )
     if match.rule.handler is not None:
@@ -88,9 +98,20 @@ async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> 
             details={"reason": "gateway_endpoint"},
         )
     runtime.upstream_for(principal)  # SECURITY: an environment with no upstream is refused here too
-    response = web.Response(status=200)
-    response.headers.extend(runtime.identity.render(principal))
-    response.headers[runtime.settings.headers.request_id] = exchange.request_id
+    out = [*runtime.identity.render(principal)]
+    out.append((runtime.settings.headers.request_id, exchange.request_id))
     if runtime.assertions is not None:
-        response.headers[runtime.settings.headers.assertion] = runtime.assertions.render(principal)
+        out.append((runtime.settings.headers.assertion, runtime.assertions.render(principal)))
+    return out
+
+
+async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.Response:
+    """Answer for the request the proxy in front reports: 200 with the identity headers, or the
+    error (raised, rendered by :mod:`gateway.front`)."""
+    response = web.Response(status=200)
+    response.headers.extend(
+        await answer_headers(
+            runtime, exchange, request.headers, request.method, request.raw_path, request.remote
+        )
+    )
     return response

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import Gateway, GatewayFactory, make_settings
+from tests.conftest import Decider, Gateway, GatewayFactory, decision_listener, make_settings
 from tests.support import base_url, raw_http, status_of
 
 
@@ -18,6 +18,17 @@ from tests.support import base_url, raw_http, status_of
 async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]) -> Gateway:
     url = base_url(upstream[1])
     return await make_gateway(settings=make_settings(url, url, decision={"enabled": True}))
+
+
+@pytest.fixture(params=["public", "decision listener"])
+async def ask(request: pytest.FixtureRequest, gw: Gateway) -> AsyncIterator[Decider]:
+    """Where decisions are asked: the public listener, or the decision listener
+    (``decision.listen``, :mod:`gateway.decision_server`) serving the same runtime."""
+    if request.param == "public":
+        yield Decider(gw.client.session, str(gw.client.make_url("")), gw.port)
+        return
+    async with decision_listener(gw) as decider:
+        yield decider
 
 
 Style = Callable[[str, str], tuple[str, str, dict[str, str]]]
@@ -43,10 +54,10 @@ STYLES: dict[str, Style] = {
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
-async def test_allowed_answers_200_with_identity(gw: Gateway, style: str) -> None:
+async def test_allowed_answers_200_with_identity(gw: Gateway, ask: Decider, style: str) -> None:
     key, record = await gw.runtime.keys.create("acc_1", "live")
     method, path, headers = STYLES[style]("GET", "/v1/users/usr_a/scores?days=7")
-    response = await gw.client.request(
+    response = await ask.request(
         method, path, headers={**headers, "Authorization": f"Bearer {key}"}
     )
     assert response.status == 200, await response.text()
@@ -58,7 +69,7 @@ async def test_allowed_answers_200_with_identity(gw: Gateway, style: str) -> Non
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
-async def test_refusals_carry_the_error(gw: Gateway, style: str) -> None:
+async def test_refusals_carry_the_error(gw: Gateway, ask: Decider, style: str) -> None:
     key = await gw.key()
     token = await (
         await gw.client.post(
@@ -81,12 +92,12 @@ async def test_refusals_carry_the_error(gw: Gateway, style: str) -> None:
             headers = {**headers, "Authorization": f"Bearer {credential}"}
         if ".." in path:
             # The aiohttp test client would normalize the path itself: sent as raw bytes.
-            answer = await raw_http(gw.port, raw_request(m, path, headers))
+            answer = await raw_http(ask.port, raw_request(m, path, headers))
             raw_body = answer.partition(b"\r\n\r\n")[2]
             assert status_of(answer) == status, (uri, answer[:200])
             assert json.loads(raw_body)["error"] == code, (uri, raw_body)
             continue
-        response = await gw.client.request(m, path, headers=headers)
+        response = await ask.request(m, path, headers=headers)
         body = await response.json()
         assert (response.status, body["error"]) == (status, code), (uri, body)
         if status in (401, 403):
@@ -100,9 +111,9 @@ def raw_request(method: str, path: str, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def test_gateway_owned_endpoints_are_not_decided(gw: Gateway) -> None:
+async def test_gateway_owned_endpoints_are_not_decided(gw: Gateway, ask: Decider) -> None:
     key = await gw.key()
-    response = await gw.client.get(
+    response = await ask.get(
         "/decisions",
         headers={
             "X-Original-Method": "POST",
@@ -114,7 +125,7 @@ async def test_gateway_owned_endpoints_are_not_decided(gw: Gateway) -> None:
     assert (await response.json())["details"]["reason"] == "gateway_endpoint"
 
 
-async def test_a_mobile_token_asked_about_is_not_used_up(gw: Gateway) -> None:
+async def test_a_mobile_token_asked_about_is_not_used_up(gw: Gateway, ask: Decider) -> None:
     """SDK initialize is not decided here, and asking about it must not consume the token
     (consuming is its authentication only where the gateway serves the endpoint)."""
     key = await gw.key()
@@ -124,7 +135,7 @@ async def test_a_mobile_token_asked_about_is_not_used_up(gw: Gateway) -> None:
         headers={"Authorization": f"Bearer {key}"},
     )
     mobile = (await issued.json())["token"]
-    asked = await gw.client.get(
+    asked = await ask.get(
         "/decisions",
         headers={
             "X-Original-Method": "POST",
@@ -139,9 +150,9 @@ async def test_a_mobile_token_asked_about_is_not_used_up(gw: Gateway) -> None:
     assert served.status == 200  # still unused
 
 
-async def test_token_in_original_query_is_refused(gw: Gateway) -> None:
+async def test_token_in_original_query_is_refused(gw: Gateway, ask: Decider) -> None:
     key = await gw.key()
-    response = await gw.client.get(
+    response = await ask.get(
         "/decisions",
         headers={
             "X-Original-Method": "GET",

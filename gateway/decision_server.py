@@ -1,0 +1,387 @@
+"""The decision listener (``decision.listen``): forward auth on a port of its own.
+
+A proxy in front (nginx ``auth_request``, ingress-nginx, Traefik, Envoy) asks before every
+request it forwards, so a decision's cost is the gateway's cost per request. On the public
+listener a decision pays for aiohttp's request and response objects (``web.Request``,
+``web.Response``, its header multidict and writer), about 25 µs here: the floor of any aiohttp
+handler (docs/performance.md). This listener parses requests with aiohttp's own C parser (the
+limits and refusals of the public listener's) and writes each answer as the bytes
+:func:`gateway.wire.answer` returns, with one ``write``.
+
+The contract is the decision endpoint's (:mod:`gateway.forward.decision`): the same pipeline
+(:func:`~gateway.forward.decision.answer_headers`), JSON errors, access and audit lines and
+metrics (:func:`gateway.front.record`). Paths outside ``decision.prefix`` are 404. Limits:
+``limits.max_header_bytes`` (431), ``limits.header_timeout`` (a connection without complete
+request headers that long after opening or after its previous answer is closed), a request body
+is read and dropped, up to ``limits.max_body_bytes`` (413 beyond, 408 after
+``limits.body_timeout`` mid-body; the connection closes). Answers go out in the order the
+requests came (pipelining). A request the parser refuses is answered with the JSON 400 and the
+connection closes, as on the public listener (:mod:`gateway.protocol`); so is an upgrade request
+once answered. Not served here: CORS headers (no browser calls a forward-auth endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestPayloadError
+
+from gateway import wire
+from gateway.config import Limits, Listener, Settings
+from gateway.cors import rate_headers
+from gateway.errors import (
+    GatewayError,
+    HeadersTooLarge,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+)
+from gateway.exchange import Exchange
+from gateway.forward.decision import answer_headers
+from gateway.forward.headers import request_id
+from gateway.forward.proxy import new_request_id
+from gateway.front import record, refused
+from gateway.observe import logs
+from gateway.protocol import refusal
+from gateway.render import error_body, error_headers
+from gateway.runtime import Current
+
+# Requests parsed and not yet answered, per connection, before the connection stops being read.
+MAX_QUEUED = 32
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_Parsed = tuple[RawRequestMessage | HttpProcessingError, StreamReader]
+
+
+class DecisionServer:
+    """The listener: accepts connections and answers their decision requests.
+
+    Listener-level settings (prefix, limits) are read once, as the public listener's are; the
+    runtime (keys, policy, stores) is read per request from ``current``, so a reload applies."""
+
+    def __init__(self, current: Current, settings: Settings) -> None:
+        self.current = current
+        self.prefix = settings.decision.prefix
+        self.limits: Limits = settings.limits
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+
+    async def start(
+        self, listener: Listener, ssl_context: ssl.SSLContext | None, reuse_port: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self, loop),
+            listener.host,
+            listener.port,
+            ssl=ssl_context,
+            reuse_port=reuse_port or None,
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one chosen when the config says 0)."""
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def address(self) -> str:
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"{host}:{port}"
+
+    async def close(self, timeout: float) -> None:
+        """Stop accepting; idle connections close now, busy ones after their answer (which says
+        ``Connection: close``); whatever is still busy after ``timeout`` is cut off."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        tasks = [task for c in list(self.connections) if (task := c.stop()) is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for connection in list(self.connections):
+            connection.abort()
+
+    def _path_served(self, target: str) -> bool:
+        path = target.partition("?")[0]
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+    async def answer(
+        self, message: RawRequestMessage, payload: StreamReader, peer: str | None, conn: _Connection
+    ) -> tuple[bytes, bool]:
+        """The bytes answering one request, and whether the connection stays open after it.
+        Never raises: every failure is an answer (a 500 for the gateway's own)."""
+        keep_alive = not (message.should_close or message.upgrade or self.stopping)
+        head = message.method == "HEAD"
+        runtime = self.current.runtime
+        # SECURITY: counted before anything awaits, so a reload cannot close this runtime's
+        # resources under the request.
+        runtime.requests.active += 1
+        headers = message.headers
+        settings = runtime.settings
+        header = settings.headers.request_id
+        exchange = Exchange(
+            request_id(headers.get(header), new_request_id(), headers.get("Authorization", "")),
+            time.perf_counter(),
+        )
+        span = runtime.tracer.request(headers, message.method, exchange.request_id)
+        status = 500
+        try:
+            try:
+                size = sum(len(k) + len(v) + 4 for k, v in message.raw_headers)
+                if size > self.limits.max_header_bytes:
+                    raise HeadersTooLarge(details={"limit": self.limits.max_header_bytes})
+                if not self._path_served(message.path):
+                    raise NotFound()
+                if payload is not EMPTY_PAYLOAD:
+                    await self._drop_body(message, payload, conn)
+                out = await answer_headers(
+                    runtime, exchange, headers, message.method, message.path, peer
+                )
+                if exchange.rate is not None:
+                    out.extend(rate_headers(exchange.rate).items())
+                data = wire.answer(200, out, keep_alive=keep_alive, http10=_http10(message))
+                status = 200
+            except GatewayError as error:
+                data, keep_alive = _error(error, exchange, header, keep_alive, message, head)
+                status = error.status
+            except Exception:
+                logs.EVENTS.exception(
+                    "unhandled error",
+                    extra={"fields": {"request_id": exchange.request_id, "route": exchange.route}},
+                )
+                data, keep_alive = _error(GatewayError(), exchange, header, False, message, head)
+            return data, keep_alive
+        finally:
+            runtime.requests.active -= 1
+            record(runtime, exchange, message.method, status, span)
+
+    async def _drop_body(
+        self, message: RawRequestMessage, payload: StreamReader, conn: _Connection
+    ) -> None:
+        """Read a decision request's body and drop it (a decision never looks at a body)."""
+        limits = self.limits
+        close = {"Connection": "close"}
+        length = message.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+            raise PayloadTooLarge(details={"limit": limits.max_body_bytes}, headers=close)
+        if message.version >= (1, 1) and message.headers.get("Expect", "").lower() == (
+            "100-continue"
+        ):
+            conn.write(_CONTINUE)
+        seen = 0
+        while True:
+            try:
+                # SECURITY: a client that stalls mid-body is cut off; it cannot hold the
+                # connection (and the requests pipelined behind it) indefinitely.
+                chunk = await asyncio.wait_for(payload.readany(), limits.body_timeout)
+            except TimeoutError:
+                raise RequestTimeout(headers=close) from None
+            except (RequestPayloadError, HttpProcessingError):
+                raise InvalidRequest(
+                    "The request body's framing is malformed.",
+                    details={"reason": "malformed_body"},
+                    headers=close,
+                ) from None
+            if not chunk:
+                return
+            seen += len(chunk)
+            if seen > limits.max_body_bytes:
+                raise PayloadTooLarge(details={"limit": limits.max_body_bytes}, headers=close)
+
+
+def _http10(message: RawRequestMessage) -> bool:
+    return message.version < (1, 1)
+
+
+def _error(
+    error: GatewayError,
+    exchange: Exchange,
+    header: str,
+    keep_alive: bool,
+    message: RawRequestMessage,
+    head: bool,
+) -> tuple[bytes, bool]:
+    refused(error, exchange)
+    headers = error_headers(error)
+    if headers.pop("Connection", "").lower() == "close":
+        keep_alive = False
+    headers["Content-Type"] = "application/json"
+    headers[header] = exchange.request_id
+    body = error_body(error)
+    data = wire.answer(
+        error.status,
+        headers.items(),
+        body,
+        keep_alive=keep_alive,
+        http10=_http10(message),
+    )
+    if head:
+        data = data[: len(data) - len(body)]
+    return data, keep_alive
+
+
+class _Connection(BaseProtocol):
+    """One client connection: parses requests as they arrive, answers them in order from one
+    task, closes an idle connection after ``limits.header_timeout``."""
+
+    def __init__(self, server: DecisionServer, loop: asyncio.AbstractEventLoop) -> None:
+        limit = server.limits.max_header_bytes * 4
+        parser = HttpRequestParser(
+            self,
+            loop,
+            2**16,
+            max_line_size=limit,
+            max_field_size=limit,
+            max_headers=128,
+            payload_exception=RequestPayloadError,
+            auto_decompress=False,
+        )
+        super().__init__(loop, parser)
+        self._request_parser = parser
+        self._server = server
+        self._queue: deque[_Parsed] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._peer: str | None = None
+        self._idle_since: float | None = loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._done_reading = False
+        self._body: StreamReader | None = None  # the body of the request being answered
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self._peer = peer[0] if isinstance(peer, tuple) and peer else None
+        self._server.connections.add(self)
+        self._timer = self._loop.call_later(self._server.limits.header_timeout, self._idle_check)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._server.connections.discard(self)
+        self._done_reading = True
+        self._queue.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        if self._done_reading:
+            return
+        parsed: Sequence[_Parsed]
+        try:
+            parsed, upgraded, _ = self._request_parser.feed_data(data)
+        except HttpProcessingError as exc:
+            parsed, upgraded = [(exc, EMPTY_PAYLOAD)], True
+            body = self._body
+            if body is not None and not body.is_eof():
+                # SECURITY: the C parser drops the body stream of the request being answered
+                # on a framing error (a bad chunk size) without failing it: failed here, the
+                # answer is a 400 at once, not a wait for limits.body_timeout.
+                body.set_exception(RequestPayloadError("malformed body framing"))
+        if upgraded:
+            # Whatever follows an upgrade request (or bytes the parser refused) is not HTTP.
+            self._done_reading = True
+        if not parsed:
+            return
+        self._queue.extend(parsed)
+        self._idle_since = None
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+        else:
+            self._wake()
+        if len(self._queue) >= MAX_QUEUED and not self._buffer_paused:
+            self._pause_reading_for_buffer()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def stop(self) -> asyncio.Task[None] | None:
+        """No more requests: an idle connection closes now, a busy one after its answer."""
+        self._done_reading = True
+        if self._task is None or self._task.done() or self._waiter is not None:
+            if self.transport is not None:
+                self.transport.close()
+            return None
+        return self._task
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _idle_check(self) -> None:
+        now = self._loop.time()
+        since = self._idle_since
+        timeout = self._server.limits.header_timeout
+        if since is not None and now - since >= timeout and self.transport is not None:
+            # SECURITY: no complete request headers within limits.header_timeout of opening or
+            # of the previous answer: closed (no slowloris holding connections open).
+            self.transport.close()
+            return
+        self._timer = self._loop.call_at(
+            (since if since is not None else now) + timeout, self._idle_check
+        )
+
+    async def _serve(self) -> None:
+        server = self._server
+        try:
+            while True:
+                while self._queue:
+                    message, payload = self._queue.popleft()
+                    if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2:
+                        self._resume_reading_for_buffer()
+                    if isinstance(message, HttpProcessingError):
+                        error = refusal(400, message)
+                        data = wire.answer(
+                            error.status,
+                            [("Content-Type", "application/json")],
+                            error_body(error),
+                            keep_alive=False,
+                        )
+                        keep_alive = False
+                    else:
+                        self._body = payload
+                        try:
+                            data, keep_alive = await server.answer(
+                                message, payload, self._peer, self
+                            )
+                        finally:
+                            self._body = None
+                    transport = self.transport
+                    if transport is None:
+                        return
+                    transport.write(data)
+                    if not keep_alive:
+                        self._done_reading = True
+                        transport.close()
+                        return
+                    if self._paused:
+                        await self._drain_helper()
+                if self._done_reading or self.transport is None:
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+                self._idle_since = self._loop.time()
+                self._waiter = self._loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+        except ConnectionError:
+            self.abort()

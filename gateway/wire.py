@@ -1,0 +1,77 @@
+"""HTTP/1.1 answers written as bytes, for the decision listener (:mod:`gateway.decision_server`).
+
+aiohttp's ``web.Response`` builds a header multidict, a writer and a payload object for every
+answer; a forward-auth answer is a status line, a few headers and at most a small JSON body, so
+the decision listener writes it with one ``transport.write`` of what :func:`answer` returns.
+The contract is aiohttp's: ``Date`` on every answer, ``Content-Length`` always (no chunked
+answers), ``Connection: close`` when the connection ends after it (``Connection: keep-alive``
+for an HTTP/1.0 client that asked to keep it), and no header that could split the answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from email.utils import formatdate
+from http import HTTPStatus
+
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+class InvalidHeader(ValueError):
+    """A header name or value that would end the header line early (CR, LF or NUL)."""
+
+
+class _HttpDate:
+    """The ``Date`` header's value (RFC 9110 §6.6.1), formatted once a second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True)
+        return self._value
+
+
+http_date = _HttpDate()
+
+
+def _clean(text: str) -> str:
+    # SECURITY: a CR or LF inside a header would let its value start a header (or a body) of
+    # its own: response splitting. Identity values come from verified credentials and the
+    # policy, but the answer is checked here, where it is written, like aiohttp's writer does.
+    if "\r" in text or "\n" in text or "\x00" in text:
+        raise InvalidHeader("header carries a line break")
+    return text
+
+
+def answer(
+    status: int,
+    headers: Iterable[tuple[str, str]],
+    body: bytes = b"",
+    *,
+    keep_alive: bool = True,
+    http10: bool = False,
+) -> bytes:
+    """The whole answer: status line, headers, blank line, body. Raises :class:`InvalidHeader`
+    (nothing written) for a header that would split it."""
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+        f"Date: {http_date()}",
+        f"Content-Length: {len(body)}",
+    ]
+    if not keep_alive:
+        lines.append("Connection: close")
+    elif http10:
+        lines.append("Connection: keep-alive")
+    for name, value in headers:
+        lines.append(f"{_clean(name)}: {_clean(value)}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode() + body
