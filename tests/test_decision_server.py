@@ -1,0 +1,321 @@
+"""The decision listener (``decision.listen``) on the wire: raw sockets, the real runtime.
+
+What the shared decision tests (tests/functional/test_decision.py, run on both listeners) do
+not reach: keep-alive and pipelining, HTTP/1.0, the listener's own limits (header size, idle
+connections, bodies), paths outside the prefix, HEAD, upgrades, shutdown, and the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway.config import ConfigError, Listener
+from gateway.decision_server import DecisionServer
+from tests.conftest import Gateway, GatewayFactory, make_settings
+from tests.support import base_url, raw_http, status_of
+
+SCORES = "/v1/users/usr_a/scores"
+
+
+@pytest.fixture
+async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]) -> Gateway:
+    url = base_url(upstream[1])
+    limits = {"header_timeout": "300ms", "body_timeout": "300ms", "max_body_bytes": 1000}
+    return await make_gateway(
+        settings=make_settings(url, url, decision={"enabled": True}, limits=limits)
+    )
+
+
+@pytest.fixture
+async def listener(gw: Gateway) -> AsyncIterator[DecisionServer]:
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
+    yield server
+    await server.close(timeout=5)
+
+
+def ask(key: str | None, uri: str = SCORES, *extra: str, version: str = "1.1") -> bytes:
+    lines = [f"GET /decisions HTTP/{version}", "Host: gw", f"X-Original-URI: {uri}"]
+    lines += ["X-Original-Method: GET", *extra]
+    if key is not None:
+        lines.append(f"Authorization: Bearer {key}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def answers(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split a stream of answers (each with Content-Length) into (status, headers, body)."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        length = int(headers["Content-Length"])
+        out.append((int(lines[0].split()[1]), headers, rest[:length]))
+        raw = rest[length:]
+    return out
+
+
+async def exchange(port: int, data: bytes, *, expect: int) -> tuple[bytes, bool]:
+    """Send ``data`` on one connection, read ``expect`` answers; and whether the gateway closed
+    the connection after them."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    raw = b""
+    try:
+        while len(re.findall(rb"HTTP/1\.1 \d{3} ", raw)) < expect or not _complete(raw):
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            if not chunk:
+                return raw, True
+            raw += chunk
+        try:
+            # shorter than limits.header_timeout (300 ms), which closes an idle connection
+            closed = await asyncio.wait_for(reader.read(1), 0.1) == b""
+        except TimeoutError:
+            closed = False
+        return raw, closed
+    finally:
+        writer.close()
+
+
+def _complete(raw: bytes) -> bool:
+    try:
+        answers(raw)
+    except (KeyError, ValueError, IndexError):
+        return False
+    return True
+
+
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    key = await gw.key()
+    data = (
+        ask(key, SCORES, "X-Request-Id: first-request")
+        + ask(None, SCORES, "X-Request-Id: second-request")
+        + ask(key, "/v1/users/usr_b/scores", "X-Request-Id: third-request")
+    )
+    raw, closed = await exchange(listener.port, data, expect=3)
+    got = answers(raw)
+    assert [status for status, _, _ in got] == [200, 401, 200]
+    assert [h["X-Request-Id"] for _, h, _ in got] == [
+        "first-request",
+        "second-request",
+        "third-request",
+    ]
+    assert got[0][1]["X-Auth-Account"] == "acc_1" and got[0][2] == b""
+    assert json.loads(got[1][2])["error"] == "invalid_token"
+    assert got[1][1]["WWW-Authenticate"].startswith('Bearer realm="gateway"')
+    assert "X-Auth-Account" not in got[1][1]
+    assert all("Date" in h for _, h, _ in got)
+    assert not closed  # HTTP/1.1: kept alive
+    assert gw.recorder.seen == []  # a decision never forwards
+
+
+@pytest.mark.parametrize(
+    ("extra", "kept", "connection"),
+    [((), False, "close"), (("Connection: keep-alive",), True, "keep-alive")],
+)
+async def test_http10_closes_unless_asked_to_keep_alive(
+    gw: Gateway, listener: DecisionServer, extra: tuple[str, ...], kept: bool, connection: str
+) -> None:
+    key = await gw.key()
+    raw, closed = await exchange(listener.port, ask(key, SCORES, *extra, version="1.0"), expect=1)
+    status, headers, _ = answers(raw)[0]
+    assert status == 200 and headers["Connection"] == connection
+    assert closed is not kept
+
+
+async def test_connection_close_is_honoured(gw: Gateway, listener: DecisionServer) -> None:
+    key = await gw.key()
+    raw, closed = await exchange(listener.port, ask(key, SCORES, "Connection: close"), expect=1)
+    assert answers(raw)[0][1]["Connection"] == "close" and closed
+
+
+async def test_paths_outside_the_prefix_are_404_before_any_credential_is_read(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    key = await gw.key()
+    for target in (SCORES, "/decisionsX", "/", "/.well-known/jwks.json"):
+        raw = await raw_http(
+            listener.port,
+            f"GET {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n"
+            "Connection: close\r\n\r\n".encode(),
+        )
+        status, _, body = answers(raw)[0]
+        assert (status, json.loads(body)["error"]) == (404, "not_found"), target
+    assert gw.recorder.seen == []
+
+
+async def test_headers_over_the_limit_are_431(gw: Gateway, listener: DecisionServer) -> None:
+    key = await gw.key()
+    big = "X-Padding: " + "a" * gw.runtime.settings.limits.max_header_bytes
+    raw, _ = await exchange(listener.port, ask(key, SCORES, big), expect=1)
+    status, _, body = answers(raw)[0]
+    assert (status, json.loads(body)["error"]) == (431, "headers_too_large")
+
+
+async def test_bytes_the_parser_refuses_get_the_json_400_then_the_connection_closes(
+    gw: Gateway, listener: DecisionServer, log_lines: Any
+) -> None:
+    key = await gw.key()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(ask(key))
+    assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)) == 200
+    bad = f"GET /decisions HTTP/1.1\r\nAuth(orization: Bearer {key}\r\n\r\n".encode()
+    writer.write(bad + ask(key))
+    raw = await asyncio.wait_for(reader.read(), 5)  # until the gateway closes
+    writer.close()
+    got = answers(raw)
+    assert [status for status, _, _ in got] == [400]  # what followed is never read
+    assert json.loads(got[0][2])["details"]["reason"] == "malformed_http"
+    assert got[0][1]["Connection"] == "close" and key.encode() not in raw
+    assert key not in log_lines.getvalue() and key[8:20] not in log_lines.getvalue()
+    assert "request refused by the HTTP parser" in log_lines.getvalue()
+
+
+async def test_a_body_is_read_and_dropped(gw: Gateway, listener: DecisionServer) -> None:
+    key = await gw.key()
+    head = ask(key).removesuffix(b"\r\n\r\n")
+    with_body = head + b"\r\nContent-Length: 5\r\n\r\nhello"
+    chunked = head + b"\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    raw, closed = await exchange(listener.port, with_body + chunked + ask(key), expect=3)
+    assert [status for status, _, _ in answers(raw)] == [200, 200, 200] and not closed
+    assert gw.recorder.seen == []
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_a_body_over_the_limit_is_413_and_closes(
+    gw: Gateway, listener: DecisionServer, framing: str
+) -> None:
+    key = await gw.key()
+    head = ask(key).removesuffix(b"\r\n\r\n")
+    body = b"a" * 1500  # limits.max_body_bytes is 1000 here
+    if framing == "length":
+        data = head + b"\r\nContent-Length: 1500\r\n\r\n" + body
+    else:
+        data = head + b"\r\nTransfer-Encoding: chunked\r\n\r\n5dc\r\n" + body + b"\r\n0\r\n\r\n"
+    raw, closed = await exchange(listener.port, data + ask(key), expect=1)
+    got = answers(raw)
+    assert [(s, json.loads(b)["error"]) for s, _, b in got] == [(413, "payload_too_large")]
+    assert got[0][1]["Connection"] == "close" and closed
+
+
+async def test_expect_100_continue_is_answered_before_the_body(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    key = await gw.key()
+    head = ask(key).removesuffix(b"\r\n\r\n") + b"\r\nContent-Length: 3\r\nExpect: 100-continue"
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(head + b"\r\n\r\n")
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"abc")
+    final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert status_of(final) == 200
+
+
+async def test_a_body_that_stalls_is_408_and_closes(gw: Gateway, listener: DecisionServer) -> None:
+    key = await gw.key()
+    head = ask(key).removesuffix(b"\r\n\r\n") + b"\r\nContent-Length: 10\r\n\r\nabc"
+    raw, closed = await exchange(listener.port, head, expect=1)  # 7 bytes never come
+    status, _, body = answers(raw)[0]
+    assert (status, json.loads(body)["error"]) == (408, "request_timeout") and closed
+
+
+async def test_an_idle_or_slow_connection_is_closed(gw: Gateway, listener: DecisionServer) -> None:
+    """``limits.header_timeout`` (300 ms here): no complete headers that long after opening, or
+    after the previous answer, and the connection is closed."""
+    key = await gw.key()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(ask(key))
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert status_of(first) == 200
+    writer.write(b"GET /decisions HTTP/1.1\r\nHost: gw\r\n")  # and never the rest
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the gateway
+    writer.close()
+
+
+async def test_head_gets_the_headers_of_the_answer_without_its_body(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    raw = await raw_http(
+        listener.port,
+        b"HEAD /decisions/v1/users/usr_a/scores HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert status_of(raw) == 401 and body == b""
+    assert int(re.findall(rb"Content-Length: (\d+)", head)[0]) > 0
+
+
+async def test_an_upgrade_request_is_answered_then_the_connection_closes(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    key = await gw.key()
+    upgrade = ask(key, SCORES, "Connection: Upgrade", "Upgrade: websocket")
+    raw, closed = await exchange(listener.port, upgrade + ask(key), expect=1)
+    got = answers(raw)
+    assert [status for status, _, _ in got] == [200] and got[0][1]["Connection"] == "close"
+    assert closed
+
+
+async def test_decisions_are_counted_like_the_public_listeners(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    key = await gw.key()
+    await exchange(listener.port, ask(key) + ask(None), expect=2)
+    metrics = gw.runtime.metrics
+    metrics.flush()
+    samples = {
+        (s.labels["status"], s.labels["credential"]): s.value
+        for family in metrics.registry.collect()
+        if family.name == "gateway_requests"
+        for s in family.samples
+        if s.name == "gateway_requests_total"
+    }
+    assert samples.get(("200", "api_key")) == 1 and samples.get(("401", "none")) == 1, samples
+
+
+async def test_close_ends_idle_connections_and_refuses_new_ones(gw: Gateway) -> None:
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
+    port = server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(ask(await gw.key()))
+    assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)) == 200
+    await server.close(timeout=5)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the idle connection was closed
+    writer.close()
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+    assert not server.connections
+
+
+@pytest.mark.parametrize(
+    ("decision", "error"),
+    [
+        (
+            {"listen": {"port": 9001}},
+            "decision.listen: a decision listener needs decision.enabled: true",
+        ),
+        (
+            {"enabled": True, "listen": {"port": 8080}},
+            "decision.listen.port: port 8080 is already listen.port",
+        ),
+        (
+            {"enabled": True, "listen": {"port": 9090}},
+            "decision.listen.port: port 9090 is already admin.port",
+        ),
+    ],
+)
+def test_config_errors_name_the_field(decision: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_settings("http://127.0.0.1:1", decision=decision)
+    assert str(raised.value).startswith(error), str(raised.value)
