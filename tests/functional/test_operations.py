@@ -270,7 +270,7 @@ http {{
     }}
     location = /_auth {{
       internal;
-      proxy_pass http://127.0.0.1:{gateway}/decisions;
+      proxy_pass http://127.0.0.1:{decider}/decisions;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URI $request_uri;
@@ -282,14 +282,23 @@ http {{
 """
 
 
+@pytest.mark.parametrize("where", ["public listener", "decision listener"])
 async def test_decision_mode_behind_a_real_nginx(
-    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+    tmp_path: Path,
+    upstream: tuple[Recorder, TestServer],
+    processes: list[GatewayProcess],
+    where: str,
 ) -> None:
     nginx = require_binary("nginx", "nginx")
     recorder = upstream[0]
-    proc = write_config(tmp_path, url_of(upstream), extra={"decision": {"enabled": True}})
+    decision: dict[str, Any] = {"enabled": True}
+    if where == "decision listener":
+        decision["listen"] = {"host": "127.0.0.1", "port": free_port()}
+    proc = write_config(tmp_path, url_of(upstream), extra={"decision": decision})
     await asyncio.to_thread(proc.start)
     processes.append(proc)
+    decider = decision["listen"]["port"] if "listen" in decision else proc.port
+    await asyncio.to_thread(wait_for_port, decider)
     port = free_port()
     import os
 
@@ -300,6 +309,7 @@ async def test_decision_mode_behind_a_real_nginx(
             port=port,
             upstream=url_of(upstream),
             gateway=proc.port,
+            decider=decider,
             user="user root;" if os.geteuid() == 0 else "",
         )
     )
