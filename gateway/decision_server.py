@@ -27,6 +27,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
+from itertools import chain
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError
@@ -46,7 +47,7 @@ from gateway.errors import (
     RequestTimeout,
 )
 from gateway.exchange import Exchange
-from gateway.forward.decision import answer_headers
+from gateway.forward.decision import admitted, answer_headers
 from gateway.forward.headers import request_id
 from gateway.forward.proxy import new_request_id
 from gateway.front import record, refused
@@ -74,6 +75,7 @@ class DecisionServer:
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._server: asyncio.Server | None = None
+        self._identity = wire.HeaderBlocks()
 
     async def start(
         self, listener: Listener, ssl_context: ssl.SSLContext | None, reuse_port: bool
@@ -138,19 +140,27 @@ class DecisionServer:
         status = 500
         try:
             try:
-                size = sum(len(k) + len(v) + 4 for k, v in message.raw_headers)
+                raw = message.raw_headers
+                size = sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
                 if size > self.limits.max_header_bytes:
                     raise HeadersTooLarge(details={"limit": self.limits.max_header_bytes})
                 if not self._path_served(message.path):
                     raise NotFound()
                 if payload is not EMPTY_PAYLOAD:
                     await self._drop_body(message, payload, conn)
-                out = await answer_headers(
+                principal = await admitted(
                     runtime, exchange, headers, message.method, message.path, peer
                 )
+                out = answer_headers(runtime, exchange, principal)
                 if exchange.rate is not None:
                     out.extend(rate_headers(exchange.rate).items())
-                data = wire.answer(200, out, keep_alive=keep_alive, http10=_http10(message))
+                data = wire.answer(
+                    200,
+                    out,
+                    keep_alive=keep_alive,
+                    http10=_http10(message),
+                    block=self._identity(runtime.identity.render(principal)),
+                )
                 status = 200
             except GatewayError as error:
                 data, keep_alive = _error(error, exchange, header, keep_alive, message, head)

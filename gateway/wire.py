@@ -59,9 +59,11 @@ def answer(
     *,
     keep_alive: bool = True,
     http10: bool = False,
+    block: bytes = b"",
 ) -> bytes:
-    """The whole answer: status line, headers, blank line, body. Raises :class:`InvalidHeader`
-    (nothing written) for a header that would split it."""
+    """The whole answer: status line, headers, blank line, body. ``block``: header lines
+    already encoded and checked (:class:`HeaderBlocks`), written before ``headers``. Raises
+    :class:`InvalidHeader` (nothing written) for a header that would split it."""
     lines = [
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
         f"Date: {http_date()}",
@@ -71,7 +73,28 @@ def answer(
         lines.append("Connection: close")
     elif http10:
         lines.append("Connection: keep-alive")
-    for name, value in headers:
-        lines.append(f"{_clean(name)}: {_clean(value)}")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode() + body
+    lines.append("")
+    head = "\r\n".join(lines).encode() + block
+    rest = [f"{_clean(name)}: {_clean(value)}\r\n" for name, value in headers]
+    rest.append("\r\n")
+    return head + "".join(rest).encode() + body
+
+
+class HeaderBlocks:
+    """Header lines encoded and checked once per distinct set (the identity headers of one
+    principal, say) and reused: bounded, emptied when full."""
+
+    __slots__ = ("_blocks", "_size")
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self._size = size
+
+    def __call__(self, headers: tuple[tuple[str, str], ...]) -> bytes:
+        block = self._blocks.get(headers)
+        if block is None:
+            block = "".join(f"{_clean(n)}: {_clean(v)}\r\n" for n, v in headers).encode()
+            if len(self._blocks) >= self._size:
+                self._blocks.clear()
+            self._blocks[headers] = block
+        return block

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from gateway.wire import InvalidHeader, answer
+from gateway.wire import HeaderBlocks, InvalidHeader, answer
 
 
 class _Socket:
@@ -62,3 +62,18 @@ def test_connection_header(keep_alive: bool, http10: bool, connection: str | Non
 def test_a_header_that_would_split_the_answer_is_refused(header: tuple[str, str]) -> None:
     with pytest.raises(InvalidHeader):
         answer(200, [("X-Auth-Account", "acc_1"), header])
+
+
+def test_a_header_block_is_checked_once_and_written_as_is() -> None:
+    blocks = HeaderBlocks(size=2)
+    identity = (("X-Auth-Account", "acc_1"), ("X-Auth-User", "usr_a"))
+    block = blocks(identity)
+    assert blocks(identity) is block  # encoded once
+    _, headers, _ = parse(answer(200, [("X-Request-Id", "r1")], block=block))
+    assert headers["X-Auth-Account"] == "acc_1" and headers["X-Auth-User"] == "usr_a"
+    assert headers["X-Request-Id"] == "r1"
+    with pytest.raises(InvalidHeader):
+        blocks((("X-Auth-User", "usr_a\r\nX-Auth-Account: acc_admin"),))
+    blocks((("A", "1"),))
+    blocks((("B", "2"),))  # bounded: emptied when full
+    assert blocks(identity) is not block and blocks(identity) == block

@@ -26,6 +26,7 @@ from yarl import URL
 from gateway.errors import InvalidRequest, NotFound
 from gateway.exchange import Exchange
 from gateway.pipeline import admit_client
+from gateway.principal import Principal
 from gateway.runtime import Runtime
 
 _METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
@@ -67,17 +68,18 @@ def query_of(target: str) -> MultiDictProxy[str]:
     return MultiDictProxy(MultiDict(parse_qsl(query, keep_blank_values=True)))
 
 
-async def answer_headers(
+async def admitted(
     runtime: Runtime,
     exchange: Exchange,
     headers: CIMultiDictProxy[str],
     method: str,
     raw_path: str,
     peer: str | None,
-) -> list[tuple[str, str]]:
-    """The headers of an allowed decision (the identity, the request id, the signed assertion
-    when configured), or the error raised, for both listeners that decide: the public one
-    (:func:`decide`) and the decision listener (:mod:`gateway.decision_server`)."""
+) -> Principal:
+    """The principal of an allowed decision, or the error raised: for both listeners that
+    decide, the public one (:func:`decide`) and the decision listener
+    (:mod:`gateway.decision_server`). The answer carries the principal's identity headers
+    (``runtime.identity``) and :func:`answer_headers`."""
     method, target = original_target(headers, method, raw_path, runtime.settings.decision.prefix)
     # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names
     # the client whose failed authentications are budgeted.
@@ -98,8 +100,15 @@ async def answer_headers(
             details={"reason": "gateway_endpoint"},
         )
     runtime.upstream_for(principal)  # SECURITY: an environment with no upstream is refused here too
-    out = [*runtime.identity.render(principal)]
-    out.append((runtime.settings.headers.request_id, exchange.request_id))
+    return principal
+
+
+def answer_headers(
+    runtime: Runtime, exchange: Exchange, principal: Principal
+) -> list[tuple[str, str]]:
+    """An allowed decision's headers besides the identity: the request id, and the signed
+    assertion when configured."""
+    out = [(runtime.settings.headers.request_id, exchange.request_id)]
     if runtime.assertions is not None:
         out.append((runtime.settings.headers.assertion, runtime.assertions.render(principal)))
     return out
@@ -108,10 +117,10 @@ async def answer_headers(
 async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.Response:
     """Answer for the request the proxy in front reports: 200 with the identity headers, or the
     error (raised, rendered by :mod:`gateway.front`)."""
-    response = web.Response(status=200)
-    response.headers.extend(
-        await answer_headers(
-            runtime, exchange, request.headers, request.method, request.raw_path, request.remote
-        )
+    principal = await admitted(
+        runtime, exchange, request.headers, request.method, request.raw_path, request.remote
     )
+    response = web.Response(status=200)
+    response.headers.extend(runtime.identity.render(principal))
+    response.headers.extend(answer_headers(runtime, exchange, principal))
     return response
