@@ -64,20 +64,47 @@ def answer(
     """The whole answer: status line, headers, blank line, body. ``block``: header lines
     already encoded and checked (:class:`HeaderBlocks`), written before ``headers``. Raises
     :class:`InvalidHeader` (nothing written) for a header that would split it."""
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
-        f"Date: {http_date()}",
-        f"Content-Length: {len(body)}",
-    ]
-    if not keep_alive:
-        lines.append("Connection: close")
-    elif http10:
-        lines.append("Connection: keep-alive")
-    lines.append("")
-    head = "\r\n".join(lines).encode() + block
+    head = _heads(status, len(body), keep_alive, http10)
     rest = [f"{_clean(name)}: {_clean(value)}\r\n" for name, value in headers]
     rest.append("\r\n")
-    return head + "".join(rest).encode() + body
+    return head + block + "".join(rest).encode() + body
+
+
+class _Heads:
+    """The status line, ``Date``, ``Content-Length`` and ``Connection`` of an answer, encoded
+    once a second for the answers without a body (an allowed decision's, nearly all)."""
+
+    __slots__ = ("_heads", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._heads: dict[tuple[int, bool, bool], bytes] = {}
+
+    def __call__(self, status: int, length: int, keep_alive: bool, http10: bool) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._heads.clear()
+            self._second = second
+        key = (status, keep_alive, http10)
+        if length == 0 and (head := self._heads.get(key)) is not None:
+            return head
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+            f"Date: {http_date()}",
+            f"Content-Length: {length}",
+        ]
+        if not keep_alive:
+            lines.append("Connection: close")
+        elif http10:
+            lines.append("Connection: keep-alive")
+        lines.append("")
+        head = "\r\n".join(lines).encode()
+        if length == 0:
+            self._heads[key] = head
+        return head
+
+
+_heads = _Heads()
 
 
 class HeaderBlocks:

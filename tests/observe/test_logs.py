@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -245,3 +246,29 @@ def test_every_logger_writes_one_redacted_json_line(configured: Any) -> None:
     assert by_logger["asyncio"]["exc_type"] == "ValueError"
     assert "Traceback" in by_logger["asyncio"]["traceback"]
     assert by_logger["gateway.uncaught"]["thread"] == "worker-1"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"status": 200},
+        {"request_id": "r1", "route": "read", "user": None, "duration_ms": 1.25, "status": 401},
+        {"route": "caf\u00e9 \u2603", "error": 'quote " and \\ backslash'},
+        {"user": "bytes a client sent: \udcff"},  # surrogates: the escaped fallback
+        {"upstream": object()},  # not JSON: repr, as json_line does
+    ],
+)
+@pytest.mark.parametrize("created", [1700000000.0123, 1700000000.9999, 1700000001.0])
+def test_batched_access_and_audit_lines_are_json_line_text(
+    fields: dict[str, Any], created: float
+) -> None:
+    """The writer thread's batch lines are built without a dictionary of their own: the text
+    must be exactly what json_line gives for them (the same keys, order, time and escapes)."""
+    from gateway.observe.logs import _BatchLines, json_line
+
+    batch = _BatchLines()
+    for logger in ("gateway.access", "gateway.audit"):
+        expected = json_line(created, "info", logger, logger.rpartition(".")[2], fields)
+        assert batch(created, logger, fields) == expected
+        assert json.loads(expected)["ts"].startswith("2023-11-14T22:13:2")
