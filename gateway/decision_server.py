@@ -113,6 +113,9 @@ class DecisionServer:
             await asyncio.wait(tasks, timeout=timeout)
         for connection in list(self.connections):
             connection.abort()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _path_served(self, target: str) -> bool:
         path = target.partition("?")[0]
@@ -140,16 +143,17 @@ class DecisionServer:
         status = 500
         try:
             try:
+                if payload is not EMPTY_PAYLOAD:
+                    # Read (and dropped) whatever the answer: the connection then stays in step.
+                    await self._drop_body(message, payload, conn)
                 raw = message.raw_headers
                 size = sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
                 if size > self.limits.max_header_bytes:
                     raise HeadersTooLarge(details={"limit": self.limits.max_header_bytes})
                 if not self._path_served(message.path):
                     raise NotFound()
-                if payload is not EMPTY_PAYLOAD:
-                    await self._drop_body(message, payload, conn)
                 principal = await admitted(
-                    runtime, exchange, headers, message.method, message.path, peer
+                    runtime, exchange, headers, message.method, message.path, peer, self.prefix
                 )
                 out = answer_headers(runtime, exchange, principal)
                 if exchange.rate is not None:
@@ -157,12 +161,14 @@ class DecisionServer:
                 data = wire.answer(
                     200,
                     out,
-                    keep_alive=keep_alive,
+                    keep_alive=keep_alive and not self.stopping,
                     http10=_http10(message),
                     block=self._identity(runtime.identity.render(principal)),
                 )
+                keep_alive = keep_alive and not self.stopping
                 status = 200
             except GatewayError as error:
+                keep_alive = keep_alive and not self.stopping
                 data, keep_alive = _error(error, exchange, header, keep_alive, message, head)
                 status = error.status
             except Exception:
@@ -226,6 +232,8 @@ def _error(
     headers = error_headers(error)
     if headers.pop("Connection", "").lower() == "close":
         keep_alive = False
+    if exchange.rate is not None:
+        headers.update(rate_headers(exchange.rate))
     headers["Content-Type"] = "application/json"
     headers[header] = exchange.request_id
     body = error_body(error)
@@ -256,6 +264,10 @@ class _Connection(BaseProtocol):
             max_headers=128,
             payload_exception=RequestPayloadError,
             auto_decompress=False,
+            # SECURITY: the parser stops after this many unanswered requests (the rest of the
+            # read stays bytes until answers drain): one read of tiny pipelined requests cannot
+            # become thousands of parsed messages held per connection.
+            max_msg_queue_size=MAX_QUEUED,
         )
         super().__init__(loop, parser)
         self._request_parser = parser
@@ -266,7 +278,8 @@ class _Connection(BaseProtocol):
         self._peer: str | None = None
         self._idle_since: float | None = loop.time()
         self._timer: asyncio.TimerHandle | None = None
-        self._done_reading = False
+        self._done_reading = False  # nothing more is parsed: the connection ends after answers
+        self._closing = False  # shutting down: close after the answer in progress
         self._body: StreamReader | None = None  # the body of the request being answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -283,6 +296,9 @@ class _Connection(BaseProtocol):
         self._queue.clear()
         if self._timer is not None:
             self._timer.cancel()
+        body = self._body
+        if body is not None and not body.is_eof():
+            body.set_exception(ConnectionResetError("connection lost"))
         self._wake()
 
     def data_received(self, data: bytes) -> None:
@@ -318,8 +334,9 @@ class _Connection(BaseProtocol):
             self.transport.write(data)
 
     def stop(self) -> asyncio.Task[None] | None:
-        """No more requests: an idle connection closes now, a busy one after its answer."""
-        self._done_reading = True
+        """No more requests: an idle connection closes now, a busy one after its answer (its
+        body still read)."""
+        self._closing = True
         if self._task is None or self._task.done() or self._waiter is not None:
             if self.transport is not None:
                 self.transport.close()
@@ -349,49 +366,73 @@ class _Connection(BaseProtocol):
         )
 
     async def _serve(self) -> None:
-        server = self._server
         try:
-            while True:
-                while self._queue:
-                    message, payload = self._queue.popleft()
-                    if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2:
-                        self._resume_reading_for_buffer()
-                    if isinstance(message, HttpProcessingError):
-                        error = refusal(400, message)
-                        data = wire.answer(
-                            error.status,
-                            [("Content-Type", "application/json")],
-                            error_body(error),
-                            keep_alive=False,
-                        )
-                        keep_alive = False
-                    else:
-                        self._body = payload
-                        try:
-                            data, keep_alive = await server.answer(
-                                message, payload, self._peer, self
-                            )
-                        finally:
-                            self._body = None
-                    transport = self.transport
-                    if transport is None:
-                        return
-                    transport.write(data)
-                    if not keep_alive:
-                        self._done_reading = True
-                        transport.close()
-                        return
-                    if self._paused:
-                        await self._drain_helper()
-                if self._done_reading or self.transport is None:
-                    if self.transport is not None:
-                        self.transport.close()
-                    return
-                self._idle_since = self._loop.time()
-                self._waiter = self._loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
+            await self._answer_in_order()
         except ConnectionError:
             self.abort()
+        except Exception:
+            # A bug, not a client: logged, and the connection cut rather than left hanging.
+            logs.EVENTS.exception("decision listener connection failed")
+            self.abort()
+
+    async def _answer_in_order(self) -> None:
+        server = self._server
+        timeout = server.limits.header_timeout
+        while True:
+            while self._queue:
+                message, payload = self._queue.popleft()
+                self._request_parser.message_consumed()
+                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2:
+                    self._resume_reading_for_buffer()
+                    self.data_received(b"")  # what the parser held back while the queue was full
+                if isinstance(message, HttpProcessingError):
+                    error = refusal(400, message)
+                    data = wire.answer(
+                        error.status,
+                        [("Content-Type", "application/json")],
+                        error_body(error),
+                        keep_alive=False,
+                    )
+                    keep_alive = False
+                else:
+                    self._body = payload
+                    try:
+                        data, keep_alive = await server.answer(message, payload, self._peer, self)
+                    finally:
+                        self._body = None
+                transport = self.transport
+                if transport is None:
+                    return
+                transport.write(data)
+                if not keep_alive or self._closing:
+                    self._linger(transport)
+                    return
+                if self._paused:
+                    try:
+                        # SECURITY: a client that stops reading its answers is cut off after
+                        # limits.header_timeout instead of holding the connection forever.
+                        await asyncio.wait_for(self._drain_helper(), timeout)
+                    except TimeoutError:
+                        self.abort()
+                        return
+            if self._done_reading or self._closing or self.transport is None:
+                if self.transport is not None:
+                    self._linger(self.transport)
+                return
+            self._idle_since = self._loop.time()
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after the last answer. Bytes the client may still be sending are read and
+        dropped for a moment first: closing with unread input makes the kernel reset the
+        connection, which can destroy the answer before the client reads it."""
+        self._done_reading = True
+        self._queue.clear()
+        self._resume_transport_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(min(2.0, self._server.limits.body_timeout), transport.close)

@@ -28,7 +28,7 @@ from aiohttp import web
 from gateway.cors import edge_headers
 from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, NotFound
 from gateway.exchange import EXCHANGE, Exchange
-from gateway.forward.decision import decide
+from gateway.forward.decision import decider
 from gateway.forward.headers import request_id
 from gateway.forward.proxy import new_request_id
 from gateway.issue.endpoints import jwks
@@ -52,10 +52,14 @@ def front_handler(
     """The handler of every public request. ``decision_prefix`` (None: decision mode off) is a
     listener-level setting, read once: a reload does not move routes."""
 
+    decide = decider(decision_prefix) if decision_prefix is not None else None
+
     def route(request: web.Request) -> Route:
         path = request.rel_url.path_safe
-        if decision_prefix is not None and (
-            path == decision_prefix or path.startswith(decision_prefix + "/")
+        if (
+            decide is not None
+            and decision_prefix is not None
+            and (path == decision_prefix or path.startswith(decision_prefix + "/"))
         ):
             return decide
         if path == JWKS_PATH and request.method in ("GET", "HEAD"):

@@ -53,7 +53,7 @@ async def reload(current: Current, path: Path) -> bool:
         )
         return False
     old_settings = runtime.settings
-    for name in ("listen", "admin", "workers"):
+    for name in ("listen", "admin", "workers", "decision"):
         if getattr(settings, name) != getattr(old_settings, name):
             logs.event(
                 "config reload: this setting needs a restart; ignored",

@@ -53,6 +53,9 @@ from gateway.stores.memory import MemoryStore
 from gateway.ttlcache import TTLCache
 
 FLUSH_INTERVAL = 1.0  # seconds between flushes of the request metrics (see flush_metrics)
+# At shutdown, how long the resources wait for requests still in flight on the decision
+# listener once the public listener has drained (both drain at once, under one deadline).
+DRAIN_GRACE = 5.0
 
 
 class RequestCount:
@@ -217,6 +220,16 @@ def attach_metrics(runtime: Runtime) -> None:
         runtime.store.observer = runtime.tracer.store_observer(observe, runtime.store.name)
 
 
+async def requests_done(current: Current, timeout: float = DRAIN_GRACE) -> None:
+    """Wait (at most ``timeout``) until no request of the current runtime is in flight: at
+    shutdown the public app's own requests are drained already, the decision listener's
+    (:mod:`gateway.decision_server`) drain alongside and may end a moment later."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while current.runtime.requests.active > 0 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+
+
 async def close_resources(current: Current) -> None:
     """At shutdown (requests drained): close at once the pools reloads replaced (their
     closings stop waiting), then the current runtime's pools, the helper pool and the store,
@@ -262,6 +275,7 @@ def runtime_ctx(current: Current) -> Callable[[web.Application], AsyncIterator[N
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
+            await requests_done(current)
             await close_resources(current)
 
     return ctx

@@ -161,10 +161,15 @@ async def run(
         await stop.wait()
         logs.event("stopping: draining in-flight requests", timeout_s=SHUTDOWN_TIMEOUT)
     finally:
+        if admin:
+            await runners[-1].cleanup()
+        # The public listener and the decision listener stop accepting and drain together; the
+        # public app's cleanup closes the runtime's resources once neither has a request in
+        # flight (gateway.runtime.runtime_ctx).
+        closing = [runners[0].cleanup()] if public else []
         if decisions is not None:
-            await decisions.close(SHUTDOWN_TIMEOUT)
-        for runner in reversed(runners):
-            await runner.cleanup()
+            closing.append(decisions.close(SHUTDOWN_TIMEOUT))
+        await asyncio.gather(*closing)
         if not public:  # the public app's cleanup_ctx closes them otherwise
             await close_resources(current)
         logs.event("stopped")

@@ -17,7 +17,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.config import ConfigError, Listener
-from gateway.decision_server import DecisionServer
+from gateway.decision_server import MAX_QUEUED, DecisionServer
+from gateway.runtime import build_runtime
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.support import base_url, raw_http, status_of
 
@@ -319,3 +320,106 @@ def test_config_errors_name_the_field(decision: dict[str, Any], error: str) -> N
     with pytest.raises(ConfigError) as raised:
         make_settings("http://127.0.0.1:1", decision=decision)
     assert str(raised.value).startswith(error), str(raised.value)
+
+
+async def test_many_pipelined_requests_in_one_write_are_all_answered_in_order(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    """More requests than the parser holds unanswered (MAX_QUEUED): the rest stay bytes until
+    answers drain, then are parsed; none is lost, none answered out of order."""
+    key = await gw.key()
+    count = 3 * MAX_QUEUED + 5
+    data = b"".join(ask(key, SCORES, f"X-Request-Id: request-{i}") for i in range(count))
+    raw, closed = await exchange(listener.port, data, expect=count)
+    got = answers(raw)
+    assert [h["X-Request-Id"] for _, h, _ in got] == [f"request-{i}" for i in range(count)]
+    assert {status for status, _, _ in got} == {200} and not closed
+
+
+async def test_a_refused_request_with_a_body_keeps_the_connection_in_step(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    """A 404 (or 431) answered for a request with a body: the body is read first, so the next
+    request on the connection is parsed as a request, never from the body's bytes."""
+    key = await gw.key()
+    smuggled = ask(key, "/v1/users/usr_b/scores", "X-Request-Id: smuggled")
+    outside = (
+        f"POST /elsewhere HTTP/1.1\r\nHost: gw\r\nContent-Length: {len(smuggled)}\r\n\r\n"
+    ).encode() + smuggled
+    raw, closed = await exchange(listener.port, outside + ask(key), expect=2)
+    got = answers(raw)
+    assert [status for status, _, _ in got] == [404, 200] and not closed
+    assert all(h.get("X-Request-Id") != "smuggled" for _, h, _ in got)
+
+
+async def test_a_connection_lost_mid_body_ends_its_request_at_once(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    url = base_url(upstream[1])
+    gw = await make_gateway(
+        settings=make_settings(url, decision={"enabled": True}, limits={"body_timeout": "60s"})
+    )
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
+    try:
+        head = ask(await gw.key()).removesuffix(b"\r\n\r\n") + b"\r\nContent-Length: 1000\r\n\r\n"
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(head + b"only part of it")
+        await writer.drain()
+        for _ in range(100):  # the request is being answered, waiting for its body
+            if gw.runtime.requests.active:
+                break
+            await asyncio.sleep(0.01)
+        assert gw.runtime.requests.active == 1
+        writer.close()
+        for _ in range(200):  # well within 2 s, not the 60 s body timeout
+            if not gw.runtime.requests.active and not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert gw.runtime.requests.active == 0 and not server.connections
+    finally:
+        await server.close(timeout=5)
+
+
+async def test_refusals_carry_the_rate_limit_headers(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    url = base_url(upstream[1])
+    limits = {"rules": [{"group": "default", "per": "credential", "limit": 2, "period": "10s"}]}
+    gw = await make_gateway(
+        settings=make_settings(url, decision={"enabled": True}, rate_limits=limits)
+    )
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
+    try:
+        key = await gw.key()
+        raw, _ = await exchange(server.port, ask(key) * 3, expect=3)
+    finally:
+        await server.close(timeout=5)
+    got = answers(raw)
+    assert [status for status, _, _ in got] == [200, 200, 429]
+    assert [h["RateLimit-Remaining"] for _, h, _ in got] == ["1", "0", "0"]
+    assert got[2][1]["RateLimit-Limit"] == "2" and int(got[2][1]["Retry-After"]) > 0
+    assert json.loads(got[2][2])["error"] == "rate_limited"
+
+
+async def test_a_reload_does_not_move_the_prefix_a_listener_routes_by(
+    gw: Gateway, listener: DecisionServer, upstream: tuple[Any, TestServer]
+) -> None:
+    """The prefix is read when a listener starts (a reload that changes it warns that it needs
+    a restart): the original path is always what follows the prefix that was matched, on the
+    public listener and the decision listener alike."""
+    key = await gw.key()
+    url = base_url(upstream[1])
+    moved = make_settings(url, url, decision={"enabled": True, "prefix": "/auth"})
+    gw.current.runtime = build_runtime(moved, clock=gw.clock, store=gw.runtime.store)
+    target = "/decisions/v1/users/usr_a/scores"  # Envoy's style: prefix + original path
+    public = await gw.client.get(target, headers={"Authorization": f"Bearer {key}"})
+    assert public.status == 200 and public.headers["X-Auth-Account"] == "acc_1"
+    raw = await raw_http(
+        listener.port,
+        f"GET {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    status, headers, _ = answers(raw)[0]
+    assert status == 200 and headers["X-Auth-Account"] == "acc_1"

@@ -96,6 +96,11 @@ MAPPED: dict[str, list[str]] = {
     "gateway/config/cors.py": ["tests/functional/test_cors.py"],
     "gateway/config/upstreams.py": ["tests/functional/test_proxy.py"],
     "gateway/credentials.py": ["tests/test_credentials.py", "tests/functional/test_api_keys.py"],
+    "gateway/decision_server.py": [
+        "tests/test_decision_server.py",
+        "tests/functional/test_decision.py",
+        "tests/security/test_edge_hygiene.py",
+    ],
     "gateway/demo/lines.py": ["tests/functional/test_demo.py"],
     "gateway/forward/decision.py": [
         "tests/functional/test_decision.py",
@@ -123,6 +128,7 @@ MAPPED: dict[str, list[str]] = {
     "gateway/protocol.py": ["tests/security/test_edge_hygiene.py"],
     "gateway/render.py": ["tests/test_render.py", "tests/functional/test_challenges.py"],
     "gateway/runtime.py": ["tests/functional/test_proxy.py", "tests/functional/test_decision.py"],
+    "gateway/wire.py": ["tests/test_wire.py", "tests/test_decision_server.py"],
 }
 
 # Mutants that cannot change what any client, backend or operator observes. Keyed by

@@ -17,6 +17,7 @@ issuance, SDK initialize) are not decided here: route them to the gateway itself
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -75,12 +76,15 @@ async def admitted(
     method: str,
     raw_path: str,
     peer: str | None,
+    prefix: str,
 ) -> Principal:
     """The principal of an allowed decision, or the error raised: for both listeners that
     decide, the public one (:func:`decide`) and the decision listener
     (:mod:`gateway.decision_server`). The answer carries the principal's identity headers
-    (``runtime.identity``) and :func:`answer_headers`."""
-    method, target = original_target(headers, method, raw_path, runtime.settings.decision.prefix)
+    (``runtime.identity``) and :func:`answer_headers`. ``prefix`` is the one the listener
+    routed by (read when it started: a reload does not move it), so the original path is
+    always what follows the prefix that was matched."""
+    method, target = original_target(headers, method, raw_path, prefix)
     # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names
     # the client whose failed authentications are budgeted.
     principal, match = await admit_client(
@@ -114,13 +118,24 @@ def answer_headers(
     return out
 
 
-async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.Response:
-    """Answer for the request the proxy in front reports: 200 with the identity headers, or the
-    error (raised, rendered by :mod:`gateway.front`)."""
-    principal = await admitted(
-        runtime, exchange, request.headers, request.method, request.raw_path, request.remote
-    )
-    response = web.Response(status=200)
-    response.headers.extend(runtime.identity.render(principal))
-    response.headers.extend(answer_headers(runtime, exchange, principal))
-    return response
+def decider(prefix: str) -> Callable[[web.Request, Runtime, Exchange], Awaitable[web.Response]]:
+    """The public listener's decision endpoint under ``prefix``."""
+
+    async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.Response:
+        """Answer for the request the proxy in front reports: 200 with the identity headers,
+        or the error (raised, rendered by :mod:`gateway.front`)."""
+        principal = await admitted(
+            runtime,
+            exchange,
+            request.headers,
+            request.method,
+            request.raw_path,
+            request.remote,
+            prefix,
+        )
+        response = web.Response(status=200)
+        response.headers.extend(runtime.identity.render(principal))
+        response.headers.extend(answer_headers(runtime, exchange, principal))
+        return response
+
+    return decide
