@@ -49,10 +49,7 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--worker"]
-    workers: list[subprocess.Popen[bytes]] = [
-        subprocess.Popen(command)  # noqa: S603
-        for _ in range(settings.workers)
-    ]
+    workers: list[subprocess.Popen[bytes]] = [spawn(command) for _ in range(settings.workers)]
     stopping = False
 
     def forward(sig: signal.Signals) -> None:
@@ -70,7 +67,7 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
                     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
                     logs.event("worker exited; restarting", pid=worker.pid, code=worker.returncode)
                     await asyncio.sleep(RESTART_DELAY)
-                    workers[i] = subprocess.Popen(command)  # noqa: S603
+                    workers[i] = spawn(command)
 
     watcher = asyncio.create_task(watch())
     try:
@@ -88,12 +85,29 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
                 worker.kill()
 
 
+def spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start a worker with SIGHUP ignored until it installs its own handler (once serving): a
+    reload forwarded while it is still starting would otherwise end it (SIGHUP's default), and
+    it reads the config as it starts anyway. An ignored signal stays ignored across exec."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        return subprocess.Popen(command)  # noqa: S603
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def check_public_port(settings: Settings) -> None:
-    """Before starting workers: the public port must be one they can share (free, or held by
-    sockets with ``SO_REUSEPORT`` of this user), else :class:`~gateway.config.ConfigError`
-    in one line, as a single process reports it, instead of workers failing and being
-    restarted forever."""
-    host, port = settings.listen.host, settings.listen.port
+    """Before starting workers: the public port (and the decision listener's) must be one
+    they can share (free, or held by sockets with ``SO_REUSEPORT`` of this user), else
+    :class:`~gateway.config.ConfigError` in one line, as a single process reports it, instead
+    of workers failing and being restarted forever."""
+    _check_port("listen", settings.listen.host, settings.listen.port)
+    if settings.decision.listen is not None:
+        listener = settings.decision.listen
+        _check_port("decision.listen", listener.host, listener.port)
+
+
+def _check_port(field: str, host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
@@ -103,7 +117,7 @@ def check_public_port(settings: Settings) -> None:
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(
-            "listen.port",
+            f"{field}.port",
             f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}; "
             "stop what holds it (another gateway?) or choose another port",
         ) from None

@@ -127,11 +127,15 @@ def serve(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
 
 
-@pytest.mark.parametrize("listener", ["listen", "admin"])
+def _listener_on(listener: str, port: int) -> dict[str, Any]:
+    if listener == "decision.listen":
+        return {"decision": {"enabled": True, "listen": {"host": "127.0.0.1", "port": port}}}
+    return {listener: {"host": "127.0.0.1", "port": port}}
+
+
+@pytest.mark.parametrize("listener", ["listen", "admin", "decision.listen"])
 def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path, held_port: int, listener: str) -> None:
-    proc = write_config(
-        tmp_path, "http://127.0.0.1:1", extra={listener: {"host": "127.0.0.1", "port": held_port}}
-    )
+    proc = write_config(tmp_path, "http://127.0.0.1:1", extra=_listener_on(listener, held_port))
     result = serve(proc.config)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -178,22 +182,24 @@ async def test_the_admin_api_makes_test_keys_like_the_cli(aiohttp_client: Any) -
     assert (await response.json())["details"] == {"field": "test"}
 
 
+@pytest.mark.parametrize("listener", ["listen", "decision.listen"])
 def test_workers_do_not_start_on_a_port_in_use(
-    tmp_path: Path, held_port: int, redis_url: str
+    tmp_path: Path, held_port: int, redis_url: str, listener: str
 ) -> None:
-    """With workers, the supervisor checks the public port before starting any: one line and
-    exit 2, as a single process, not workers failing and restarted forever."""
+    """With workers, the supervisor checks the public port (and the decision listener's) before
+    starting any: one line and exit 2, as a single process, not workers failing and restarted
+    forever."""
     proc = write_config(
         tmp_path,
         "http://127.0.0.1:1",
         store=redis_url,
         name=f"workers-{uuid.uuid4().hex[:8]}",
-        extra={"workers": 2, "listen": {"host": "127.0.0.1", "port": held_port}},
+        extra={"workers": 2, **_listener_on(listener, held_port)},
     )
     result = serve(proc.config)
     assert result.returncode == 2
     assert result.stderr == (
-        f"gateway: listen.port: cannot listen on 127.0.0.1:{held_port}: address already in "
+        f"gateway: {listener}.port: cannot listen on 127.0.0.1:{held_port}: address already in "
         "use; stop what holds it (another gateway?) or choose another port\n"
     )
     assert "worker exited" not in result.stdout

@@ -1,0 +1,60 @@
+"""``workers: N``: what the supervisor does around its worker processes (gateway.workers)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from tests.support import (
+    OwnedProcess,
+    free_port,
+    gateway_command,
+    wait_for_port,
+    write_config,
+)
+
+
+def test_a_reload_while_workers_start_does_not_end_them(tmp_path: Path, redis_url: str) -> None:
+    """SIGHUP forwarded to a worker still importing (before it installs its own handler) used
+    to end it (SIGHUP's default action): the supervisor logged "worker exited; restarting".
+    Workers now start with SIGHUP ignored until they serve."""
+    decision_port = free_port()
+    proc = write_config(
+        tmp_path,
+        "http://127.0.0.1:1",
+        store=redis_url,
+        name=f"workers-{uuid.uuid4().hex[:8]}",
+        extra={
+            "workers": 2,
+            "decision": {
+                "enabled": True,
+                "listen": {"host": "127.0.0.1", "port": decision_port},
+            },
+        },
+    )
+    log = tmp_path / "supervisor.log"
+    with log.open("wb") as out:
+        supervisor = OwnedProcess(
+            gateway_command("serve", "--config", str(proc.config)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(proc.admin_port)  # the supervisor serves; its workers are starting
+        for _ in range(3):
+            supervisor.send_signal(signal.SIGHUP)
+            time.sleep(0.2)
+        wait_for_port(proc.port)
+        wait_for_port(decision_port)  # every worker binds the decision listener too
+        deadline = time.monotonic() + 15
+        while log.read_text().count('"msg":"listening"') < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # a worker ended by a signal is noticed within half a second
+    finally:
+        supervisor.stop()
+    text = log.read_text()
+    assert text.count('"msg":"listening"') >= 3, text  # the supervisor and both workers
+    assert "worker exited" not in text, text
