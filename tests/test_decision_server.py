@@ -423,3 +423,35 @@ async def test_a_reload_does_not_move_the_prefix_a_listener_routes_by(
     )
     status, headers, _ = answers(raw)[0]
     assert status == 200 and headers["X-Auth-Account"] == "acc_1"
+
+
+async def test_the_parser_holds_a_bounded_number_of_unanswered_requests(
+    gw: Gateway, listener: DecisionServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While answers wait (held back here), a write of many tiny pipelined requests is parsed
+    only up to MAX_QUEUED requests; the rest stays bytes until answers drain: a client cannot
+    make one connection hold thousands of parsed requests."""
+    key = await gw.key()
+    gate = asyncio.Event()
+    answer = listener.answer
+
+    async def held(*args: Any) -> tuple[bytes, bool]:
+        await gate.wait()
+        return await answer(*args)
+
+    monkeypatch.setattr(listener, "answer", held)
+    count = 10 * MAX_QUEUED
+    data = b"".join(ask(key, SCORES, f"X-Request-Id: request-{i}") for i in range(count))
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(data)
+    await writer.drain()
+    await asyncio.sleep(0.2)  # everything sent has arrived and been parsed as far as it goes
+    (connection,) = listener.connections
+    held_back = len(connection._queue)
+    gate.set()
+    raw = b""
+    while raw.count(b"HTTP/1.1 200 ") < count:
+        raw += await asyncio.wait_for(reader.read(65536), 5)
+    writer.close()
+    assert 0 < held_back <= MAX_QUEUED
+    assert [h["X-Request-Id"] for _, h, _ in answers(raw)] == [f"request-{i}" for i in range(count)]
