@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections import deque
 from collections.abc import Sequence
 from itertools import chain
@@ -48,9 +47,7 @@ from gateway.errors import (
 )
 from gateway.exchange import Exchange
 from gateway.forward.decision import admitted, answer_headers
-from gateway.forward.headers import request_id
-from gateway.forward.proxy import new_request_id
-from gateway.front import record, refused
+from gateway.front import begin, record, refused
 from gateway.observe import logs
 from gateway.protocol import refusal
 from gateway.render import error_body, error_headers
@@ -133,13 +130,8 @@ class DecisionServer:
         # resources under the request.
         runtime.requests.active += 1
         headers = message.headers
-        settings = runtime.settings
-        header = settings.headers.request_id
-        exchange = Exchange(
-            request_id(headers.get(header), new_request_id(), headers.get("Authorization", "")),
-            time.perf_counter(),
-        )
-        span = runtime.tracer.request(headers, message.method, exchange.request_id)
+        header = runtime.settings.headers.request_id
+        exchange, span = begin(runtime, headers, message.method)
         status = 500
         try:
             try:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from gateway.cors import edge_headers
 from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, NotFound
@@ -81,12 +82,8 @@ def front_handler(
         headers = request.headers
         settings = runtime.settings
         header = settings.headers.request_id
-        exchange = Exchange(
-            request_id(headers.get(header), new_request_id(), headers.get("Authorization", "")),
-            time.perf_counter(),
-        )
+        exchange, span = begin(runtime, headers, request.method)
         request[EXCHANGE] = exchange
-        span = runtime.tracer.request(headers, request.method, exchange.request_id)
         status = 500
         try:
             try:
@@ -117,6 +114,23 @@ def front_handler(
             record(runtime, exchange, request.method, status, span)
 
     return handle
+
+
+def begin(
+    runtime: Runtime, headers: CIMultiDictProxy[str], method: str
+) -> tuple[Exchange, RequestSpan]:
+    """A request's exchange, with its request id (the client's when well-formed and not a
+    secret, else a new one: :func:`~gateway.forward.headers.request_id`), and its span; for
+    both listeners (this module's handler and :mod:`gateway.decision_server`)."""
+    exchange = Exchange(
+        request_id(
+            headers.get(runtime.settings.headers.request_id),
+            new_request_id(),
+            headers.get("Authorization", ""),
+        ),
+        time.perf_counter(),
+    )
+    return exchange, runtime.tracer.request(headers, method, exchange.request_id)
 
 
 async def expect_continue(request: web.Request) -> None:
