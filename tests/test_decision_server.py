@@ -455,3 +455,23 @@ async def test_the_parser_holds_a_bounded_number_of_unanswered_requests(
     writer.close()
     assert 0 < held_back <= MAX_QUEUED
     assert [h["X-Request-Id"] for _, h, _ in answers(raw)] == [f"request-{i}" for i in range(count)]
+
+
+async def test_a_connection_idle_after_a_slow_answer_is_still_closed(
+    gw: Gateway, listener: DecisionServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle check finds the connection busy (an answer slower than header_timeout, 300 ms
+    here), waits, and still closes it once it has been idle that long after the answer."""
+    key = await gw.key()
+    answer = listener.answer
+
+    async def slow(*args: Any) -> tuple[bytes, bool]:
+        await asyncio.sleep(0.5)
+        return await answer(*args)
+
+    monkeypatch.setattr(listener, "answer", slow)
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(ask(key))
+    assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)) == 200
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, idle after the answer
+    writer.close()
