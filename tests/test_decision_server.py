@@ -475,3 +475,29 @@ async def test_a_connection_idle_after_a_slow_answer_is_still_closed(
     assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)) == 200
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, idle after the answer
     writer.close()
+
+
+async def test_the_idle_time_counts_from_the_last_answer(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    """``header_timeout`` (1 s here) counts from the previous answer, not from the opening: a
+    keep-alive connection that asks again 0.6 s after an answer, 1.3 s after it opened, is
+    answered."""
+    url = base_url(upstream[1])
+    gw = await make_gateway(
+        settings=make_settings(url, decision={"enabled": True}, limits={"header_timeout": "1s"})
+    )
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
+    try:
+        key = await gw.key()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.sleep(0.7)
+        writer.write(ask(key))
+        assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)) == 200
+        await asyncio.sleep(0.6)
+        writer.write(ask(key))
+        assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)) == 200
+        writer.close()
+    finally:
+        await server.close(timeout=5)
