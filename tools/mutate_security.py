@@ -181,6 +181,20 @@ EQUIVALENT: dict[tuple[str, str], str] = {
             "reason=(_first_line(exc)),",
         )
     },
+    ("gateway/decision_server.py", "if (body is not None):"): (
+        "failing a body that has already ended changes nothing: its reader has had its last "
+        "chunk (EOF) and reads no more, and the parser error is answered as the next message"
+    ),
+    ("gateway/decision_server.py", "if (since is not None and now - since >= timeout):"): (
+        "connection_lost cancels the idle timer, so it never runs without a transport"
+    ),
+    (
+        "gateway/decision_server.py",
+        "if since is not None and (now - since > timeout) and self.transport is not None:",
+    ): (
+        "the timer is armed for since + timeout and the loop never runs it early; at exact "
+        "equality the re-armed timer is due at once and closes on its next run"
+    ),
     ("gateway/protocol.py", "if (not content.is_eof()):"): (
         "while the handled request's body has not ended the parser cannot have read another "
         "request, so a message queued then is always the parser's error (_ErrInfo)"
