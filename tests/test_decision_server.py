@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -501,3 +502,26 @@ async def test_the_idle_time_counts_from_the_last_answer(
         writer.close()
     finally:
         await server.close(timeout=5)
+
+
+async def test_a_client_that_never_reads_its_answers_is_cut_off(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    """Requests keep coming, answers are never read: once the answers back up (the socket's
+    buffers full), the gateway waits ``header_timeout`` (300 ms here) for the client to read,
+    then cuts the connection, rather than holding it and its queued requests forever."""
+    key = await gw.key()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port, limit=1024)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    burst = ask(key) * 50
+
+    async def flood() -> None:
+        for _ in range(20_000):
+            writer.write(burst)
+            await writer.drain()
+
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(flood(), 30)
+    writer.close()
+    assert len(reader._buffer) > 0  # type: ignore[attr-defined]  # answers it never read
