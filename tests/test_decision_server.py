@@ -12,6 +12,7 @@ import json
 import re
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -41,6 +42,21 @@ async def listener(gw: Gateway) -> AsyncIterator[DecisionServer]:
     await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
     yield server
     await server.close(timeout=5)
+
+
+@asynccontextmanager
+async def own_listener(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], **extra: Any
+) -> AsyncIterator[tuple[Gateway, DecisionServer]]:
+    """A gateway with decision mode and ``extra`` settings, and a decision listener for it."""
+    url = base_url(upstream[1])
+    gw = await make_gateway(settings=make_settings(url, decision={"enabled": True}, **extra))
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
+    try:
+        yield gw, server
+    finally:
+        await server.close(timeout=5)
 
 
 def ask(key: str | None, uri: str = SCORES, *extra: str, version: str = "1.1") -> bytes:
@@ -356,13 +372,10 @@ async def test_a_refused_request_with_a_body_keeps_the_connection_in_step(
 async def test_a_connection_lost_mid_body_ends_its_request_at_once(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = base_url(upstream[1])
-    gw = await make_gateway(
-        settings=make_settings(url, decision={"enabled": True}, limits={"body_timeout": "60s"})
-    )
-    server = DecisionServer(gw.current, gw.runtime.settings)
-    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
-    try:
+    async with own_listener(make_gateway, upstream, limits={"body_timeout": "60s"}) as (
+        gw,
+        server,
+    ):
         head = ask(await gw.key()).removesuffix(b"\r\n\r\n") + b"\r\nContent-Length: 1000\r\n\r\n"
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(head + b"only part of it")
@@ -378,25 +391,15 @@ async def test_a_connection_lost_mid_body_ends_its_request_at_once(
                 break
             await asyncio.sleep(0.01)
         assert gw.runtime.requests.active == 0 and not server.connections
-    finally:
-        await server.close(timeout=5)
 
 
 async def test_refusals_carry_the_rate_limit_headers(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
 ) -> None:
-    url = base_url(upstream[1])
     limits = {"rules": [{"group": "default", "per": "credential", "limit": 2, "period": "10s"}]}
-    gw = await make_gateway(
-        settings=make_settings(url, decision={"enabled": True}, rate_limits=limits)
-    )
-    server = DecisionServer(gw.current, gw.runtime.settings)
-    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
-    try:
+    async with own_listener(make_gateway, upstream, rate_limits=limits) as (gw, server):
         key = await gw.key()
         raw, _ = await exchange(server.port, ask(key) * 3, expect=3)
-    finally:
-        await server.close(timeout=5)
     got = answers(raw)
     assert [status for status, _, _ in got] == [200, 200, 429]
     assert [h["RateLimit-Remaining"] for _, h, _ in got] == ["1", "0", "0"]
@@ -484,13 +487,10 @@ async def test_the_idle_time_counts_from_the_last_answer(
     """``header_timeout`` (1 s here) counts from the previous answer, not from the opening: a
     keep-alive connection that asks again 0.6 s after an answer, 1.3 s after it opened, is
     answered."""
-    url = base_url(upstream[1])
-    gw = await make_gateway(
-        settings=make_settings(url, decision={"enabled": True}, limits={"header_timeout": "1s"})
-    )
-    server = DecisionServer(gw.current, gw.runtime.settings)
-    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
-    try:
+    async with own_listener(make_gateway, upstream, limits={"header_timeout": "1s"}) as (
+        gw,
+        server,
+    ):
         key = await gw.key()
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         await asyncio.sleep(0.7)
@@ -500,8 +500,6 @@ async def test_the_idle_time_counts_from_the_last_answer(
         writer.write(ask(key))
         assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)) == 200
         writer.close()
-    finally:
-        await server.close(timeout=5)
 
 
 async def test_a_client_that_never_reads_its_answers_is_cut_off(
