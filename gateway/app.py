@@ -13,7 +13,7 @@ from gateway.dashboard.routes import setup_dashboard
 from gateway.front import front_handler, no_expectation
 from gateway.issue.endpoints import HANDLERS
 from gateway.pipeline import ENDPOINTS
-from gateway.protocol import FRONT
+from gateway.protocol import FRONT, parser_limits
 from gateway.runtime import CURRENT, Current, runtime_ctx
 
 
@@ -53,14 +53,10 @@ def create_admin_app(
 
 
 def server_limits(settings: Settings) -> dict[str, Any]:
-    """aiohttp's own parser limits, set at four times the gateway's so that a request whose
-    headers pass ``limits.max_header_bytes`` gets the gateway's JSON 431; one far beyond it is
-    cut off by the parser itself (a plain 400) before it is ever buffered whole."""
-    limit = settings.limits.max_header_bytes * 4
+    """aiohttp's request handler settings for the public listener: the parser limits both
+    listeners share (:func:`gateway.protocol.parser_limits`), and the connection's timeouts."""
     return {
-        "max_field_size": limit,
-        "max_line_size": limit,
-        "max_headers": 128,
+        **parser_limits(settings.limits),
         # SECURITY: a connection must deliver complete request headers within this time of
         # opening (or of its previous response), else it is closed: no slowloris.
         "keepalive_timeout": settings.limits.header_timeout,

@@ -9,7 +9,7 @@ limits and refusals of the public listener's) and writes each answer as the byte
 :func:`gateway.wire.answer` returns, with one ``write``.
 
 The contract is the decision endpoint's (:mod:`gateway.forward.decision`): the same pipeline
-(:func:`~gateway.forward.decision.answer_headers`), JSON errors, access and audit lines and
+(:func:`~gateway.forward.decision.admitted`), JSON errors, access and audit lines and
 metrics (:func:`gateway.front.record`). Paths outside ``decision.prefix`` are 404. Limits:
 ``limits.max_header_bytes`` (431), ``limits.header_timeout`` (a connection without complete
 request headers that long after opening or after its previous answer is closed), a request body
@@ -46,10 +46,10 @@ from gateway.errors import (
     RequestTimeout,
 )
 from gateway.exchange import Exchange
-from gateway.forward.decision import admitted, answer_headers
+from gateway.forward.decision import admitted, answer_headers, under
 from gateway.front import begin, record, refused
 from gateway.observe import logs
-from gateway.protocol import refusal
+from gateway.protocol import parser_limits, refusal
 from gateway.render import error_body, error_headers
 from gateway.runtime import Current
 
@@ -114,10 +114,6 @@ class DecisionServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _path_served(self, target: str) -> bool:
-        path = target.partition("?")[0]
-        return path == self.prefix or path.startswith(self.prefix + "/")
-
     async def answer(
         self, message: RawRequestMessage, payload: StreamReader, peer: str | None, conn: _Connection
     ) -> tuple[bytes, bool]:
@@ -142,7 +138,7 @@ class DecisionServer:
                 size = sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
                 if size > self.limits.max_header_bytes:
                     raise HeadersTooLarge(details={"limit": self.limits.max_header_bytes})
-                if not self._path_served(message.path):
+                if not under(self.prefix, message.path.partition("?")[0]):
                     raise NotFound()
                 principal = await admitted(
                     runtime, exchange, headers, message.method, message.path, peer, self.prefix
@@ -150,14 +146,14 @@ class DecisionServer:
                 out = answer_headers(runtime, exchange, principal)
                 if exchange.rate is not None:
                     out.extend(rate_headers(exchange.rate).items())
+                keep_alive = keep_alive and not self.stopping  # a shutdown began meanwhile
                 data = wire.answer(
                     200,
                     out,
-                    keep_alive=keep_alive and not self.stopping,
+                    keep_alive=keep_alive,
                     http10=_http10(message),
                     block=self._identity(runtime.identity.render(principal)),
                 )
-                keep_alive = keep_alive and not self.stopping
                 status = 200
             except GatewayError as error:
                 keep_alive = keep_alive and not self.stopping
@@ -246,14 +242,11 @@ class _Connection(BaseProtocol):
     task, closes an idle connection after ``limits.header_timeout``."""
 
     def __init__(self, server: DecisionServer, loop: asyncio.AbstractEventLoop) -> None:
-        limit = server.limits.max_header_bytes * 4
         parser = HttpRequestParser(
             self,
             loop,
             2**16,
-            max_line_size=limit,
-            max_field_size=limit,
-            max_headers=128,
+            **parser_limits(server.limits),
             payload_exception=RequestPayloadError,
             auto_decompress=False,
             # SECURITY: the parser stops after this many unanswered requests (the rest of the

@@ -29,7 +29,7 @@ from multidict import CIMultiDictProxy
 from gateway.cors import edge_headers
 from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, NotFound
 from gateway.exchange import EXCHANGE, Exchange
-from gateway.forward.decision import decider
+from gateway.forward.decision import decider, under
 from gateway.forward.headers import request_id
 from gateway.forward.proxy import new_request_id
 from gateway.issue.endpoints import jwks
@@ -57,11 +57,7 @@ def front_handler(
 
     def route(request: web.Request) -> Route:
         path = request.rel_url.path_safe
-        if (
-            decide is not None
-            and decision_prefix is not None
-            and (path == decision_prefix or path.startswith(decision_prefix + "/"))
-        ):
+        if decide is not None and under(decision_prefix, path):
             return decide
         if path == JWKS_PATH and request.method in ("GET", "HEAD"):
             return jwks

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError, TransferEncodingError
 from aiohttp.web_protocol import _ErrInfo
 
+from gateway.config import Limits
 from gateway.errors import GatewayError, InvalidRequest, UpstreamTimeout
 from gateway.observe import logs
 from gateway.observe.redact import redact
@@ -28,6 +29,22 @@ from gateway.render import error_response
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The one handler of an app (gateway.front) that GatewayRunner serves without aiohttp's router.
 FRONT: web.AppKey[Handler] = web.AppKey("front")
+
+
+class ParserLimits(TypedDict):
+    max_field_size: int
+    max_line_size: int
+    max_headers: int
+
+
+def parser_limits(limits: Limits) -> ParserLimits:
+    """aiohttp's HTTP parser limits, for both listeners (the public app's ``handler_args``,
+    :func:`gateway.app.server_limits`, and :mod:`gateway.decision_server`): four times the
+    gateway's own, so that a request whose headers pass ``limits.max_header_bytes`` gets the
+    gateway's JSON 431, and one far beyond it is cut off by the parser itself (a plain 400)
+    before it is ever buffered whole."""
+    limit = limits.max_header_bytes * 4
+    return ParserLimits(max_field_size=limit, max_line_size=limit, max_headers=128)
 
 
 def _first_line(exc: BaseException) -> str:

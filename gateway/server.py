@@ -115,14 +115,14 @@ async def run(
         loop.add_signal_handler(sig, terminate, sig)
     try:
         if public:
-            await _start(
+            await _bind(
                 web.TCPSite(
                     runners[0],
                     settings.listen.host,
                     settings.listen.port,
                     ssl_context=tls.context(settings.listen),
                     reuse_port=share_port,
-                ),
+                ).start(),
                 "listen",
                 settings.listen,
             )
@@ -138,13 +138,13 @@ async def run(
                 settings.decision.listen,
             )
         if admin:
-            await _start(
+            await _bind(
                 web.TCPSite(
                     runners[-1],
                     settings.admin.host,
                     settings.admin.port,
                     ssl_context=tls.context(settings.admin),
-                ),
+                ).start(),
                 "admin",
                 settings.admin,
             )
@@ -173,10 +173,6 @@ async def run(
         if not public:  # the public app's cleanup_ctx closes them otherwise
             await close_resources(current)
         logs.event("stopped")
-
-
-async def _start(site: web.TCPSite, field: str, listener: Listener) -> None:
-    await _bind(site.start(), field, listener)
 
 
 async def _bind(starting: Awaitable[None], field: str, listener: Listener) -> None:

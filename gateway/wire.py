@@ -74,23 +74,23 @@ class _Heads:
     """The status line, ``Date``, ``Content-Length`` and ``Connection`` of an answer, encoded
     once a second for the answers without a body (an allowed decision's, nearly all)."""
 
-    __slots__ = ("_heads", "_second")
+    __slots__ = ("_date", "_heads")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._date = ""
         self._heads: dict[tuple[int, bool, bool], bytes] = {}
 
     def __call__(self, status: int, length: int, keep_alive: bool, http10: bool) -> bytes:
-        second = int(time.time())
-        if second != self._second:
+        date = http_date()
+        if date != self._date:  # a new second: the heads kept carry the old Date
             self._heads.clear()
-            self._second = second
+            self._date = date
         key = (status, keep_alive, http10)
         if length == 0 and (head := self._heads.get(key)) is not None:
             return head
         lines = [
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
-            f"Date: {http_date()}",
+            f"Date: {date}",
             f"Content-Length: {length}",
         ]
         if not keep_alive:

@@ -33,6 +33,12 @@ from gateway.runtime import Runtime
 _METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
 
 
+def under(prefix: str | None, path: str) -> bool:
+    """Whether ``path`` (no query) is a decision request under ``prefix`` (None: decision mode
+    off): the prefix itself or below it, the same test on both listeners."""
+    return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
+
+
 def original_target(
     headers: CIMultiDictProxy[str], method: str, raw_path: str, prefix: str
 ) -> tuple[str, str]:
