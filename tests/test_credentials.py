@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import jwt
 import pytest
@@ -9,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
+from gateway import credentials
 from gateway.authn.sdk_session import MARKERS as SDK
 from gateway.authn.user_token import MARKERS as USER
-from gateway.credentials import ASSERTION_TYP, Credential, extract
+from gateway.credentials import ASSERTION_TYP, Credential, _bearer, _visible, extract
 from gateway.errors import GatewayError, InvalidRequest, InvalidToken
 from gateway.principal import CredentialKind
 from tests.kinds import K, classify
@@ -96,6 +98,31 @@ def test_malformed_credentials_are_401(value: str, error: type[GatewayError]) ->
 
 def test_no_header_is_no_credential() -> None:
     assert extract(headers(), NOQ, max_bytes=8192) is None
+
+
+def test_a_bearer_token_is_visible_ascii_as_the_regex_said() -> None:
+    """_bearer checks ``[\x21-\x7e]+`` without that regex: the same verdict for every code
+    point, alone, inside a token, at either end, and for an empty token; and the same again
+    for a token it has seen (memoized)."""
+    shape = re.compile(r"[\x21-\x7e]+")
+    assert _bearer("Bearer ") is None and not _visible("")
+    for point in range(0x110000):
+        c = chr(point)
+        for token in (c, f"ab{c}cd", f"{c}xyz", f"xyz{c}", c * 3):
+            expected = bool(shape.fullmatch(token))
+            assert _visible(token) is expected, hex(point)
+            found = token.lstrip(" ") if shape.fullmatch(token.lstrip(" ")) else None
+            assert _bearer("Bearer " + token) == found, hex(point)
+            assert _bearer("Bearer " + token) == found, hex(point)
+
+
+def test_the_memo_of_visible_tokens_is_bounded() -> None:
+    for i in range(credentials._VISIBLE_SEEN_MAX * 2 + 1):
+        assert _bearer(f"Bearer t{i}") == f"t{i}"
+    assert len(credentials._VISIBLE_SEEN) <= credentials._VISIBLE_SEEN_MAX
+    long = "a" * (credentials.MEMO_MAX_CHARS + 1)
+    assert _bearer("Bearer " + long) == long and long not in credentials._VISIBLE_SEEN
+    assert _bearer("Bearer t1\x00") is None and _bearer("Bearer t\x7f") is None
 
 
 def test_two_authorization_headers_are_400() -> None:
