@@ -167,61 +167,52 @@ def record(
     runtime: Runtime, exchange: Exchange, method: str, status: int, span: RequestSpan
 ) -> None:
     """The metrics, access line, audit line and span of one finished request: only what the
-    pipeline established (route, credential kind, who), never a header or a credential."""
+    pipeline established (route, credential kind, who), never a header or a credential. The
+    lines leave here as one tuple of their fields (:func:`gateway.observe.logs.exchange`)."""
     elapsed = time.perf_counter() - exchange.started
     metrics = runtime.metrics
-    kind = exchange.credential.value if exchange.credential else "none"
-    span.finish(status, exchange.route, kind, exchange.error)
-    metrics.request_done(exchange.route, method, kind, status, elapsed)
+    credential = exchange.credential
+    kind = credential.name if credential is not None else "none"
+    route, error = exchange.route, exchange.error
+    span.finish(status, route, kind, error)
+    metrics.request_done(route, method, kind, status, elapsed)
     upstream_seconds = exchange.timings.get("upstream")
     if exchange.upstream is not None and upstream_seconds is not None:
         metrics.upstream_done(exchange.upstream, upstream_seconds)
     p = exchange.principal
-    outcome = "allow" if exchange.error is None else "deny"
+    outcome = "allow" if error is None else "deny"
     if exchange.credential_present:
-        metrics.auth_decision(kind, outcome, exchange.error or "ok")
+        metrics.auth_decision(kind, outcome, error or "ok")
     # SECURITY: a client chooses its method: folded to the known set before it is logged (a
     # key sent as the method must not reach the access or audit line).
     method = metrics.method_label(method)
-    logs.access(
-        request_id=exchange.request_id,
-        route=exchange.route,
-        method=method,
-        status=status,
-        credential=kind,
-        account=p.account if p else None,
-        user=p.user if p else None,
-        actor=p.actor if p else None,
-        error=exchange.error,
-        duration_ms=round(elapsed * 1000, 3),
-        upstream_ms=round(upstream_seconds * 1000, 3) if upstream_seconds is not None else None,
+    created = time.time()
+    request_id = exchange.request_id
+    if p is None:
+        fields: logs.ExchangeFields = (
+            request_id, route, method, status, kind, None, None, None, error, elapsed,
+            upstream_seconds, None, outcome,
+        )  # fmt: skip
+        logs.exchange(created, fields, False)
+        return
+    fields = (
+        request_id, route, method, status, kind, p.account, p.user, p.actor, error, elapsed,
+        upstream_seconds, p.key_id, outcome,
+    )  # fmt: skip
+    logs.exchange(created, fields, True)
+    # The dashboard's window onto the latest audit lines: one tuple, no formatting.
+    RECENT_AUDIT.append(
+        (
+            created,
+            request_id,
+            route,
+            method,
+            status,
+            kind,
+            p.account,
+            p.user,
+            p.actor,
+            p.key_id,
+            outcome,
+        )
     )
-    if p is not None:
-        logs.audit(
-            request_id=exchange.request_id,
-            route=exchange.route,
-            method=method,
-            status=status,
-            credential=kind,
-            account=p.account,
-            subject=p.user,
-            actor=p.actor,
-            key_id=p.key_id,
-            outcome=outcome,
-        )
-        # The dashboard's window onto the latest audit lines: one tuple, no formatting.
-        RECENT_AUDIT.append(
-            (
-                time.time(),
-                exchange.request_id,
-                exchange.route,
-                method,
-                status,
-                kind,
-                p.account,
-                p.user,
-                p.actor,
-                p.key_id,
-                outcome,
-            )
-        )

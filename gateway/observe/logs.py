@@ -72,21 +72,32 @@ class _BatchLines:
     def __init__(self) -> None:
         self._whole = -1
         self._second = ""
+        # After the milliseconds, per logger: the rest of the head, which never changes.
+        self._tails: dict[str, str] = {}
 
     def __call__(self, created: float, logger: str, fields: dict[str, Any]) -> str:
         whole = int(created)
         if whole != self._whole:
             self._whole, self._second = whole, _second(whole)
-        msg = _message(logger)
         try:
             body = orjson.dumps(fields, default=repr)
         except TypeError:
-            return json_line(created, "info", logger, msg, fields)
-        head = (
-            f'{{"ts":"{self._second}.{_MILLIS[int(created * 1000) % 1000]}Z",'
-            f'"level":"info","logger":"{logger}","msg":"{msg}"'
-        )
+            return json_line(created, "info", logger, _message(logger), fields)
+        tail = self._tails.get(logger)
+        if tail is None:
+            tail = self._tails[logger] = (
+                f'Z","level":"info","logger":"{logger}","msg":"{_message(logger)}"'
+            )
+        head = f'{{"ts":"{self._second}.{_MILLIS[int(created * 1000) % 1000]}{tail}'
         return head + "}" if body == b"{}" else f"{head},{body[1:].decode()}"
+
+    def exchange(self, created: float, entry: tuple[ExchangeFields, bool, bool]) -> str:
+        """The access line and the audit line of one request (each when on), newline-ended."""
+        fields, access, audit = entry
+        text = self(created, ACCESS.name, access_fields(fields)) + "\n" if access else ""
+        if audit:
+            text += self(created, AUDIT.name, audit_fields(fields)) + "\n"
+        return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -148,8 +159,10 @@ class _DeferredQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
-# An access or audit line as the request path leaves it: (logger name, unix time, fields).
-Line = tuple[str, float, dict[str, Any]]
+# An access or audit line as the request path leaves it: (logger name, unix time, fields); or
+# both lines of one request, (_EXCHANGE, unix time, (ExchangeFields, access on, audit on)).
+Line = tuple[str, float, Any]
+_EXCHANGE = "gateway.exchange"  # not a logger: the entry :func:`exchange` leaves
 
 
 class _Lines:
@@ -157,14 +170,15 @@ class _Lines:
 
     A ``logging`` call costs ~10 µs (a ``LogRecord`` with threads, processes, caller frames)
     and waking the writer thread for every line costs a GIL hand-over. So the request path
-    appends a tuple to a list; every ``FLUSH_SECONDS`` (or ``MAX_BATCH`` lines) the batch goes
+    appends a tuple to a list; every ``FLUSH_SECONDS`` (or ``MAX_BATCH`` entries, a request's
+    :func:`exchange` entry being its two lines) the batch goes
     to the writer thread in one queue put and is written in one ``write``. Lines are at most
     that late; :meth:`_Listener.stop` writes whatever is left. Before ``configure`` (tests,
     library use) the lines go through ``logging``.
     """
 
     FLUSH_SECONDS = 0.05
-    MAX_BATCH = 1000
+    MAX_BATCH = 500
 
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[Any] | None = None
@@ -201,8 +215,9 @@ class _Listener(logging.handlers.QueueListener):
 
     # Lines formatted per write: formatting holds the GIL, and a whole batch (hundreds of lines
     # at a few thousand requests a second) held it for about a millisecond, a pause every
-    # request in flight waited out. The write between chunks lets the event loop run.
-    CHUNK = 64
+    # request in flight waited out. The write between chunks lets the event loop run. (Entries
+    # per write: 64 lines, a request's entry being two.)
+    CHUNK = 32
 
     def handle(self, record: logging.LogRecord | list[Line]) -> None:
         if not isinstance(record, list):
@@ -212,7 +227,9 @@ class _Listener(logging.handlers.QueueListener):
         line = self._line
         for start in range(0, len(record), self.CHUNK):
             text = "".join(
-                line(created, name, fields) + "\n"
+                line.exchange(created, fields)
+                if name == _EXCHANGE
+                else line(created, name, fields) + "\n"
                 for name, created, fields in record[start : start + self.CHUNK]
             )
             with handler.lock or contextlib.nullcontext():
@@ -295,6 +312,82 @@ def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
 
 def access(**fields: Any) -> None:
     _line(ACCESS, fields)
+
+
+# One request's access and audit fields (gateway.front.record), in this order: request id,
+# route, method, status, credential, account, user, actor, error, duration in seconds, upstream
+# seconds (or None), key id, outcome.
+ExchangeFields = tuple[
+    str,
+    str,
+    str,
+    int,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    float,
+    float | None,
+    str | None,
+    str,
+]
+
+
+def exchange(created: float, fields: ExchangeFields, audited: bool) -> None:
+    """One request's access line and, when ``audited`` (someone was authenticated), its audit
+    line, as :func:`access` and :func:`audit` write them with :func:`access_fields` and
+    :func:`audit_fields` (the same text), both at ``created``. Batched, the request path
+    leaves one tuple: the dictionaries, the rounding and the text are made on the writer
+    thread."""
+    access_on = ACCESS.isEnabledFor(logging.INFO)
+    audit_on = audited and AUDIT.isEnabledFor(logging.INFO)
+    if not (access_on or audit_on):
+        return
+    if _LINES.queue is not None:
+        _LINES.add((_EXCHANGE, created, (fields, access_on, audit_on)))
+        return
+    if access_on:
+        ACCESS.info("access", extra={"fields": access_fields(fields)})
+    if audit_on:
+        AUDIT.info("audit", extra={"fields": audit_fields(fields)})
+
+
+def access_fields(fields: ExchangeFields) -> dict[str, Any]:
+    """A request's access line fields, in the line's order."""
+    (request_id, route, method, status, credential, account, user, actor, error, seconds,
+     upstream, _, _) = fields  # fmt: skip
+    return {
+        "request_id": request_id,
+        "route": route,
+        "method": method,
+        "status": status,
+        "credential": credential,
+        "account": account,
+        "user": user,
+        "actor": actor,
+        "error": error,
+        "duration_ms": round(seconds * 1000, 3),
+        "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,
+    }
+
+
+def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
+    """A request's audit line fields, in the line's order."""
+    (request_id, route, method, status, credential, account, user, actor, _, _, _, key_id,
+     outcome) = fields  # fmt: skip
+    return {
+        "request_id": request_id,
+        "route": route,
+        "method": method,
+        "status": status,
+        "credential": credential,
+        "account": account,
+        "subject": user,
+        "actor": actor,
+        "key_id": key_id,
+        "outcome": outcome,
+    }
 
 
 def audit(**fields: Any) -> None:

@@ -272,3 +272,95 @@ def test_batched_access_and_audit_lines_are_json_line_text(
         expected = json_line(created, "info", logger, logger.rpartition(".")[2], fields)
         assert batch(created, logger, fields) == expected
         assert json.loads(expected)["ts"].startswith("2023-11-14T22:13:2")
+
+
+# One request's fields as gateway.front.record leaves them (logs.ExchangeFields), and the
+# dictionaries front.record passed to access() and audit() for the same request before.
+EXCHANGE = ("r1", "users.read", "GET", 200, "user_token", "acc_1", "usr_a", "usr_c", None,
+            0.0012345, None, "key_1", "allow")  # fmt: skip
+ACCESS_FIELDS = {
+    "request_id": "r1",
+    "route": "users.read",
+    "method": "GET",
+    "status": 200,
+    "credential": "user_token",
+    "account": "acc_1",
+    "user": "usr_a",
+    "actor": "usr_c",
+    "error": None,
+    "duration_ms": round(0.0012345 * 1000, 3),
+    "upstream_ms": None,
+}
+AUDIT_FIELDS = {
+    "request_id": "r1",
+    "route": "users.read",
+    "method": "GET",
+    "status": 200,
+    "credential": "user_token",
+    "account": "acc_1",
+    "subject": "usr_a",
+    "actor": "usr_c",
+    "key_id": "key_1",
+    "outcome": "allow",
+}
+
+
+@pytest.mark.parametrize("upstream", [None, 0.0204567])
+@pytest.mark.parametrize("on", [(True, True), (True, False), (False, True)])
+def test_a_requests_lines_from_one_tuple_are_the_access_and_audit_lines(
+    upstream: float | None, on: tuple[bool, bool]
+) -> None:
+    """logs.exchange's entry becomes, on the writer thread, exactly the lines access() and
+    audit() write for the same fields (keys, order, rounding, time)."""
+    from gateway.observe.logs import _BatchLines, access_fields, audit_fields
+
+    fields = (*EXCHANGE[:10], upstream, *EXCHANGE[11:])
+    access = {**ACCESS_FIELDS, "upstream_ms": round(upstream * 1000, 3) if upstream else None}
+    assert access_fields(fields) == access
+    assert list(access_fields(fields)) == list(access)
+    assert list(audit_fields(fields).items()) == list(AUDIT_FIELDS.items())
+    created = 1700000000.0123
+    batch = _BatchLines()
+    expected = (batch(created, "gateway.access", access) + "\n" if on[0] else "") + (
+        batch(created, "gateway.audit", AUDIT_FIELDS) + "\n" if on[1] else ""
+    )
+    assert batch.exchange(created, (fields, *on)) == expected
+
+
+@pytest.mark.parametrize("level, audited, expected", [
+    ("INFO", True, ["access", "audit"]),
+    ("INFO", False, ["access"]),
+    ("WARNING", True, []),
+])  # fmt: skip
+def test_a_requests_lines_are_batched_and_written_in_order(
+    configured: Any, level: str, audited: bool, expected: list[str]
+) -> None:
+    from gateway.observe import logs
+
+    stream, listener = configured(level)
+    logs.exchange(1700000000.5, EXCHANGE, audited)
+    logs.access(request_id="after", status=200)
+    listener.stop()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    built = [line for line in lines if line["logger"] in ("gateway.access", "gateway.audit")]
+    assert [line["msg"] for line in built] == [*expected, *(["access"] if level == "INFO" else [])]
+    if expected:
+        assert {k: v for k, v in built[0].items() if k not in ("ts", "level", "logger", "msg")} == (
+            ACCESS_FIELDS
+        )
+        assert built[0]["ts"] == "2023-11-14T22:13:20.500Z"
+    if audited and expected:
+        assert {k: v for k, v in built[1].items() if k not in ("ts", "level", "logger", "msg")} == (
+            AUDIT_FIELDS
+        )
+
+
+def test_a_requests_lines_go_through_logging_before_configure(log_lines: io.StringIO) -> None:
+    from gateway.observe import logs
+
+    logs.exchange(1700000000.5, EXCHANGE, True)
+    lines = [orjson.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert [line["msg"] for line in lines] == ["access", "audit"]
+    strip = ("ts", "level", "logger", "msg")
+    assert {k: v for k, v in lines[0].items() if k not in strip} == ACCESS_FIELDS
+    assert {k: v for k, v in lines[1].items() if k not in strip} == AUDIT_FIELDS
