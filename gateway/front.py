@@ -20,8 +20,10 @@ router did.
 from __future__ import annotations
 
 import logging
+import os
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
@@ -31,7 +33,6 @@ from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, NotFou
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.forward.decision import decider, under
 from gateway.forward.headers import request_id
-from gateway.forward.proxy import new_request_id
 from gateway.issue.endpoints import jwks
 from gateway.observe import logs
 from gateway.observe.recent import RECENT as RECENT_AUDIT
@@ -118,15 +119,40 @@ def begin(
     """A request's exchange, with its request id (the client's when well-formed and not a
     secret, else a new one: :func:`~gateway.forward.headers.request_id`), and its span; for
     both listeners (this module's handler and :mod:`gateway.decision_server`)."""
+    incoming = headers.get(runtime.settings.headers.request_id)
     exchange = Exchange(
-        request_id(
-            headers.get(runtime.settings.headers.request_id),
-            new_request_id(),
-            headers.get("Authorization", ""),
-        ),
+        next(_ids)
+        if incoming is None
+        else request_id(incoming, next(_ids), headers.get("Authorization", "")),
         time.perf_counter(),
     )
     return exchange, runtime.tracer.request(headers, method, exchange.request_id)
+
+
+_BATCH = 64
+
+
+def _request_ids() -> Iterator[str]:
+    """New request ids, as :func:`gateway.forward.proxy.new_request_id` makes them (128 random
+    bits as 32 hex digits, from the fast non-cryptographic generator: an id grants nothing),
+    cut :data:`_BATCH` at a time from one draw: one call and one format per 64 requests."""
+    while True:
+        block = f"{random.getrandbits(128 * _BATCH):0{32 * _BATCH}x}"
+        for start in range(0, 32 * _BATCH, 32):
+            yield block[start : start + 32]
+
+
+_ids = _request_ids()  # used on the event loop's thread only
+
+
+def _new_ids_after_fork() -> None:
+    """A worker forked from a process that drew ids must not repeat that draw's remaining
+    ids (``random`` reseeds itself in the child; this drops what was drawn before)."""
+    global _ids  # the generator is the module's one piece of state
+    _ids = _request_ids()
+
+
+os.register_at_fork(after_in_child=_new_ids_after_fork)
 
 
 async def expect_continue(request: web.Request) -> None:

@@ -71,3 +71,38 @@ async def test_the_length_from_which_a_part_of_the_credential_is_replaced(
     status, upstream, echoed = await sent_with(gateway, f"Bearer {key}", part)
     assert status == 200
     assert (upstream == part) is kept and (echoed == part) is kept
+
+
+async def test_new_ids_are_128_random_bits_in_hex_and_never_repeat(gateway: Gateway) -> None:
+    """The gateway's own ids: 32 lowercase hex digits, distinct across several draws of the
+    batch they are cut from (front._BATCH at a time)."""
+    from gateway import front
+
+    key = await gateway.key()
+    seen = set()
+    for _ in range(3):
+        response = await gateway.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
+        seen.add(response.headers["X-Request-Id"])
+    seen.update(next(front._ids) for _ in range(front._BATCH * 3))
+    assert len(seen) == 3 + front._BATCH * 3
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in seen)
+
+
+def test_a_forked_worker_does_not_repeat_the_ids_its_parent_drew() -> None:
+    import os
+
+    from gateway import front
+
+    parent = next(front._ids)  # a batch is drawn; the rest of it stays the parent's
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then gone
+        os.write(write, "".join(next(front._ids) for _ in range(front._BATCH)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 32 * front._BATCH).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    mine = [next(front._ids) for _ in range(front._BATCH - 1)]
+    theirs = {child[i : i + 32] for i in range(0, len(child), 32)}
+    assert len(theirs) == front._BATCH and parent not in theirs and not theirs & set(mine)
