@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
+from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy, istr
 from yarl import URL
 
 from gateway.errors import InvalidRequest, NotFound
@@ -30,7 +30,10 @@ from gateway.pipeline import admit_client
 from gateway.principal import Principal
 from gateway.runtime import Runtime
 
-_METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
+# Looked up as istr: a case-insensitive lookup folds a plain str key on every call.
+_ORIGINAL_METHOD, _FORWARDED_METHOD = istr("X-Original-Method"), istr("X-Forwarded-Method")
+_ORIGINAL_URI, _ORIGINAL_URL = istr("X-Original-URI"), istr("X-Original-URL")
+_FORWARDED_URI = istr("X-Forwarded-Uri")
 
 
 def under(prefix: str | None, path: str) -> bool:
@@ -44,22 +47,27 @@ def original_target(
 ) -> tuple[str, str]:
     """(method, raw target) of the request the proxy in front is asking about; ``method`` and
     ``raw_path`` are the asking request's own (its target, query included)."""
-    method = next((headers[h] for h in _METHOD_HEADERS if h in headers), method)
-    if "X-Original-URI" in headers:
-        target = headers["X-Original-URI"]
-    elif "X-Original-URL" in headers:
-        try:
-            target = URL(headers["X-Original-URL"], encoded=True).raw_path_qs
-        except ValueError:
-            # SECURITY: ingress-nginx builds this from the client's Host header: a URL that
-            # does not parse is the client's bad input (400), never a 500.
-            raise InvalidRequest(
-                "The original URL is not valid.", details={"reason": "path"}
-            ) from None
-    elif "X-Forwarded-Uri" in headers:
-        target = headers["X-Forwarded-Uri"]
-    else:
-        target = raw_path[len(prefix) :] or "/"
+    asked = headers.get(_ORIGINAL_METHOD)
+    if asked is None:
+        asked = headers.get(_FORWARDED_METHOD)
+    if asked is not None:
+        method = asked
+    target = headers.get(_ORIGINAL_URI)
+    if target is None:
+        url = headers.get(_ORIGINAL_URL)
+        if url is not None:
+            try:
+                target = URL(url, encoded=True).raw_path_qs
+            except ValueError:
+                # SECURITY: ingress-nginx builds this from the client's Host header: a URL that
+                # does not parse is the client's bad input (400), never a 500.
+                raise InvalidRequest(
+                    "The original URL is not valid.", details={"reason": "path"}
+                ) from None
+        else:
+            target = headers.get(_FORWARDED_URI)
+            if target is None:
+                target = raw_path[len(prefix) :] or "/"
     if not method.isalpha() or not method.isupper() or len(method) > 16:
         raise InvalidRequest("The original method is not valid.", details={"reason": "method"})
     return method, target
