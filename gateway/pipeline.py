@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 
+from gateway.abuse import FailureBudget
 from gateway.authz.authorize import admits_kind, authorize
 from gateway.authz.paths import split_path
 from gateway.authz.policy import RouteMatch
@@ -78,9 +79,13 @@ async def admit(
         exchange.credential_present = True
         kind = exchange.credential = principal.credential
         exchange.principal = principal
-        with runtime.tracer.authentication() as span:
-            span.set(CREDENTIAL_KIND, kind.name)
-        with runtime.tracer.authorization(exchange.route, match.template):
+        tracer = runtime.tracer
+        if tracer.enabled:
+            with tracer.authentication() as span:
+                span.set(CREDENTIAL_KIND, kind.name)
+            with tracer.authorization(exchange.route, match.template):
+                await require_caregiver_relationship(runtime.relationships, principal)
+        else:  # the same, without entering the no-op tracer's spans
             await require_caregiver_relationship(runtime.relationships, principal)
     else:
         principal, match, credential = await _decide(
@@ -184,7 +189,7 @@ def _rate_limited(runtime: Runtime, match: RouteMatch) -> bool:
     return runtime.rate_limiter is not None and runtime.rate_limiter.limits(match.rule.group)
 
 
-async def admit_client(
+def admit_client(
     runtime: Runtime,
     exchange: Exchange,
     headers: CIMultiDictProxy[str],
@@ -194,13 +199,30 @@ async def admit_client(
     peer: str | None,
     *,
     serve: bool = True,
-) -> tuple[Principal, RouteMatch]:
+) -> Awaitable[tuple[Principal, RouteMatch]]:
     """:func:`admit` behind the budget of failed authentications of the client's address
     (``abuse``, :mod:`gateway.abuse`): an address past its budget gets 429 before any
-    credential is read, and every 401 :func:`admit` answers is counted against it."""
+    credential is read, and every 401 :func:`admit` answers is counted against it. Without a
+    budget it is :func:`admit` itself (no coroutine of its own around it)."""
     budget = runtime.failure_budget
     if budget is None:
-        return await admit(runtime, exchange, headers, query, method, raw_target, serve=serve)
+        return admit(runtime, exchange, headers, query, method, raw_target, serve=serve)
+    return _admit_budgeted(
+        budget, runtime, exchange, headers, query, method, raw_target, peer, serve
+    )
+
+
+async def _admit_budgeted(
+    budget: FailureBudget,
+    runtime: Runtime,
+    exchange: Exchange,
+    headers: CIMultiDictProxy[str],
+    query: MultiMapping[str],
+    method: str,
+    raw_target: str,
+    peer: str | None,
+    serve: bool,
+) -> tuple[Principal, RouteMatch]:
     # SECURITY: before any credential lookup; a flood without valid credentials stops here.
     client = await budget.check(peer, headers)
     try:

@@ -62,7 +62,9 @@ class TTLCache(Generic[K, V]):
         k: Hashable = key if self._key is None else self._key(key)
         entry = self._data.get(k)
         if entry is not None:
-            value, fresh_until, stale_until = self._entry(entry)
+            value, fresh_until, stale_until = (
+                entry if self._deadline is None else self._entry(entry)
+            )
             if now < (stale_until if stale else fresh_until):
                 self._data.move_to_end(k)
                 self.hits += 1
