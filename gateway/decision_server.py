@@ -48,13 +48,17 @@ from gateway.errors import (
 from gateway.exchange import Exchange
 from gateway.forward.decision import admitted, answer_headers, under
 from gateway.front import begin, record, refused
+from gateway.mutate.headers import IdentityHeaders
 from gateway.observe import logs
+from gateway.principal import Principal
 from gateway.protocol import parser_limits, refusal
 from gateway.render import error_body, error_headers
-from gateway.runtime import Current
+from gateway.runtime import Current, Runtime
 
 # Requests parsed and not yet answered, per connection, before the connection stops being read.
 MAX_QUEUED = 32
+# Principals whose identity block is kept (each with its block, a few hundred bytes).
+MAX_BLOCKS = 10_000
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _Parsed = tuple[RawRequestMessage | HttpProcessingError, StreamReader]
 
@@ -73,6 +77,8 @@ class DecisionServer:
         self.stopping = False
         self._server: asyncio.Server | None = None
         self._identity = wire.HeaderBlocks()
+        # id(principal) -> (the principal, the identity renderer, its block): see _identity_block.
+        self._blocks: dict[int, tuple[Principal, IdentityHeaders, bytes]] = {}
 
     async def start(
         self, listener: Listener, ssl_context: ssl.SSLContext | None, reuse_port: bool
@@ -152,7 +158,7 @@ class DecisionServer:
                     out,
                     keep_alive=keep_alive,
                     http10=_http10(message),
-                    block=self._identity(runtime.identity.render(principal)),
+                    block=self._identity_block(runtime, principal),
                 )
                 status = 200
             except GatewayError as error:
@@ -169,6 +175,23 @@ class DecisionServer:
         finally:
             runtime.requests.active -= 1
             record(runtime, exchange, message.method, status, span)
+
+    def _identity_block(self, runtime: Runtime, principal: Principal) -> bytes:
+        """The principal's identity header lines (``runtime.identity``), encoded and checked
+        (:class:`~gateway.wire.HeaderBlocks`). A reused decision hands out the same principal
+        object on every hit, so the block is kept per object, found by its id without hashing
+        the principal (ten fields) and the rendered headers again. The entry holds the object,
+        so no other can take its id while it is kept, and is used only for that very object
+        and renderer (a reload brings another)."""
+        identity = runtime.identity
+        kept = self._blocks.get(id(principal))
+        if kept is not None and kept[0] is principal and kept[1] is identity:
+            return kept[2]
+        block = self._identity(identity.render(principal))
+        if len(self._blocks) >= MAX_BLOCKS:
+            self._blocks.clear()
+        self._blocks[id(principal)] = (principal, identity, block)
+        return block
 
     async def _drop_body(
         self, message: RawRequestMessage, payload: StreamReader, conn: _Connection

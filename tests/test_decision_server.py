@@ -523,3 +523,31 @@ async def test_a_client_that_never_reads_its_answers_is_cut_off(
         await asyncio.wait_for(flood(), 30)
     writer.close()
     assert len(reader._buffer) > 0  # type: ignore[attr-defined]  # answers it never read
+
+
+def test_an_identity_block_is_kept_per_principal_object_and_renderer(gw: Gateway) -> None:
+    """A reused decision's principal finds its encoded identity headers again (the same bytes
+    object); an equal principal object of its own, or another renderer (a reload's), gets them
+    rendered for it; the kept blocks are bounded."""
+    from dataclasses import replace
+
+    from gateway import decision_server
+    from gateway.mutate.headers import IdentityHeaders
+    from gateway.principal import Principal
+    from tests.kinds import K
+
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    runtime = gw.runtime
+    principal = Principal("acc_1", K.USER_TOKEN, "live", "usr_a", user="usr_a")
+    block = server._identity_block(runtime, principal)
+    assert b"X-Auth-Account: acc_1\r\n" in block and b"X-Auth-User: usr_a\r\n" in block
+    assert server._identity_block(runtime, principal) is block
+    twin = replace(principal)
+    assert twin == principal and twin is not principal
+    assert server._identity_block(runtime, twin) == block
+    names = runtime.settings.headers.model_copy(update={"account": "X-Other-Account"})
+    reloaded = replace(runtime, identity=IdentityHeaders(names))
+    assert b"X-Other-Account: acc_1\r\n" in server._identity_block(reloaded, principal)
+    for i in range(decision_server.MAX_BLOCKS + 1):
+        server._identity_block(runtime, replace(principal, token_id=str(i)))
+    assert len(server._blocks) <= decision_server.MAX_BLOCKS

@@ -57,6 +57,10 @@ def test_connection_header(keep_alive: bool, http10: bool, connection: str | Non
         ("X-Auth-User", "usr_a\r"),
         ("X-Auth-User", "usr\x00a"),
         ("X-Auth-User\r\nX-Evil", "1"),
+        ("X-Auth-User\n", "1"),
+        ("X-Auth-User\r", "1"),
+        ("X-Auth\x00User", "1"),
+        ("X-Auth-User", "\n"),
     ],
 )
 def test_a_header_that_would_split_the_answer_is_refused(header: tuple[str, str]) -> None:
