@@ -10,31 +10,19 @@ and a runtime that never served a request opens and leaves behind no connection.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Mapping
 
 import aiohttp
 
 from gateway.config import Upstream
 from gateway.errors import ServiceUnavailable
-
-
-def _ssl_context(upstream: Upstream) -> ssl.SSLContext | bool:
-    if upstream.url.scheme != "https":
-        return False
-    context = ssl.create_default_context(cafile=str(upstream.ca_file) if upstream.ca_file else None)
-    if upstream.client_cert is not None:
-        context.load_cert_chain(
-            str(upstream.client_cert),
-            str(upstream.client_key) if upstream.client_key else None,
-        )
-    return context
+from gateway.forward.upstream import UpstreamClient, ssl_context
 
 
 def _upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=upstream.max_connections,
-        ssl=_ssl_context(upstream),
+        ssl=ssl_context(upstream) or False,
         ttl_dns_cache=60,
         enable_cleanup_closed=True,
     )
@@ -50,35 +38,52 @@ def _upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
 
 
 class UpstreamPools:
-    """One pooled client per configured upstream."""
+    """Per configured upstream: the forwarding client (proxy mode's own, :mod:`gateway.forward.
+    upstream`) and an aiohttp client for the gateway's own calls to it (membership checks)."""
 
     def __init__(self, upstreams: Mapping[str, Upstream]) -> None:
         self._upstreams = dict(upstreams)
         self._clients: dict[str, aiohttp.ClientSession] = {}
+        self._forwarding: dict[str, UpstreamClient] = {}
         self._closed = False
 
-    def client(self, name: str) -> aiohttp.ClientSession:
-        """The pooled client of ``name``; :class:`ServiceUnavailable` once the pools are closed
-        (never a new client nothing would close)."""
+    def _open_check(self) -> None:
         if self._closed:
             raise ServiceUnavailable(
                 "The upstream pool was retired by a reload. Retry.",
                 details={"reason": "reloading"},
             )
+
+    def client(self, name: str) -> aiohttp.ClientSession:
+        """The aiohttp client of ``name``; :class:`ServiceUnavailable` once the pools are closed
+        (never a new client nothing would close)."""
+        self._open_check()
         found = self._clients.get(name)
         if found is None:
             found = self._clients[name] = _upstream_client(self._upstreams[name])
         return found
 
+    def forwarding(self, name: str) -> UpstreamClient:
+        """The forwarding client of ``name``; :class:`ServiceUnavailable` once closed."""
+        self._open_check()
+        found = self._forwarding.get(name)
+        if found is None:
+            found = self._forwarding[name] = UpstreamClient(self._upstreams[name])
+        return found
+
     @property
     def open(self) -> int:
         """How many clients are open (each with its own connections)."""
-        return sum(1 for client in self._clients.values() if not client.closed)
+        return sum(1 for client in self._clients.values() if not client.closed) + sum(
+            1 for client in self._forwarding.values() if not client.closed
+        )
 
     async def close(self) -> None:
         self._closed = True
         for client in self._clients.values():
             await client.close()
+        for forwarding in self._forwarding.values():
+            await forwarding.close()
 
 
 class HelperPool:

@@ -115,3 +115,33 @@ def request_id(incoming: str | None, generate: str, authorization: str = "") -> 
 
 def forwarded_host(host: str | None) -> str | None:
     return host if host is not None and _HOST.match(host) else None
+
+
+def request_head(method: str, target: str, fixed: str, headers: CIMultiDict[str]) -> bytes:
+    """The request line and header block sent upstream; ``fixed`` holds the gateway's own lines
+    (``Host``, the body's framing) already in their wire form, ``Name: value\\r\\n``.
+
+    Raises :class:`InvalidRequest` for a name or value that cannot be sent as it is: one that is
+    not UTF-8 encodable, or that holds CR, LF or NUL.
+    """
+    block = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    lines = len(headers)
+    # SECURITY: a CR, LF or NUL inside a name, a value or the target would end a line early
+    # and smuggle a header, or a second request, to the upstream: every line must be exactly
+    # one of the headers. (aiohttp's parser refuses them from clients; identity values come
+    # from credentials.)
+    if (
+        block.count("\n") != lines
+        or block.count("\r") != lines
+        or "\0" in block
+        or not _clean_target(target)
+    ):
+        raise InvalidRequest("A header value is not valid.", details={"reason": "header"})
+    try:
+        return f"{method} {target} HTTP/1.1\r\n{fixed}{block}\r\n".encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest("A header value is not valid.", details={"reason": "header"}) from None
+
+
+def _clean_target(target: str) -> bool:
+    return not any(c in target for c in " \r\n\0")

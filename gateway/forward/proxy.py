@@ -17,7 +17,6 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
-from yarl import URL
 
 from gateway.config import Settings, Upstream
 from gateway.errors import (
@@ -30,6 +29,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.forward import headers as hdrs
+from gateway.forward.upstream import BODYLESS_METHODS, Answer, ConnectTimeout, UpstreamLost
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import ERROR_TYPE, NOOP_TRACER, STATUS, Span, Tracer
 from gateway.pools import UpstreamPools
@@ -65,7 +65,6 @@ class Forwarder:
         self._owned = frozenset(hdrs.canonical(h) for h in settings.headers.identity())
         self._max_body = settings.limits.max_body_bytes
         self._in_flight: dict[str, int] = {}
-        self._bases = {name: str(u.url) for name, u in settings.upstreams.items()}
         self._urls = {name: u.url for name, u in settings.upstreams.items()}
 
     @property
@@ -142,40 +141,40 @@ class Forwarder:
         timings: dict[str, float],
         before_start: Callable[[web.StreamResponse], None] | None,
     ) -> web.StreamResponse:
-        data = self._body(request) if request.body_exists else None
-        url = URL(self._bases[upstream.name] + request.raw_path, encoded=True)
-        session = self.pools.client(upstream.name)
-        with self._tracer.upstream(
-            upstream.name, request.method, self._urls[upstream.name], out
-        ) as span:
+        client = self.pools.forwarding(upstream.name)
+        method = request.method
+        body = self._body(request) if request.body_exists else None
+        if body is not None and "Content-Length" not in out:
+            fixed = client.host_line + "Transfer-Encoding: chunked\r\n"
+        elif body is None and method not in BODYLESS_METHODS and "Content-Length" not in out:
+            fixed = client.host_line + "Content-Length: 0\r\n"
+        else:
+            fixed = client.host_line
+        with self._tracer.upstream(upstream.name, method, self._urls[upstream.name], out) as span:
+            head = hdrs.request_head(method, request.raw_path, fixed, out)
             started = time.perf_counter()
             try:
-                upstream_response = await session.request(
-                    request.method,
-                    url,
-                    headers=out,
-                    data=data,
-                    allow_redirects=False,
-                    compress=None,
-                    chunked=None,
+                answer = await client.exchange(
+                    method, head, body, chunked=fixed.endswith("chunked\r\n")
                 )
             except _BodyError as exc:
                 raise exc.error from None
+            except ConnectTimeout:
+                self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
+                raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
             except TimeoutError:
                 self._metrics.upstream_errors.labels(upstream.name, "timeout").inc()
                 raise UpstreamTimeout(details={"upstream": upstream.name}) from None
-            except aiohttp.ClientError as exc:
-                if isinstance(exc.__cause__, _BodyError):
-                    raise exc.__cause__.error from None
+            except UpstreamLost:
                 self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
                 raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
-            span.set(STATUS, upstream_response.status)
+            span.set(STATUS, answer.status)
             try:
                 return await self._relay(
-                    request, upstream_response, request_id, upstream.name, span, before_start
+                    request, answer, request_id, upstream.name, span, before_start
                 )
             finally:
-                upstream_response.release()
+                answer.release()
                 timings["upstream"] = time.perf_counter() - started
 
     async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
@@ -208,7 +207,7 @@ class Forwarder:
     async def _relay(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Answer,
         request_id: str,
         upstream_name: str,
         span: Span,

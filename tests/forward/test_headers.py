@@ -3,12 +3,20 @@ survives, nothing hop-by-hop crosses, and everything else does."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import HeaderNames
-from gateway.forward.headers import HOP_BY_HOP, canonical, request_headers, request_id
+from gateway.errors import InvalidRequest
+from gateway.forward.headers import (
+    HOP_BY_HOP,
+    canonical,
+    request_head,
+    request_headers,
+    request_id,
+)
 
 OWNED = frozenset(canonical(h) for h in HeaderNames().identity())
 TOKEN_CHARS = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
@@ -89,3 +97,74 @@ def test_request_ids_are_propagated_only_when_well_formed(incoming: str) -> None
         assert 1 <= len(incoming) <= 128 and all(
             c.isascii() and (c.isalnum() or c in "._:-") for c in incoming
         )
+
+
+HOST = "Host: up:8080\r\n"
+
+
+def parsed(head: bytes) -> tuple[str, str, list[tuple[str, str]]]:
+    """The request line and headers the upstream's parser (aiohttp's C one) reads in ``head``."""
+    import asyncio
+    from unittest import mock
+
+    from aiohttp.base_protocol import BaseProtocol
+    from aiohttp.http_parser import HttpRequestParser
+
+    loop = asyncio.new_event_loop()
+    try:
+        parser = HttpRequestParser(mock.Mock(spec=BaseProtocol), loop, 2**16)
+        messages, _, _ = parser.feed_data(head)
+    finally:
+        loop.close()
+    assert len(messages) == 1
+    message = messages[0][0]
+    return message.method, message.path, list(message.headers.items())
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "target"),
+    [
+        ("X-Auth-User-Id", "usr_a\r\nX-Auth-Scopes: admin", "/x"),
+        ("X-Auth-User-Id", "usr_a\nX-Auth-Scopes: admin", "/x"),
+        ("X-Auth-User-Id", "usr_a\rX-Auth-Scopes: admin", "/x"),
+        ("X-Auth-User-Id", "usr_a\0", "/x"),
+        ("X-Evil\r\nX-Auth-Scopes", "admin", "/x"),
+        ("X-Auth-User-Id", "usr_a", "/x HTTP/1.1\r\nHost: a\r\n\r\nGET /admin"),
+        ("X-Auth-User-Id", "usr_a", "/x y"),
+        ("X-Auth-User-Id", "\udcff", "/x"),
+    ],
+    ids=[
+        "crlf",
+        "lf",
+        "cr",
+        "nul",
+        "crlf-in-name",
+        "request-in-target",
+        "space-in-target",
+        "not-encodable",
+    ],
+)
+def test_a_head_that_would_not_mean_what_it_says_is_refused(
+    name: str, value: str, target: str
+) -> None:
+    # SECURITY: a value that would end its line early smuggles a header or a request upstream.
+    with pytest.raises(InvalidRequest):
+        request_head("GET", target, HOST, CIMultiDict([("Accept", "*/*"), (name, value)]))
+
+
+header_values = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=30
+)
+
+
+plain_names = st.text(TOKEN_CHARS, min_size=1, max_size=20).filter(
+    lambda n: canonical(n) not in {"host", "content-length", "transfer-encoding"}
+)
+
+
+@given(st.lists(st.tuples(plain_names, header_values), max_size=20))
+def test_the_upstream_reads_exactly_the_headers_sent(headers: list[tuple[str, str]]) -> None:
+    head = request_head("POST", "/v1/x?a=1", HOST + "Content-Length: 0\r\n", CIMultiDict(headers))
+    method, path, seen = parsed(head)
+    assert (method, path) == ("POST", "/v1/x?a=1")
+    assert seen == [("Host", "up:8080"), ("Content-Length", "0"), *headers]
