@@ -27,9 +27,20 @@ class Upstream(Section):
         2.0, ge=0.001, le=300, description="Past it: 502 `upstream_unavailable`."
     )
     read_timeout: Duration = Field(
-        30.0, ge=0.001, le=3600, description="Past it: 504 `upstream_timeout`."
+        30.0,
+        ge=0.001,
+        le=3600,
+        description="Past it with no byte from the upstream (and no request body taken by it): "
+        "504 `upstream_timeout`, or, once the answer has started, the client's connection is "
+        "aborted.",
     )
-    max_connections: Int = Field(256, ge=1, le=100_000, description="Connection pool size.")
+    max_connections: Int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Keep-alive connections kept to the upstream for forwarding; requests "
+        "beyond wait for one in order. An idle one is closed after 15 s.",
+    )
     max_in_flight: Int = Field(
         1024,
         ge=1,

@@ -292,3 +292,41 @@ async def test_concurrent_requests_share_the_pool(gateway: Gateway) -> None:
         *(gateway.client.get(SCORES, headers={"Authorization": f"Bearer {key}"}) for _ in range(50))
     )
     assert [r.status for r in responses] == [200] * 50
+
+
+async def test_the_upstream_sees_its_own_host_and_the_body_framed_as_sent(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    recorder, server = upstream
+    gw = await make_gateway(
+        policy={
+            "routes": [
+                {
+                    "id": "w",
+                    "methods": ["GET", "POST", "PUT"],
+                    "paths": ["/v1/users"],
+                    "allow": ["api_key"],
+                }
+            ]
+        },
+    )
+    auth = {"Authorization": f"Bearer {await gw.key()}", "Host": "public.example"}
+
+    async def chunks() -> Any:
+        for part in (b"hello ", b"world"):
+            yield part
+
+    assert (await gw.client.get("/v1/users", headers=auth)).status == 200
+    assert (await gw.client.post("/v1/users", headers=auth)).status == 200
+    assert (await gw.client.put("/v1/users", headers=auth)).status == 200
+    assert (await gw.client.post("/v1/users", data=b"abc", headers=auth)).status == 200
+    assert (await gw.client.post("/v1/users", data=chunks(), headers=auth)).status == 200
+    get, post, put, sized, chunked = recorder.seen[-5:]
+    assert {s.headers["host"][0] for s in recorder.seen[-5:]} == {
+        f"{server.host}:{server.port}"
+    }
+    assert "content-length" not in get.headers and "transfer-encoding" not in get.headers
+    assert post.headers["content-length"] == ["0"] and put.headers["content-length"] == ["0"]
+    assert sized.headers["content-length"] == ["3"] and sized.body_size == 3
+    assert chunked.headers["transfer-encoding"] == ["chunked"] and chunked.body_size == 11
+    assert all(s.headers["x-forwarded-host"] == ["public.example"] for s in recorder.seen[-5:])
