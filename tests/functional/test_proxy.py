@@ -322,9 +322,7 @@ async def test_the_upstream_sees_its_own_host_and_the_body_framed_as_sent(
     assert (await gw.client.post("/v1/users", data=b"abc", headers=auth)).status == 200
     assert (await gw.client.post("/v1/users", data=chunks(), headers=auth)).status == 200
     get, post, put, sized, chunked = recorder.seen[-5:]
-    assert {s.headers["host"][0] for s in recorder.seen[-5:]} == {
-        f"{server.host}:{server.port}"
-    }
+    assert {s.headers["host"][0] for s in recorder.seen[-5:]} == {f"{server.host}:{server.port}"}
     assert "content-length" not in get.headers and "transfer-encoding" not in get.headers
     assert post.headers["content-length"] == ["0"] and put.headers["content-length"] == ["0"]
     assert sized.headers["content-length"] == ["3"] and sized.body_size == 3
