@@ -29,11 +29,13 @@ The clock the runtime reads is stopped before the warm-up (under valgrind the wa
 outlasts a cached decision's 1 s); it still calls ``time.time()``, so a read costs what it
 costs with the system clock. The ``Date`` header and the log lines' times are the real ones.
 
-To compare two trees, run the script in each (``git worktree add`` for the older one): the
-counts move by a few dozen instructions between runs (the ``Date`` header and the log times
-change once a second), never with the machine's load. ``bench/run.py`` stays the measure of
-the targets (CPU seconds, including the kernel's share of reading and writing the sockets,
-which this does not count).
+To compare two trees, run the script in each (``git worktree add`` for the older one). The
+counts never move with the machine's load, but they do between runs: the request path's by
+up to about a thousand instructions (each run signs new tokens with a new key, and
+dictionaries probe differently for them), the writer's by a few hundred (the log lines'
+times). A change worth less than that needs several runs of each tree. ``bench/run.py``
+stays the measure of the targets (CPU seconds, including the kernel's share of reading and
+writing the sockets, which this does not count).
 
 Without ``--callgrind`` the same rounds run natively and the script prints µs per round
 (wall time, noisy: only a sanity check). ``--keep DIR`` keeps the callgrind files for
@@ -267,7 +269,12 @@ def under_callgrind(rounds: int, keep: Path | None) -> None:
             "--rounds",
             str(rounds),
         ]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # One hash seed: the same strings probe dictionaries alike on every run (the tokens,
+        # signed with a new key each run, still differ).
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        subprocess.run(
+            command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
         parts = {}
         for name, number in (("request path", 1), ("writer thread", 2)):
             text = Path(f"{base}.{number}").read_text()
