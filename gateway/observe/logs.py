@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+from itertools import islice
 from types import TracebackType
 from typing import Any
 
@@ -92,12 +93,29 @@ class _BatchLines:
         return head + "}" if body == b"{}" else f"{head},{body[1:].decode()}"
 
     def exchange(self, created: float, entry: tuple[ExchangeFields, bool, bool]) -> str:
-        """The access line and the audit line of one request (each when on), newline-ended."""
+        """The access line and the audit line of one request (each when on), newline-ended:
+        :func:`json_line`'s text, each line's whole dictionary (head and fields, in
+        json_line's order) made at once and serialized in one call."""
         fields, access, audit = entry
-        text = self(created, ACCESS.name, access_fields(fields)) + "\n" if access else ""
-        if audit:
-            text += self(created, AUDIT.name, audit_fields(fields)) + "\n"
-        return text
+        whole = int(created)
+        if whole != self._whole:
+            self._whole, self._second = whole, _second(whole)
+        ts = f"{self._second}.{_MILLIS[int(created * 1000) % 1000]}Z"
+        lines = []
+        try:
+            if access:
+                lines.append(orjson.dumps(_access_line(ts, fields), default=repr).decode())
+            if audit:
+                lines.append(orjson.dumps(_audit_line(ts, fields), default=repr).decode())
+        except TypeError:  # not valid Unicode: json_line's escaped fallback, for both
+            lines = []
+            if access:
+                lines.append(
+                    json_line(created, "info", ACCESS.name, "access", access_fields(fields))
+                )
+            if audit:
+                lines.append(json_line(created, "info", AUDIT.name, "audit", audit_fields(fields)))
+        return "\n".join(lines) + "\n" if lines else ""
 
 
 class JsonFormatter(logging.Formatter):
@@ -355,9 +373,26 @@ def exchange(created: float, fields: ExchangeFields, audited: bool) -> None:
 
 def access_fields(fields: ExchangeFields) -> dict[str, Any]:
     """A request's access line fields, in the line's order."""
+    return dict(islice(_access_line("", fields).items(), _HEAD, None))
+
+
+def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
+    """A request's audit line fields, in the line's order."""
+    return dict(islice(_audit_line("", fields).items(), _HEAD, None))
+
+
+_HEAD = 4  # ts, level, logger, msg: json_line's head, before a line's fields
+
+
+def _access_line(ts: str, fields: ExchangeFields) -> dict[str, Any]:
+    """A request's access line as :func:`json_line` makes it (head, then the fields)."""
     (request_id, route, method, status, credential, account, user, actor, error, seconds,
      upstream, _, _) = fields  # fmt: skip
     return {
+        "ts": ts,
+        "level": "info",
+        "logger": "gateway.access",
+        "msg": "access",
         "request_id": request_id,
         "route": route,
         "method": method,
@@ -372,11 +407,15 @@ def access_fields(fields: ExchangeFields) -> dict[str, Any]:
     }
 
 
-def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
-    """A request's audit line fields, in the line's order."""
+def _audit_line(ts: str, fields: ExchangeFields) -> dict[str, Any]:
+    """A request's audit line as :func:`json_line` makes it (head, then the fields)."""
     (request_id, route, method, status, credential, account, user, actor, _, _, _, key_id,
      outcome) = fields  # fmt: skip
     return {
+        "ts": ts,
+        "level": "info",
+        "logger": "gateway.audit",
+        "msg": "audit",
         "request_id": request_id,
         "route": route,
         "method": method,

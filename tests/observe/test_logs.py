@@ -306,25 +306,30 @@ AUDIT_FIELDS = {
 
 
 @pytest.mark.parametrize("upstream", [None, 0.0204567])
-@pytest.mark.parametrize("on", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("on", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("user", ["usr_a", "bytes a client sent: \udcff"])
+@pytest.mark.parametrize("created", [1700000000.0123, 1700000000.9999, 1700000001.0])
 def test_a_requests_lines_from_one_tuple_are_the_access_and_audit_lines(
-    upstream: float | None, on: tuple[bool, bool]
+    upstream: float | None, on: tuple[bool, bool], user: str, created: float
 ) -> None:
-    """logs.exchange's entry becomes, on the writer thread, exactly the lines access() and
-    audit() write for the same fields (keys, order, rounding, time)."""
-    from gateway.observe.logs import _BatchLines, access_fields, audit_fields
+    """logs.exchange's entry becomes, on the writer thread, exactly json_line's text for the
+    fields access() and audit() were given for the same request (keys, order, rounding, time,
+    the escaped fallback for text that is not valid Unicode)."""
+    from gateway.observe.logs import _BatchLines, access_fields, audit_fields, json_line
 
-    fields = (*EXCHANGE[:10], upstream, *EXCHANGE[11:])
-    access = {**ACCESS_FIELDS, "upstream_ms": round(upstream * 1000, 3) if upstream else None}
-    assert access_fields(fields) == access
-    assert list(access_fields(fields)) == list(access)
-    assert list(audit_fields(fields).items()) == list(AUDIT_FIELDS.items())
-    created = 1700000000.0123
-    batch = _BatchLines()
-    expected = (batch(created, "gateway.access", access) + "\n" if on[0] else "") + (
-        batch(created, "gateway.audit", AUDIT_FIELDS) + "\n" if on[1] else ""
-    )
-    assert batch.exchange(created, (fields, *on)) == expected
+    fields = (*EXCHANGE[:6], user, *EXCHANGE[7:10], upstream, *EXCHANGE[11:])
+    access = {
+        **ACCESS_FIELDS,
+        "user": user,
+        "upstream_ms": round(upstream * 1000, 3) if upstream else None,
+    }
+    audit = {**AUDIT_FIELDS, "subject": user}
+    assert list(access_fields(fields).items()) == list(access.items())
+    assert list(audit_fields(fields).items()) == list(audit.items())
+    expected = (
+        json_line(created, "info", "gateway.access", "access", access) + "\n" if on[0] else ""
+    ) + (json_line(created, "info", "gateway.audit", "audit", audit) + "\n" if on[1] else "")
+    assert _BatchLines().exchange(created, (fields, *on)) == expected
 
 
 @pytest.mark.parametrize("level, audited, expected", [
