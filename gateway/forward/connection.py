@@ -38,6 +38,7 @@ class UpstreamConnection(BaseProtocol):
         self.heard = False  # a byte of this exchange's answer arrived
         self._response_parser: HttpResponseParser | None = None
         self._head: Head | None = None
+        self._ended = False  # the answer's end was reached and checked for bytes after it
         self._busy = False
         self._spoiled = False
         self._last = 0.0
@@ -65,6 +66,7 @@ class UpstreamConnection(BaseProtocol):
         self.writer = None
         self.heard = False
         self._head = None
+        self._ended = False
         self._busy = True
         self._read_timeout = read_timeout
         self._last = loop.time()
@@ -77,24 +79,38 @@ class UpstreamConnection(BaseProtocol):
         self.transport.write(data)
 
     async def send(self, head: bytes, body: AsyncIterator[bytes], chunked: bool) -> None:
-        """Write the head and stream ``body`` (chunked framing if ``chunked``). A failure of the
-        body (the client's: too large, too slow, broken) fails the exchange with it; a failure
-        of the connection is reported by the connection itself."""
+        """Write the head and stream ``body`` (chunked framing if ``chunked``). Whatever breaks
+        the body (the client: too large, too slow, gone, broken framing) fails the exchange with
+        its own error at once; a failure to write is the connection's, which reports it."""
         try:
             self.write(head)
             async for chunk in body:
                 if not chunk:
                     continue
-                self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-                self._last = self._loop.time()  # the upstream is taking the body: not stalled
+                if not self._write_body(
+                    b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
+                ):
+                    return
                 if self._paused:
-                    await self._drain_helper()
+                    try:
+                        await self._drain_helper()
+                    except ConnectionError:
+                        self._spoiled = True
+                        return
+                self._last = self._loop.time()  # the upstream is taking the body: not stalled
             if chunked:
-                self.write(b"0\r\n\r\n")
-        except ConnectionError:
-            self._spoiled = True
+                self._write_body(b"0\r\n\r\n")
+        except UpstreamLost:
+            self._spoiled = True  # the head could not be written: the connection reports it
         except Exception as exc:  # whatever broke the body fails the exchange
             self.fail(exc)
+
+    def _write_body(self, data: bytes) -> bool:
+        if self.transport is None:
+            self._spoiled = True
+            return False
+        self.transport.write(data)
+        return True
 
     def finish(self) -> bool:
         """End the exchange; True when the connection may carry another (the answer read to
@@ -118,11 +134,19 @@ class UpstreamConnection(BaseProtocol):
 
     def fail(self, exc: BaseException) -> None:
         """Fail the exchange with ``exc`` (its head if still awaited, else its body) and abort
-        the connection."""
+        the connection. Once the answer has started, anything but a timeout reaches its reader
+        as a :class:`ClientPayloadError` (caused by ``exc``): the reader then aborts its own
+        client's connection, the one honest signal left."""
         self._spoiled = True
         if not self.answer.done():
             self.answer.set_exception(exc)
         elif self._head is not None and not self._head[1].is_eof():
+            if not isinstance(exc, TimeoutError | ClientPayloadError):
+                # SECURITY: a failure of the client's body after the answer started (413, 408,
+                # bad framing) must not escape as an error answer of its own: written after
+                # the answer's first bytes, it would be a second response on one connection.
+                cause, exc = exc, ClientPayloadError(f"the exchange failed: {type(exc).__name__}")
+                exc.__cause__ = cause
             self._head[1].set_exception(exc)
         self.close(abort=True)
 
@@ -168,6 +192,16 @@ class UpstreamConnection(BaseProtocol):
                 continue  # an interim answer (100, 103): the final one follows
             head = self._head = (message, payload)
             self.answer.set_result(head)
+        if head is not None and head[1].is_eof() and not self._ended:
+            self._ended = True
+            try:
+                started = parser.feed_eof() is not None  # the start of another message
+            except HttpProcessingError:
+                started = True
+            if started:
+                # SECURITY: bytes after the answer in the same read, a head not yet complete:
+                # the parser would hold them unseen and the connection would look clean.
+                self.close(abort=True)
 
     def eof_received(self) -> bool:
         return False
@@ -196,8 +230,8 @@ class UpstreamConnection(BaseProtocol):
     def _check(self) -> None:
         """The read timeout, re-armed lazily: no timer is moved per read."""
         self._timer = None
-        if not self._busy or self.transport is None:
-            return
+        if not self._busy or self.transport is None or self._ended:
+            return  # idle, gone, or the answer is all here (a slow client is not a stall)
         now = self._loop.time()
         if self._reading_paused:
             self._last = now  # the client is slow to take the answer: not the upstream's stall

@@ -187,6 +187,16 @@ class Forwarder:
                 chunk = await asyncio.wait_for(request.content.read(CHUNK), timeout)
             except TimeoutError:
                 raise _BodyError(RequestTimeout(headers={"Connection": "close"})) from None
+            except ConnectionError:
+                # The client went away mid-body: the exchange ends now (nobody is left to
+                # answer), instead of holding the upstream connection until its read timeout.
+                raise _BodyError(
+                    InvalidRequest(
+                        "The request body ended early.",
+                        details={"reason": "body_incomplete"},
+                        headers={"Connection": "close"},
+                    )
+                ) from None
             except (web.RequestPayloadError, HttpProcessingError):
                 # The body's framing broke mid-stream (a bad chunk size): the client's fault
                 # (aiohttp's C parser reports the first, its Python parser the second).
@@ -224,7 +234,7 @@ class Forwarder:
             async for chunk in upstream.content.iter_chunked(CHUNK):
                 await response.write(chunk)
             await response.write_eof()
-        except (aiohttp.ClientError, TimeoutError, ConnectionError):
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, _BodyError):
             # The answer has started: the only honest signal left is to abort the connection.
             self._metrics.upstream_errors.labels(upstream_name, "aborted").inc()
             span.set(ERROR_TYPE, "aborted")

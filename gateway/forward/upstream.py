@@ -62,7 +62,7 @@ def ssl_context(upstream: Upstream) -> ssl.SSLContext | None:
 
 class Answer:
     """The upstream's answer: status, reason, headers, and its body as a stream. Call
-    :meth:`release` once done with it (read whole or not)."""
+    :meth:`release` once done with it (read whole or not); a second call does nothing."""
 
     __slots__ = ("_client", "_connection", "content", "headers", "reason", "status")
 
@@ -74,18 +74,30 @@ class Answer:
         content: StreamReader,
     ) -> None:
         self._client = client
-        self._connection = connection
+        self._connection: UpstreamConnection | None = connection
         self.status = message.code
         self.reason = message.reason
         self.headers = message.headers
         self.content = content
 
     def release(self) -> None:
-        self._client.release(self._connection)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._client.release(connection)
+
+
+# What a waiting request is handed: a connection to use, or None, a free slot to connect with
+# (the slot stays counted in ``_open``, so nobody else can take it in between).
+Turn = UpstreamConnection | None
 
 
 class UpstreamClient:
-    """The connection pool of one upstream and the exchanges on it."""
+    """The connection pool of one upstream and the exchanges on it.
+
+    Requests that find no idle connection and no free slot wait in order: a released
+    connection, or the slot of a closed one, is handed to the first of them directly, so a
+    request arriving later cannot overtake it.
+    """
 
     def __init__(self, upstream: Upstream) -> None:
         url = upstream.url
@@ -97,13 +109,14 @@ class UpstreamClient:
         self._limit = upstream.max_connections
         self.host_line = f"Host: {url.host_port_subcomponent}\r\n"
         self._idle: deque[UpstreamConnection] = deque()
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[Turn]] = deque()
+        self._sweep: asyncio.TimerHandle | None = None
         self._open = 0
         self._closed = False
 
     @property
     def open(self) -> int:
-        """Connections open now, idle or in use."""
+        """Connections open now (idle or in use) and slots being connected."""
         return self._open
 
     @property
@@ -119,15 +132,13 @@ class UpstreamClient:
         while True:
             connection, reused = await self._acquire()
             connection.begin(method == "HEAD", self._read_timeout)
-            writer = None
             try:
                 if body is None:
                     connection.write(head)
                 else:
-                    writer = asyncio.get_running_loop().create_task(
+                    connection.writer = asyncio.get_running_loop().create_task(
                         connection.send(head, body, chunked)
                     )
-                    connection.writer = writer
                 message, content = await connection.answer
             except UpstreamLost:
                 self.release(connection)
@@ -141,55 +152,94 @@ class UpstreamClient:
             return Answer(self, connection, message, content)
 
     def release(self, connection: UpstreamConnection) -> None:
-        """Back to the pool if it is clean (see the module's contract), else closed; either way
-        the first waiter gets its turn."""
+        """End ``connection``'s exchange: kept if clean (see the module's contract), else
+        closed; the first waiter gets the connection or the freed slot."""
         if connection.finish() and not self._closed:
-            connection.idle_since = asyncio.get_running_loop().time()
-            self._idle.append(connection)
+            self._hand_over(connection)
         else:
             connection.close()
-            self._open -= 1
-        self._next_turn()
+            self._free_slot()
 
-    async def _acquire(self) -> tuple[UpstreamConnection, bool]:
+    def _hand_over(self, connection: UpstreamConnection) -> None:
+        waiter = self._first_waiter()
+        if waiter is not None:
+            waiter.set_result(connection)
+            return
         loop = asyncio.get_running_loop()
-        while True:
-            if self._closed:
-                raise UpstreamLost("the pool is closed")
-            idle = self._idle
-            if idle:
-                expired = loop.time() - KEEPALIVE
-                while idle and idle[0].idle_since < expired:
-                    idle.popleft().close()
-                    self._open -= 1
-                while idle:
-                    connection = idle.pop()
-                    if connection.alive:
-                        return connection, True
-                    connection.close()
-                    self._open -= 1
-            if self._open < self._limit:
-                return await self._connect(loop), False
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    # Our turn came as we were cancelled: pass it on.
-                    self._next_turn()
-                raise
+        connection.idle_since = loop.time()
+        self._idle.append(connection)
+        if self._sweep is None:
+            self._sweep = loop.call_at(connection.idle_since + KEEPALIVE, self._expire)
 
-    def _next_turn(self) -> None:
-        """Wake the first request waiting for a connection (it looks at the pool again)."""
+    def _free_slot(self) -> None:
+        waiter = self._first_waiter()
+        if waiter is not None:
+            waiter.set_result(None)
+        else:
+            self._open -= 1
+
+    def _first_waiter(self) -> asyncio.Future[Turn] | None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                return waiter
+        return None
+
+    def _expire(self) -> None:
+        """Close the connections idle for ``KEEPALIVE`` seconds; re-armed for the oldest left."""
+        self._sweep = None
+        idle = self._idle
+        now = asyncio.get_running_loop().time()
+        while idle and idle[0].idle_since <= now - KEEPALIVE:
+            idle.popleft().close()
+            self._open -= 1
+        if idle:
+            self._sweep = asyncio.get_running_loop().call_at(
+                idle[0].idle_since + KEEPALIVE, self._expire
+            )
+
+    async def _acquire(self) -> tuple[UpstreamConnection, bool]:
+        if self._closed:
+            raise UpstreamLost("the pool is closed")
+        loop = asyncio.get_running_loop()
+        idle = self._idle
+        if not self._waiters:
+            while idle:
+                connection = idle.pop()
+                if connection.alive:
+                    return connection, True
+                connection.close()
+                self._open -= 1
+            if self._open < self._limit:
+                self._open += 1
+                return await self._connect(loop), False
+        waiter: asyncio.Future[Turn] = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            turn = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Handed a turn just as we were cancelled: pass it on.
+                handed = waiter.result()
+                if handed is not None and handed.alive and not self.closed:
+                    self._hand_over(handed)
+                else:
+                    if handed is not None:
+                        handed.close()
+                    self._free_slot()
+            raise
+        if turn is not None:
+            if turn.alive and not self.closed:
+                return turn, True
+            turn.close()  # it died while handed over: its slot is ours
+        if self.closed:
+            self._open -= 1
+            raise UpstreamLost("the pool is closed")
+        return await self._connect(loop), False
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
-        self._open += 1
+        """A new connection in a slot already counted in ``_open``; on failure the slot is
+        freed for the next waiter."""
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
@@ -200,24 +250,26 @@ class UpstreamClient:
                     server_hostname=self._host if self._ssl is not None else None,
                 )
         except TimeoutError:
-            self._open -= 1
-            self._next_turn()
+            self._free_slot()
             raise ConnectTimeout(f"no connection within {self._connect_timeout} s") from None
         except BaseException as exc:
-            self._open -= 1
-            self._next_turn()
+            self._free_slot()
             if isinstance(exc, OSError | ssl.SSLError):
                 raise UpstreamLost(f"cannot connect: {exc.__class__.__name__}") from None
             raise
         return connection
 
     async def close(self) -> None:
-        """Close the idle connections now and the others as they are released."""
+        """Close the idle connections now, those in use as they are released; waiting
+        requests fail with :class:`UpstreamLost`."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         while self._idle:
             self._idle.pop().close()
             self._open -= 1
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_exception(UpstreamLost("the pool is closed"))

@@ -14,6 +14,7 @@ from aiohttp import ClientPayloadError
 from yarl import URL
 
 from gateway.config import Upstream
+from gateway.forward import upstream as upstream_module
 from gateway.forward.upstream import Answer, ConnectTimeout, UpstreamClient, UpstreamLost
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -480,3 +481,227 @@ async def test_an_answer_before_the_whole_body_stops_the_upload() -> None:
     await client.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_the_start_of_another_answer_in_the_same_read_closes_the_connection() -> None:
+    # SECURITY: an incomplete head right behind the answer, in the same read, would be held
+    # unseen by the parser and the connection would look clean; it is closed instead.
+    for stray in (b"HTTP/1.1 200 OK\r\nX-Pad: ", b"H"):
+        async with Scripted(send(OK + stray), send(OK)) as up:
+            client = client_of(up.port)
+            assert await fetch(client) == (200, b"ok")
+            assert await fetch(client) == (200, b"ok")
+            assert up.connections == 2
+            await client.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["204", "204-cl0", "304-cl5", "304-chunked"],
+)
+async def test_bodyless_statuses_end_at_their_head_and_keep_the_connection(answer: bytes) -> None:
+    async with Scripted(send(answer), send(OK)) as up:
+        client = client_of(up.port)
+        status, body = await fetch(client)
+        assert body == b"" and status in (204, 304)
+        assert await fetch(client) == (200, b"ok")
+        assert up.connections == 1
+        await client.close()
+
+
+async def test_idle_connections_are_closed_after_keepalive_without_new_traffic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An idle connection is closed after the keep-alive time even if no request comes.
+    monkeypatch.setattr(upstream_module, "KEEPALIVE", 0.2)
+    async with Scripted(send(OK), send(OK)) as up:
+        client = client_of(up.port)
+        assert await fetch(client) == (200, b"ok")
+        await asyncio.sleep(0.6)
+        assert client.open == 0, "an idle connection outlived the keep-alive time"
+        await client.close()
+
+
+async def test_a_client_body_that_breaks_with_a_connection_error_fails_the_exchange_at_once() -> (
+    None
+):
+    # A client gone mid-upload (aiohttp fails the request body with ConnectionResetError) ends
+    # the exchange at once, not after the read timeout, and frees its connection.
+    async def body() -> AsyncIterator[bytes]:
+        yield b"start"
+        raise ConnectionResetError("Connection lost")  # what request.content.read() raises
+
+    post = b"POST /x HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with Scripted(hang) as up:
+        client = client_of(up.port, read_timeout=30)
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(client.exchange("POST", post, body(), chunked=True), 10)
+        assert client.open == 0
+        await client.close()
+
+
+async def test_a_body_failure_after_the_head_fails_the_body_with_a_client_error() -> None:
+    # SECURITY: after the answer started, a failure of the client's body reaches the answer's
+    # reader as a ClientError (which aborts the client's connection), never as an error of its
+    # own that would become a second response (tests/functional/test_proxy_faults.py).
+    from aiohttp import ClientError
+
+    class Broken(Exception):
+        pass
+
+    gate = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"start"
+        await gate.wait()
+        raise Broken
+
+    post = b"POST /x HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: chunked\r\n\r\n"
+    writers: list[asyncio.StreamWriter] = []
+
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfive!")
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            done.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    client = client_of(server.sockets[0].getsockname()[1])
+    answer = await client.exchange("POST", post, body(), chunked=True)
+    gate.set()
+    with pytest.raises(BaseException) as caught:
+        await answer.content.read()
+    answer.release()
+    await client.close()
+    for writer in writers:
+        writer.transport.abort()
+    await asyncio.wait_for(done.wait(), 2)
+    server.close()
+    await server.wait_closed()
+    assert isinstance(caught.value, ClientError | TimeoutError | ConnectionError), repr(
+        caught.value
+    )
+
+
+async def test_a_client_slow_to_take_a_complete_answer_does_not_cost_the_connection() -> None:
+    # The upstream sent the whole answer; only the client is slow: not an upstream stall, and
+    # the connection stays.
+    async with Scripted(send(OK), send(OK)) as up:
+        client = client_of(up.port, read_timeout=0.2)
+        answer = await client.exchange("GET", GET, None, chunked=False)
+        await asyncio.sleep(0.5)  # a slow client: the relay has not drained the answer yet
+        assert await answer.content.read() == b"ok"
+        answer.release()
+        assert await fetch(client) == (200, b"ok")
+        assert up.connections == 1
+        await client.close()
+
+
+async def test_cancellation_in_every_phase_leaks_no_slot() -> None:
+    async with Scripted(hang, *[send(OK) for _ in range(3)]) as up:
+        client = client_of(up.port, max_connections=1)
+        holder = asyncio.ensure_future(fetch(client))  # holds the only connection (hang)
+        await asyncio.sleep(0.1)
+        waiter = asyncio.ensure_future(fetch(client))  # waits for a turn
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+        holder.cancel()
+        for task in (holder, waiter):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert client.open == 0
+        assert await asyncio.wait_for(fetch(client), 2) == (200, b"ok")
+        assert client.open == 1
+        await client.close()
+
+
+async def test_cancellation_while_connecting_leaks_no_slot() -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        client: UpstreamClient = client_of(port, connect_timeout=5, max_connections=1)
+        try:
+            first = asyncio.ensure_future(fetch(client))
+            await asyncio.sleep(0.1)
+            second = asyncio.ensure_future(fetch(client))
+            await asyncio.sleep(0.05)
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            await asyncio.sleep(0.05)
+            assert client.open == 1  # the second took the freed slot and is connecting
+            second.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await second
+            assert client.open == 0
+        finally:
+            for filler in fillers:
+                filler.close()
+            await client.close()
+
+
+async def test_a_retry_is_only_for_a_reused_connection_and_once() -> None:
+    async with Scripted(send(OK), send(b"", close=True), send(b"", close=True)) as up:
+        client = client_of(up.port)
+        assert await fetch(client) == (200, b"ok")
+        with pytest.raises(UpstreamLost):
+            await fetch(client)
+        assert len(up.requests) == 3  # the original, one retry on a new connection, no more
+        await client.close()
+
+
+async def test_a_woken_waiter_is_not_overtaken_by_a_newcomer() -> None:
+    # Requests beyond the pool wait in order: a released connection goes to the first waiter,
+    # not to a request arriving in the same tick.
+    async with Scripted(*[send(OK) for _ in range(3)]) as up:
+        client = client_of(up.port, max_connections=1)
+        first = await client.exchange("GET", GET, None, chunked=False)
+        assert await first.content.read() == b"ok"
+        order: list[str] = []
+
+        async def request(name: str) -> None:
+            assert await fetch(client) == (200, b"ok")
+            order.append(name)
+
+        waiting = asyncio.ensure_future(request("waiting"))
+        await asyncio.sleep(0.05)  # it waits for the only connection
+        newcomer = asyncio.ensure_future(request("newcomer"))  # arrives in the same tick
+        first.release()
+        await asyncio.gather(waiting, newcomer)
+        assert order == ["waiting", "newcomer"]
+        await client.close()
+
+
+async def test_releasing_an_answer_twice_does_not_corrupt_the_pool_count() -> None:
+    # A second release does nothing (the pool's count stays right).
+    async with Scripted(send(OK), send(OK)) as up:
+        client = client_of(up.port)
+        answer = await client.exchange("GET", GET, None, chunked=False)
+        assert await answer.content.read() == b"ok"
+        answer.release()
+        answer.release()
+        assert client.open == 1
+        await client.close()
