@@ -162,8 +162,8 @@ class UpstreamConnection(BaseProtocol):
                 self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        parser = self._response_parser
-        if parser is None or not self._busy:
+        parser = self._response_parser  # None exactly when no exchange is in progress
+        if parser is None:
             # SECURITY: bytes no request asked for: they would be read as the next client's
             # answer. The connection is closed instead.
             self.close(abort=True)
