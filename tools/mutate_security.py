@@ -117,7 +117,10 @@ MAPPED: dict[str, list[str]] = {
         "tests/functional/test_proxy.py",
     ],
     "gateway/forward/proxy.py": ["tests/security/test_faults.py", "tests/functional/test_proxy.py"],
-    "gateway/forward/connection.py": ["tests/forward/test_upstream.py"],
+    "gateway/forward/connection.py": [
+        "tests/forward/test_upstream.py",
+        "tests/functional/test_proxy_faults.py",
+    ],
     "gateway/forward/upstream.py": ["tests/forward/test_upstream.py"],
     "gateway/issue/endpoints.py": [
         "tests/functional/test_token_issuance.py",
