@@ -3,6 +3,12 @@
 It does what any aiohttp proxy must (pooled client session, streamed body both ways, hop-by-hop
 headers dropped) and nothing else, so the gateway's ratio to it is the cost of authentication,
 policy, identity headers, metrics and logs.
+
+    python bench/bare_proxy.py PORT UPSTREAM_URL [--lean]
+
+``--lean``: the same proxy forwarding with the gateway's own client
+(``gateway.forward.upstream``) instead of aiohttp's ``ClientSession``: a reference row that
+separates what the gateway's forwarding client saves from what its authentication costs.
 """
 
 from __future__ import annotations
@@ -13,7 +19,12 @@ import sys
 import aiohttp
 import uvloop
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
+
+from gateway.config import Upstream
+from gateway.forward.headers import request_head
+from gateway.forward.upstream import UpstreamClient
 
 HOP = {
     "connection",
@@ -28,6 +39,7 @@ HOP = {
 }
 UPSTREAM = web.AppKey("upstream", str)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+LEAN = web.AppKey("lean", UpstreamClient)
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
@@ -51,6 +63,35 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return response
 
 
+async def lean_proxy(request: web.Request) -> web.StreamResponse:
+    client = request.app[LEAN]
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP)
+    body = request.content.iter_any() if request.body_exists else None
+    fixed = client.host_line
+    if body is not None and "Content-Length" not in headers:
+        fixed += "Transfer-Encoding: chunked\r\n"
+    head = request_head(request.method, request.raw_path, fixed, headers)
+    upstream = await client.exchange(request.method, head, body, chunked=fixed.endswith("d\r\n"))
+    try:
+        response = web.StreamResponse(status=upstream.status)
+        for k, v in upstream.headers.items():
+            if k.lower() not in HOP:
+                response.headers[k] = v
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_chunked(65536):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        upstream.release()
+
+
+async def lean_ctx(app: web.Application) -> object:
+    app[LEAN] = UpstreamClient(Upstream(name="up", url=URL(app[UPSTREAM])))
+    yield
+    await app[LEAN].close()
+
+
 async def session_ctx(app: web.Application) -> object:
     app[SESSION] = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256),
@@ -63,10 +104,11 @@ async def session_ctx(app: web.Application) -> object:
 
 def main() -> None:
     port, upstream = int(sys.argv[1]), sys.argv[2]
+    lean = "--lean" in sys.argv[3:]
     app = web.Application()
     app[UPSTREAM] = upstream
-    app.cleanup_ctx.append(session_ctx)  # type: ignore[arg-type]
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    app.cleanup_ctx.append(lean_ctx if lean else session_ctx)  # type: ignore[arg-type]
+    app.router.add_route("*", "/{tail:.*}", lean_proxy if lean else proxy)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 

@@ -533,6 +533,17 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
                     seconds,
                 )
             )
+            lean = python_server("lean", "bare_proxy.py", f"http://127.0.0.1:{up_port}", "--lean")
+            ctx["started"].append(lean)  # type: ignore[attr-defined]
+            rows.append(
+                measure(
+                    "reference: bare proxy on the gateway's forwarding client",
+                    [lean],
+                    f"http://127.0.0.1:{lean.port}{path}",
+                    seconds,
+                )
+            )
+            lean.stop()
             proxy_port = free_port()
             front = nginx(tmp, "proxy", proxy_port, PROXY_BODY, up_port)  # type: ignore[arg-type]
             ctx["started"].append(front)  # type: ignore[attr-defined]
