@@ -1,6 +1,7 @@
 """Profile one benchmark row: the gateway under wrk load, sampled by py-spy.
 
-    python bench/profile.py [api-key|user|member|caregiver|decision|decision-listener|mobile|bare]
+    python bench/profile.py [api-key|user|member|caregiver|decision|decision-listener|
+                             decision-nginx|mobile|bare]
                             [--seconds 10]
 
 Starts the same stack as ``bench/run.py`` (nginx upstream and Redis on core 1, the server on
@@ -25,10 +26,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
+    AUTH_BODY,
     MOBILE_SCRIPT,
     binary,
     credentials,
     free_port,
+    nginx,
     python_server,
     stack,
     start_gateway,
@@ -90,6 +93,7 @@ def main() -> None:
             "caregiver",
             "decision",
             "decision-listener",
+            "decision-nginx",
             "mobile",
             "bare",
         ],
@@ -135,6 +139,20 @@ def main() -> None:
                     url = f"http://127.0.0.1:{server.port}"
                     script = tmp / "mobile.lua"
                     script.write_text(MOBILE_SCRIPT.format(key=creds["key"]))
+                elif args.row == "decision-nginx":
+                    # nginx auth_request asking the decision listener; the gateway is profiled
+                    front_port = free_port()
+                    front = nginx(
+                        tmp,
+                        "auth",
+                        front_port,
+                        AUTH_BODY,
+                        ctx["up_port"],
+                        decision_port,  # type: ignore[arg-type]
+                    )
+                    ctx["started"].append(front)  # type: ignore[attr-defined]
+                    url = f"http://127.0.0.1:{front_port}{PATH}"
+                    script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
                 elif args.row.startswith("decision"):
                     port = decision_port if args.row == "decision-listener" else server.port
                     url = f"http://127.0.0.1:{port}/decisions{PATH}"
