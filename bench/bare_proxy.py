@@ -19,7 +19,7 @@ import sys
 import aiohttp
 import uvloop
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.config import Upstream
@@ -42,6 +42,24 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 LEAN = web.AppKey("lean", UpstreamClient)
 
 
+async def relay(
+    request: web.Request,
+    status: int,
+    headers: CIMultiDictProxy[str],
+    content: aiohttp.StreamReader,
+) -> web.StreamResponse:
+    """The upstream's answer streamed back, hop-by-hop headers dropped."""
+    response = web.StreamResponse(status=status)
+    for k, v in headers.items():
+        if k.lower() not in HOP:
+            response.headers[k] = v
+    await response.prepare(request)
+    async for chunk in content.iter_chunked(65536):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
 async def proxy(request: web.Request) -> web.StreamResponse:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
     url = URL(request.app[UPSTREAM] + request.raw_path, encoded=True)
@@ -52,15 +70,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         data=request.content if request.body_exists else None,
         allow_redirects=False,
     ) as upstream:
-        response = web.StreamResponse(status=upstream.status)
-        for k, v in upstream.headers.items():
-            if k.lower() not in HOP:
-                response.headers[k] = v
-        await response.prepare(request)
-        async for chunk in upstream.content.iter_chunked(65536):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+        return await relay(request, upstream.status, upstream.headers, upstream.content)
 
 
 async def lean_proxy(request: web.Request) -> web.StreamResponse:
@@ -73,15 +83,7 @@ async def lean_proxy(request: web.Request) -> web.StreamResponse:
     head = request_head(request.method, request.raw_path, fixed, headers)
     upstream = await client.exchange(request.method, head, body, chunked=fixed.endswith("d\r\n"))
     try:
-        response = web.StreamResponse(status=upstream.status)
-        for k, v in upstream.headers.items():
-            if k.lower() not in HOP:
-                response.headers[k] = v
-        await response.prepare(request)
-        async for chunk in upstream.content.iter_chunked(65536):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+        return await relay(request, upstream.status, upstream.headers, upstream.content)
     finally:
         upstream.release()
 

@@ -381,26 +381,35 @@ async def test_a_refused_connection_is_lost() -> None:
     await client.close()
 
 
-async def test_a_connection_not_accepted_in_time_is_a_connect_timeout() -> None:
-    # A listening socket with a full backlog that never accepts: the SYN goes unanswered.
+@contextlib.contextmanager
+def unaccepting_port() -> Iterator[int]:
+    """A listening socket whose backlog is full and which never accepts: a new connection's
+    SYN goes unanswered, so connecting to it hangs."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
-        port = listener.getsockname()[1]
+        port = int(listener.getsockname()[1])
         fillers = []
         for _ in range(4):
             filler = socket.socket()
             filler.setblocking(False)
             filler.connect_ex(("127.0.0.1", port))
             fillers.append(filler)
+        try:
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_a_connection_not_accepted_in_time_is_a_connect_timeout() -> None:
+    with unaccepting_port() as port:
         client = client_of(port, connect_timeout=0.2)
         try:
             with pytest.raises(ConnectTimeout):
                 await fetch(client)
             assert client.open == 0
         finally:
-            for filler in fillers:
-                filler.close()
             await client.close()
 
 
@@ -630,18 +639,7 @@ async def test_cancellation_in_every_phase_leaks_no_slot() -> None:
 
 
 async def test_cancellation_while_connecting_leaks_no_slot() -> None:
-    import socket
-
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers = []
-        for _ in range(4):
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
+    with unaccepting_port() as port:
         client: UpstreamClient = client_of(port, connect_timeout=5, max_connections=1)
         try:
             first = asyncio.ensure_future(fetch(client))
@@ -658,8 +656,6 @@ async def test_cancellation_while_connecting_leaks_no_slot() -> None:
                 await second
             assert client.open == 0
         finally:
-            for filler in fillers:
-                filler.close()
             await client.close()
 
 
