@@ -186,6 +186,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
             "reason=(_first_line(exc)),",
         )
     },
+    (
+        "gateway/forward/connection.py",
+        "if (head is not None or message.code == 101 or message.code < 100):",
+    ): (
+        "the response parser flags an upgrade only on a 101 answer (llhttp: upgrade headers and "
+        "status 101), which message.code == 101 refuses already; tested with and without the "
+        "Upgrade headers (test_upstream.py, unasked-upgrade and bare-101)"
+    ),
     ("gateway/decision_server.py", "if (body is not None):"): (
         "failing a body that has already ended changes nothing: its reader has had its last "
         "chunk (EOF) and reads no more, and the parser error is answered as the next message"
