@@ -295,9 +295,9 @@ async def test_an_answer_that_stalls_mid_body_fails_its_body() -> None:
 async def test_a_client_slow_to_read_is_not_an_upstream_timeout() -> None:
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 2_000_000
     async with Scripted(send(big)) as up:
-        client = client_of(up.port, read_timeout=0.2)
+        client = client_of(up.port, read_timeout=1.0)
         answer = await client.exchange("GET", GET, None, chunked=False)
-        await asyncio.sleep(0.6)  # the buffer fills and reading pauses meanwhile
+        await asyncio.sleep(2.5)  # the buffer fills and reading pauses meanwhile
         assert len(await answer.content.read()) == 2_000_000
         answer.release()
         await client.close()
@@ -445,12 +445,12 @@ async def test_an_unread_answer_released_closes_its_connection() -> None:
 async def test_an_upload_the_upstream_is_taking_is_not_a_stall() -> None:
     async def slow_body() -> AsyncIterator[bytes]:
         for _ in range(6):
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.4)
             yield b"part"
 
     post = b"POST /x HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: chunked\r\n\r\n"
     async with Scripted(send(OK)) as up:
-        client = client_of(up.port, read_timeout=0.3)
+        client = client_of(up.port, read_timeout=1.0)  # the upload takes 2.4 s
         answer = await client.exchange("POST", post, slow_body(), chunked=True)
         assert answer.status == 200 and await answer.content.read() == b"ok"
         answer.release()
