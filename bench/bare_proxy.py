@@ -24,7 +24,7 @@ from yarl import URL
 
 from gateway.config import Upstream
 from gateway.forward.headers import request_head
-from gateway.forward.upstream import UpstreamClient
+from gateway.forward.upstream import UpstreamClient, framing
 
 HOP = {
     "connection",
@@ -77,11 +77,9 @@ async def lean_proxy(request: web.Request) -> web.StreamResponse:
     client = request.app[LEAN]
     headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP)
     body = request.content.iter_any() if request.body_exists else None
-    fixed = client.host_line
-    if body is not None and "Content-Length" not in headers:
-        fixed += "Transfer-Encoding: chunked\r\n"
-    head = request_head(request.method, request.raw_path, fixed, headers)
-    upstream = await client.exchange(request.method, head, body, chunked=fixed.endswith("d\r\n"))
+    line, chunked = framing(request.method, body is not None, "Content-Length" in headers)
+    head = request_head(request.method, request.raw_path, client.host_line + line, headers)
+    upstream = await client.exchange(request.method, head, body, chunked)
     try:
         return await relay(request, upstream.status, upstream.headers, upstream.content)
     finally:

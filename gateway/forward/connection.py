@@ -39,7 +39,6 @@ class UpstreamConnection(BaseProtocol):
         self._response_parser: HttpResponseParser | None = None
         self._head: Head | None = None
         self._ended = False  # the answer's end was reached and checked for bytes after it
-        self._busy = False
         self._spoiled = False
         self._last = 0.0
         self._read_timeout = 0.0
@@ -67,7 +66,6 @@ class UpstreamConnection(BaseProtocol):
         self.heard = False
         self._head = None
         self._ended = False
-        self._busy = True
         self._read_timeout = read_timeout
         self._last = loop.time()
         if self._timer is None:
@@ -87,10 +85,7 @@ class UpstreamConnection(BaseProtocol):
             async for chunk in body:
                 if not chunk:
                     continue
-                if not self._write_body(
-                    b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
-                ):
-                    return
+                self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                 if self._paused:
                     try:
                         await self._drain_helper()
@@ -99,23 +94,15 @@ class UpstreamConnection(BaseProtocol):
                         return
                 self._last = self._loop.time()  # the upstream is taking the body: not stalled
             if chunked:
-                self._write_body(b"0\r\n\r\n")
+                self.write(b"0\r\n\r\n")
         except UpstreamLost:
-            self._spoiled = True  # the head could not be written: the connection reports it
+            self._spoiled = True  # the connection is gone: it reports that itself
         except Exception as exc:  # whatever broke the body fails the exchange
             self.fail(exc)
-
-    def _write_body(self, data: bytes) -> bool:
-        if self.transport is None:
-            self._spoiled = True
-            return False
-        self.transport.write(data)
-        return True
 
     def finish(self) -> bool:
         """End the exchange; True when the connection may carry another (the answer read to
         its end, no close asked for, no byte after it, the request's body sent whole)."""
-        self._busy = False
         self._response_parser = self._parser = None
         writer, self.writer = self.writer, None
         if writer is not None and not writer.done():
@@ -152,9 +139,7 @@ class UpstreamConnection(BaseProtocol):
 
     def close(self, abort: bool = False) -> None:
         self._spoiled = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timer()
         if self.transport is not None:
             if abort:
                 self.transport.abort()
@@ -208,11 +193,9 @@ class UpstreamConnection(BaseProtocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timer()
         parser = self._response_parser
-        if not self._busy or parser is None:
+        if parser is None:  # no exchange in progress
             return
         head = self._head
         if head is None:
@@ -230,7 +213,7 @@ class UpstreamConnection(BaseProtocol):
     def _check(self) -> None:
         """The read timeout, re-armed lazily: no timer is moved per read."""
         self._timer = None
-        if not self._busy or self.transport is None or self._ended:
+        if self._response_parser is None or self.transport is None or self._ended:
             return  # idle, gone, or the answer is all here (a slow client is not a stall)
         now = self._loop.time()
         if self._reading_paused:
@@ -240,3 +223,8 @@ class UpstreamConnection(BaseProtocol):
             self.fail(TimeoutError(f"nothing from the upstream for {self._read_timeout} s"))
             return
         self._timer = self._loop.call_at(due, self._check)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -8,7 +8,6 @@ connection, so a client never sees a clean, complete-looking response with a tru
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.forward import headers as hdrs
-from gateway.forward.upstream import BODYLESS_METHODS, Answer, ConnectTimeout, UpstreamLost
+from gateway.forward.upstream import Answer, ConnectTimeout, UpstreamLost, framing
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import ERROR_TYPE, NOOP_TRACER, STATUS, Span, Tracer
 from gateway.pools import UpstreamPools
@@ -144,19 +143,12 @@ class Forwarder:
         client = self.pools.forwarding(upstream.name)
         method = request.method
         body = self._body(request) if request.body_exists else None
-        if body is not None and "Content-Length" not in out:
-            fixed = client.host_line + "Transfer-Encoding: chunked\r\n"
-        elif body is None and method not in BODYLESS_METHODS and "Content-Length" not in out:
-            fixed = client.host_line + "Content-Length: 0\r\n"
-        else:
-            fixed = client.host_line
+        line, chunked = framing(method, body is not None, "Content-Length" in out)
         with self._tracer.upstream(upstream.name, method, self._urls[upstream.name], out) as span:
-            head = hdrs.request_head(method, request.raw_path, fixed, out)
+            head = hdrs.request_head(method, request.raw_path, client.host_line + line, out)
             started = time.perf_counter()
             try:
-                answer = await client.exchange(
-                    method, head, body, chunked=fixed.endswith("chunked\r\n")
-                )
+                answer = await client.exchange(method, head, body, chunked)
             except _BodyError as exc:
                 raise exc.error from None
             except ConnectTimeout:
@@ -242,12 +234,3 @@ class Forwarder:
                 request.transport.abort()
             response.force_close()
         return response
-
-
-def new_request_id() -> str:
-    """128 random bits as 32 hex digits (the shape of a UUID's hex, without its version bits).
-
-    A request id correlates log lines; it grants nothing, so it comes from the fast
-    non-cryptographic generator (an ``os.urandom`` call per request showed in the profile).
-    """
-    return f"{random.getrandbits(128):032x}"

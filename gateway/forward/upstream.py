@@ -36,11 +36,25 @@ from aiohttp.http_parser import RawResponseMessage
 from gateway.config import Upstream
 from gateway.forward.connection import UpstreamConnection, UpstreamLost
 
-__all__ = ["Answer", "ConnectTimeout", "UpstreamClient", "UpstreamLost"]
+__all__ = ["Answer", "ConnectTimeout", "UpstreamClient", "UpstreamLost", "framing"]
 
 KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's default)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def framing(method: str, has_body: bool, length_known: bool) -> tuple[str, bool]:
+    """The framing line the gateway adds for a request's body (wire form, or ``""``) and
+    whether the body is sent chunked: chunked when there is a body of unknown length;
+    ``Content-Length: 0`` for a bodyless request whose method may carry one (as aiohttp's
+    client does); nothing when the client's ``Content-Length`` is forwarded or none is due."""
+    if length_known:
+        return "", False
+    if has_body:
+        return "Transfer-Encoding: chunked\r\n", True
+    if method not in BODYLESS_METHODS:
+        return "Content-Length: 0\r\n", False
+    return "", False
 
 
 class ConnectTimeout(TimeoutError):
