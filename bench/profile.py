@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,7 @@ def main() -> None:
         choices=["rs1", "es1", "ed1"],
         help="the signing key (RS256/ES256/EdDSA)",
     )
+    parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gw-profile-") as tmpdir:
         tmp = Path(tmpdir)
@@ -194,6 +196,8 @@ def main() -> None:
                 print(f"  {used / args.seconds * 100:5.1f} % of a core  {name}")
             print()
             print(summarise(raw, args.top))
+            if args.raw:
+                shutil.copyfile(raw, args.raw)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ one Cluster slot (docs/design.md, "Key schema"; ``gw:`` is the default prefix):
 - relationships, in the slot of their account: ``gw:rel:{<account>}:<subject>\x1f<actor>`` and
   the account's index ``gw:rels:{<account>}``.
 
-Every call is bounded (``store.timeout`` on the socket, an overall deadline per operation); any
+Every call is bounded (``store.timeout`` on the socket, an overall deadline per operation; on
+the multiplexed connection of the mobile-token operations, each command's answer within
+``store.timeout``: :mod:`gateway.stores.multiplex`); any
 exception from the client, whatever its type, becomes
 :class:`~gateway.errors.StoreUnavailable`, so a decision that needs Redis fails closed (503) and
 never answers 500. Reads are retried once at once where a fresh connection may help (a
@@ -96,12 +98,14 @@ def _may_retry(exc: BaseException) -> bool:
 
 
 def _operation(
-    *, idempotent: bool
+    *, idempotent: bool, multiplexed: bool = False
 ) -> Callable[
     [Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]]],
     Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]],
 ]:
-    """A store operation: bounded, observed, failing closed (see the module's docstring)."""
+    """A store operation: bounded, observed, failing closed (see the module's docstring).
+    ``multiplexed``: when the store has a multiplexed connection, every command the operation
+    sends goes there (which bounds each command itself: no timer of the operation's own)."""
 
     def decorate(
         fn: Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]],
@@ -113,7 +117,9 @@ def _operation(
             started = time.perf_counter()
             ok = False
             try:
-                result = await self._call(operation, lambda: fn(self, *args, **kwargs), idempotent)
+                result = await self._call(
+                    operation, lambda: fn(self, *args, **kwargs), idempotent, multiplexed
+                )
                 ok = True
                 return result
             finally:
@@ -146,6 +152,9 @@ class RedisStore:
         Cluster). ``closing`` is awaited after the client is closed (the Sentinel's own
         connections)."""
         pool_wait = max(MIN_POOL_WAIT, timeout * POOL_WAIT_FACTOR)
+        # The whole operation, retry included: a wait for a connection, then connecting (with
+        # Sentinel, asking a sentinel first) and the command, each bounded by `timeout`.
+        self._deadline = pool_wait + 2 * timeout + (replica_ack_timeout if min_replicas_ack else 0)
         if client is None:
             if url is None:
                 raise ValueError("RedisStore needs a url or a client")
@@ -163,8 +172,10 @@ class RedisStore:
             )
             client = redis.Redis(connection_pool=pool)
             self._gate: asyncio.Semaphore | None = None
-            # The hot path's commands (mobile tokens) on one pipelined connection.
-            self._mux = _multiplexed(url, timeout, options or {})
+            # The hot path's commands (mobile tokens) on one pipelined connection, each answered
+            # within `timeout` (a WAIT after a write within the acknowledgement's bound more).
+            ack_wait = replica_ack_timeout if min_replicas_ack else 0.0
+            self._mux = _multiplexed(url, timeout, timeout + ack_wait, options or {})
         else:
             # redis-py's Sentinel and Cluster pools refuse a connection past their size rather
             # than wait for one; this gate is the wait (at most `max_connections` operations
@@ -177,9 +188,6 @@ class RedisStore:
         self._keys = f"{prefix}{API_KEYS_TAG}:"
         self._ack = min_replicas_ack
         self._ack_ms = max(1, int(replica_ack_timeout * 1000))
-        # The whole operation, retry included: a wait for a connection, then connecting (with
-        # Sentinel, asking a sentinel first) and the command, each bounded by `timeout`.
-        self._deadline = pool_wait + 2 * timeout + (replica_ack_timeout if min_replicas_ack else 0)
         self._logged: dict[str, float] = {}
         # Called with (operation, seconds, ok) after every operation; set by the runtime.
         self.observer: Callable[[str, float, bool], None] | None = None
@@ -206,15 +214,20 @@ class RedisStore:
         return "standalone"
 
     # -- the frame of every operation ------------------------------------------------------
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]], idempotent: bool) -> T:
+    async def _call(
+        self,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        idempotent: bool,
+        multiplexed: bool,
+    ) -> T:
         try:
+            if multiplexed and self._mux is not None:
+                # Bounded without a timer of its own: connecting and each command on the
+                # multiplexed connection carry their own bounds (Multiplexed).
+                return await self._attempt(call, idempotent)
             async with asyncio.timeout(self._deadline), self._slot():
-                try:
-                    return await call()
-                except Exception as exc:
-                    if not (idempotent and _may_retry(exc)):
-                        raise
-                    return await call()  # a fresh connection: redis-py dropped the broken one
+                return await self._attempt(call, idempotent)
         except GatewayError:
             raise
         except Exception as exc:
@@ -222,6 +235,15 @@ class RedisStore:
             # SECURITY: whatever the client raised (redis-py can fail with AttributeError while
             # a failover tears a connection down), the decision fails closed: 503, never 500.
             raise StoreUnavailable(details={"store": "redis"}) from exc
+
+    @staticmethod
+    async def _attempt(call: Callable[[], Awaitable[T]], idempotent: bool) -> T:
+        try:
+            return await call()
+        except Exception as exc:
+            if not (idempotent and _may_retry(exc)):
+                raise
+            return await call()  # a fresh connection: redis-py dropped the broken one
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -449,7 +471,7 @@ class RedisStore:
     def _mobile(self, digest: str) -> str:
         return f"{self._p}mobile:{digest}"
 
-    @_operation(idempotent=False)
+    @_operation(idempotent=False, multiplexed=True)
     async def put_mobile(
         self, digest: str, blob: bytes, now: float, expires_at: float, retain_until: float
     ) -> None:
@@ -461,7 +483,7 @@ class RedisStore:
             [int(expires_at * 1000), blob, max(1, int((retain_until - now) * 1000))],
         )
 
-    @_operation(idempotent=True)
+    @_operation(idempotent=True, multiplexed=True)
     async def peek_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
         key = self._mobile(digest)
         fields = cast(
@@ -479,7 +501,7 @@ class RedisStore:
             return MobileState.EXPIRED, None
         return MobileState.OK, blob
 
-    @_operation(idempotent=False)
+    @_operation(idempotent=False, multiplexed=True)
     async def consume_mobile(self, digest: str, now: float) -> tuple[MobileState, bytes | None]:
         key, claim = self._mobile(digest), secrets.token_hex(16)
         result, acked = await self._acked(self._consume, [key], [int(now * 1000), claim])
@@ -550,7 +572,9 @@ class RedisStore:
         return allowed, wait_ms / 1000.0
 
 
-def _multiplexed(url: str, timeout: float, options: dict[str, Any]) -> Multiplexed | None:
+def _multiplexed(
+    url: str, timeout: float, deadline: float, options: dict[str, Any]
+) -> Multiplexed | None:
     """The pipelined connection for a standalone Redis over plain TCP; None for TLS and Unix
     sockets (redis-py's own connections handle those)."""
     parsed = parse_url(url)
@@ -563,6 +587,7 @@ def _multiplexed(url: str, timeout: float, options: dict[str, Any]) -> Multiplex
         username=options.get("username", parsed.get("username")),
         password=options.get("password", parsed.get("password")),
         connect_timeout=timeout,
+        deadline=deadline,
     )
 
 

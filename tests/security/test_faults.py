@@ -226,3 +226,48 @@ async def test_redis_slow_is_bounded_and_other_routes_are_unharmed(
     response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {fresh}"})
     assert response.status == 200  # recovered without a restart
     await store.close()
+
+
+async def test_redis_asleep_fails_a_mobile_consumption_closed_within_store_timeout(
+    make_gateway: GatewayFactory, redis_server: RedisServer, redis_url: str
+) -> None:
+    # The consumption goes over the multiplexed connection, whose commands carry their own
+    # deadline (store.timeout), not redis-py's socket timeout: bounded all the same.
+    store = RedisStore(redis_url, prefix="asleep:", timeout=0.2)
+    gw = await make_gateway(store=store)
+    key = await gw.key()
+    issued = await gw.client.post(
+        "/v1/auth/mobile-token",
+        json={"user_id": "usr_a"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert issued.status == 200
+    token = (await issued.json())["token"]
+    client = redis.Redis(port=redis_server.port)
+    sleeper = threading.Thread(
+        target=lambda: client.execute_command("DEBUG", "SLEEP", "1.5")  # type: ignore[no-untyped-call]
+    )
+    sleeper.start()
+    await asyncio.sleep(0.1)
+    try:
+        response = await gw.client.post(
+            "/v1/sdk/initialize", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status == 503
+        assert (await response.json())["error"] == "service_unavailable"
+        assert sleeper.is_alive()  # answered while Redis still sleeps: store.timeout bounds it
+    finally:
+        sleeper.join()
+        client.close()
+    # Whether Redis ran the abandoned command depends on whether it read it before the
+    # connection was cut: either way the token is accepted at most once from here on, and the
+    # next requests find Redis on a new connection.
+    statuses = []
+    for _ in range(2):
+        attempt = await gw.client.post(
+            "/v1/sdk/initialize", headers={"Authorization": f"Bearer {token}"}
+        )
+        statuses.append(attempt.status)
+    assert statuses in ([200, 401], [401, 401]), statuses
+    assert (await attempt.json())["details"]["reason"] == "used"
+    await store.close()

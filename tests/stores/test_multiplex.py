@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores.base import MobileState
 from gateway.stores.multiplex import Multiplexed, pack
@@ -115,3 +116,28 @@ async def test_the_store_survives_an_emptied_script_cache(
     assert await store.consume_mobile("d1", 1500.0) == (MobileState.OK, b"{}")
     assert await store.consume_mobile("d1", 1500.0) == (MobileState.USED, None)
     await store.close()
+
+
+async def test_an_unanswered_command_fails_at_its_deadline_with_those_behind_it(
+    redis_url: str,
+) -> None:
+    mux = mux_for(redis_url, deadline=0.3)
+    stuck = asyncio.ensure_future(mux.execute("BLPOP", uuid.uuid4().hex, 5))  # answers in 5 s
+    await asyncio.sleep(0)
+    behind = asyncio.ensure_future(mux.execute("PING"))
+    async with asyncio.timeout(3):  # failed by the deadline, not by Redis's five seconds
+        for waiting in (stuck, behind):
+            with pytest.raises(RedisTimeoutError):
+                await waiting
+    assert await mux.execute("PING") == b"PONG"  # on a new connection
+    await mux.close()
+
+
+async def test_commands_answered_in_time_never_trip_the_deadline(redis_url: str) -> None:
+    mux = mux_for(redis_url, deadline=0.3)
+    loop = asyncio.get_running_loop()
+    end, sent = loop.time() + 0.8, 0
+    while loop.time() < end:  # always a command in flight when the timer fires: it moves on
+        assert await mux.execute("ECHO", str(sent)) == str(sent).encode()
+        sent += 1
+    await mux.close()
