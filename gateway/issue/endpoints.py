@@ -71,6 +71,8 @@ def _require_api_key(principal: Principal) -> str:
 
 
 async def _confirm_user(runtime: Runtime, principal: Principal, user_id: str) -> None:
+    if runtime.membership.confirmed(principal, user_id):
+        return  # cached: no identity headers rendered, no session leased
     upstream = runtime.upstream_for(principal)
     # Leased, so a reload closes this pool only after the check is done.
     with runtime.forwarder.lease(upstream.name) as session:

@@ -25,6 +25,16 @@ class Membership:
         self._ttl = ttl
         self.cache: TTLCache[tuple[str, str, str], bool] = TTLCache(100_000)
 
+    def confirmed(self, principal: Principal, user_id: str) -> bool:
+        """Whether the cache already says yes (then nothing else is needed); ``UserNotFound``
+        when it says no; False when the backend must be asked (:meth:`confirm`)."""
+        known = self.cache.get(
+            (principal.account, principal.environment, user_id), self._clock.now()
+        )
+        if known is False:
+            raise UserNotFound(f"No user {user_id} in this account.")
+        return known is True
+
     async def confirm(
         self,
         session: Session,

@@ -233,7 +233,7 @@ async def test_membership_with_the_backend_down_is_502(make_gateway: GatewayFact
     assert (await response.json())["error"] == "upstream_unavailable"
 
 
-async def test_a_yes_is_cached_per_account_and_user(
+async def test_a_yes_and_a_no_are_cached_per_account_and_user(
     gw: Gateway, backend: tuple[Backend, TestServer]
 ) -> None:
     key = await gw.key()
@@ -250,6 +250,13 @@ async def test_a_yes_is_cached_per_account_and_user(
         "/v1/auth/user-token", json={"user_id": "usr_a"}, headers=bearer(other)
     )
     assert response.status == 404 and backend[0].asked == 2
+    # A no is cached as well: asked again, the answer comes from the cache.
+    backend[0].mode = 200
+    response = await gw.client.post(
+        "/v1/auth/user-token", json={"user_id": "usr_a"}, headers=bearer(other)
+    )
+    assert response.status == 404 and backend[0].asked == 2
+    assert (await response.json())["error"] == "user_not_found"
 
 
 # --- an exception nobody expected -------------------------------------------------------------
