@@ -134,6 +134,10 @@ MAPPED: dict[str, list[str]] = {
     "gateway/render.py": ["tests/test_render.py", "tests/functional/test_challenges.py"],
     "gateway/runtime.py": ["tests/functional/test_proxy.py", "tests/functional/test_decision.py"],
     "gateway/wire.py": ["tests/test_wire.py", "tests/test_decision_server.py"],
+    "gateway/stores/multiplex.py": [
+        "tests/stores/test_multiplex.py",
+        "tests/security/test_faults.py",
+    ],
 }
 
 # Mutants that cannot change what any client, backend or operator observes. Keyed by
@@ -147,6 +151,11 @@ _SERVER_FAULT = (
     "(4xx, with their exception) are logged as before"
 )
 EQUIVALENT: dict[tuple[str, str], str] = {
+    ("gateway/stores/multiplex.py", "if (deadline < loop.time()):"): (
+        "the timer fires at the deadline or after it; at exactly the deadline the strict test "
+        "sets the timer again for that same moment, which has then passed: the next run fails "
+        "the command, a loop iteration later"
+    ),
     (
         "gateway/identifiers.py",
         "_IDENTIFIER = (re.compile('[A-Za-z0-9][A-Za-z0-9_-]{0,127}\\\\Z'))",

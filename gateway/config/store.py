@@ -158,7 +158,8 @@ class StoreSettings(Section):
         le=30,
         description="Bounds every Redis operation on the socket; in a burst a request waits "
         "for one of the 64 pooled connections for up to 4 times `timeout` (at least 2 s). "
-        "Past either bound: 503 `service_unavailable`.",
+        "Mobile-token commands on a standalone Redis share one pipelined connection, where each "
+        "must be answered within `timeout`. Past any bound: 503 `service_unavailable`.",
     )
     prefix: Annotated[str, AfterValidator(_check_prefix)] = Field(
         "gw:",

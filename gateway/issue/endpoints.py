@@ -76,7 +76,7 @@ async def _confirm_user(runtime: Runtime, principal: Principal, user_id: str) ->
     upstream = runtime.upstream_for(principal)
     # Leased, so a reload closes this pool only after the check is done.
     with runtime.forwarder.lease(upstream.name) as session:
-        await runtime.membership.confirm(
+        await runtime.membership.ask(
             session,
             upstream.url,
             principal,

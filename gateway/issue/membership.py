@@ -27,7 +27,7 @@ class Membership:
 
     def confirmed(self, principal: Principal, user_id: str) -> bool:
         """Whether the cache already says yes (then nothing else is needed); ``UserNotFound``
-        when it says no; False when the backend must be asked (:meth:`confirm`)."""
+        when it says no; False when the backend must be asked (:meth:`ask`)."""
         known = self.cache.get(
             (principal.account, principal.environment, user_id), self._clock.now()
         )
@@ -35,7 +35,7 @@ class Membership:
             raise UserNotFound(f"No user {user_id} in this account.")
         return known is True
 
-    async def confirm(
+    async def ask(
         self,
         session: Session,
         base: URL,
@@ -44,12 +44,11 @@ class Membership:
         identity: tuple[tuple[str, str], ...],
         upstream_name: str,
     ) -> None:
-        key = (principal.account, principal.environment, user_id)
+        """Ask the backend (when :meth:`confirmed` could not tell) and cache its yes or no;
+        ``UserNotFound`` for a no. A failure to answer is never cached."""
         now = self._clock.now()
-        known = self.cache.get(key, now)
-        if known is None:
-            known = await self._ask(session, base, user_id, identity, upstream_name)
-            self.cache.put(key, known, now + self._ttl)
+        known = await self._ask(session, base, user_id, identity, upstream_name)
+        self.cache.put((principal.account, principal.environment, user_id), known, now + self._ttl)
         if not known:
             raise UserNotFound(f"No user {user_id} in this account.")
 

@@ -115,20 +115,6 @@ class Multiplexed:
             await self._connect()
         return await self._send(pack(args))
 
-    async def pipeline(self, *commands: Sequence[Arg]) -> list[Any]:
-        """Send several commands at once, in order; their answers in order, an error answer
-        as its ``ResponseError`` in its place (no round trip between them)."""
-        if self._transport is None:
-            await self._connect()
-        waiters = [self._queue(pack(command)) for command in commands]
-        answers: list[Any] = []
-        for waiter in waiters:
-            try:
-                answers.append(await self._wait(waiter))
-            except ResponseError as exc:
-                answers.append(exc)
-        return answers
-
     async def _send(self, command: bytes) -> Any:
         return await self._wait(self._queue(command))
 
@@ -189,11 +175,17 @@ class Multiplexed:
                     lambda: _Protocol(self), self._host, self._port
                 )
                 self._transport = transport
+                setup = []
                 if self._password is not None:
                     auth = (self._username, self._password) if self._username else (self._password,)
-                    await self._send(pack(("AUTH", *auth)))
+                    setup.append(pack(("AUTH", *auth)))
                 if self._db:
-                    await self._send(pack(("SELECT", self._db)))
+                    setup.append(pack(("SELECT", self._db)))
+                # Queued together, before any command another request queues once the
+                # connection is up: every later command runs authenticated, in the right
+                # database (a SELECT sent only after AUTH's answer let one in between).
+                for waiter in [self._queue(command) for command in setup]:
+                    await self._wait(waiter)
         except (OSError, TimeoutError) as exc:
             self.broken(RedisConnectionError(f"cannot connect: {exc}"))
             raise RedisConnectionError(f"cannot connect to {self._host}:{self._port}") from exc

@@ -14,9 +14,10 @@ one Cluster slot (docs/design.md, "Key schema"; ``gw:`` is the default prefix):
 - relationships, in the slot of their account: ``gw:rel:{<account>}:<subject>\x1f<actor>`` and
   the account's index ``gw:rels:{<account>}``.
 
-Every call is bounded (``store.timeout`` on the socket, an overall deadline per operation; on
-the multiplexed connection of the mobile-token operations, each command's answer within
-``store.timeout``: :mod:`gateway.stores.multiplex`); any
+Every call is bounded: ``store.timeout`` on the socket and an overall deadline per operation,
+or, for the mobile-token operations on the multiplexed connection (:mod:`gateway.stores.multiplex`,
+without ``min_replicas_ack``), connecting and each command's answer within ``store.timeout``
+(an operation is a few such steps: a script, once more if Redis forgot it); any
 exception from the client, whatever its type, becomes
 :class:`~gateway.errors.StoreUnavailable`, so a decision that needs Redis fails closed (503) and
 never answers 500. Reads are retried once at once where a fresh connection may help (a
@@ -173,9 +174,8 @@ class RedisStore:
             client = redis.Redis(connection_pool=pool)
             self._gate: asyncio.Semaphore | None = None
             # The hot path's commands (mobile tokens) on one pipelined connection, each answered
-            # within `timeout` (a WAIT after a write within the acknowledgement's bound more).
-            ack_wait = replica_ack_timeout if min_replicas_ack else 0.0
-            self._mux = _multiplexed(url, timeout, timeout + ack_wait, options or {})
+            # within `timeout`.
+            self._mux = _multiplexed(url, timeout, options or {})
         else:
             # redis-py's Sentinel and Cluster pools refuse a connection past their size rather
             # than wait for one; this gate is the wait (at most `max_connections` operations
@@ -222,9 +222,10 @@ class RedisStore:
         multiplexed: bool,
     ) -> T:
         try:
-            if multiplexed and self._mux is not None:
+            if multiplexed and self._mux is not None and self._ack == 0:
                 # Bounded without a timer of its own: connecting and each command on the
-                # multiplexed connection carry their own bounds (Multiplexed).
+                # multiplexed connection carry their own bounds (Multiplexed). With
+                # acknowledgements, a consumption's WAIT goes through redis-py's pool instead.
                 return await self._attempt(call, idempotent)
             async with asyncio.timeout(self._deadline), self._slot():
                 return await self._attempt(call, idempotent)
@@ -270,40 +271,27 @@ class RedisStore:
 
     async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run ``script``: on the multiplexed connection when there is one (by its digest,
-        loaded once when the server does not know it), else through redis-py."""
+        sent whole once when the server does not know it), else through redis-py."""
         if self._mux is None:
             return await script(keys=keys, args=args)
-        return (await self._scripts_then(script, keys, args))[0]
-
-    async def _scripts_then(
-        self, script: AsyncScript, keys: list[str], args: list[Any], *more: list[Any]
-    ) -> list[Any]:
-        """``script`` then the ``more`` commands, pipelined on the multiplexed connection:
-        their answers (the script's error raised)."""
-        assert self._mux is not None
         call = ["EVALSHA", script.sha, len(keys), *keys, *args]
-        answers = await self._mux.pipeline(call, *more)
-        if isinstance(answers[0], ResponseError) and str(answers[0]).startswith("NOSCRIPT"):
-            call[:2] = ["EVAL", script.script]  # the server's script cache was emptied
-            answers = await self._mux.pipeline(call, *more)
-        if isinstance(answers[0], Exception):
-            raise answers[0]
-        return answers
+        try:
+            return await self._mux.execute(*call)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        call[:2] = ["EVAL", script.script]  # the server's script cache was emptied
+        return await self._mux.execute(*call)
 
     async def _acked(
         self, script: AsyncScript, keys: list[str], args: list[Any]
     ) -> tuple[Any, int]:
         """Run ``script`` and, when replicas must acknowledge, ``WAIT`` on the same connection
-        (one round trip): (the script's answer, replicas that hold its writes)."""
+        (one round trip): (the script's answer, replicas that hold its writes). Never on the
+        multiplexed connection: Redis holds a connection's later commands while its ``WAIT``
+        blocks, so every request's commands would queue behind each acknowledgement."""
         if self._ack == 0:
             return await self._script(script, keys, args), 0
-        if self._mux is not None:
-            result, acked = await self._scripts_then(
-                script, keys, args, ["WAIT", self._ack, self._ack_ms]
-            )
-            if isinstance(acked, Exception):
-                raise acked
-            return result, int(acked)
         if isinstance(self._redis, RedisCluster):
             return await self._acked_on_cluster(self._redis, script, keys, args)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -572,9 +560,7 @@ class RedisStore:
         return allowed, wait_ms / 1000.0
 
 
-def _multiplexed(
-    url: str, timeout: float, deadline: float, options: dict[str, Any]
-) -> Multiplexed | None:
+def _multiplexed(url: str, timeout: float, options: dict[str, Any]) -> Multiplexed | None:
     """The pipelined connection for a standalone Redis over plain TCP; None for TLS and Unix
     sockets (redis-py's own connections handle those)."""
     parsed = parse_url(url)
@@ -587,7 +573,7 @@ def _multiplexed(
         username=options.get("username", parsed.get("username")),
         password=options.get("password", parsed.get("password")),
         connect_timeout=timeout,
-        deadline=deadline,
+        deadline=timeout,
     )
 
 

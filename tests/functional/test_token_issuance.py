@@ -243,6 +243,8 @@ async def test_a_yes_and_a_no_are_cached_per_account_and_user(
         )
         assert response.status == 200
     assert backend[0].asked == 1
+    cache = gw.runtime.membership.cache
+    assert (cache.misses, cache.hits) == (1, 2)  # each lookup counted once (the metric's source)
     # Another account's key asks again for the same user id: the answer is per account.
     other = await gw.key("acc_2")
     backend[0].mode = 404
