@@ -190,13 +190,19 @@ class _Lines:
     and waking the writer thread for every line costs a GIL hand-over. So the request path
     appends a tuple to a list; every ``FLUSH_SECONDS`` (or ``MAX_BATCH`` entries, a request's
     :func:`exchange` entry being its two lines) the batch goes
-    to the writer thread in one queue put and is written in one ``write``. Lines are at most
-    that late; :meth:`_Listener.stop` writes whatever is left. Before ``configure`` (tests,
-    library use) the lines go through ``logging``.
+    to the writer thread in one queue put. Lines are at most that late;
+    :meth:`_Listener.stop` writes whatever is left. Before ``configure`` (tests, library use)
+    the lines go through ``logging``.
+
+    ``MAX_BATCH`` is small on purpose: the writer formats a batch holding the GIL, on the core
+    the event loop uses, so a batch is a pause of the requests in flight. 500 entries (a
+    pause every 170 ms at 3,000 requests/s, about 5 ms of formatting) put 2-4 ms on the p99 of
+    an open loop at half saturation; 64 halve that (docs/performance.md, fourth round), for a
+    queue put and a thread wake-up every 64 requests.
     """
 
     FLUSH_SECONDS = 0.05
-    MAX_BATCH = 500
+    MAX_BATCH = 64
 
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[Any] | None = None
@@ -231,11 +237,10 @@ class _Listener(logging.handlers.QueueListener):
         self._stream_handler = handler
         self._line = _BatchLines()
 
-    # Lines formatted per write: formatting holds the GIL, and a whole batch (hundreds of lines
-    # at a few thousand requests a second) held it for about a millisecond, a pause every
-    # request in flight waited out. The write between chunks lets the event loop run. (Entries
-    # per write: 64 lines, a request's entry being two.)
-    CHUNK = 32
+    # Entries formatted per write (16 lines, a request's entry being two): formatting holds the
+    # GIL, and the write between chunks releases it, so the event loop waits at most one
+    # chunk's formatting (about 0.1 ms) for it.
+    CHUNK = 8
 
     def handle(self, record: logging.LogRecord | list[Line]) -> None:
         if not isinstance(record, list):
