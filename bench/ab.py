@@ -1,0 +1,113 @@
+"""One row of ``bench/run.py``, repeated in interleaved rounds, this tree against another.
+
+    python bench/ab.py mobile [--kid ed1] [--rounds 5] [--seconds 8] [--compare DIR]
+    python bench/ab.py open-loop [--rate 3000] [--rounds 5] [--seconds 6] [--compare DIR]
+
+On this two-core VM a row moves by ±25 % between runs a few minutes apart (the host's steal
+time, neighbours), more than most changes are worth; one before/after pair in ``run.py`` then
+tells little. Here both trees' gateways run side by side and each round measures one after the
+other, so a slow minute slows both: the comparison is the median of the rounds' ratios
+(``mobile``) or differences (``open-loop``), printed after each tree's own median.
+
+- ``mobile``: issue + initialize pairs per CPU-second of one worker (wrk ``-t1 -c32`` and the
+  Lua script of ``run.py``), SDK sessions signed with ``--kid`` (``ed1`` EdDSA, ``es1``
+  ES256, ``rs1`` RS256);
+- ``open-loop``: ``bench/openloop.py`` at ``--rate`` requests/s with a cached API key, the
+  direct upstream first in each round, then each tree; the figure is p99 over the direct
+  upstream's p99 of the same round, with the machine's steal time beside it.
+
+``--compare DIR`` is a checkout of another tree (``git worktree add DIR REV``). Started as
+``run.py`` starts them: nginx upstream and Redis on core 1, each gateway on core 0, one worker.
+Never part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import credentials, has_eddsa, mobile_pairs, open_loop, stack, start_gateway
+
+PATH = "/v1/users/usr_a/scores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("row", choices=("mobile", "open-loop"))
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kid", choices=("ed1", "es1", "rs1"), default="ed1")
+    parser.add_argument("--rate", type=float, default=3000.0, help="open-loop requests/s")
+    parser.add_argument("--compare", type=Path, metavar="DIR", help="an earlier tree's checkout")
+    args = parser.parse_args()
+    trees: list[tuple[str, Path | None]] = [("now", None)]
+    if args.compare:
+        trees.insert(0, ("before", args.compare.resolve()))
+    results: dict[str, list[float]] = {label: [] for label, _ in trees}
+    unit = "pairs per CPU-second" if args.row == "mobile" else "ms p99 over direct"
+    with tempfile.TemporaryDirectory(prefix="gw-ab-") as tmpdir:
+        tmp = Path(tmpdir)
+        with stack(tmp, args.seconds) as ctx:
+            servers = []
+            for label, code in trees:
+                kid = args.kid if has_eddsa(code) or args.kid != "ed1" else "es1"
+                server, admin = start_gateway(tmp, f"gw-{label}", ctx, active_kid=kid, code=code)
+                key = str(asyncio.run(credentials(server.port, admin, 0))["key"])
+                servers.append((label, server, key))
+            for round_ in range(1, args.rounds + 1):
+                if args.row == "open-loop":
+                    url = f"http://127.0.0.1:{ctx['up_port']}{PATH}"
+                    direct = open_loop(url, args.rate, args.seconds, {})
+                    print(
+                        f"round {round_} direct: p99 {direct['p99']:.2f} ms, "
+                        f"steal {direct['steal %']:.1f} %",
+                        flush=True,
+                    )
+                for label, server, key in servers:
+                    if args.row == "mobile":
+                        rate, cpu_us = mobile_pairs(tmp, server, key, args.seconds)
+                        figure = 1e6 / cpu_us
+                        shown = f"{rate:,.0f} pairs/s, {cpu_us:.0f} µs CPU a pair"
+                    else:
+                        url = f"http://127.0.0.1:{server.port}{PATH}"
+                        through = open_loop(
+                            url, args.rate, args.seconds, {"Authorization": f"Bearer {key}"}
+                        )
+                        figure = through["p99"] - direct["p99"]
+                        shown = (
+                            f"p50 {through['p50']:.2f}, p99 {through['p99']:.2f}, p99.9 "
+                            f"{through['p99.9']:.2f} ms, send lag p99 {through['lag_p99']:.2f} "
+                            f"ms, steal {through['steal %']:.1f} %"
+                        )
+                    results[label].append(figure)
+                    print(f"round {round_} {label}: {figure:,.2f} {unit} ({shown})", flush=True)
+            for _, server, _ in servers:
+                server.stop()
+    for label, figures in results.items():
+        ordered = ", ".join(f"{f:,.2f}" for f in sorted(figures))
+        print(f"{label}: median {statistics.median(figures):,.2f} {unit} [{ordered}]")
+    if args.compare:
+        # Paired by round: the machine's speed drifts within minutes, the pair shares it.
+        before, now = results["before"], results["now"]
+        if args.row == "mobile":
+            ratios = [n / b for b, n in zip(before, now, strict=True)]
+            print(
+                f"now / before, round by round: median {statistics.median(ratios):.3f} "
+                f"[{', '.join(f'{r:.3f}' for r in ratios)}]"
+            )
+        else:
+            deltas = [n - b for b, n in zip(before, now, strict=True)]
+            print(
+                f"now - before, round by round: median {statistics.median(deltas):+.2f} ms "
+                f"[{', '.join(f'{d:+.2f}' for d in deltas)}]"
+            )
+
+
+if __name__ == "__main__":
+    main()
