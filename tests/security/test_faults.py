@@ -4,9 +4,11 @@ reset or stall, clients that stall, and a concurrency cap that sheds instead of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -193,6 +195,23 @@ async def test_slow_body_is_cut_off(make_gateway: GatewayFactory) -> None:
     writer.close()
 
 
+@contextlib.asynccontextmanager
+async def redis_asleep(port: int, seconds: float) -> AsyncIterator[threading.Thread]:
+    """Redis stuck in ``DEBUG SLEEP`` (sent from a thread) for ``seconds`` from the block's
+    start; the block's end waits until it answers again. Yields the sleeping thread."""
+    client = redis.Redis(port=port)
+    sleeper = threading.Thread(
+        target=lambda: client.execute_command("DEBUG", "SLEEP", str(seconds))  # type: ignore[no-untyped-call]
+    )
+    sleeper.start()
+    await asyncio.sleep(0.1)
+    try:
+        yield sleeper
+    finally:
+        sleeper.join()
+        client.close()
+
+
 async def test_redis_slow_is_bounded_and_other_routes_are_unharmed(
     make_gateway: GatewayFactory, redis_server: RedisServer, redis_url: str
 ) -> None:
@@ -203,13 +222,7 @@ async def test_redis_slow_is_bounded_and_other_routes_are_unharmed(
         await gw.client.get(SCORES, headers={"Authorization": f"Bearer {cached}"})
     ).status == 200
     fresh = await gw.key()  # never looked up: needs Redis
-    client = redis.Redis(port=redis_server.port)
-    sleeper = threading.Thread(
-        target=lambda: client.execute_command("DEBUG", "SLEEP", "1.5")  # type: ignore[no-untyped-call]
-    )
-    sleeper.start()
-    await asyncio.sleep(0.1)
-    try:
+    async with redis_asleep(redis_server.port, 1.5) as sleeper:
         response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {fresh}"})
         assert response.status == 503
         # Answered while Redis is still asleep: bounded by store.timeout, not by Redis.
@@ -218,9 +231,6 @@ async def test_redis_slow_is_bounded_and_other_routes_are_unharmed(
         assert jwks.status == 200
         again = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {cached}"})
         assert again.status == 200  # inside its one-second cache: no Redis needed
-    finally:
-        sleeper.join()
-        client.close()
     await asyncio.sleep(0.1)
     gw.clock.advance(1)
     response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {fresh}"})
@@ -243,22 +253,13 @@ async def test_redis_asleep_fails_a_mobile_consumption_closed_within_store_timeo
     )
     assert issued.status == 200
     token = (await issued.json())["token"]
-    client = redis.Redis(port=redis_server.port)
-    sleeper = threading.Thread(
-        target=lambda: client.execute_command("DEBUG", "SLEEP", "1.5")  # type: ignore[no-untyped-call]
-    )
-    sleeper.start()
-    await asyncio.sleep(0.1)
-    try:
+    async with redis_asleep(redis_server.port, 1.5) as sleeper:
         response = await gw.client.post(
             "/v1/sdk/initialize", headers={"Authorization": f"Bearer {token}"}
         )
         assert response.status == 503
         assert (await response.json())["error"] == "service_unavailable"
         assert sleeper.is_alive()  # answered while Redis still sleeps: store.timeout bounds it
-    finally:
-        sleeper.join()
-        client.close()
     # Whether Redis ran the abandoned command depends on whether it read it before the
     # connection was cut: either way the token is accepted at most once from here on, and the
     # next requests find Redis on a new connection.
