@@ -2,14 +2,22 @@
 
 Each entry has a *fresh* deadline (after which it must not be used to admit anyone) and an
 optional later *stale* deadline (used only when an operator configured a stale-cache window and
-the store is unreachable). Memory is bounded by ``maxsize``: the least recently used entry goes.
+the store is unreachable). Memory is bounded by ``maxsize``: past it, the least recently used
+sixteenth of the entries goes at once.
+
+A plain ``dict`` (insertion-ordered; a hit moves its entry to the end) rather than an
+``OrderedDict``: half the memory an entry (about 52 bytes against 105: 5 MiB for the 100,000
+verified tokens of a busy worker) and a cheaper hit. Evicting in sixteenths is what makes a dict
+fit: a dict keeps the holes its deletions leave until it resizes, and finding its oldest entry
+walks them, so evicting one entry at a time would walk the same holes on every insertion; one
+walk per sixteenth costs a few steps an insertion.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
@@ -45,7 +53,7 @@ class TTLCache(Generic[K, V]):
         deadline: Callable[[V], float] | None = None,
     ) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._data: dict[Hashable, Any] = {}
         self._stats = stats
         self._key = key
         self._deadline = deadline
@@ -66,7 +74,8 @@ class TTLCache(Generic[K, V]):
                 entry if self._deadline is None else self._entry(entry)
             )
             if now < (stale_until if stale else fresh_until):
-                self._data.move_to_end(k)
+                data = self._data
+                data[k] = data.pop(k)  # now the most recently used
                 self.hits += 1
                 if self._stats is not None:
                     self._stats.hit.inc()
@@ -93,10 +102,14 @@ class TTLCache(Generic[K, V]):
         if self.maxsize <= 0:
             return
         k: Hashable = key if self._key is None else self._key(key)
-        self._data[k] = stored
-        self._data.move_to_end(k)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        data = self._data
+        data.pop(k, None)  # a replaced entry counts as just used
+        data[k] = stored
+        if len(data) > self.maxsize:
+            # SECURITY: bounded memory whatever a client sends: the oldest sixteenth goes (at
+            # least one entry), in insertion order, which a hit renews.
+            for old in list(islice(data, max(1, self.maxsize // 16))):
+                del data[old]
 
     def peek(self, key: K) -> V | None:
         """The value of ``key`` whatever its deadlines, without counting a hit or a miss."""

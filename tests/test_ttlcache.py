@@ -30,6 +30,22 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     assert cache.peek("b") is None and cache.peek("a") == 1 and cache.peek("c") == 3
 
 
+def test_past_its_bound_the_least_recently_used_sixteenth_goes() -> None:
+    # SECURITY: memory stays bounded whatever credentials a client sends.
+    cache: TTLCache[int, int] = TTLCache(64)
+    for i in range(64):
+        cache.put(i, i, 100.0)
+    assert cache.get(0, 0.0) == 0 and cache.get(1, 0.0) == 1  # used: now the most recent
+    cache.put(64, 64, 100.0)  # one past the bound: the 4 least recently used go
+    assert len(cache) == 61
+    assert [i for i in range(65) if cache.peek(i) is None] == [2, 3, 4, 5]
+    cache.put(1, 10, 100.0)  # replacing an entry counts as using it
+    for i in range(65, 500):
+        cache.put(i, i, 100.0)
+        assert len(cache) <= 64
+    assert cache.peek(499) == 499
+
+
 def test_token_keys_are_digests_never_the_token() -> None:
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c3JfYSJ9.c2lnbmF0dXJl"
     cache: TTLCache[str, str] = TTLCache(10, key=token_key)
