@@ -2,6 +2,7 @@
 
     python bench/ab.py mobile [--kid ed1] [--rounds 5] [--seconds 8] [--compare DIR]
     python bench/ab.py open-loop [--rate 3000] [--rounds 5] [--seconds 6] [--compare DIR]
+    python bench/ab.py memory [--rounds 2] [--compare DIR]
 
 On this two-core VM a row moves by ±25 % between runs a few minutes apart (the host's steal
 time, neighbours), more than most changes are worth; one before/after pair in ``run.py`` then
@@ -14,7 +15,9 @@ other, so a slow minute slows both: the comparison is the median of the rounds' 
   ES256, ``rs1`` RS256);
 - ``open-loop``: ``bench/openloop.py`` at ``--rate`` requests/s with a cached API key, the
   direct upstream first in each round, then each tree; the figure is p99 over the direct
-  upstream's p99 of the same round, with the machine's steal time beside it.
+  upstream's p99 of the same round, with the machine's steal time beside it;
+- ``memory``: peak RSS of a fresh worker once it has seen 100,000 distinct live member tokens
+  (the memory row of ``run.py``), a new gateway for each tree in each round.
 
 ``--compare DIR`` is a checkout of another tree (``git worktree add DIR REV``). Started as
 ``run.py`` starts them: nginx upstream and Redis on core 1, each gateway on core 0, one worker.
@@ -32,14 +35,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import credentials, has_eddsa, mobile_pairs, open_loop, stack, start_gateway
+from bench.run import (
+    Server,
+    credentials,
+    has_eddsa,
+    mobile_pairs,
+    open_loop,
+    stack,
+    start_gateway,
+    token_script,
+    wrk,
+)
 
 PATH = "/v1/users/usr_a/scores"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("row", choices=("mobile", "open-loop"))
+    parser.add_argument("row", choices=("mobile", "open-loop", "memory"))
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kid", choices=("ed1", "es1", "rs1"), default="ed1")
@@ -50,10 +63,20 @@ def main() -> None:
     if args.compare:
         trees.insert(0, ("before", args.compare.resolve()))
     results: dict[str, list[float]] = {label: [] for label, _ in trees}
-    unit = "pairs per CPU-second" if args.row == "mobile" else "ms p99 over direct"
+    unit = {"mobile": "pairs per CPU-second", "open-loop": "ms p99 over direct"}.get(
+        args.row, "MiB peak RSS"
+    )
     with tempfile.TemporaryDirectory(prefix="gw-ab-") as tmpdir:
         tmp = Path(tmpdir)
         with stack(tmp, args.seconds) as ctx:
+            if args.row == "memory":
+                for round_ in range(1, args.rounds + 1):
+                    for label, code in trees:
+                        peak = memory_peak(tmp, ctx, f"{label}{round_}", code)
+                        results[label].append(peak)
+                        print(f"round {round_} {label}: {peak:.1f} {unit}", flush=True)
+                summary(args.row, unit, results)
+                return
             servers = []
             for label, code in trees:
                 kid = args.kid if has_eddsa(code) or args.kid != "ed1" else "es1"
@@ -89,13 +112,33 @@ def main() -> None:
                     print(f"round {round_} {label}: {figure:,.2f} {unit} ({shown})", flush=True)
             for _, server, _ in servers:
                 server.stop()
+    summary(args.row, unit, results)
+
+
+def memory_peak(tmp: Path, ctx: dict[str, object], name: str, code: Path | None) -> float:
+    """Peak RSS (MiB) of a new worker after 100,000 distinct live member tokens."""
+    server: Server
+    server, admin = start_gateway(tmp, f"gw-rss-{name}", ctx, code=code)
+    creds = asyncio.run(credentials(server.port, admin, 1))
+    member = creds["member_fn"]
+    tokens = [member(None, i) for i in range(100_000)]  # type: ignore[operator]
+    script = token_script(tmp, tokens, f"many-{name}")
+    seen = 0
+    while seen < 100_000:
+        seen += wrk(f"http://127.0.0.1:{server.port}{PATH}", 15, script=script)[3]
+    peak = server.peak_rss_mib()
+    server.stop()
+    return peak
+
+
+def summary(row: str, unit: str, results: dict[str, list[float]]) -> None:
     for label, figures in results.items():
         ordered = ", ".join(f"{f:,.2f}" for f in sorted(figures))
         print(f"{label}: median {statistics.median(figures):,.2f} {unit} [{ordered}]")
-    if args.compare:
+    if "before" in results:
         # Paired by round: the machine's speed drifts within minutes, the pair shares it.
         before, now = results["before"], results["now"]
-        if args.row == "mobile":
+        if row == "mobile":
             ratios = [n / b for b, n in zip(before, now, strict=True)]
             print(
                 f"now / before, round by round: median {statistics.median(ratios):.3f} "
@@ -103,9 +146,11 @@ def main() -> None:
             )
         else:
             deltas = [n - b for b, n in zip(before, now, strict=True)]
+            shown = ", ".join(f"{d:+.2f}" for d in deltas)
+            per = "ms" if row == "open-loop" else "MiB"
             print(
-                f"now - before, round by round: median {statistics.median(deltas):+.2f} ms "
-                f"[{', '.join(f'{d:+.2f}' for d in deltas)}]"
+                f"now - before, round by round: median {statistics.median(deltas):+.2f} {per} "
+                f"[{shown}]"
             )
 
 
