@@ -400,11 +400,28 @@ class SentinelTopology:
         self.wait_ready()
 
     def wait_promoted(self, old: RedisNode, timeout: float = 30.0) -> RedisNode:
-        """Until the sentinels name another master than ``old`` and it acts as one."""
+        """Until every sentinel names the same other master than ``old`` and it acts as one.
+        Every sentinel, not one: a sentinel still holding the old configuration, seeing ``old``
+        restarted (empty) and the promoted node claiming to be master, turns the promoted node
+        back into a replica of ``old``, which then replaces its data with nothing."""
 
         def promoted() -> bool:
-            new = self.master
-            return new is not old and new.command("ROLE")[0] == "master"
+            named = {
+                int(
+                    sentinel.command(
+                        "SENTINEL",
+                        "GET-MASTER-ADDR-BY-NAME",
+                        self.MASTER,
+                        password=SENTINEL_PASSWORD,
+                    )[1]
+                )
+                for sentinel in self.sentinels
+                if sentinel.alive
+            }
+            if len(named) != 1 or old.port in named:
+                return False
+            new = next(node for node in self.data if node.port in named)
+            return bool(new.command("ROLE")[0] == "master")
 
         _wait_until("sentinel failover", promoted, timeout)
         return self.master
