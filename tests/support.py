@@ -221,7 +221,7 @@ class RedisNode:
     def start(self) -> None:
         self.proc = OwnedProcess(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for_port(self.port)
+            wait_for_port(self.port, alive=self.proc)
         except BaseException:
             self.stop()
             raise
@@ -440,22 +440,9 @@ class ClusterTopology:
     def __init__(self, masters: int = 3, node_timeout: int = 1000) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gw-cluster-"))
         self.nodes = []
-        for _ in range(masters * 2):
-            port = free_port()
-            self.nodes.append(
-                RedisNode(
-                    port,
-                    [
-                        *topology_node_args(port, self.dir),
-                        *("--cluster-enabled", "yes", "--cluster-port", str(free_port())),
-                        *("--cluster-config-file", f"nodes-{port}.conf"),
-                        *("--cluster-node-timeout", str(node_timeout)),
-                    ],
-                )
-            )
         try:
-            for node in self.nodes:
-                node.start()
+            for _ in range(masters * 2):
+                self.nodes.append(self._started_node(node_timeout))
             cli = shutil.which("redis-cli")
             if cli is None:
                 raise RuntimeError("redis-cli not found (Debian: apt-get install redis-tools)")
@@ -475,6 +462,29 @@ class ClusterTopology:
         except BaseException:
             self.stop()
             raise
+
+    def _started_node(self, node_timeout: int, attempts: int = 3) -> RedisNode:
+        """A started cluster node on two free ports. A port found free can be taken before
+        the node binds it (an outgoing connection's ephemeral port): then two new ones."""
+        for attempt in range(attempts):
+            port = free_port()
+            node = RedisNode(
+                port,
+                [
+                    *topology_node_args(port, self.dir),
+                    *("--cluster-enabled", "yes", "--cluster-port", str(free_port())),
+                    *("--cluster-config-file", f"nodes-{port}.conf"),
+                    *("--cluster-node-timeout", str(node_timeout)),
+                ],
+            )
+            try:
+                node.start()
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                continue
+            return node
+        raise AssertionError("unreachable")
 
     def store_section(self, **extra: Any) -> dict[str, Any]:
         """The gateway's ``store`` section for this topology (two seed nodes)."""
@@ -555,12 +565,18 @@ class ClusterTopology:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
+def wait_for_port(
+    port: int, timeout: float = 15.0, alive: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until something listens on ``port``; ``alive``: the process that should, whose exit
+    (a port it could not bind) ends the wait at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        if alive is not None and alive.poll() is not None:
+            raise RuntimeError(f"the process for 127.0.0.1:{port} exited ({alive.returncode})")
         time.sleep(0.02)
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
