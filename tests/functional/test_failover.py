@@ -146,7 +146,7 @@ async def test_a_consumption_no_replica_holds_is_never_accepted_twice(topology: 
     assert twice == []  # whatever the topology did: never accepted twice
     if unknown:
         # The new master does not know tokens every replica had before the cut: the topology
-        # lost data it had replicated (seen in CI on Sentinel, about one run in three), so
+        # lost data it had replicated (seen in two CI runs of five on Sentinel), so
         # what follows cannot be judged. Not accepted is failing closed; the assertion above
         # held.
         pytest.skip("the promoted master lost the replicated tokens: the drill's premise failed")
