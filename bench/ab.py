@@ -36,18 +36,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
-    Server,
+    SCORES,
     credentials,
     has_eddsa,
+    memory_peak,
     mobile_pairs,
     open_loop,
     stack,
     start_gateway,
-    token_script,
-    wrk,
 )
-
-PATH = "/v1/users/usr_a/scores"
 
 
 def main() -> None:
@@ -72,7 +69,7 @@ def main() -> None:
             if args.row == "memory":
                 for round_ in range(1, args.rounds + 1):
                     for label, code in trees:
-                        peak = memory_peak(tmp, ctx, f"{label}{round_}", code)
+                        _, peak, _ = memory_peak(tmp, ctx, f"{label}{round_}", code)
                         results[label].append(peak)
                         print(f"round {round_} {label}: {peak:.1f} {unit}", flush=True)
                 summary(args.row, unit, results)
@@ -85,7 +82,7 @@ def main() -> None:
                 servers.append((label, server, key))
             for round_ in range(1, args.rounds + 1):
                 if args.row == "open-loop":
-                    url = f"http://127.0.0.1:{ctx['up_port']}{PATH}"
+                    url = f"http://127.0.0.1:{ctx['up_port']}{SCORES}"
                     direct = open_loop(url, args.rate, args.seconds, {})
                     print(
                         f"round {round_} direct: p99 {direct['p99']:.2f} ms, "
@@ -98,7 +95,7 @@ def main() -> None:
                         figure = 1e6 / cpu_us
                         shown = f"{rate:,.0f} pairs/s, {cpu_us:.0f} µs CPU a pair"
                     else:
-                        url = f"http://127.0.0.1:{server.port}{PATH}"
+                        url = f"http://127.0.0.1:{server.port}{SCORES}"
                         through = open_loop(
                             url, args.rate, args.seconds, {"Authorization": f"Bearer {key}"}
                         )
@@ -113,22 +110,6 @@ def main() -> None:
             for _, server, _ in servers:
                 server.stop()
     summary(args.row, unit, results)
-
-
-def memory_peak(tmp: Path, ctx: dict[str, object], name: str, code: Path | None) -> float:
-    """Peak RSS (MiB) of a new worker after 100,000 distinct live member tokens."""
-    server: Server
-    server, admin = start_gateway(tmp, f"gw-rss-{name}", ctx, code=code)
-    creds = asyncio.run(credentials(server.port, admin, 1))
-    member = creds["member_fn"]
-    tokens = [member(None, i) for i in range(100_000)]  # type: ignore[operator]
-    script = token_script(tmp, tokens, f"many-{name}")
-    seen = 0
-    while seen < 100_000:
-        seen += wrk(f"http://127.0.0.1:{server.port}{PATH}", 15, script=script)[3]
-    peak = server.peak_rss_mib()
-    server.stop()
-    return peak
 
 
 def summary(row: str, unit: str, results: dict[str, list[float]]) -> None:

@@ -92,6 +92,14 @@ class _Connection(asyncio.Protocol):
             self._on_idle(self)
 
 
+def _percentile(values: list[float], p: float, empty: float) -> float:
+    """The ``p`` percentile of ``values`` (nearest rank); ``empty`` when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return empty
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
 @dataclass
 class Result:
     rate: float
@@ -104,14 +112,10 @@ class Result:
 
     def lag(self, p: float) -> float:
         """The ``p`` percentile of how late requests left (the generator's own share)."""
-        ordered = sorted(self.send_lag_ms)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else 0.0
+        return _percentile(self.send_lag_ms, p, 0.0)
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+        return _percentile(self.latencies_ms, p, float("nan"))
 
     def summary(self) -> str:
         done = len(self.latencies_ms)

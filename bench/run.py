@@ -46,6 +46,7 @@ from tests.support import free_port, wait_for_port  # noqa: E402
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CORE, LOAD_CORE = "0", "1"
 OPEN_LOOP_ROUNDS = 3
+SCORES = "/v1/users/usr_a/scores"  # the path every proxied row asks for
 ADMIN = "bench-admin-token-0123456789"
 MASTER = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
@@ -523,7 +524,7 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
     rows: list[Row] = []
     notes: list[str] = []
     figures: dict[str, float] = {}
-    path = "/v1/users/usr_a/scores"
+    path = SCORES
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmpdir:
         tmp = Path(tmpdir)
         with stack(tmp, seconds) as ctx:
@@ -765,27 +766,35 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
 
             # Memory with 100,000 distinct live tokens seen (member tokens: cheap to mint).
             for label, code in trees:
-                fresh, admin2 = start_gateway(
-                    tmp, "gw-rss" + ("-before" if label else ""), ctx, code=code
-                )
-                creds2 = asyncio.run(credentials(fresh.port, admin2, 1))
-                member = creds2["member_fn"]
-                many = [member(None, i) for i in range(100_000)]  # type: ignore[operator]
-                script = token_script(tmp, many, "many")
-                before = fresh.peak_rss_mib()
-                seen = 0
-                while seen < 100_000:
-                    _, _, _, total = wrk(f"http://127.0.0.1:{fresh.port}{path}", 15, script=script)
-                    seen += total
+                before, peak, seen = memory_peak(tmp, ctx, "before" if label else "now", code)
                 if not label:
-                    figures["rss"] = fresh.peak_rss_mib()
+                    figures["rss"] = peak
                 notes.append(
                     f"{label}peak RSS of one worker after {min(seen, 100_000):,} distinct live "
-                    f"member tokens seen ({seen:,} requests): {fresh.peak_rss_mib():.0f} "
+                    f"member tokens seen ({seen:,} requests): {peak:.0f} "
                     f"MiB (after start-up: {before:.0f} MiB)"
                 )
-                fresh.stop()
     return rows, notes, figures
+
+
+def memory_peak(
+    tmp: Path, ctx: dict[str, object], name: str, code: Path | None = None
+) -> tuple[float, float, int]:
+    """The memory row: a new worker (``code``: another tree's checkout) driven until it has
+    seen 100,000 distinct live member tokens (cheap to mint); its peak RSS in MiB after
+    start-up and at the end, and the requests it took."""
+    server, admin = start_gateway(tmp, f"gw-rss-{name}", ctx, code=code)
+    creds = asyncio.run(credentials(server.port, admin, 1))
+    member = creds["member_fn"]
+    many = [member(None, i) for i in range(100_000)]  # type: ignore[operator]
+    script = token_script(tmp, many, f"many-{name}")
+    start_up = server.peak_rss_mib()
+    seen = 0
+    while seen < 100_000:
+        seen += wrk(f"http://127.0.0.1:{server.port}{SCORES}", 15, script=script)[3]
+    peak = server.peak_rss_mib()
+    server.stop()
+    return start_up, peak, seen
 
 
 def bare_median(rows: list[Row]) -> float:

@@ -28,11 +28,9 @@ class Membership:
     def confirmed(self, principal: Principal, user_id: str) -> bool:
         """Whether the cache already says yes (then nothing else is needed); ``UserNotFound``
         when it says no; False when the backend must be asked (:meth:`ask`)."""
-        known = self.cache.get(
-            (principal.account, principal.environment, user_id), self._clock.now()
-        )
+        known = self.cache.get(_key(principal, user_id), self._clock.now())
         if known is False:
-            raise UserNotFound(f"No user {user_id} in this account.")
+            raise _not_found(user_id)
         return known is True
 
     async def ask(
@@ -48,9 +46,9 @@ class Membership:
         ``UserNotFound`` for a no. A failure to answer is never cached."""
         now = self._clock.now()
         known = await self._ask(session, base, user_id, identity, upstream_name)
-        self.cache.put((principal.account, principal.environment, user_id), known, now + self._ttl)
+        self.cache.put(_key(principal, user_id), known, now + self._ttl)
         if not known:
-            raise UserNotFound(f"No user {user_id} in this account.")
+            raise _not_found(user_id)
 
     @staticmethod
     async def _ask(
@@ -77,3 +75,12 @@ class Membership:
             "The upstream could not confirm the user.",
             details={"upstream": upstream_name, "status": resp.status},
         )
+
+
+def _key(principal: Principal, user_id: str) -> tuple[str, str, str]:
+    """Membership is per account and environment: another account's key asks again."""
+    return principal.account, principal.environment, user_id
+
+
+def _not_found(user_id: str) -> UserNotFound:
+    return UserNotFound(f"No user {user_id} in this account.")
