@@ -155,6 +155,12 @@ class FailureBudget:
             headers={"Retry-After": str(retry)},
         )
 
+    def known_within(self, peer: str | None, headers: CIMultiDictProxy[str]) -> bool:
+        """Whether this process knows the client's address to be within its budget now (what
+        :meth:`check` would pass without asking the store). False is no verdict: ask
+        :meth:`check`."""
+        return self._local.get(self.client_of(peer, headers), self._clock.now()) == 0.0
+
     async def check(self, peer: str | None, headers: CIMultiDictProxy[str]) -> str:
         """Raise 429 when the client's address has spent its budget (503 when the store cannot
         say and ``on_store_error`` is ``deny``); otherwise return the address, for

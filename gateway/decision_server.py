@@ -46,7 +46,7 @@ from gateway.errors import (
     RequestTimeout,
 )
 from gateway.exchange import Exchange
-from gateway.forward.decision import admitted, answer_headers, under
+from gateway.forward.decision import admitted, admitted_at_once, answer_headers, under
 from gateway.front import begin, record, refused
 from gateway.mutate.headers import IdentityHeaders
 from gateway.observe import logs
@@ -149,32 +149,75 @@ class DecisionServer:
                 principal = await admitted(
                     runtime, exchange, headers, message.method, message.path, peer, self.prefix
                 )
-                out = answer_headers(runtime, exchange, principal)
-                if exchange.rate is not None:
-                    out.extend(rate_headers(exchange.rate).items())
                 keep_alive = keep_alive and not self.stopping  # a shutdown began meanwhile
-                data = wire.answer(
-                    200,
-                    out,
-                    keep_alive=keep_alive,
-                    http10=_http10(message),
-                    block=self._identity_block(runtime, principal),
-                )
+                data = self._allowed(runtime, exchange, principal, keep_alive, message)
                 status = 200
             except GatewayError as error:
                 keep_alive = keep_alive and not self.stopping
                 data, keep_alive = _error(error, exchange, header, keep_alive, message, head)
                 status = error.status
             except Exception:
-                logs.EVENTS.exception(
-                    "unhandled error",
-                    extra={"fields": {"request_id": exchange.request_id, "route": exchange.route}},
-                )
-                data, keep_alive = _error(GatewayError(), exchange, header, False, message, head)
+                data, keep_alive = _unhandled(exchange, header, message)
             return data, keep_alive
         finally:
             runtime.requests.active -= 1
             record(runtime, exchange, message.method, status, span)
+
+    def answer_at_once(
+        self, message: RawRequestMessage, peer: str | None
+    ) -> tuple[bytes, bool] | None:
+        """:meth:`answer` for a request whose answer needs nothing awaited: a body-less request
+        within the limits, under the prefix, whose decision is reused and settled in memory
+        (:func:`~gateway.forward.decision.admitted_at_once`); ``None`` for every other, which
+        :meth:`answer` then answers as if this had not run. The same bytes, lines and metrics
+        as :meth:`answer`'s, without the connection's task, a coroutine or a future: most of a
+        proxy's questions are this one, asked again."""
+        if self.stopping or message.upgrade:
+            return None
+        runtime = self.current.runtime
+        headers = message.headers
+        raw = message.raw_headers
+        # The limits the awaited path refuses by: checked first, so it alone answers those.
+        if sum(map(len, chain.from_iterable(raw))) + 4 * len(raw) > self.limits.max_header_bytes:
+            return None
+        if not under(self.prefix, message.path.partition("?")[0]):
+            return None
+        exchange, span = begin(runtime, headers, message.method)
+        principal = admitted_at_once(
+            runtime, exchange, headers, message.method, message.path, peer, self.prefix
+        )
+        if principal is None:
+            return None
+        keep_alive = not message.should_close
+        try:
+            data = self._allowed(runtime, exchange, principal, keep_alive, message)
+            status = 200
+        except Exception:
+            data, keep_alive = _unhandled(exchange, runtime.settings.headers.request_id, message)
+            status = 500
+        record(runtime, exchange, message.method, status, span)
+        return data, keep_alive
+
+    def _allowed(
+        self,
+        runtime: Runtime,
+        exchange: Exchange,
+        principal: Principal,
+        keep_alive: bool,
+        message: RawRequestMessage,
+    ) -> bytes:
+        """The answer of an allowed decision: 200, the identity headers, the request id (and
+        the assertion, the rate-limit headers when the exchange has them)."""
+        out = answer_headers(runtime, exchange, principal)
+        if exchange.rate is not None:
+            out.extend(rate_headers(exchange.rate).items())
+        return wire.answer(
+            200,
+            out,
+            keep_alive=keep_alive,
+            http10=_http10(message),
+            block=self._identity_block(runtime, principal),
+        )
 
     def _identity_block(self, runtime: Runtime, principal: Principal) -> bytes:
         """The principal's identity header lines (``runtime.identity``), encoded and checked
@@ -229,6 +272,15 @@ class DecisionServer:
 
 def _http10(message: RawRequestMessage) -> bool:
     return message.version < (1, 1)
+
+
+def _unhandled(exchange: Exchange, header: str, message: RawRequestMessage) -> tuple[bytes, bool]:
+    """The 500 answering a failure of the gateway's own (logged); the connection closes."""
+    logs.EVENTS.exception(
+        "unhandled error",
+        extra={"fields": {"request_id": exchange.request_id, "route": exchange.route}},
+    )
+    return _error(GatewayError(), exchange, header, False, message, message.method == "HEAD")
 
 
 def _error(
@@ -328,6 +380,12 @@ class _Connection(BaseProtocol):
             self._done_reading = True
         if not parsed:
             return
+        if not self._queue and (self._task is None or self._waiter is not None):
+            # Nothing before them waits for an answer: what can be answered at once is, in
+            # order, until one cannot (it and the rest go to the task, still in order).
+            parsed = self._answer_at_once(parsed)
+            if not parsed:
+                return
         self._queue.extend(parsed)
         self._idle_since = None
         if self._task is None:
@@ -336,6 +394,37 @@ class _Connection(BaseProtocol):
             self._wake()
         if len(self._queue) >= MAX_QUEUED and not self._buffer_paused:
             self._pause_reading_for_buffer()
+
+    def _answer_at_once(self, parsed: Sequence[_Parsed]) -> Sequence[_Parsed]:
+        """Answer the leading requests of ``parsed`` that :meth:`DecisionServer.answer_at_once`
+        can; return the rest (from the first it cannot)."""
+        server = self._server
+        for i, (message, payload) in enumerate(parsed):
+            transport = self.transport
+            if (
+                transport is None
+                or self._closing
+                or self._paused
+                or payload is not EMPTY_PAYLOAD
+                or isinstance(message, HttpProcessingError)
+            ):
+                return parsed[i:]
+            try:
+                answered = server.answer_at_once(message, self._peer)
+            except Exception:
+                # A bug, not a client: logged, and the request answered by the awaited path.
+                logs.EVENTS.exception("decision listener: answering at once failed")
+                answered = None
+            if answered is None:
+                return parsed[i:]
+            data, keep_alive = answered
+            self._request_parser.message_consumed()
+            transport.write(data)
+            if not keep_alive:
+                self._linger(transport)
+                return ()
+        self._idle_since = self._loop.time()
+        return ()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:

@@ -16,7 +16,7 @@ from gateway.abuse import FailureBudget
 from gateway.authz.authorize import admits_kind, authorize
 from gateway.authz.paths import split_path
 from gateway.authz.policy import RouteMatch
-from gateway.authz.relationships import require_caregiver_relationship
+from gateway.authz.relationships import needs_relationship, require_caregiver_relationship
 from gateway.cors import is_preflight, preflight
 from gateway.credentials import Credential, extract
 from gateway.errors import (
@@ -75,14 +75,11 @@ async def admit(
         reused := runtime.decisions.get(token, method, raw_target, now, runtime.keys.generation)
     ):
         principal, match = reused
-        exchange.route, exchange.group = match.rule.id, match.rule.group
-        exchange.credential_present = True
-        kind = exchange.credential = principal.credential
-        exchange.principal = principal
+        _reusing(exchange, principal, match)
         tracer = runtime.tracer
         if tracer.enabled:
             with tracer.authentication() as span:
-                span.set(CREDENTIAL_KIND, kind.name)
+                span.set(CREDENTIAL_KIND, principal.credential.name)
             with tracer.authorization(exchange.route, match.template):
                 await require_caregiver_relationship(runtime.relationships, principal)
         else:  # the same, without entering the no-op tracer's spans
@@ -113,6 +110,68 @@ async def admit(
         with runtime.tracer.authentication():
             principal = exchange.principal = await _consume(runtime, credential)
     return principal, match
+
+
+def _reusing(exchange: Exchange, principal: Principal, match: RouteMatch) -> None:
+    """Note a reused decision in the exchange, as deciding it would have."""
+    exchange.route, exchange.group = match.rule.id, match.rule.group
+    exchange.credential_present = True
+    exchange.credential = principal.credential
+    exchange.principal = principal
+
+
+def reusable_at_once(
+    runtime: Runtime,
+    headers: CIMultiDictProxy[str],
+    query: MultiMapping[str],
+    method: str,
+    raw_target: str,
+    peer: str | None,
+) -> tuple[Principal, RouteMatch] | None:
+    """:func:`admit_client`'s outcome, found without awaiting, when it is a reused decision
+    whose per-request checks are all settled in this process's memory: no tracing, the
+    client's address known to be within its failure budget, no caregiver relationship to ask
+    about, no rate limit on the rule's group. ``None`` otherwise. Counts nothing and writes
+    nothing: a caller that uses the decision calls :func:`use_at_once`; one that does not runs
+    :func:`admit_client`, which finds everything as if this had not run. A single-use token
+    is never among reused decisions (never consumed here).
+
+    Never admits what :func:`admit_client` would refuse: every check it leaves out is one that
+    cannot refuse here (no budget spent, no relationship involved, no limit on the group), and
+    the decision is the one :func:`admit` would reuse (the same lookup, the same freshness)."""
+    if runtime.tracer.enabled:
+        return None
+    budget = runtime.failure_budget
+    # SECURITY: an address the budget does not know to be clean now is asked about by the
+    # awaited path (which refuses one past its budget before reading its credential).
+    if budget is not None and not budget.known_within(peer, headers):
+        return None
+    if not raw_target.isascii():
+        return None
+    try:
+        token = extract(headers, query, max_bytes=runtime.settings.limits.max_token_bytes)
+    except GatewayError:
+        return None
+    if token is None:
+        return None
+    reused = runtime.decisions.get(
+        token, method, raw_target, runtime.clock.now(), runtime.keys.generation, count=False
+    )
+    if reused is None:
+        return None
+    # SECURITY: a caregiver's relationship is asked about on every request, and a rule's rate
+    # limits count every request: either sends the request down the awaited path.
+    if needs_relationship(reused[0]) or _rate_limited(runtime, reused[1]):
+        return None
+    return reused
+
+
+def use_at_once(
+    runtime: Runtime, exchange: Exchange, principal: Principal, match: RouteMatch
+) -> None:
+    """Count and note a decision :func:`reusable_at_once` found, as :func:`admit` would."""
+    runtime.decisions.count_hit()
+    _reusing(exchange, principal, match)
 
 
 async def _decide(

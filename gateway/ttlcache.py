@@ -66,7 +66,9 @@ class TTLCache(Generic[K, V]):
         until = self._deadline(stored)
         return stored, until, until
 
-    def get(self, key: K, now: float, *, stale: bool = False) -> V | None:
+    def get(self, key: K, now: float, *, stale: bool = False, count: bool = True) -> V | None:
+        """The value of ``key`` while fresh (with ``stale``: until its stale deadline), counted
+        as a hit or a miss unless ``count`` is false (then :meth:`count_hit` may count it)."""
         k: Hashable = key if self._key is None else self._key(key)
         entry = self._data.get(k)
         if entry is not None:
@@ -76,16 +78,24 @@ class TTLCache(Generic[K, V]):
             if now < (stale_until if stale else fresh_until):
                 data = self._data
                 data[k] = data.pop(k)  # now the most recently used
-                self.hits += 1
-                if self._stats is not None:
-                    self._stats.hit.inc()
+                if count:  # (count_hit, inline: every credential's cache hit passes here)
+                    self.hits += 1
+                    if self._stats is not None:
+                        self._stats.hit.inc()
                 return value
             if now >= stale_until:
                 del self._data[k]
+        if not count:
+            return None
         self.misses += 1
         if self._stats is not None:
             self._stats.miss.inc()
         return None
+
+    def count_hit(self) -> None:
+        self.hits += 1
+        if self._stats is not None:
+            self._stats.hit.inc()
 
     def put(self, key: K, value: V, fresh_until: float, stale_until: float | None = None) -> None:
         if self._deadline is not None:

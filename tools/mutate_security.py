@@ -107,6 +107,7 @@ MAPPED: dict[str, list[str]] = {
         "tests/authn/test_consumed_on_initialize.py",
     ],
     "gateway/pipeline.py": [
+        "tests/test_decision_server_at_once.py",
         "tests/authn/test_consumed_on_initialize.py",
         "tests/authz/test_decisions.py",
         "tests/functional/test_decision.py",

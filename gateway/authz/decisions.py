@@ -51,15 +51,26 @@ class Decisions:
         self._generation = 0
 
     def get(
-        self, token: str, method: str, target: str, now: float, generation: int
+        self,
+        token: str,
+        method: str,
+        target: str,
+        now: float,
+        generation: int,
+        *,
+        count: bool = True,
     ) -> tuple[Principal, RouteMatch] | None:
         """The decision kept for this request line, if still fresh. ``generation`` counts the
-        key changes made through this process: when it moved, everything kept is dropped."""
+        key changes made through this process: when it moved, everything kept is dropped.
+        ``count=False``: the lookup is not counted (:meth:`count_hit` counts a hit used)."""
         if generation != self._generation:
             self._cache.clear()
             self._generation = generation
             return None
-        return self._cache.get((token, method, target), now)
+        return self._cache.get((token, method, target), now, count=count)
+
+    def count_hit(self) -> None:
+        self._cache.count_hit()
 
     def put(
         self,

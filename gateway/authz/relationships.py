@@ -28,18 +28,25 @@ from gateway.stores.base import RelationshipStore
 from gateway.ttlcache import StatsFactory, TTLCache
 
 
+def needs_relationship(principal: Principal) -> bool:
+    """Whether ``principal`` acts for another (a caregiver: ``actor`` is not ``user``), so
+    that :func:`require_caregiver_relationship` asks about it."""
+    return principal.user is not None and principal.actor != principal.user
+
+
 async def require_caregiver_relationship(
     provider: RelationshipProvider, principal: Principal
 ) -> None:
     """A principal acting for another (a caregiver: ``actor`` is not ``user``) may act only
     while the relationship is active; asked on every request through the provider's cache."""
-    if principal.user is None or principal.actor == principal.user:
+    user = principal.user
+    if user is None or not needs_relationship(principal):
         return
     # SECURITY: checked per request, never cached with the credential: a revoked relationship
     # stops the caregiver within the cache bound (1 s with the store provider).
-    if not await provider.active(principal.account, principal.user, principal.actor):
+    if not await provider.active(principal.account, user, principal.actor):
         raise InsufficientScope(
-            f"{principal.actor} has no active caregiver relationship with {principal.user}.",
+            f"{principal.actor} has no active caregiver relationship with {user}.",
             details={"reason": "relationship_inactive"},
         )
 

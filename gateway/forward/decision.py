@@ -24,9 +24,9 @@ from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy, istr
 from yarl import URL
 
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.exchange import Exchange
-from gateway.pipeline import admit_client
+from gateway.pipeline import admit_client, reusable_at_once, use_at_once
 from gateway.principal import Principal
 from gateway.runtime import Runtime
 
@@ -118,6 +118,32 @@ async def admitted(
             details={"reason": "gateway_endpoint"},
         )
     runtime.upstream_for(principal)  # SECURITY: an environment with no upstream is refused here too
+    return principal
+
+
+def admitted_at_once(
+    runtime: Runtime,
+    exchange: Exchange,
+    headers: CIMultiDictProxy[str],
+    method: str,
+    raw_path: str,
+    peer: str | None,
+    prefix: str,
+) -> Principal | None:
+    """:func:`admitted`'s principal without awaiting, when the decision is a reused one that
+    needs nothing awaited (:func:`~gateway.pipeline.reusable_at_once`); ``None`` otherwise, a
+    refusal included: then :func:`admitted` runs and finds everything as if this had not."""
+    try:
+        method, target = original_target(headers, method, raw_path, prefix)
+    except GatewayError:
+        return None
+    decided = reusable_at_once(runtime, headers, query_of(target), method, target, peer)
+    if decided is None:
+        return None
+    principal, match = decided
+    if match.rule.handler is not None or principal.environment not in runtime.settings.environments:
+        return None  # refused by admitted: a gateway endpoint, an environment with no upstream
+    use_at_once(runtime, exchange, principal, match)
     return principal
 
 

@@ -1,0 +1,193 @@
+"""The decision listener's answers given at once (``DecisionServer.answer_at_once``): a reused
+decision whose per-request checks are settled in memory is answered from ``data_received``,
+without the connection's task. The same answers as the awaited path, and nothing it would refuse
+is let through: the failure budget, a caregiver's relationship and the rate limits still decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+from aiohttp.test_utils import TestServer
+
+from gateway.decision_server import DecisionServer
+from tests.conftest import Gateway, GatewayFactory
+from tests.test_decision_server import answers, ask, exchange, gw, listener, own_listener
+
+__all__ = ["gw", "listener"]  # fixtures, used by name
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+async def in_turn(
+    port: int, *requests: bytes, before_close: Callable[[], None] | None = None
+) -> tuple[list[Answer], bool]:
+    """Send each request on one connection once the previous one's answer is in; the answers,
+    and whether the gateway closed the connection after the last (``before_close`` runs while
+    it is still open)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    got: list[Answer] = []
+    raw = b""
+    try:
+        for request in requests:
+            writer.write(request)
+            while True:
+                chunk = await asyncio.wait_for(reader.read(65536), 5)
+                if not chunk:
+                    return got + answers(raw), True
+                raw += chunk
+                try:
+                    parsed = answers(raw)
+                except (KeyError, ValueError, IndexError):
+                    continue
+                if parsed:
+                    got += parsed
+                    raw = b""
+                    break
+        try:
+            closed = await asyncio.wait_for(reader.read(1), 0.1) == b""
+        except TimeoutError:
+            closed = False
+        if before_close is not None:
+            before_close()
+        return got, closed
+    finally:
+        writer.close()
+
+
+def lookups(gw: Gateway) -> dict[str, float]:
+    """The decision cache's lookups by result, as /metrics shows them."""
+    gw.runtime.metrics.flush()
+    return {
+        s.labels["result"]: s.value
+        for family in gw.runtime.metrics.registry.collect()
+        if family.name == "gateway_cache_lookups"
+        for s in family.samples
+        if s.name == "gateway_cache_lookups_total" and s.labels["cache"] == "decision"
+    }
+
+
+async def test_a_reused_decision_is_answered_at_once_as_the_awaited_path_answers(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    key = await gw.key()
+    asks = [ask(key, "/v1/users/usr_a/scores", f"X-Request-Id: r-{i}") for i in range(3)]
+    first, _ = await in_turn(listener.port, asks[0])  # decided (awaited), then kept
+    for _ in range(100):
+        if not listener.connections:
+            break
+        await asyncio.sleep(0.01)
+    tasks: list[object] = []
+
+    def note_tasks() -> None:
+        tasks.extend(connection._task for connection in listener.connections)
+
+    got, closed = await in_turn(listener.port, *asks[1:], before_close=note_tasks)
+    got = first + got
+    assert [status for status, _, _ in got] == [200, 200, 200] and not closed
+    assert [h["X-Request-Id"] for _, h, _ in got] == ["r-0", "r-1", "r-2"]
+    identity = [{k: v for k, v in h.items() if k.startswith("X-Auth-")} for _, h, _ in got]
+    assert identity[0]["X-Auth-Account"] == "acc_1" and identity == [identity[0]] * 3
+    assert [len(body) for _, _, body in got] == [0, 0, 0]
+    # Looked up once each: the first a miss (decided, awaited), the others hits used at once.
+    assert lookups(gw) == {"miss": 1.0, "hit": 2.0}
+    # The second connection needed no task: both its answers were given at once.
+    assert tasks == [None]
+
+
+async def test_answers_at_once_and_awaited_keep_the_order_of_pipelined_requests(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    key, other = await gw.key(), await gw.key()
+    await in_turn(listener.port, ask(key))  # key's decision is kept; other's is not
+    data = (
+        ask(key, "/v1/users/usr_a/scores", "X-Request-Id: at-once")
+        + ask(other, "/v1/users/usr_a/scores", "X-Request-Id: decided")
+        + ask(key, "/v1/users/usr_a/scores", "X-Request-Id: after")
+        + ask(None, "/v1/users/usr_a/scores", "X-Request-Id: refused")
+    )
+    raw, closed = await exchange(listener.port, data, expect=4)
+    got = answers(raw)
+    assert [(s, h["X-Request-Id"]) for s, h, _ in got] == [
+        (200, "at-once"),
+        (200, "decided"),
+        (200, "after"),
+        (401, "refused"),
+    ]
+    assert not closed
+
+
+async def test_connection_close_on_an_answer_at_once_closes_after_it(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    key = await gw.key()
+    got, closed = await in_turn(
+        listener.port, ask(key), ask(key, "/v1/users/usr_a/scores", "Connection: close")
+    )
+    assert [status for status, _, _ in got] == [200, 200]
+    assert got[1][1]["Connection"] == "close" and closed
+    assert lookups(gw) == {"miss": 1.0, "hit": 1.0}
+
+
+async def test_an_address_past_its_budget_is_refused_for_a_reused_decision_too(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    abuse = {"enabled": True, "burst": 2, "failures_per_minute": 1}
+    async with own_listener(make_gateway, upstream, abuse=abuse) as (gw, server):
+        key = await gw.key()
+        got, _ = await in_turn(
+            server.port, ask(key), ask(key), ask("sk_live_nope"), ask("sk_live_nope"), ask(key)
+        )
+    assert [status for status, _, _ in got] == [200, 200, 401, 401, 429]
+    assert json.loads(got[4][2])["details"]["reason"] == "failed_authentications"
+
+
+def caregiver_token(key: str, key_id: str, now: float) -> str:
+    claims = {"sub": "mem_1", "act": "mem_2", "iat": int(now), "exp": int(now) + 600, "scopes": []}
+    return jwt.encode(claims, key.encode(), algorithm="HS256", headers={"kid": key_id})
+
+
+async def test_a_revoked_caregiver_is_refused_while_the_decision_is_still_kept(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    relationships = {"positive_ttl": "100ms"}
+    async with own_listener(make_gateway, upstream, relationships=relationships) as (gw, server):
+        store = gw.runtime.store
+        await store.set_relationship("acc_1", "mem_1", "mem_2", True)
+        key, record = await gw.runtime.keys.create("acc_1", "live")
+        token = caregiver_token(key, record.key_id, gw.clock.now())
+        scores = ask(token, "/v1/users/mem_1/scores")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            got = []
+            for step in ("granted", "again", "revoked"):
+                if step == "revoked":
+                    await store.set_relationship("acc_1", "mem_1", "mem_2", False)
+                    # Past the relationship's 100 ms cache, within the decision's 1 s.
+                    gw.clock.advance(0.5)
+                writer.write(scores)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                got.append((int(head.split()[1]), body))
+        finally:
+            writer.close()
+    assert [status for status, _ in got] == [200, 200, 403]
+    assert json.loads(got[2][1])["details"]["reason"] == "relationship_inactive"
+    assert lookups(gw)["hit"] == 2.0  # the refused one was a reused decision
+
+
+async def test_rate_limits_count_requests_in_turn_as_they_count_pipelined_ones(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    limits = {"rules": [{"group": "default", "per": "credential", "limit": 2, "period": "10s"}]}
+    async with own_listener(make_gateway, upstream, rate_limits=limits) as (gw, server):
+        key = await gw.key()
+        got, _ = await in_turn(server.port, ask(key), ask(key), ask(key))
+    assert [status for status, _, _ in got] == [200, 200, 429]
+    assert [h["RateLimit-Remaining"] for _, h, _ in got] == ["1", "0", "0"]
+    assert json.loads(got[2][2])["error"] == "rate_limited"
