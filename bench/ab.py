@@ -3,6 +3,7 @@
     python bench/ab.py mobile [--kid ed1] [--rounds 5] [--seconds 8] [--compare DIR]
     python bench/ab.py open-loop [--rate 3000] [--rounds 5] [--seconds 6] [--compare DIR]
     python bench/ab.py memory [--rounds 2] [--compare DIR]
+    python bench/ab.py decision [--rounds 5] [--seconds 6] [--compare DIR]
 
 On this two-core VM a row moves by ±25 % between runs a few minutes apart (the host's steal
 time, neighbours), more than most changes are worth; one before/after pair in ``run.py`` then
@@ -17,7 +18,10 @@ other, so a slow minute slows both: the comparison is the median of the rounds' 
   direct upstream first in each round, then each tree; the figure is p99 over the direct
   upstream's p99 of the same round, with the machine's steal time beside it;
 - ``memory``: peak RSS of a fresh worker once it has seen 100,000 distinct live member tokens
-  (the memory row of ``run.py``), a new gateway for each tree in each round.
+  (the memory row of ``run.py``), a new gateway for each tree in each round;
+- ``decision``: the decision listener alone, 1,000 distinct user tokens (the wrk script of
+  ``run.py``), as requests per CPU-second against HAProxy's ``jwt_verify`` RS256 measured first
+  in the same round (target 2 of the performance issue: at least 1.5).
 
 ``--compare DIR`` is a checkout of another tree (``git worktree add DIR REV``). Started as
 ``run.py`` starts them: nginx upstream and Redis on core 1, each gateway on core 0, one worker.
@@ -38,18 +42,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.run import (
     SCORES,
     credentials,
+    haproxy_jwt,
+    haproxy_row,
     has_eddsa,
+    measure,
     memory_peak,
     mobile_pairs,
     open_loop,
     stack,
     start_gateway,
+    token_script,
 )
+from tests.support import free_port
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("row", choices=("mobile", "open-loop", "memory"))
+    parser.add_argument("row", choices=("mobile", "open-loop", "memory", "decision"))
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kid", choices=("ed1", "es1", "rs1"), default="ed1")
@@ -60,9 +69,11 @@ def main() -> None:
     if args.compare:
         trees.insert(0, ("before", args.compare.resolve()))
     results: dict[str, list[float]] = {label: [] for label, _ in trees}
-    unit = {"mobile": "pairs per CPU-second", "open-loop": "ms p99 over direct"}.get(
-        args.row, "MiB peak RSS"
-    )
+    unit = {
+        "mobile": "pairs per CPU-second",
+        "open-loop": "ms p99 over direct",
+        "decision": "x HAProxy's requests per CPU-second",
+    }.get(args.row, "MiB peak RSS")
     with tempfile.TemporaryDirectory(prefix="gw-ab-") as tmpdir:
         tmp = Path(tmpdir)
         with stack(tmp, args.seconds) as ctx:
@@ -72,6 +83,10 @@ def main() -> None:
                         _, peak, _ = memory_peak(tmp, ctx, f"{label}{round_}", code)
                         results[label].append(peak)
                         print(f"round {round_} {label}: {peak:.1f} {unit}", flush=True)
+                summary(args.row, unit, results)
+                return
+            if args.row == "decision":
+                decision_rounds(tmp, ctx, trees, args.rounds, args.seconds, results)
                 summary(args.row, unit, results)
                 return
             servers = []
@@ -112,6 +127,48 @@ def main() -> None:
     summary(args.row, unit, results)
 
 
+def decision_rounds(
+    tmp: Path,
+    ctx: dict[str, object],
+    trees: list[tuple[str, Path | None]],
+    rounds: int,
+    seconds: int,
+    results: dict[str, list[float]],
+) -> None:
+    """Each round: HAProxy, then each tree's decision listener; the figure is HAProxy's CPU
+    µs a request over the listener's (its requests per CPU-second as a multiple of HAProxy's)."""
+    haproxy, token = haproxy_jwt(tmp, ctx)
+    listeners = []
+    for label, code in trees:
+        port = free_port()
+        decision = {"enabled": True, "listen": {"host": "127.0.0.1", "port": port}}
+        server, admin = start_gateway(tmp, f"gw-{label}", ctx, {"decision": decision}, code=code)
+        users = asyncio.run(credentials(server.port, admin, 1000))["user_tokens"]
+        script = token_script(tmp, users, f"users-{label}")  # type: ignore[arg-type]
+        listeners.append((label, server, port, script))
+    for round_ in range(1, rounds + 1):
+        anchor = haproxy_row(haproxy, token, seconds).cpu_us
+        print(f"round {round_} HAProxy: {anchor:.1f} µs CPU a request", flush=True)
+        for label, server, port, script in listeners:
+            row = measure(
+                label,
+                [server],
+                f"http://127.0.0.1:{port}/decisions{SCORES}",
+                seconds,
+                script=script,
+                warm=True,
+            )
+            results[label].append(anchor / row.cpu_us)
+            print(
+                f"round {round_} {label}: {anchor / row.cpu_us:.3f} x HAProxy "
+                f"({row.cpu_us:.1f} µs CPU a decision, {row.rps:,.0f} req/s)",
+                flush=True,
+            )
+    for _, server, _, _ in listeners:
+        server.stop()
+    haproxy.stop()
+
+
 def summary(row: str, unit: str, results: dict[str, list[float]]) -> None:
     for label, figures in results.items():
         ordered = ", ".join(f"{f:,.2f}" for f in sorted(figures))
@@ -119,7 +176,7 @@ def summary(row: str, unit: str, results: dict[str, list[float]]) -> None:
     if "before" in results:
         # Paired by round: the machine's speed drifts within minutes, the pair shares it.
         before, now = results["before"], results["now"]
-        if row == "mobile":
+        if row in ("mobile", "decision"):
             ratios = [n / b for b, n in zip(before, now, strict=True)]
             print(
                 f"now / before, round by round: median {statistics.median(ratios):.3f} "

@@ -35,6 +35,7 @@ from pathlib import Path
 import aiohttp
 import jwt
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -385,6 +386,35 @@ def gateway_config(
     return path, port, admin
 
 
+def haproxy_jwt(tmp: Path, ctx: dict[str, object]) -> tuple[Server, str]:
+    """HAProxy verifying an RS256 JWT natively on every request (the decision anchor), and a
+    token it accepts."""
+    private = generate_private_key("RS256")
+    pub = tmp / "haproxy-pub.pem"
+    pub.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    token = jwt.encode({"sub": "usr_a", "exp": int(time.time()) + 3600}, private, algorithm="RS256")
+    port = free_port()
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(HAPROXY.format(port=port, pub=pub, upstream=ctx["up_port"]))
+    haproxy = Server("haproxy", [binary("haproxy"), "-f", str(conf), "-db"], port)
+    ctx["started"].append(haproxy)  # type: ignore[attr-defined]
+    return haproxy, token
+
+
+def haproxy_row(haproxy: Server, token: str, seconds: int) -> Row:
+    return measure(
+        "HAProxy jwt_verify RS256",
+        [haproxy],
+        f"http://127.0.0.1:{haproxy.port}{SCORES}",
+        seconds,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
 def has_eddsa(code: Path | None) -> bool:
     """Whether a tree knows EdDSA signing keys (one from before refuses a config naming one)."""
     return code is None or "EdDSA" in (code / "gateway/keys/signing.py").read_text()
@@ -570,33 +600,8 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
             )
             front.stop()
 
-            # HAProxy verifying an RS256 JWT natively, on every request.
-            private = generate_private_key("RS256")
-            pub = tmp / "haproxy-pub.pem"
-            from cryptography.hazmat.primitives import serialization
-
-            pub.write_bytes(
-                private.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            )
-            rs_token = jwt.encode(
-                {"sub": "usr_a", "exp": int(time.time()) + 3600}, private, algorithm="RS256"
-            )
-            ha_port = free_port()
-            conf = tmp / "haproxy.cfg"
-            conf.write_text(HAPROXY.format(port=ha_port, pub=pub, upstream=up_port))
-            haproxy = Server("haproxy", [binary("haproxy"), "-f", str(conf), "-db"], ha_port)
-            ctx["started"].append(haproxy)  # type: ignore[attr-defined]
-            rows.append(
-                measure(
-                    "HAProxy jwt_verify RS256",
-                    [haproxy],
-                    f"http://127.0.0.1:{ha_port}{path}",
-                    seconds,
-                    headers={"Authorization": f"Bearer {rs_token}"},
-                )
-            )
+            haproxy, rs_token = haproxy_jwt(tmp, ctx)
+            rows.append(haproxy_row(haproxy, rs_token, seconds))
             haproxy.stop()
 
             trees = [("before: ", compare)] if compare is not None else []

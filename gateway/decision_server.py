@@ -208,6 +208,15 @@ class DecisionServer:
     ) -> bytes:
         """The answer of an allowed decision: 200, the identity headers, the request id (and
         the assertion, the rate-limit headers when the exchange has them)."""
+        block = self._identity_block(runtime, principal)
+        if runtime.assertions is None and exchange.rate is None:
+            return wire.allowed(
+                block,
+                runtime.settings.headers.request_id,
+                exchange.request_id,
+                keep_alive=keep_alive,
+                http10=_http10(message),
+            )
         out = answer_headers(runtime, exchange, principal)
         if exchange.rate is not None:
             out.extend(rate_headers(exchange.rate).items())
@@ -216,7 +225,7 @@ class DecisionServer:
             out,
             keep_alive=keep_alive,
             http10=_http10(message),
-            block=self._identity_block(runtime, principal),
+            block=block,
         )
 
     def _identity_block(self, runtime: Runtime, principal: Principal) -> bytes:

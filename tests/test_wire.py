@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from gateway.wire import HeaderBlocks, InvalidHeader, answer
+from gateway.wire import HeaderBlocks, InvalidHeader, allowed, answer
 
 
 class _Socket:
@@ -47,6 +47,12 @@ def test_an_answer_is_what_a_client_parser_reads_back() -> None:
 def test_connection_header(keep_alive: bool, http10: bool, connection: str | None) -> None:
     _, headers, _ = parse(answer(200, [], keep_alive=keep_alive, http10=http10))
     assert headers.get("Connection") == connection
+    # An allowed decision's shortcut writes the same bytes as the general answer.
+    block = HeaderBlocks()((("X-Auth-Account", "acc_1"), ("X-Auth-User", "usr_a")))
+    general = answer(
+        200, [("X-Request-Id", "r1")], keep_alive=keep_alive, http10=http10, block=block
+    )
+    assert allowed(block, "X-Request-Id", "r1", keep_alive=keep_alive, http10=http10) == general
 
 
 @pytest.mark.parametrize(
@@ -66,6 +72,8 @@ def test_connection_header(keep_alive: bool, http10: bool, connection: str | Non
 def test_a_header_that_would_split_the_answer_is_refused(header: tuple[str, str]) -> None:
     with pytest.raises(InvalidHeader):
         answer(200, [("X-Auth-Account", "acc_1"), header])
+    with pytest.raises(InvalidHeader):
+        allowed(b"X-Auth-Account: acc_1\r\n", *header, keep_alive=True, http10=False)
 
 
 def test_a_header_block_is_checked_once_and_written_as_is() -> None:
