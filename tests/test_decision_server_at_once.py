@@ -59,6 +59,15 @@ async def in_turn(
         writer.close()
 
 
+async def gone(server: DecisionServer) -> None:
+    """Until the listener has no connection left (a closed one goes at its next turn)."""
+    for _ in range(100):
+        if not server.connections:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a connection stayed open")
+
+
 def lookups(gw: Gateway) -> dict[str, float]:
     """The decision cache's lookups by result, as /metrics shows them."""
     gw.runtime.metrics.flush()
@@ -77,10 +86,7 @@ async def test_a_reused_decision_is_answered_at_once_as_the_awaited_path_answers
     key = await gw.key()
     asks = [ask(key, "/v1/users/usr_a/scores", f"X-Request-Id: r-{i}") for i in range(3)]
     first, _ = await in_turn(listener.port, asks[0])  # decided (awaited), then kept
-    for _ in range(100):
-        if not listener.connections:
-            break
-        await asyncio.sleep(0.01)
+    await gone(listener)
     tasks: list[object] = []
 
     def note_tasks() -> None:
@@ -131,6 +137,24 @@ async def test_connection_close_on_an_answer_at_once_closes_after_it(
     assert [status for status, _, _ in got] == [200, 200]
     assert got[1][1]["Connection"] == "close" and closed
     assert lookups(gw) == {"miss": 1.0, "hit": 1.0}
+
+
+async def test_an_address_known_within_its_budget_gets_reused_decisions_at_once(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    abuse = {"enabled": True, "burst": 2, "failures_per_minute": 1}
+    async with own_listener(make_gateway, upstream, abuse=abuse) as (gw, server):
+        key = await gw.key()
+        await in_turn(server.port, ask(key))  # decided; the address now known within budget
+        await gone(server)
+        tasks: list[object] = []
+
+        def note_tasks() -> None:
+            tasks.extend(connection._task for connection in server.connections)
+
+        got, _ = await in_turn(server.port, ask(key), ask(key), before_close=note_tasks)
+    assert [status for status, _, _ in got] == [200, 200]
+    assert tasks == [None]
 
 
 async def test_an_address_past_its_budget_is_refused_for_a_reused_decision_too(
