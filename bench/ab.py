@@ -9,7 +9,8 @@ On this two-core VM a row moves by ±25 % between runs a few minutes apart (the 
 time, neighbours), more than most changes are worth; one before/after pair in ``run.py`` then
 tells little. Here both trees' gateways run side by side and each round measures one after the
 other, so a slow minute slows both: the comparison is the median of the rounds' ratios
-(``mobile``) or differences (``open-loop``), printed after each tree's own median.
+(``mobile``, ``decision``) or differences (``open-loop``, ``memory``), printed after each
+tree's own median. The trees take turns going first (swapped every other round).
 
 - ``mobile``: issue + initialize pairs per CPU-second of one worker (wrk ``-t1 -c32`` and the
   Lua script of ``run.py``), SDK sessions signed with ``--kid`` (``ed1`` EdDSA, ``es1``
@@ -36,11 +37,13 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
     SCORES,
+    Server,
     credentials,
     haproxy_jwt,
     haproxy_row,
@@ -79,7 +82,7 @@ def main() -> None:
         with stack(tmp, args.seconds) as ctx:
             if args.row == "memory":
                 for round_ in range(1, args.rounds + 1):
-                    for label, code in trees:
+                    for label, code in turns(trees, round_):
                         _, peak, _ = memory_peak(tmp, ctx, f"{label}{round_}", code)
                         results[label].append(peak)
                         print(f"round {round_} {label}: {peak:.1f} {unit}", flush=True)
@@ -104,7 +107,7 @@ def main() -> None:
                         f"steal {direct['steal %']:.1f} %",
                         flush=True,
                     )
-                for label, server, key in servers:
+                for label, server, key in turns(servers, round_):
                     if args.row == "mobile":
                         rate, cpu_us = mobile_pairs(tmp, server, key, args.seconds)
                         figure = 1e6 / cpu_us
@@ -147,26 +150,41 @@ def decision_rounds(
         script = token_script(tmp, users, f"users-{label}")  # type: ignore[arg-type]
         listeners.append((label, server, port, script))
     for round_ in range(1, rounds + 1):
+        before = haproxy.cpu_split()
         anchor = haproxy_row(haproxy, token, seconds).cpu_us
-        print(f"round {round_} HAProxy: {anchor:.1f} µs CPU a request", flush=True)
-        for label, server, port, script in listeners:
-            row = measure(
-                label,
-                [server],
-                f"http://127.0.0.1:{port}/decisions{SCORES}",
-                seconds,
-                script=script,
-                warm=True,
-            )
+        print(
+            f"round {round_} HAProxy: {anchor:.1f} µs CPU a request ({kernel(haproxy, before)})",
+            flush=True,
+        )
+        for label, server, port, script in turns(listeners, round_):
+            url = f"http://127.0.0.1:{port}/decisions{SCORES}"
+            measure(label, [server], url, 1, script=script)  # the warm second, not counted
+            before = server.cpu_split()
+            row = measure(label, [server], url, seconds, script=script)
             results[label].append(anchor / row.cpu_us)
             print(
                 f"round {round_} {label}: {anchor / row.cpu_us:.3f} x HAProxy "
-                f"({row.cpu_us:.1f} µs CPU a decision, {row.rps:,.0f} req/s)",
+                f"({row.cpu_us:.1f} µs CPU a decision, {row.rps:,.0f} req/s, "
+                f"{kernel(server, before)})",
                 flush=True,
             )
     for _, server, _, _ in listeners:
         server.stop()
     haproxy.stop()
+
+
+T = TypeVar("T")
+
+
+def turns(items: list[T], round_: int) -> list[T]:
+    """The trees in the order a round measures them: swapped every other round, so that
+    neither is always the one measured second (in a warmer or busier minute)."""
+    return items if round_ % 2 else items[::-1]
+
+
+def kernel(server: Server, before: tuple[float, float]) -> str:
+    user, system = (now - then for now, then in zip(server.cpu_split(), before, strict=True))
+    return f"kernel {system / (user + system):.0%} of it"
 
 
 def summary(row: str, unit: str, results: dict[str, list[float]]) -> None:

@@ -98,14 +98,19 @@ class Server:
         return [self.proc.pid, *children, *grand]
 
     def cpu_seconds(self) -> float:
-        total = 0
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU seconds in user space and in the kernel (reading and writing sockets, mostly)."""
+        user = system = 0
         for pid in self.pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except FileNotFoundError:
                 continue
-            total += int(fields[11]) + int(fields[12])
-        return total / TICKS
+            user += int(fields[11])
+            system += int(fields[12])
+        return user / TICKS, system / TICKS
 
     def peak_rss_mib(self) -> float:
         peaks = []
