@@ -50,6 +50,7 @@ from gateway.forward.decision import admitted, admitted_at_once, answer_headers,
 from gateway.front import begin, record, refused
 from gateway.mutate.headers import IdentityHeaders
 from gateway.observe import logs
+from gateway.pipeline import use_at_once
 from gateway.principal import Principal
 from gateway.protocol import parser_limits, refusal
 from gateway.render import error_body, error_headers
@@ -182,12 +183,21 @@ class DecisionServer:
             return None
         if not under(self.prefix, message.path.partition("?")[0]):
             return None
-        exchange, span = begin(runtime, headers, message.method)
-        principal = admitted_at_once(
-            runtime, exchange, headers, message.method, message.path, peer, self.prefix
-        )
-        if principal is None:
+        try:
+            decided = admitted_at_once(
+                runtime, headers, message.method, message.path, peer, self.prefix
+            )
+        except Exception:
+            # A bug, not a client: logged, and the request left to the awaited path (which
+            # answers whatever it is as it answers every failure of the gateway's own).
+            logs.EVENTS.exception("decision listener: deciding at once failed")
             return None
+        if decided is None:
+            return None
+        # From here the decision is used: counted, logged, answered (a 500 if that fails).
+        exchange, span = begin(runtime, headers, message.method)
+        principal, match = decided
+        use_at_once(runtime, exchange, principal, match)
         keep_alive = not message.should_close
         try:
             data = self._allowed(runtime, exchange, principal, keep_alive, message)
@@ -350,6 +360,7 @@ class _Connection(BaseProtocol):
         self._done_reading = False  # nothing more is parsed: the connection ends after answers
         self._closing = False  # shutting down: close after the answer in progress
         self._body: StreamReader | None = None  # the body of the request being answered
+        self._held = False  # the parser holds back requests while the task answers (_parsed)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -371,8 +382,15 @@ class _Connection(BaseProtocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
+        while self._parsed(data):
+            data = b""  # the parser stopped at MAX_QUEUED, all answered at once: parse on
+
+    def _parsed(self, data: bytes) -> bool:
+        """Parse what arrived and answer or queue it; True when the parser stopped at its bound
+        of unanswered requests and every one was answered at once, so that what it held back
+        must be parsed now (nothing else would ask for it)."""
         if self._done_reading:
-            return
+            return False
         parsed: Sequence[_Parsed]
         try:
             parsed, upgraded, _ = self._request_parser.feed_data(data)
@@ -388,13 +406,18 @@ class _Connection(BaseProtocol):
             # Whatever follows an upgrade request (or bytes the parser refused) is not HTTP.
             self._done_reading = True
         if not parsed:
-            return
+            return False
         if not self._queue and (self._task is None or self._waiter is not None):
             # Nothing before them waits for an answer: what can be answered at once is, in
             # order, until one cannot (it and the rest go to the task, still in order).
+            held = len(parsed) >= MAX_QUEUED
             parsed = self._answer_at_once(parsed)
             if not parsed:
-                return
+                return held
+            # SECURITY: the parser may hold back the rest of the read, and the queue may stay
+            # short of the bound that pauses reading: the task parses on as it drains, so no
+            # request is left unanswered in the parser (or read without limit).
+            self._held = held
         self._queue.extend(parsed)
         self._idle_since = None
         if self._task is None:
@@ -403,6 +426,7 @@ class _Connection(BaseProtocol):
             self._wake()
         if len(self._queue) >= MAX_QUEUED and not self._buffer_paused:
             self._pause_reading_for_buffer()
+        return False
 
     def _answer_at_once(self, parsed: Sequence[_Parsed]) -> Sequence[_Parsed]:
         """Answer the leading requests of ``parsed`` that :meth:`DecisionServer.answer_at_once`
@@ -421,9 +445,12 @@ class _Connection(BaseProtocol):
             try:
                 answered = server.answer_at_once(message, self._peer)
             except Exception:
-                # A bug, not a client: logged, and the request answered by the awaited path.
-                logs.EVENTS.exception("decision listener: answering at once failed")
-                answered = None
+                # A bug after the decision was used (counted, logged): not answered twice;
+                # the connection is cut, as the task cuts it for a bug of its own.
+                logs.EVENTS.exception("decision listener connection failed")
+                self._done_reading = True
+                self.abort()
+                return ()
             if answered is None:
                 return parsed[i:]
             data, keep_alive = answered
@@ -463,6 +490,11 @@ class _Connection(BaseProtocol):
         since = self._idle_since
         timeout = self._server.limits.header_timeout
         if since is not None and now - since >= timeout and self.transport is not None:
+            if self.transport.get_write_buffer_size():
+                # SECURITY: answers the client has not read all this time: cut off (closing
+                # would wait for them to be read, holding the connection for as long).
+                self.abort()
+                return
             # SECURITY: no complete request headers within limits.header_timeout of opening or
             # of the previous answer: closed (no slowloris holding connections open).
             self.transport.close()
@@ -488,8 +520,10 @@ class _Connection(BaseProtocol):
             while self._queue:
                 message, payload = self._queue.popleft()
                 self._request_parser.message_consumed()
-                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2:
-                    self._resume_reading_for_buffer()
+                if (self._buffer_paused or self._held) and len(self._queue) <= MAX_QUEUED // 2:
+                    if self._buffer_paused:
+                        self._resume_reading_for_buffer()
+                    self._held = False
                     self.data_received(b"")  # what the parser held back while the queue was full
                 if isinstance(message, HttpProcessingError):
                     error = refusal(400, message)

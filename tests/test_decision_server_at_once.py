@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import jwt
 from aiohttp.test_utils import TestServer
 
-from gateway.decision_server import DecisionServer
+from gateway.decision_server import MAX_QUEUED, DecisionServer
 from tests.conftest import Gateway, GatewayFactory
-from tests.test_decision_server import answers, ask, exchange, gw, listener, own_listener
+from tests.otlp import PATH, OtlpReceiver
+from tests.support import base_url
+from tests.test_decision_server import (
+    SCORES,
+    answers,
+    ask,
+    exchange,
+    gw,
+    listener,
+    own_listener,
+)
 
 __all__ = ["gw", "listener"]  # fixtures, used by name
 
@@ -215,3 +226,81 @@ async def test_rate_limits_count_requests_in_turn_as_they_count_pipelined_ones(
     assert [status for status, _, _ in got] == [200, 200, 429]
     assert [h["RateLimit-Remaining"] for _, h, _ in got] == ["1", "0", "0"]
     assert json.loads(got[2][2])["error"] == "rate_limited"
+
+
+async def test_more_pipelined_requests_than_the_parser_holds_are_all_answered(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    """The parser stops at MAX_QUEUED unanswered requests and holds the rest of the read; when
+    the ones it gave were answered at once (all of them, or some and the task the rest), what
+    it held is parsed and answered too, without the client sending another byte."""
+    key, other = await gw.key(), await gw.key()
+    await in_turn(listener.port, ask(key))  # key's decision is kept
+    count = 3 * MAX_QUEUED + 5
+    uncached = {5, MAX_QUEUED + 7}  # other's decision is made on the task, then kept
+    data = b"".join(
+        ask(other if i in uncached else key, SCORES, f"X-Request-Id: r-{i}") for i in range(count)
+    )
+    raw, closed = await exchange(listener.port, data, expect=count)
+    got = answers(raw)
+    assert [h["X-Request-Id"] for _, h, _ in got] == [f"r-{i}" for i in range(count)]
+    assert {status for status, _, _ in got} == {200} and not closed
+
+
+async def test_with_tracing_on_reused_decisions_are_traced_step_by_step(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], aiohttp_server: Any
+) -> None:
+    """Tracing sends every request down the awaited path: a reused decision's trace has its
+    authentication and authorization steps as the first decision's has, each request its own
+    root span."""
+    receiver = OtlpReceiver()
+    collector: TestServer = await aiohttp_server(receiver.app())
+    tracing = {"enabled": True, "endpoint": base_url(collector) + PATH}
+    async with own_listener(make_gateway, upstream, tracing=tracing) as (gw, server):
+        key = await gw.key()
+        asks = [ask(key, SCORES, f"X-Request-Id: t-{i}") for i in range(3)]
+        got, _ = await in_turn(server.port, *asks)
+        assert [status for status, _, _ in got] == [200, 200, 200]
+        assert await asyncio.to_thread(gw.runtime.tracer.flush, 30)
+    requests = [s for s in receiver.spans if "gateway.request_id" in s.attributes]
+    assert sorted(str(s.attributes["gateway.request_id"]) for s in requests) == [
+        "t-0",
+        "t-1",
+        "t-2",
+    ]
+    assert [s.parent_span_id for s in requests] == ["", "", ""]
+    assert len({s.trace_id for s in requests}) == 3
+    for root in requests:
+        steps = sorted(s.name for s in receiver.children(root))
+        assert steps == ["gateway.authenticate", "gateway.authorize"], steps
+
+
+async def test_a_client_that_stops_reading_its_answers_is_cut_off_once_idle(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    """Answers pile up unread (below the point where the connection stops taking requests),
+    then the client sends nothing more: once idle for ``header_timeout`` (300 ms here) the
+    connection is cut, not closed politely, which would wait for the client to read them."""
+    key = await gw.key()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the window is agreed
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", listener.port))
+    reader, writer = await asyncio.open_connection(sock=client)
+    writer.write(ask(key))
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # decided; answers now at once
+    (connection,) = listener.connections
+    server_socket = connection.transport.get_extra_info("socket")  # type: ignore[union-attr]
+    server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader._transport.pause_reading()  # type: ignore[attr-defined]  # read nothing more
+    for _ in range(150):  # about 40 KiB of answers: under the 64 KiB that pauses writing
+        writer.write(ask(key))
+        await asyncio.sleep(0.002)
+    assert connection.transport is not None
+    assert connection.transport.get_write_buffer_size() > 0  # answers the client has not read
+    for _ in range(300):
+        if not listener.connections:
+            break
+        await asyncio.sleep(0.01)
+    assert not listener.connections
+    writer.close()

@@ -24,9 +24,10 @@ from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy, istr
 from yarl import URL
 
+from gateway.authz.policy import RouteMatch
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.exchange import Exchange
-from gateway.pipeline import admit_client, reusable_at_once, use_at_once
+from gateway.pipeline import admit_client, reusable_at_once
 from gateway.principal import Principal
 from gateway.runtime import Runtime
 
@@ -123,16 +124,17 @@ async def admitted(
 
 def admitted_at_once(
     runtime: Runtime,
-    exchange: Exchange,
     headers: CIMultiDictProxy[str],
     method: str,
     raw_path: str,
     peer: str | None,
     prefix: str,
-) -> Principal | None:
-    """:func:`admitted`'s principal without awaiting, when the decision is a reused one that
-    needs nothing awaited (:func:`~gateway.pipeline.reusable_at_once`); ``None`` otherwise, a
-    refusal included: then :func:`admitted` runs and finds everything as if this had not."""
+) -> tuple[Principal, RouteMatch] | None:
+    """:func:`admitted`'s decision without awaiting, when it is a reused one that needs
+    nothing awaited (:func:`~gateway.pipeline.reusable_at_once`); ``None`` otherwise, a
+    refusal included: then :func:`admitted` runs and finds everything as if this had not.
+    Counts and writes nothing: the caller that answers with it calls
+    :func:`~gateway.pipeline.use_at_once`."""
     try:
         method, target = original_target(headers, method, raw_path, prefix)
     except GatewayError:
@@ -142,9 +144,9 @@ def admitted_at_once(
         return None
     principal, match = decided
     if match.rule.handler is not None or principal.environment not in runtime.settings.environments:
-        return None  # refused by admitted: a gateway endpoint, an environment with no upstream
-    use_at_once(runtime, exchange, principal, match)
-    return principal
+        # Refused by admitted: a gateway endpoint; an environment with no upstream.
+        return None
+    return decided
 
 
 def answer_headers(
