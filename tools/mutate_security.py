@@ -98,6 +98,7 @@ MAPPED: dict[str, list[str]] = {
     "gateway/credentials.py": ["tests/test_credentials.py", "tests/functional/test_api_keys.py"],
     "gateway/decision_server.py": [
         "tests/test_decision_server.py",
+        "tests/test_decision_server_at_once.py",
         "tests/functional/test_decision.py",
         "tests/security/test_edge_hygiene.py",
     ],
