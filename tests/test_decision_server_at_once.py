@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
+import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.decision_server import MAX_QUEUED, DecisionServer
@@ -228,8 +229,16 @@ async def test_rate_limits_count_requests_in_turn_as_they_count_pipelined_ones(
     assert json.loads(got[2][2])["error"] == "rate_limited"
 
 
+@pytest.mark.parametrize(
+    "uncached",
+    [
+        pytest.param(set(), id="all-at-once"),
+        # other's decision is made on the task, then kept
+        pytest.param({5, MAX_QUEUED + 7}, id="some-on-the-task"),
+    ],
+)
 async def test_more_pipelined_requests_than_the_parser_holds_are_all_answered(
-    gw: Gateway, listener: DecisionServer
+    gw: Gateway, listener: DecisionServer, uncached: set[int]
 ) -> None:
     """The parser stops at MAX_QUEUED unanswered requests and holds the rest of the read; when
     the ones it gave were answered at once (all of them, or some and the task the rest), what
@@ -237,7 +246,6 @@ async def test_more_pipelined_requests_than_the_parser_holds_are_all_answered(
     key, other = await gw.key(), await gw.key()
     await in_turn(listener.port, ask(key))  # key's decision is kept
     count = 3 * MAX_QUEUED + 5
-    uncached = {5, MAX_QUEUED + 7}  # other's decision is made on the task, then kept
     data = b"".join(
         ask(other if i in uncached else key, SCORES, f"X-Request-Id: r-{i}") for i in range(count)
     )
