@@ -52,6 +52,7 @@ from bench.run import (
     memory_peak,
     mobile_pairs,
     open_loop,
+    python_server,
     stack,
     start_gateway,
     token_script,
@@ -138,9 +139,11 @@ def decision_rounds(
     seconds: int,
     results: dict[str, list[float]],
 ) -> None:
-    """Each round: HAProxy, then each tree's decision listener; the figure is HAProxy's CPU
-    µs a request over the listener's (its requests per CPU-second as a multiple of HAProxy's)."""
+    """Each round: HAProxy, the minimal aiohttp decision service (the framework's floor, shown
+    for reference), then each tree's decision listener; the figure is HAProxy's CPU µs a
+    request over the listener's (its requests per CPU-second as a multiple of HAProxy's)."""
     haproxy, token = haproxy_jwt(tmp, ctx)
+    floor: Server | None = None
     listeners = []
     for label, code in trees:
         port = free_port()
@@ -149,11 +152,25 @@ def decision_rounds(
         users = asyncio.run(credentials(server.port, admin, 1000))["user_tokens"]
         script = token_script(tmp, users, f"users-{label}")  # type: ignore[arg-type]
         listeners.append((label, server, port, script))
+        if floor is None:
+            floor = python_server("floor", "minimal_decision.py", str(tmp / f"users-{label}.txt"))
+            ctx["started"].append(floor)  # type: ignore[attr-defined]
+            floor_script = script
+    assert floor is not None
     for round_ in range(1, rounds + 1):
         before = haproxy.cpu_split()
         anchor = haproxy_row(haproxy, token, seconds).cpu_us
         print(
             f"round {round_} HAProxy: {anchor:.1f} µs CPU a request ({kernel(haproxy, before)})",
+            flush=True,
+        )
+        before = floor.cpu_split()
+        least = measure(
+            "floor", [floor], f"http://127.0.0.1:{floor.port}{SCORES}", seconds, script=floor_script
+        ).cpu_us
+        print(
+            f"round {round_} minimal aiohttp decision service: {anchor / least:.3f} x HAProxy "
+            f"({least:.1f} µs CPU a request, {kernel(floor, before)})",
             flush=True,
         )
         for label, server, port, script in turns(listeners, round_):
@@ -170,6 +187,7 @@ def decision_rounds(
             )
     for _, server, _, _ in listeners:
         server.stop()
+    floor.stop()
     haproxy.stop()
 
 
