@@ -361,6 +361,10 @@ class _Connection(BaseProtocol):
         self._closing = False  # shutting down: close after the answer in progress
         self._body: StreamReader | None = None  # the body of the request being answered
         self._held = False  # the parser holds back requests while the task answers (_parsed)
+        # Answers given at once, written together once this turn of the loop has read what
+        # it read (_flush), then whether the connection ends after them.
+        self._pending: list[bytes] = []
+        self._pending_close = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -430,14 +434,25 @@ class _Connection(BaseProtocol):
 
     def _answer_at_once(self, parsed: Sequence[_Parsed]) -> Sequence[_Parsed]:
         """Answer the leading requests of ``parsed`` that :meth:`DecisionServer.answer_at_once`
-        can; return the rest (from the first it cannot)."""
+        can; return the rest (from the first it cannot).
+
+        The answers are not written here but by :meth:`_flush`, scheduled for after this turn
+        of the event loop has read from every connection ready, as the connection's task
+        would write them: written from inside each read, answers go out one loop turn at a
+        time, the proxy's next requests arrive spread over more turns, and the gateway spends
+        more of its CPU waiting for and reading them than the shortcut saves (measured:
+        docs/performance.md, fifth round)."""
         server = self._server
+        pending = self._pending
         for i, (message, payload) in enumerate(parsed):
-            transport = self.transport
             if (
-                transport is None
+                self.transport is None
                 or self._closing
                 or self._paused
+                # SECURITY: answers not yet written are bounded per connection as queued
+                # requests are: a flood of tiny pipelined requests whose answers are never
+                # read cannot make the gateway hold more than MAX_QUEUED of them unwritten.
+                or len(pending) >= MAX_QUEUED
                 or payload is not EMPTY_PAYLOAD
                 or isinstance(message, HttpProcessingError)
             ):
@@ -455,12 +470,26 @@ class _Connection(BaseProtocol):
                 return parsed[i:]
             data, keep_alive = answered
             self._request_parser.message_consumed()
-            transport.write(data)
+            if not pending:
+                self._loop.call_soon(self._flush)
+            pending.append(data)
             if not keep_alive:
-                self._linger(transport)
+                self._done_reading = True  # nothing after this request is read
+                self._pending_close = True
                 return ()
         self._idle_since = self._loop.time()
         return ()
+
+    def _flush(self) -> None:
+        """Write the answers given at once, in one write; then close if the last said so.
+        Runs before anything the connection's task writes after them (scheduled first)."""
+        pending, self._pending = self._pending, []
+        transport = self.transport
+        if transport is None or not pending:
+            return
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self._pending_close:
+            self._linger(transport)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -471,6 +500,7 @@ class _Connection(BaseProtocol):
         body still read)."""
         self._closing = True
         if self._task is None or self._task.done() or self._waiter is not None:
+            self._flush()  # answers given at once and not yet written go out first
             if self.transport is not None:
                 self.transport.close()
             return None

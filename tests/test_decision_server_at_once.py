@@ -312,3 +312,32 @@ async def test_a_client_that_stops_reading_its_answers_is_cut_off_once_idle(
         await asyncio.sleep(0.01)
     assert not listener.connections
     writer.close()
+
+
+async def test_answers_held_for_a_client_that_does_not_read_stay_bounded(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    """Thousands of tiny pipelined requests, each answerable at once, from a client that reads
+    nothing: the answers the gateway holds unwritten stay near the transport's high-water mark
+    (64 KiB) plus MAX_QUEUED answers, however much one read brought."""
+    key = await gw.key()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", listener.port))
+    reader, writer = await asyncio.open_connection(sock=client)
+    writer.write(ask(key))
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # decided; answers now at once
+    (connection,) = listener.connections
+    transport = connection.transport
+    assert transport is not None
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader._transport.pause_reading()  # type: ignore[attr-defined]  # read nothing more
+    answer_size = 400  # more than one answer's bytes (about 300)
+    writer.write(ask(key) * 3000)
+    held = 0
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        held = max(held, transport.get_write_buffer_size())
+    assert 0 < held <= 64 * 1024 + (MAX_QUEUED + 1) * answer_size, held
+    writer.close()
