@@ -393,20 +393,6 @@ async def test_a_connection_lost_mid_body_ends_its_request_at_once(
         assert gw.runtime.requests.active == 0 and not server.connections
 
 
-async def test_refusals_carry_the_rate_limit_headers(
-    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
-) -> None:
-    limits = {"rules": [{"group": "default", "per": "credential", "limit": 2, "period": "10s"}]}
-    async with own_listener(make_gateway, upstream, rate_limits=limits) as (gw, server):
-        key = await gw.key()
-        raw, _ = await exchange(server.port, ask(key) * 3, expect=3)
-    got = answers(raw)
-    assert [status for status, _, _ in got] == [200, 200, 429]
-    assert [h["RateLimit-Remaining"] for _, h, _ in got] == ["1", "0", "0"]
-    assert got[2][1]["RateLimit-Limit"] == "2" and int(got[2][1]["Retry-After"]) > 0
-    assert json.loads(got[2][2])["error"] == "rate_limited"
-
-
 async def test_a_reload_does_not_move_the_prefix_a_listener_routes_by(
     gw: Gateway, listener: DecisionServer, upstream: tuple[Any, TestServer]
 ) -> None:

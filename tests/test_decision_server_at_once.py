@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import jwt
@@ -151,33 +151,41 @@ async def test_connection_close_on_an_answer_at_once_closes_after_it(
     assert lookups(gw) == {"miss": 1.0, "hit": 1.0}
 
 
-async def test_an_address_known_within_its_budget_gets_reused_decisions_at_once(
+@pytest.fixture
+async def budgeted(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
-) -> None:
+) -> AsyncIterator[tuple[Gateway, DecisionServer]]:
+    """A decision listener whose gateway budgets failed authentications (2 at once)."""
     abuse = {"enabled": True, "burst": 2, "failures_per_minute": 1}
     async with own_listener(make_gateway, upstream, abuse=abuse) as (gw, server):
-        key = await gw.key()
-        await in_turn(server.port, ask(key))  # decided; the address now known within budget
-        await gone(server)
-        tasks: list[object] = []
+        yield gw, server
 
-        def note_tasks() -> None:
-            tasks.extend(connection._task for connection in server.connections)
 
-        got, _ = await in_turn(server.port, ask(key), ask(key), before_close=note_tasks)
+async def test_an_address_known_within_its_budget_gets_reused_decisions_at_once(
+    budgeted: tuple[Gateway, DecisionServer],
+) -> None:
+    gw, server = budgeted
+    key = await gw.key()
+    await in_turn(server.port, ask(key))  # decided; the address now known within budget
+    await gone(server)
+    tasks: list[object] = []
+
+    def note_tasks() -> None:
+        tasks.extend(connection._task for connection in server.connections)
+
+    got, _ = await in_turn(server.port, ask(key), ask(key), before_close=note_tasks)
     assert [status for status, _, _ in got] == [200, 200]
     assert tasks == [None]
 
 
 async def test_an_address_past_its_budget_is_refused_for_a_reused_decision_too(
-    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+    budgeted: tuple[Gateway, DecisionServer],
 ) -> None:
-    abuse = {"enabled": True, "burst": 2, "failures_per_minute": 1}
-    async with own_listener(make_gateway, upstream, abuse=abuse) as (gw, server):
-        key = await gw.key()
-        got, _ = await in_turn(
-            server.port, ask(key), ask(key), ask("sk_live_nope"), ask("sk_live_nope"), ask(key)
-        )
+    gw, server = budgeted
+    key = await gw.key()
+    got, _ = await in_turn(
+        server.port, ask(key), ask(key), ask("sk_live_nope"), ask("sk_live_nope"), ask(key)
+    )
     assert [status for status, _, _ in got] == [200, 200, 401, 401, 429]
     assert json.loads(got[4][2])["details"]["reason"] == "failed_authentications"
 
@@ -217,15 +225,23 @@ async def test_a_revoked_caregiver_is_refused_while_the_decision_is_still_kept(
     assert lookups(gw)["hit"] == 2.0  # the refused one was a reused decision
 
 
-async def test_rate_limits_count_requests_in_turn_as_they_count_pipelined_ones(
-    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "in-turn"])
+async def test_rate_limits_count_reused_decisions_and_refusals_carry_their_headers(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], pipelined: bool
 ) -> None:
+    """Pipelined (one write: all on the task) or in turn (the later ones reused decisions the
+    shortcut leaves to the task, as the rule's group is limited), every request is counted."""
     limits = {"rules": [{"group": "default", "per": "credential", "limit": 2, "period": "10s"}]}
     async with own_listener(make_gateway, upstream, rate_limits=limits) as (gw, server):
         key = await gw.key()
-        got, _ = await in_turn(server.port, ask(key), ask(key), ask(key))
+        if pipelined:
+            raw, _ = await exchange(server.port, ask(key) * 3, expect=3)
+            got = answers(raw)
+        else:
+            got, _ = await in_turn(server.port, ask(key), ask(key), ask(key))
     assert [status for status, _, _ in got] == [200, 200, 429]
     assert [h["RateLimit-Remaining"] for _, h, _ in got] == ["1", "0", "0"]
+    assert got[2][1]["RateLimit-Limit"] == "2" and int(got[2][1]["Retry-After"]) > 0
     assert json.loads(got[2][2])["error"] == "rate_limited"
 
 
@@ -283,6 +299,25 @@ async def test_with_tracing_on_reused_decisions_are_traced_step_by_step(
         assert steps == ["gateway.authenticate", "gateway.authorize"], steps
 
 
+async def slow_reader(listener: DecisionServer, key: str) -> tuple[asyncio.StreamWriter, Any]:
+    """A connection whose key's decision is kept (answers to it now given at once), with small
+    socket buffers on both ends, whose client reads nothing more; its writer and the
+    listener's side of it."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the window is agreed
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", listener.port))
+    reader, writer = await asyncio.open_connection(sock=client)
+    writer.write(ask(key))
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    (connection,) = listener.connections
+    assert connection.transport is not None
+    server_socket = connection.transport.get_extra_info("socket")
+    server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader._transport.pause_reading()  # type: ignore[attr-defined]  # read nothing more
+    return writer, connection
+
+
 async def test_a_client_that_stops_reading_its_answers_is_cut_off_once_idle(
     gw: Gateway, listener: DecisionServer
 ) -> None:
@@ -290,17 +325,7 @@ async def test_a_client_that_stops_reading_its_answers_is_cut_off_once_idle(
     then the client sends nothing more: once idle for ``header_timeout`` (300 ms here) the
     connection is cut, not closed politely, which would wait for the client to read them."""
     key = await gw.key()
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the window is agreed
-    client.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", listener.port))
-    reader, writer = await asyncio.open_connection(sock=client)
-    writer.write(ask(key))
-    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # decided; answers now at once
-    (connection,) = listener.connections
-    server_socket = connection.transport.get_extra_info("socket")  # type: ignore[union-attr]
-    server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    reader._transport.pause_reading()  # type: ignore[attr-defined]  # read nothing more
+    writer, connection = await slow_reader(listener, key)
     for _ in range(150):  # about 40 KiB of answers: under the 64 KiB that pauses writing
         writer.write(ask(key))
         await asyncio.sleep(0.002)
@@ -321,18 +346,9 @@ async def test_answers_held_for_a_client_that_does_not_read_stay_bounded(
     nothing: the answers the gateway holds unwritten stay near the transport's high-water mark
     (64 KiB) plus MAX_QUEUED answers, however much one read brought."""
     key = await gw.key()
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", listener.port))
-    reader, writer = await asyncio.open_connection(sock=client)
-    writer.write(ask(key))
-    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # decided; answers now at once
-    (connection,) = listener.connections
+    writer, connection = await slow_reader(listener, key)
     transport = connection.transport
     assert transport is not None
-    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    reader._transport.pause_reading()  # type: ignore[attr-defined]  # read nothing more
     answer_size = 400  # more than one answer's bytes (about 300)
     writer.write(ask(key) * 3000)
     held = 0
