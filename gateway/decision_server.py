@@ -445,14 +445,15 @@ class _Connection(BaseProtocol):
         server = self._server
         pending = self._pending
         for i, (message, payload) in enumerate(parsed):
+            # SECURITY: answers not yet written are bounded per connection as queued requests
+            # are: a flood of tiny pipelined requests whose answers are never read cannot make
+            # the gateway hold more than MAX_QUEUED of them unwritten.
+            if len(pending) >= MAX_QUEUED:
+                return parsed[i:]
             if (
                 self.transport is None
                 or self._closing
                 or self._paused
-                # SECURITY: answers not yet written are bounded per connection as queued
-                # requests are: a flood of tiny pipelined requests whose answers are never
-                # read cannot make the gateway hold more than MAX_QUEUED of them unwritten.
-                or len(pending) >= MAX_QUEUED
                 or payload is not EMPTY_PAYLOAD
                 or isinstance(message, HttpProcessingError)
             ):
