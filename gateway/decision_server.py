@@ -141,12 +141,8 @@ class DecisionServer:
                 if payload is not EMPTY_PAYLOAD:
                     # Read (and dropped) whatever the answer: the connection then stays in step.
                     await self._drop_body(message, payload, conn)
-                raw = message.raw_headers
-                size = sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
-                if size > self.limits.max_header_bytes:
-                    raise HeadersTooLarge(details={"limit": self.limits.max_header_bytes})
-                if not under(self.prefix, message.path.partition("?")[0]):
-                    raise NotFound()
+                if (refused_here := self._refusal(message)) is not None:
+                    raise refused_here
                 principal = await admitted(
                     runtime, exchange, headers, message.method, message.path, peer, self.prefix
                 )
@@ -175,14 +171,10 @@ class DecisionServer:
         proxy's questions are this one, asked again."""
         if self.stopping or message.upgrade:
             return None
+        if self._refusal(message) is not None:
+            return None  # the awaited path answers the listener's own refusals
         runtime = self.current.runtime
         headers = message.headers
-        raw = message.raw_headers
-        # The limits the awaited path refuses by: checked first, so it alone answers those.
-        if sum(map(len, chain.from_iterable(raw))) + 4 * len(raw) > self.limits.max_header_bytes:
-            return None
-        if not under(self.prefix, message.path.partition("?")[0]):
-            return None
         try:
             decided = admitted_at_once(
                 runtime, headers, message.method, message.path, peer, self.prefix
@@ -207,6 +199,16 @@ class DecisionServer:
             status = 500
         record(runtime, exchange, message.method, status, span)
         return data, keep_alive
+
+    def _refusal(self, message: RawRequestMessage) -> GatewayError | None:
+        """The listener's own refusal of a request, before any credential is read: headers
+        over ``limits.max_header_bytes`` (431), a path outside the prefix (404)."""
+        raw = message.raw_headers
+        if sum(map(len, chain.from_iterable(raw))) + 4 * len(raw) > self.limits.max_header_bytes:
+            return HeadersTooLarge(details={"limit": self.limits.max_header_bytes})
+        if not under(self.prefix, message.path.partition("?")[0]):
+            return NotFound()
+        return None
 
     def _allowed(
         self,

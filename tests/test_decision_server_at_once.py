@@ -357,3 +357,16 @@ async def test_answers_held_for_a_client_that_does_not_read_stay_bounded(
         held = max(held, transport.get_write_buffer_size())
     assert 0 < held <= 64 * 1024 + (MAX_QUEUED + 1) * answer_size, held
     writer.close()
+
+
+async def test_a_reused_decision_for_an_environment_with_no_upstream_is_still_503(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    """The decision is kept before the upstream is looked for: asked again, the shortcut must
+    leave it to the awaited path, which refuses it again (no identity for the proxy to copy)."""
+    async with own_listener(make_gateway, upstream) as (gw, server):  # a live upstream only
+        sandbox, _ = await gw.runtime.keys.create("acc_1", "sandbox")
+        got, _ = await in_turn(server.port, ask(sandbox), ask(sandbox))
+    assert [status for status, _, _ in got] == [503, 503]
+    assert [json.loads(body)["details"]["reason"] for _, _, body in got] == ["no_upstream"] * 2
+    assert all("X-Auth-Account" not in headers for _, headers, _ in got)

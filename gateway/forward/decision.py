@@ -143,9 +143,12 @@ def admitted_at_once(
     if decided is None:
         return None
     principal, match = decided
-    if match.rule.handler is not None or principal.environment not in runtime.settings.environments:
-        # Refused by admitted: a gateway endpoint; an environment with no upstream.
-        return None
+    if match.rule.handler is not None:
+        return None  # a gateway endpoint: refused by admitted
+    try:
+        runtime.upstream_for(principal)
+    except GatewayError:
+        return None  # an environment with no upstream: refused by admitted
     return decided
 
 
