@@ -26,7 +26,6 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Sequence
-from itertools import chain
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError
@@ -52,7 +51,7 @@ from gateway.mutate.headers import IdentityHeaders
 from gateway.observe import logs
 from gateway.pipeline import use_at_once
 from gateway.principal import Principal
-from gateway.protocol import parser_limits, refusal
+from gateway.protocol import header_bytes, parser_limits, refusal
 from gateway.render import error_body, error_headers
 from gateway.runtime import Current, Runtime
 
@@ -203,8 +202,7 @@ class DecisionServer:
     def _refusal(self, message: RawRequestMessage) -> GatewayError | None:
         """The listener's own refusal of a request, before any credential is read: headers
         over ``limits.max_header_bytes`` (431), a path outside the prefix (404)."""
-        raw = message.raw_headers
-        if sum(map(len, chain.from_iterable(raw))) + 4 * len(raw) > self.limits.max_header_bytes:
+        if header_bytes(message.raw_headers) > self.limits.max_header_bytes:
             return HeadersTooLarge(details={"limit": self.limits.max_header_bytes})
         if not under(self.prefix, message.path.partition("?")[0]):
             return NotFound()

@@ -38,7 +38,7 @@ from gateway.observe import logs
 from gateway.observe.recent import RECENT as RECENT_AUDIT
 from gateway.observe.tracing import RequestSpan
 from gateway.pipeline import Endpoint, proxy
-from gateway.protocol import Handler
+from gateway.protocol import Handler, header_bytes
 from gateway.render import error_response
 from gateway.runtime import REQUEST_RUNTIME, Current, Runtime
 
@@ -84,8 +84,7 @@ def front_handler(
         status = 500
         try:
             try:
-                size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
-                if size > settings.limits.max_header_bytes:
+                if header_bytes(request.raw_headers) > settings.limits.max_header_bytes:
                     raise HeadersTooLarge(details={"limit": settings.limits.max_header_bytes})
                 if "Expect" in headers:
                     await expect_continue(request)

@@ -13,7 +13,7 @@ first line, redacted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypedDict, cast
 
 from aiohttp import web
@@ -45,6 +45,17 @@ def parser_limits(limits: Limits) -> ParserLimits:
     before it is ever buffered whole."""
     limit = limits.max_header_bytes * 4
     return ParserLimits(max_field_size=limit, max_line_size=limit, max_headers=128)
+
+
+_SEPARATOR, _LINES = b": ".join, b"\r\n".join
+
+
+def header_bytes(raw: Sequence[tuple[bytes, bytes]]) -> int:
+    """The size ``limits.max_header_bytes`` bounds, for both listeners: each header line as
+    ``Name: value\r\n`` (the request line and the blank line not counted), measured with two
+    joins in C rather than a sum of lengths in Python (a quarter of the cost; every request
+    pays it)."""
+    return len(_LINES(map(_SEPARATOR, raw))) + 2 if raw else 0
 
 
 def _first_line(exc: BaseException) -> str:

@@ -370,3 +370,25 @@ async def test_a_reused_decision_for_an_environment_with_no_upstream_is_still_50
     assert [status for status, _, _ in got] == [503, 503]
     assert [json.loads(body)["details"]["reason"] for _, _, body in got] == ["no_upstream"] * 2
     assert all("X-Auth-Account" not in headers for _, headers, _ in got)
+
+
+async def test_header_bytes_at_the_limit_pass_and_one_more_is_431_on_both_paths(
+    gw: Gateway, listener: DecisionServer
+) -> None:
+    """``limits.max_header_bytes`` to the byte: a first (awaited) decision and a reused one
+    (answered at once) with headers of exactly the limit are allowed; one byte more is 431."""
+    from tests.functional.test_proxy import padded
+
+    key, other = await gw.key(), await gw.key()
+    limit = gw.runtime.settings.limits.max_header_bytes
+    target = "GET /decisions HTTP/1.1"
+
+    def at(size: int, token: str) -> bytes:
+        headers = ["Host: gw", f"X-Original-URI: {SCORES}", "X-Original-Method: GET"]
+        return padded(target, [*headers, f"Authorization: Bearer {token}"], size)
+
+    got, _ = await in_turn(
+        listener.port, at(limit, other), ask(key), at(limit, key), at(limit + 1, key)
+    )
+    assert [status for status, _, _ in got] == [200, 200, 200, 431]
+    assert json.loads(got[3][2])["error"] == "headers_too_large"

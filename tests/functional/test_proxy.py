@@ -229,6 +229,35 @@ async def test_body_over_the_limit_is_413(make_gateway: GatewayFactory) -> None:
     assert all(s.body_size <= 1000 for s in gw.recorder.seen)
 
 
+def padded(request_line: str, headers: list[str], size: int) -> bytes:
+    """A request whose header lines (``Name: value\\r\\n`` each) come to exactly ``size``
+    bytes, ``X-Padding-<n>`` headers of at most 4,000 bytes each making up the difference."""
+    lines = [request_line, *headers]
+    left = size - sum(len(line) + 2 for line in headers)
+    while left:
+        name = f"X-Padding-{len(lines)}: "
+        value = "p" * min(4000, left - len(name) - 2)
+        if left - len(name) - 2 - len(value) < len(name) + 3:  # the last one takes the rest
+            value = "p" * (left - len(name) - 2)
+        lines.append(name + value)
+        left -= len(name) + len(value) + 2
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 431)])
+async def test_header_bytes_are_bounded_to_the_byte(
+    gateway: Gateway, extra: int, status: int
+) -> None:
+    """``limits.max_header_bytes`` counts each header line as sent: headers of exactly the
+    limit pass, one byte more is 431 and never reaches the upstream."""
+    key = await gateway.key()
+    limit = gateway.runtime.settings.limits.max_header_bytes
+    headers = ["Host: gw", f"Authorization: Bearer {key}", "Connection: close"]
+    raw = await raw_http(gateway.port, padded(f"GET {SCORES} HTTP/1.1", headers, limit + extra))
+    assert status_of(raw) == status
+    assert len(gateway.recorder.seen) == (1 if status == 200 else 0)
+
+
 async def test_headers_over_the_limit_are_431(gateway: Gateway) -> None:
     key = await gateway.key()
     response = await gateway.client.get(
