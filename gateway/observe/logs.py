@@ -14,6 +14,7 @@ or writes (see :class:`_Lines`).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import functools
 import json
@@ -24,7 +25,6 @@ import sys
 import threading
 import time
 import traceback
-from itertools import islice
 from types import TracebackType
 from typing import Any
 
@@ -73,49 +73,113 @@ class _BatchLines:
     def __init__(self) -> None:
         self._whole = -1
         self._second = ""
+        self._second_bytes = b""
         # After the milliseconds, per logger: the rest of the head, which never changes.
         self._tails: dict[str, str] = {}
+        # Per caller, route and outcome: the middles of its access and audit lines.
+        self._middles: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 
-    def __call__(self, created: float, logger: str, fields: dict[str, Any]) -> str:
+    def __call__(self, created: float, logger: str, fields: dict[str, Any]) -> bytes:
+        """One line, newline-ended, UTF-8 (:func:`json_line`'s text, encoded)."""
         whole = int(created)
         if whole != self._whole:
             self._whole, self._second = whole, _second(whole)
         try:
             body = orjson.dumps(fields, default=repr)
         except TypeError:
-            return json_line(created, "info", logger, _message(logger), fields)
+            return _escaped(json_line(created, "info", logger, _message(logger), fields))
         tail = self._tails.get(logger)
         if tail is None:
             tail = self._tails[logger] = (
                 f'Z","level":"info","logger":"{logger}","msg":"{_message(logger)}"'
             )
-        head = f'{{"ts":"{self._second}.{_MILLIS[int(created * 1000) % 1000]}{tail}'
-        return head + "}" if body == b"{}" else f"{head},{body[1:].decode()}"
+        head = f'{{"ts":"{self._second}.{_MILLIS[int(created * 1000) % 1000]}{tail}'.encode()
+        return head + b"}\n" if body == b"{}" else b"%s,%s\n" % (head, body[1:])
 
-    def exchange(self, created: float, entry: tuple[ExchangeFields, bool, bool]) -> str:
-        """The access line and the audit line of one request (each when on), newline-ended:
-        :func:`json_line`'s text, each line's whole dictionary (head and fields, in
-        json_line's order) made at once and serialized in one call."""
+    def exchange(self, created: float, entry: tuple[ExchangeFields, bool, bool]) -> bytes:
+        """The access line and the audit line of one request (each when on), each
+        newline-ended, UTF-8: :func:`json_line`'s text for :func:`access_fields` and
+        :func:`audit_fields`. Most of a line is the same for every request of one caller on
+        one route (everything but the request id, the time and the durations): that middle is
+        serialized once and kept (:data:`MAX_MIDDLES`, emptied when full), and a request's own
+        values are serialized in one call and put around it."""
         fields, access, audit = entry
+        (request_id, route, method, status, credential, account, user, actor, error, seconds,
+         upstream, key_id, outcome) = fields  # fmt: skip
+        key = (route, method, status, credential, account, user, actor, error, key_id, outcome)
+        middles = self._middles.get(key)
+        try:
+            if middles is None:
+                middles = _middles(fields)
+                if len(self._middles) >= MAX_MIDDLES:
+                    self._middles.clear()
+                self._middles[key] = middles
+            # The request's own values in one call; the last two (numbers or null) hold no
+            # comma, so splitting from the right leaves the request id whole.
+            rid, duration, upstream_ms = (
+                orjson.dumps((request_id, _ms(seconds), _ms(upstream)), default=repr)[1:-1]
+                .rsplit(b",", 2)
+            )  # fmt: skip
+        except TypeError:  # not valid Unicode: json_line's escaped fallback, for both
+            return self._escaped(created, fields, access, audit)
         whole = int(created)
         if whole != self._whole:
             self._whole, self._second = whole, _second(whole)
-        ts = f"{self._second}.{_MILLIS[int(created * 1000) % 1000]}Z"
-        lines = []
-        try:
-            if access:
-                lines.append(orjson.dumps(_access_line(ts, fields), default=repr).decode())
-            if audit:
-                lines.append(orjson.dumps(_audit_line(ts, fields), default=repr).decode())
-        except TypeError:  # not valid Unicode: json_line's escaped fallback, for both
-            lines = []
-            if access:
-                lines.append(
-                    json_line(created, "info", ACCESS.name, "access", access_fields(fields))
-                )
-            if audit:
-                lines.append(json_line(created, "info", AUDIT.name, "audit", audit_fields(fields)))
-        return "\n".join(lines) + "\n" if lines else ""
+            self._second_bytes = self._second.encode()
+        millis = _MILLIS_BYTES[int(created * 1000) % 1000]
+        text = b""
+        if access:
+            text = _ACCESS_LINE % (
+                self._second_bytes,
+                millis,
+                rid,
+                middles[0],
+                duration,
+                upstream_ms,
+            )
+        if audit:
+            text += _AUDIT_LINE % (self._second_bytes, millis, rid, middles[1])
+        return text
+
+    @staticmethod
+    def _escaped(created: float, fields: ExchangeFields, access: bool, audit: bool) -> bytes:
+        text = b""
+        if access:
+            text += _escaped(
+                json_line(created, "info", ACCESS.name, "access", access_fields(fields))
+            )
+        if audit:
+            text += _escaped(json_line(created, "info", AUDIT.name, "audit", audit_fields(fields)))
+        return text
+
+
+# A request's access and audit lines around their middles (:func:`_middles`): json_line's head
+# (time, level, logger, message), the request id first among the fields, the durations last.
+_ACCESS_LINE = (
+    b'{"ts":"%s.%sZ","level":"info","logger":"gateway.access","msg":"access",'
+    b'"request_id":%s,%s,"duration_ms":%s,"upstream_ms":%s}\n'
+)
+_AUDIT_LINE = (
+    b'{"ts":"%s.%sZ","level":"info","logger":"gateway.audit","msg":"audit","request_id":%s,%s}\n'
+)
+_MILLIS_BYTES = tuple(m.encode() for m in _MILLIS)
+MAX_MIDDLES = 2048  # kept middles (a few hundred bytes each) before they are all dropped
+
+
+def _middles(fields: ExchangeFields) -> tuple[bytes, bytes]:
+    """The access line's and the audit line's fields between the request id and the durations,
+    serialized (no braces); raises TypeError for text that is not valid Unicode."""
+    access = access_fields(fields)
+    del access["request_id"], access["duration_ms"], access["upstream_ms"]
+    audit = audit_fields(fields)
+    del audit["request_id"]
+    return orjson.dumps(access, default=repr)[1:-1], orjson.dumps(audit, default=repr)[1:-1]
+
+
+def _escaped(line: str) -> bytes:
+    """A line of :func:`json_line`'s escaped fallback (ASCII: its surrogates are ``\\u``
+    escapes), newline-ended, as bytes."""
+    return line.encode() + b"\n"
 
 
 class JsonFormatter(logging.Formatter):
@@ -229,6 +293,20 @@ class _Lines:
 _LINES = _Lines()
 
 
+def _utf8_bytes_under(stream: Any) -> Any:
+    """The byte stream under a UTF-8 text stream (``sys.stdout``'s ``buffer``), else None.
+    The writer thread writes its lines there as orjson made them, instead of decoding them
+    for the text layer to encode again (a sixth of the writer's work a line)."""
+    binary = getattr(stream, "buffer", None)
+    encoding = getattr(stream, "encoding", None)
+    if binary is None or not isinstance(encoding, str):
+        return None
+    try:
+        return binary if codecs.lookup(encoding).name == "utf-8" else None
+    except LookupError:
+        return None
+
+
 class _Listener(logging.handlers.QueueListener):
     """The writer thread: records one by one, access and audit lines by the batch."""
 
@@ -248,15 +326,19 @@ class _Listener(logging.handlers.QueueListener):
             return
         handler = self._stream_handler
         line = self._line
+        stream = handler.stream
+        binary = _utf8_bytes_under(stream)
         for start in range(0, len(record), self.CHUNK):
-            text = "".join(
-                line.exchange(created, fields)
-                if name == _EXCHANGE
-                else line(created, name, fields) + "\n"
+            data = b"".join(
+                line.exchange(created, fields) if name == _EXCHANGE else line(created, name, fields)
                 for name, created, fields in record[start : start + self.CHUNK]
             )
             with handler.lock or contextlib.nullcontext():
-                handler.stream.write(text)
+                if binary is None:
+                    stream.write(data.decode())
+                else:
+                    stream.flush()  # text written through the text layer stays before these
+                    binary.write(data)
                 handler.flush()
 
     def stop(self) -> None:
@@ -378,26 +460,9 @@ def exchange(created: float, fields: ExchangeFields, audited: bool) -> None:
 
 def access_fields(fields: ExchangeFields) -> dict[str, Any]:
     """A request's access line fields, in the line's order."""
-    return dict(islice(_access_line("", fields).items(), _HEAD, None))
-
-
-def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
-    """A request's audit line fields, in the line's order."""
-    return dict(islice(_audit_line("", fields).items(), _HEAD, None))
-
-
-_HEAD = 4  # ts, level, logger, msg: json_line's head, before a line's fields
-
-
-def _access_line(ts: str, fields: ExchangeFields) -> dict[str, Any]:
-    """A request's access line as :func:`json_line` makes it (head, then the fields)."""
     (request_id, route, method, status, credential, account, user, actor, error, seconds,
      upstream, _, _) = fields  # fmt: skip
     return {
-        "ts": ts,
-        "level": "info",
-        "logger": "gateway.access",
-        "msg": "access",
         "request_id": request_id,
         "route": route,
         "method": method,
@@ -407,20 +472,16 @@ def _access_line(ts: str, fields: ExchangeFields) -> dict[str, Any]:
         "user": user,
         "actor": actor,
         "error": error,
-        "duration_ms": round(seconds * 1000, 3),
-        "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,
+        "duration_ms": _ms(seconds),
+        "upstream_ms": _ms(upstream),
     }
 
 
-def _audit_line(ts: str, fields: ExchangeFields) -> dict[str, Any]:
-    """A request's audit line as :func:`json_line` makes it (head, then the fields)."""
+def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
+    """A request's audit line fields, in the line's order."""
     (request_id, route, method, status, credential, account, user, actor, _, _, _, key_id,
      outcome) = fields  # fmt: skip
     return {
-        "ts": ts,
-        "level": "info",
-        "logger": "gateway.audit",
-        "msg": "audit",
         "request_id": request_id,
         "route": route,
         "method": method,
@@ -432,6 +493,13 @@ def _audit_line(ts: str, fields: ExchangeFields) -> dict[str, Any]:
         "key_id": key_id,
         "outcome": outcome,
     }
+
+
+def _ms(seconds: float | None) -> float | None:
+    """Seconds as milliseconds to the microsecond: rounded to whole microseconds, then
+    divided; the figures of ``round(ms, 3)`` without its decimal conversion (the same in a
+    million random durations tried)."""
+    return None if seconds is None else round(seconds * 1e6) / 1000
 
 
 def audit(**fields: Any) -> None:

@@ -12,6 +12,8 @@ import jwt
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
@@ -124,8 +126,8 @@ def configured() -> Iterator[Any]:
     saved_root = (root.handlers[:], root.level)
     hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
 
-    def start(level: str) -> tuple[io.StringIO, Any]:
-        stream = io.StringIO()
+    def start(level: str, stream: Any = None) -> tuple[Any, Any]:
+        stream = io.StringIO() if stream is None else stream
         return stream, logs.configure(level, stream)
 
     with warnings.catch_warnings():
@@ -190,6 +192,30 @@ async def test_a_large_batch_is_written_whole_and_in_order(configured: Any) -> N
     listener.stop()
     ids = [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
     assert ids == [f"r{i}" for i in range(count)]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "UTF8", "latin-1"])
+def test_lines_reach_a_byte_stream_in_order_whatever_its_text_encoding(
+    configured: Any, encoding: str
+) -> None:
+    """Under a UTF-8 text stream (``sys.stdout``) the writer puts access and audit lines on
+    the byte stream beneath as orjson made them; under any other encoding through the text
+    layer. Either way each line is whole, in the order logged, records written through the
+    text layer included."""
+    from gateway.observe import logs
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding=encoding, write_through=False)
+    _, listener = configured("INFO", stream)
+    logs.event("first")
+    logs.access(request_id="r1", route="caf\u00e9")
+    logs.exchange(1700000000.5, (*EXCHANGE[:1], "caf\u00e9", *EXCHANGE[2:]), True)
+    listener.stop()  # the batch goes to the writer: written before what follows
+    logs.event("last")
+    stream.flush()
+    lines = [orjson.loads(line) for line in raw.getvalue().decode(encoding).splitlines()]
+    assert [line["msg"] for line in lines] == ["first", "access", "access", "audit", "last"]
+    assert [line.get("route") for line in lines[1:4]] == ["caf\u00e9"] * 3
 
 
 @pytest.mark.parametrize(
@@ -270,7 +296,7 @@ def test_batched_access_and_audit_lines_are_json_line_text(
     batch = _BatchLines()
     for logger in ("gateway.access", "gateway.audit"):
         expected = json_line(created, "info", logger, logger.rpartition(".")[2], fields)
-        assert batch(created, logger, fields) == expected
+        assert batch(created, logger, fields) == (expected + "\n").encode()
         assert json.loads(expected)["ts"].startswith("2023-11-14T22:13:2")
 
 
@@ -329,7 +355,7 @@ def test_a_requests_lines_from_one_tuple_are_the_access_and_audit_lines(
     expected = (
         json_line(created, "info", "gateway.access", "access", access) + "\n" if on[0] else ""
     ) + (json_line(created, "info", "gateway.audit", "audit", audit) + "\n" if on[1] else "")
-    assert _BatchLines().exchange(created, (fields, *on)) == expected
+    assert _BatchLines().exchange(created, (fields, *on)) == expected.encode()
 
 
 @pytest.mark.parametrize("level, audited, expected", [
@@ -369,3 +395,71 @@ def test_a_requests_lines_go_through_logging_before_configure(log_lines: io.Stri
     strip = ("ts", "level", "logger", "msg")
     assert {k: v for k, v in lines[0].items() if k not in strip} == ACCESS_FIELDS
     assert {k: v for k, v in lines[1].items() if k not in strip} == AUDIT_FIELDS
+
+
+@given(st.floats(min_value=0, max_value=3600, allow_nan=False))
+def test_durations_are_logged_in_milliseconds_to_the_microsecond(seconds: float) -> None:
+    from gateway.observe.logs import access_fields
+
+    fields = (*EXCHANGE[:9], seconds, seconds, *EXCHANGE[11:])
+    logged = access_fields(fields)
+    for key in ("duration_ms", "upstream_ms"):
+        assert abs(logged[key] * 1000 - seconds * 1e6) <= 0.5 + 1e-6 * max(1.0, seconds * 1e6)
+        assert logged[key] == round(logged[key], 3)
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+_OPTIONAL = st.none() | _TEXT
+
+
+# One request's fields (logs.ExchangeFields) of any text, status and durations.
+_FIELDS = st.tuples(
+    _TEXT, _TEXT, _TEXT, st.integers(100, 599), _TEXT, _OPTIONAL, _OPTIONAL, _OPTIONAL,
+    _OPTIONAL, st.floats(0, 1e4), st.none() | st.floats(0, 1e4), _OPTIONAL, _TEXT,
+)  # fmt: skip
+
+
+@given(
+    fields=_FIELDS,
+    on=st.sampled_from([(True, True), (True, False), (False, True)]),
+    created=st.floats(1.6e9, 2e9),
+    repeat=st.booleans(),
+)
+@example(  # a request id with the separators of what is put around the middle
+    fields=('r","1,2', 'a","b', "GET", 200, "k", None, 'u,"', None, None, 0.5, 1e-7, None, "x"),
+    on=(True, True),
+    created=1.7e9,
+    repeat=True,
+)
+def test_a_requests_lines_are_json_line_text_whatever_the_fields(
+    fields: Any, on: tuple[bool, bool], created: float, repeat: bool
+) -> None:
+    """Built around kept middles, a request's lines are still exactly json_line's text for its
+    fields: any text (quotes, commas, backslashes, any script) in any field, the request id
+    included, a first time and again from what was kept."""
+    from gateway.observe.logs import _BatchLines, access_fields, audit_fields, json_line
+
+    expected = (
+        json_line(created, "info", "gateway.access", "access", access_fields(fields)) + "\n"
+        if on[0]
+        else ""
+    ) + (
+        json_line(created, "info", "gateway.audit", "audit", audit_fields(fields)) + "\n"
+        if on[1]
+        else ""
+    )
+    lines = _BatchLines()
+    if repeat:  # the middles kept from another request of the same caller and route
+        lines.exchange(created - 1, (("other", *fields[1:]), True, True))
+    assert lines.exchange(created, (fields, *on)) == expected.encode()
+
+
+def test_kept_middles_are_bounded() -> None:
+    from gateway.observe.logs import MAX_MIDDLES, _BatchLines
+
+    lines = _BatchLines()
+    for i in range(MAX_MIDDLES * 2 + 5):
+        fields = (f"r{i}", "read", "GET", 200, "user_token", "acc_1", f"usr_{i}", None, None,
+                  0.001, None, "key_1", "allow")  # fmt: skip
+        lines.exchange(1.7e9, (fields, True, True))
+        assert len(lines._middles) <= MAX_MIDDLES
