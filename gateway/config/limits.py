@@ -20,8 +20,9 @@ class Limits(Section):
         16 * 1024,
         ge=1024,
         le=1024 * 1024,
-        description="431 above it; aiohttp's own parser limits sit at four times this as a last "
-        "line of defence.",
+        description="431 above it, each header line counted as `Name: value\\r\\n` (the "
+        "request line not counted); aiohttp's own parser limits sit at four times this as a "
+        "last line of defence.",
     )
     max_token_bytes: Int = Field(
         8 * 1024, ge=256, le=64 * 1024, description="Longer credentials are 401."
