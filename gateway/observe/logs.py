@@ -17,14 +17,17 @@ import asyncio
 import codecs
 import contextlib
 import functools
+import io
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -71,7 +74,7 @@ class _BatchLines:
     ``ts``, ``level``, ``logger`` or ``msg``. Used by one thread only."""
 
     def __init__(self) -> None:
-        self._whole = -1
+        self._whole: int | None = None
         self._second = ""
         self._second_bytes = b""
         # After the milliseconds, per logger: the rest of the head, which never changes.
@@ -83,7 +86,7 @@ class _BatchLines:
         """One line, newline-ended, UTF-8 (:func:`json_line`'s text, encoded)."""
         whole = int(created)
         if whole != self._whole:
-            self._whole, self._second = whole, _second(whole)
+            self._new_second(whole)
         try:
             body = orjson.dumps(fields, default=repr)
         except TypeError:
@@ -102,7 +105,9 @@ class _BatchLines:
         :func:`audit_fields`. Most of a line is the same for every request of one caller on
         one route (everything but the request id, the time and the durations): that middle is
         serialized once and kept (:data:`MAX_MIDDLES`, emptied when full), and a request's own
-        values are serialized in one call and put around it."""
+        values are serialized in one call and put around it. The kept middles are found by
+        the fields' values (``==``), which stands for their text because the request path
+        gives text, None and an integer status only (:data:`ExchangeFields`)."""
         fields, access, audit = entry
         (request_id, route, method, status, credential, account, user, actor, error, seconds,
          upstream, key_id, outcome) = fields  # fmt: skip
@@ -124,8 +129,7 @@ class _BatchLines:
             return self._escaped(created, fields, access, audit)
         whole = int(created)
         if whole != self._whole:
-            self._whole, self._second = whole, _second(whole)
-            self._second_bytes = self._second.encode()
+            self._new_second(whole)
         millis = _MILLIS_BYTES[int(created * 1000) % 1000]
         text = b""
         if access:
@@ -140,6 +144,11 @@ class _BatchLines:
         if audit:
             text += _AUDIT_LINE % (self._second_bytes, millis, rid, middles[1])
         return text
+
+    def _new_second(self, whole: int) -> None:
+        """The formatted second both kinds of line start with, as text and as bytes."""
+        self._whole, self._second = whole, _second(whole)
+        self._second_bytes = self._second.encode()
 
     @staticmethod
     def _escaped(created: float, fields: ExchangeFields, access: bool, audit: bool) -> bytes:
@@ -294,16 +303,18 @@ _LINES = _Lines()
 
 
 def _utf8_bytes_under(stream: Any) -> Any:
-    """The byte stream under a UTF-8 text stream (``sys.stdout``'s ``buffer``), else None.
-    The writer thread writes its lines there as orjson made them, instead of decoding them
-    for the text layer to encode again (a sixth of the writer's work a line)."""
-    binary = getattr(stream, "buffer", None)
-    encoding = getattr(stream, "encoding", None)
-    if binary is None or not isinstance(encoding, str):
+    """The byte stream under the process's own stdout or stderr when it is UTF-8 text with
+    ``\\n`` line ends, else None. The writer thread writes its lines there as orjson made
+    them, instead of decoding them for the text layer to encode again. Any other stream (a
+    wrapper, a tee, a stream with its own newline translation) gets text."""
+    if stream is not sys.__stdout__ and stream is not sys.__stderr__:
+        return None
+    if os.linesep != "\n" or not isinstance(stream, io.TextIOWrapper):
         return None
     try:
-        return binary if codecs.lookup(encoding).name == "utf-8" else None
-    except LookupError:
+        binary = stream.buffer
+        return binary if codecs.lookup(stream.encoding).name == "utf-8" else None
+    except Exception:  # a detached stream, an unknown encoding: the text layer it is
         return None
 
 
@@ -329,10 +340,16 @@ class _Listener(logging.handlers.QueueListener):
         stream = handler.stream
         binary = _utf8_bytes_under(stream)
         for start in range(0, len(record), self.CHUNK):
-            data = b"".join(
-                line.exchange(created, fields) if name == _EXCHANGE else line(created, name, fields)
-                for name, created, fields in record[start : start + self.CHUNK]
-            )
+            chunk = record[start : start + self.CHUNK]
+            try:
+                data = b"".join(
+                    line.exchange(created, fields)
+                    if name == _EXCHANGE
+                    else line(created, name, fields)
+                    for name, created, fields in chunk
+                )
+            except Exception:
+                data = b"".join(self._one_by_one(chunk))
             with handler.lock or contextlib.nullcontext():
                 if binary is None:
                     stream.write(data.decode())
@@ -340,6 +357,28 @@ class _Listener(logging.handlers.QueueListener):
                     stream.flush()  # text written through the text layer stays before these
                     binary.write(data)
                 handler.flush()
+
+    def _one_by_one(self, chunk: list[Line]) -> Iterator[bytes]:
+        """A chunk's lines when one of them could not be made: each entry on its own, one that
+        fails replaced by a line saying so (the writer thread goes on; nothing else is lost)."""
+        line = self._line
+        for name, created, fields in chunk:
+            try:
+                yield (
+                    line.exchange(created, fields)
+                    if name == _EXCHANGE
+                    else line(created, name, fields)
+                )
+            except Exception as exc:
+                yield _escaped(
+                    json_line(
+                        created,
+                        "error",
+                        "gateway.logging",
+                        "a log record could not be written",
+                        {"record_logger": name, "exc_type": type(exc).__name__},
+                    )
+                )
 
     def stop(self) -> None:
         """Write what is queued, then let later records (shutdown, interpreter exit) be
@@ -496,10 +535,16 @@ def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
 
 
 def _ms(seconds: float | None) -> float | None:
-    """Seconds as milliseconds to the microsecond: rounded to whole microseconds, then
-    divided; the figures of ``round(ms, 3)`` without its decimal conversion (the same in a
-    million random durations tried)."""
-    return None if seconds is None else round(seconds * 1e6) / 1000
+    """Seconds as milliseconds to the microsecond: rounded to whole microseconds (a value
+    exactly half-way to even), then divided. Not ``round(ms, 3)``, whose decimal conversion
+    cost every request's lines about 2,000 instructions; the two differ by a microsecond on
+    some exact half-microsecond values."""
+    if seconds is None:
+        return None
+    try:
+        return round(seconds * 1e6) / 1000
+    except (ValueError, OverflowError):  # NaN or infinite: not a duration, logged as null
+        return None
 
 
 def audit(**fields: Any) -> None:

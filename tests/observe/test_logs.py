@@ -463,3 +463,87 @@ def test_kept_middles_are_bounded() -> None:
                   0.001, None, "key_1", "allow")  # fmt: skip
         lines.exchange(1.7e9, (fields, True, True))
         assert len(lines._middles) <= MAX_MIDDLES
+
+
+def test_a_line_of_either_kind_opening_a_second_dates_the_next_of_the_other() -> None:
+    """Single lines (``logs.audit``) and a request's lines share the writer's formatted second:
+    whichever kind opens a second, the next line of the other kind carries it."""
+    from gateway.observe.logs import _BatchLines
+
+    lines = _BatchLines()
+    stamps = []
+    for created in (1700000000.25, 1700000000.5, 1700000001.5, 1700000002.1, 1700000002.5):
+        if created in (1700000000.25, 1700000002.1):
+            text = lines(created, "gateway.audit", {"route": "x"})
+        else:
+            text = lines.exchange(created, (EXCHANGE, True, False))
+        stamps.append(orjson.loads(text)["ts"])
+    assert stamps == [
+        "2023-11-14T22:13:20.250Z",
+        "2023-11-14T22:13:20.500Z",
+        "2023-11-14T22:13:21.500Z",
+        "2023-11-14T22:13:22.100Z",
+        "2023-11-14T22:13:22.500Z",
+    ]
+
+
+def test_an_entry_that_cannot_be_written_is_replaced_by_a_line_saying_so(
+    configured: Any,
+) -> None:
+    """One bad entry in a batch (here fields that cannot be a key) costs its own lines only:
+    the writer says so in their place, writes the rest, and goes on with later batches."""
+    from gateway.observe import logs
+
+    stream, listener = configured("INFO")
+    bad = (*EXCHANGE[:1], ["not", "hashable"], *EXCHANGE[2:])
+    logs.exchange(1700000000.5, EXCHANGE, True)
+    logs.exchange(1700000000.6, bad, True)  # type: ignore[arg-type]
+    logs.exchange(1700000000.7, EXCHANGE, False)
+    logs._LINES.flush()
+    logs.exchange(1700000000.8, EXCHANGE, False)  # a later batch
+    listener.stop()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["logger"], line["msg"]) for line in lines] == [
+        ("gateway.access", "access"),
+        ("gateway.audit", "audit"),
+        ("gateway.logging", "a log record could not be written"),
+        ("gateway.access", "access"),
+        ("gateway.access", "access"),
+    ]
+    assert lines[2]["exc_type"] == "TypeError"
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf")])
+def test_a_duration_that_is_no_number_is_logged_as_null(seconds: float) -> None:
+    from gateway.observe.logs import _BatchLines
+
+    fields = (*EXCHANGE[:9], seconds, seconds, *EXCHANGE[11:])
+    line = orjson.loads(_BatchLines().exchange(1.7e9, (fields, True, False)))
+    assert (line["duration_ms"], line["upstream_ms"]) == (None, None)
+
+
+def test_lines_on_the_process_stdout_are_written_as_bytes_in_order() -> None:
+    """On the process's own stdout (``gateway serve``'s), the writer writes its UTF-8 bytes
+    beneath the text layer: text printed before them, records and lines all arrive in the
+    order written, each whole."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from gateway.observe import logs\n"
+        "listener = logs.configure('INFO')\n"
+        "assert logs._utf8_bytes_under(sys.stdout) is sys.stdout.buffer\n"
+        "print('{\"msg\": \"printed\"}')\n"
+        "logs.event('first')\n"
+        "logs.exchange(1.7e9, ('r1', 'caf\\u00e9', *" + repr(EXCHANGE[2:]) + "), True)\n"
+        "listener.stop()\n"
+        "logs.event('last')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=60, check=True,
+        env={"PYTHONIOENCODING": "utf-8", "PATH": ""},
+    ).stdout  # fmt: skip
+    lines = [orjson.loads(line) for line in out.decode().splitlines()]
+    assert [line["msg"] for line in lines] == ["printed", "first", "access", "audit", "last"]
+    assert lines[2]["route"] == "caf\u00e9"
