@@ -534,7 +534,7 @@ def test_lines_on_the_process_stdout_are_written_as_bytes_in_order() -> None:
         "from gateway.observe import logs\n"
         "listener = logs.configure('INFO')\n"
         "assert logs._utf8_bytes_under(sys.stdout) is sys.stdout.buffer\n"
-        "print('{\"msg\": \"printed\"}')\n"
+        'print(\'{"msg": "printed"}\')\n'
         "logs.event('first')\n"
         "logs.exchange(1.7e9, ('r1', 'caf\\u00e9', *" + repr(EXCHANGE[2:]) + "), True)\n"
         "listener.stop()\n"
