@@ -15,7 +15,8 @@ prints the instructions per decision of each part:
   the answer's bytes, the metrics, and the access and audit lines as the request path leaves
   them (a tuple on a list; one queue put per :attr:`~gateway.observe.logs._Lines.MAX_BATCH`);
 - **writer thread**: formatting and writing those lines as the writer thread does
-  (``_Listener.handle``, to ``/dev/null``), run on the main thread so callgrind counts it;
+  (``_Listener.handle``, to the process's stdout, which is ``/dev/null``: the byte stream
+  ``gateway serve`` writes to), run on the main thread so callgrind counts it;
 - their sum, the figure to compare.
 
 The gateway is built as ``bench/run.py`` builds it for the decision-listener row (its config:
@@ -154,7 +155,12 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     with tempfile.TemporaryDirectory(prefix="gw-cost-") as tmp:
-        connection, transport, requests, writer_part = loop.run_until_complete(setup(Path(tmp)))
+        # Inside valgrind stdout is /dev/null: the writer writes there as `gateway serve`
+        # writes to its stdout (the byte stream beneath the text layer).
+        stream = sys.stdout if args.inside else open(os.devnull, "w")  # noqa: SIM115
+        connection, transport, requests, writer_part = loop.run_until_complete(
+            setup(Path(tmp), stream)
+        )
         cache = connection._server.current.runtime.decisions._cache
 
         def decisions_missed() -> int:
@@ -193,7 +199,7 @@ class _Queue:
         return items
 
 
-async def setup(tmp: Path) -> tuple[Any, Transport, list[bytes], Callable[[], None]]:
+async def setup(tmp: Path, stream: Any) -> tuple[Any, Transport, list[bytes], Callable[[], None]]:
     """The gateway, one connection of its decision listener on a fake transport, the warmed
     requests, and the writer thread's part (formatting what the rounds logged)."""
     decision = {"enabled": True, "listen": {"host": "127.0.0.1", "port": 0}}
@@ -211,10 +217,7 @@ async def setup(tmp: Path) -> tuple[Any, Transport, list[bytes], Callable[[], No
     lines.FLUSH_SECONDS = 3600.0
     queue = _Queue()
     lines.queue = queue  # type: ignore[assignment]
-    writer = logs._Listener(
-        queue,  # type: ignore[arg-type]
-        logs._JsonStreamHandler(open(os.devnull, "w")),  # noqa: SIM115 - the process's lifetime
-    )
+    writer = logs._Listener(queue, logs._JsonStreamHandler(stream))  # type: ignore[arg-type]
 
     _, record = await runtime.keys.create("acc_1", "live")
     key_id = record.key_id

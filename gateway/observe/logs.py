@@ -126,7 +126,7 @@ class _BatchLines:
                 .rsplit(b",", 2)
             )  # fmt: skip
         except TypeError:  # not valid Unicode: json_line's escaped fallback, for both
-            return self._escaped(created, fields, access, audit)
+            return self._fallback(created, fields, access, audit)
         whole = int(created)
         if whole != self._whole:
             self._new_second(whole)
@@ -151,7 +151,7 @@ class _BatchLines:
         self._second_bytes = self._second.encode()
 
     @staticmethod
-    def _escaped(created: float, fields: ExchangeFields, access: bool, audit: bool) -> bytes:
+    def _fallback(created: float, fields: ExchangeFields, access: bool, audit: bool) -> bytes:
         text = b""
         if access:
             text += _escaped(
@@ -176,13 +176,12 @@ MAX_MIDDLES = 2048  # kept middles (a few hundred bytes each) before they are al
 
 
 def _middles(fields: ExchangeFields) -> tuple[bytes, bytes]:
-    """The access line's and the audit line's fields between the request id and the durations,
-    serialized (no braces); raises TypeError for text that is not valid Unicode."""
-    access = access_fields(fields)
-    del access["request_id"], access["duration_ms"], access["upstream_ms"]
-    audit = audit_fields(fields)
-    del audit["request_id"]
-    return orjson.dumps(access, default=repr)[1:-1], orjson.dumps(audit, default=repr)[1:-1]
+    """The access line's and the audit line's middles, serialized (no braces); raises
+    TypeError for text that is not valid Unicode."""
+    return (
+        orjson.dumps(_access_middle(fields), default=repr)[1:-1],
+        orjson.dumps(_audit_middle(fields), default=repr)[1:-1],
+    )
 
 
 def _escaped(line: str) -> bytes:
@@ -499,10 +498,23 @@ def exchange(created: float, fields: ExchangeFields, audited: bool) -> None:
 
 def access_fields(fields: ExchangeFields) -> dict[str, Any]:
     """A request's access line fields, in the line's order."""
-    (request_id, route, method, status, credential, account, user, actor, error, seconds,
-     upstream, _, _) = fields  # fmt: skip
     return {
-        "request_id": request_id,
+        "request_id": fields[0],
+        **_access_middle(fields),
+        "duration_ms": _ms(fields[9]),
+        "upstream_ms": _ms(fields[10]),
+    }
+
+
+def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
+    """A request's audit line fields, in the line's order."""
+    return {"request_id": fields[0], **_audit_middle(fields)}
+
+
+def _access_middle(fields: ExchangeFields) -> dict[str, Any]:
+    """The access line's fields between the request id and the durations."""
+    _, route, method, status, credential, account, user, actor, error, _, _, _, _ = fields
+    return {
         "route": route,
         "method": method,
         "status": status,
@@ -511,17 +523,13 @@ def access_fields(fields: ExchangeFields) -> dict[str, Any]:
         "user": user,
         "actor": actor,
         "error": error,
-        "duration_ms": _ms(seconds),
-        "upstream_ms": _ms(upstream),
     }
 
 
-def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
-    """A request's audit line fields, in the line's order."""
-    (request_id, route, method, status, credential, account, user, actor, _, _, _, key_id,
-     outcome) = fields  # fmt: skip
+def _audit_middle(fields: ExchangeFields) -> dict[str, Any]:
+    """The audit line's fields after the request id."""
+    _, route, method, status, credential, account, user, actor, _, _, _, key_id, outcome = fields
     return {
-        "request_id": request_id,
         "route": route,
         "method": method,
         "status": status,
