@@ -3,7 +3,7 @@
     python bench/log_writer.py [--entries 20000] [--compare DIR]
 
 The writer thread keeps the part of a request's two lines that repeats for every request of one
-caller on one route (:class:`gateway.observe.logs._BatchLines`, at most ``MAX_MIDDLES`` kept):
+caller on one route (:class:`gateway.observe.lines.BatchLines`, at most ``MAX_MIDDLES`` kept):
 requests of the same few callers find it kept, requests of ever new callers make it each time.
 This formats ``--entries`` requests' lines both ways, 100 callers taking turns and every request
 a new caller, and prints the best of seven rounds in µs a request (wall time on one core:
@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def measure(entries: int) -> dict[str, float]:
     """µs a request for each kind of traffic, in the tree this interpreter imports."""
-    from gateway.observe.logs import _BatchLines
+    try:
+        from gateway.observe.lines import BatchLines
+    except ImportError:  # a tree from before the lines had a module of their own
+        from gateway.observe.logs import _BatchLines as BatchLines  # type: ignore[attr-defined,no-redef]
 
     def traffic(callers: int) -> list[tuple[object, bool, bool]]:
         out: list[tuple[object, bool, bool]] = []
@@ -41,7 +44,7 @@ def measure(entries: int) -> dict[str, float]:
         batch = traffic(callers)
 
         def run(batch: list[tuple[object, bool, bool]] = batch) -> None:
-            lines = _BatchLines()
+            lines = BatchLines()
             for entry in batch:
                 lines.exchange(1.7e9, entry)  # type: ignore[arg-type]
 

@@ -35,6 +35,7 @@ from gateway.forward.decision import decider, under
 from gateway.forward.headers import request_id
 from gateway.issue.endpoints import jwks
 from gateway.observe import logs
+from gateway.observe.lines import ExchangeFields
 from gateway.observe.recent import RECENT as RECENT_AUDIT
 from gateway.observe.tracing import RequestSpan
 from gateway.pipeline import Endpoint, proxy
@@ -215,7 +216,7 @@ def record(
     created = time.time()
     request_id = exchange.request_id
     if p is None:
-        fields: logs.ExchangeFields = (
+        fields: ExchangeFields = (
             request_id, route, method, status, kind, None, None, None, error, elapsed,
             upstream_seconds, None, outcome,
         )  # fmt: skip
