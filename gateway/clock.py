@@ -3,6 +3,7 @@ waiting for it."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Protocol
 
@@ -20,5 +21,11 @@ class SystemClock:
 
 def rfc3339(epoch: float) -> str:
     """``2025-01-15T11:00:00Z``: RFC 3339, UTC, whole seconds, as the token doc shows.
-    (``time.gmtime`` rather than a ``datetime``: a third of the cost, on every issued token.)"""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+    (``time.gmtime`` rather than a ``datetime``: a third of the cost, on every issued token;
+    and each second formatted once: tokens issued in one second expire in the same one.)"""
+    return _rfc3339(int(epoch))
+
+
+@functools.lru_cache(maxsize=64)
+def _rfc3339(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))

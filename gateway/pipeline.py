@@ -234,9 +234,9 @@ async def _consume(runtime: Runtime, credential: Credential) -> Principal:
     try:
         principal = await runtime.authenticators.consume(credential)
     except InvalidToken as exc:
-        runtime.metrics.mobile_consumed.labels(str(exc.details.get("reason", "invalid"))).inc()
+        runtime.metrics.mobile_consumption(str(exc.details.get("reason", "invalid")))
         raise
-    runtime.metrics.mobile_consumed.labels("ok").inc()
+    runtime.metrics.mobile_consumption("ok")
     return principal
 
 

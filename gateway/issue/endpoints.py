@@ -101,7 +101,7 @@ async def user_token(
         key_id=key_id,
         ttl=runtime.settings.tokens.user_token_ttl,
     )
-    runtime.metrics.tokens_issued.labels("user_token").inc()
+    runtime.metrics.token_issued("user_token")
     return _json({"token": token, "user_id": user_id, "expires_at": rfc3339(exp)})
 
 
@@ -131,7 +131,7 @@ async def mobile_token(
         scopes=ordered,
         key_id=key_id,
     )
-    runtime.metrics.tokens_issued.labels("mobile_token").inc()
+    runtime.metrics.token_issued("mobile_token")
     return _json(
         {
             "token": token,
@@ -164,7 +164,7 @@ async def sdk_initialize(
         ttl=runtime.settings.tokens.sdk_session_ttl,
         scopes=principal.scopes,
     )
-    runtime.metrics.tokens_issued.labels("sdk_session").inc()
+    runtime.metrics.token_issued("sdk_session")
     return _json(
         {
             "session_token": session,

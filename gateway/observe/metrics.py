@@ -170,6 +170,8 @@ class Metrics:
         self._auth = CounterTally(self.auth)
         self._store_durations = HistogramTally(self.store_duration, LATENCY_BUCKETS)
         self._cache = CounterTally(self.cache)
+        self._tokens_issued = CounterTally(self.tokens_issued)
+        self._mobile_consumed = CounterTally(self.mobile_consumed)
         self._tallies: tuple[CounterTally | HistogramTally, ...] = (
             self._requests,
             self._durations,
@@ -177,6 +179,8 @@ class Metrics:
             self._auth,
             self._store_durations,
             self._cache,
+            self._tokens_issued,
+            self._mobile_consumed,
         )
 
     def flush(self) -> None:
@@ -214,6 +218,15 @@ class Metrics:
 
     def auth_decision(self, credential: str, outcome: str, reason: str) -> None:
         self._auth[credential, outcome, reason].n += 1
+
+    def token_issued(self, kind: str) -> None:
+        """Count one token issued (``user_token``, ``mobile_token``, ``sdk_session``)."""
+        self._tokens_issued[(kind,)].n += 1
+
+    def mobile_consumption(self, result: str) -> None:
+        """Count one attempt to use a mobile token up, by result (``ok`` or the refusal's
+        reason, one of the fixed set the mobile-token kind raises)."""
+        self._mobile_consumed[(result,)].n += 1
 
     def method_label(self, method: str) -> str:
         return method if method in KNOWN_METHODS else "OTHER"

@@ -92,6 +92,25 @@ async def test_initialize_is_one_store_operation(
     assert await initialize(gw, await mobile_token(gw, await gw.key())) == (200, "usr_a")
 
 
+async def test_issued_tokens_are_counted_by_kind(
+    make_gateway: GatewayFactory, store: Store
+) -> None:
+    gw = await make_gateway(store=store)
+    key = await gw.key()
+    user = await gw.client.post("/v1/auth/user-token", headers=bearer(key), json={"user_id": "u1"})
+    assert user.status == 200
+    assert await initialize(gw, await mobile_token(gw, key)) == (200, "usr_a")
+    assert await initialize(gw, await mobile_token(gw, key)) == (200, "usr_a")
+    gw.runtime.metrics.flush()
+    issued = {
+        kind: gw.runtime.metrics.registry.get_sample_value(
+            "gateway_tokens_issued_total", {"kind": kind}
+        )
+        for kind in ("user_token", "mobile_token", "sdk_session")
+    }
+    assert issued == {"user_token": 1.0, "mobile_token": 2.0, "sdk_session": 2.0}
+
+
 async def test_an_expired_token_is_refused_as_expired(
     make_gateway: GatewayFactory, store: Store
 ) -> None:
