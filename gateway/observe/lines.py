@@ -208,32 +208,26 @@ def audit_fields(fields: ExchangeFields) -> dict[str, Any]:
 
 def _access_middle(fields: ExchangeFields) -> dict[str, Any]:
     """The access line's fields between the request id and the durations."""
-    _, route, method, status, credential, account, user, actor, error, _, _, _, _ = fields
-    return {
-        "route": route,
-        "method": method,
-        "status": status,
-        "credential": credential,
-        "account": account,
-        "user": user,
-        "actor": actor,
-        "error": error,
-    }
+    user, actor, error = fields[6:9]
+    return {**_what(fields), "user": user, "actor": actor, "error": error}
 
 
 def _audit_middle(fields: ExchangeFields) -> dict[str, Any]:
     """The audit line's fields after the request id."""
-    _, route, method, status, credential, account, user, actor, _, _, _, key_id, outcome = fields
+    user, actor, key_id, outcome = fields[6], fields[7], fields[11], fields[12]
+    return {**_what(fields), "subject": user, "actor": actor, "key_id": key_id, "outcome": outcome}
+
+
+def _what(fields: ExchangeFields) -> dict[str, Any]:
+    """The fields both lines start with: the route, method and status, the credential kind
+    and the account."""
+    _, route, method, status, credential, account = fields[:6]
     return {
         "route": route,
         "method": method,
         "status": status,
         "credential": credential,
         "account": account,
-        "subject": user,
-        "actor": actor,
-        "key_id": key_id,
-        "outcome": outcome,
     }
 
 
