@@ -45,7 +45,7 @@ def json_line(created: float, level: str, logger: str, msg: str, fields: Any) ->
         return json.dumps(line, default=repr, ensure_ascii=True, separators=(",", ":"))
 
 
-_MILLIS = tuple(f"{i:03d}" for i in range(1000))
+_MILLIS = tuple(f"{i:03d}".encode() for i in range(1000))
 
 
 class BatchLines:
@@ -56,10 +56,9 @@ class BatchLines:
 
     def __init__(self) -> None:
         self._whole: int | None = None
-        self._second = ""
-        self._second_bytes = b""
+        self._second = b""
         # After the milliseconds, per logger: the rest of the head, which never changes.
-        self._tails: dict[str, str] = {}
+        self._tails: dict[str, bytes] = {}
         # Per caller, route and outcome: the middles of its access and audit lines.
         self._middles: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 
@@ -76,8 +75,8 @@ class BatchLines:
         if tail is None:
             tail = self._tails[logger] = (
                 f'Z","level":"info","logger":"{logger}","msg":"{message_of(logger)}"'
-            )
-        head = f'{{"ts":"{self._second}.{_MILLIS[int(created * 1000) % 1000]}{tail}'.encode()
+            ).encode()
+        head = b'{"ts":"%s.%s%s' % (self._second, _MILLIS[int(created * 1000) % 1000], tail)
         return head + b"}\n" if body == b"{}" else b"%s,%s\n" % (head, body[1:])
 
     def exchange(self, created: float, entry: tuple[ExchangeFields, bool, bool]) -> bytes:
@@ -111,11 +110,11 @@ class BatchLines:
         whole = int(created)
         if whole != self._whole:
             self._new_second(whole)
-        millis = _MILLIS_BYTES[int(created * 1000) % 1000]
+        millis = _MILLIS[int(created * 1000) % 1000]
         text = b""
         if access:
             text = _ACCESS_LINE % (
-                self._second_bytes,
+                self._second,
                 millis,
                 rid,
                 middles[0],
@@ -123,13 +122,12 @@ class BatchLines:
                 upstream_ms,
             )
         if audit:
-            text += _AUDIT_LINE % (self._second_bytes, millis, rid, middles[1])
+            text += _AUDIT_LINE % (self._second, millis, rid, middles[1])
         return text
 
     def _new_second(self, whole: int) -> None:
-        """The formatted second both kinds of line start with, as text and as bytes."""
-        self._whole, self._second = whole, _second(whole)
-        self._second_bytes = self._second.encode()
+        """The formatted second both kinds of line start with."""
+        self._whole, self._second = whole, _second(whole).encode()
 
     @staticmethod
     def _fallback(created: float, fields: ExchangeFields, access: bool, audit: bool) -> bytes:
@@ -152,7 +150,6 @@ _ACCESS_LINE = (
 _AUDIT_LINE = (
     b'{"ts":"%s.%sZ","level":"info","logger":"gateway.audit","msg":"audit","request_id":%s,%s}\n'
 )
-_MILLIS_BYTES = tuple(m.encode() for m in _MILLIS)
 MAX_MIDDLES = 2048  # kept middles (a few hundred bytes each) before they are all dropped
 
 

@@ -192,20 +192,10 @@ class _Listener(logging.handlers.QueueListener):
             super().handle(record)
             return
         handler = self._stream_handler
-        line = self._line
         stream = handler.stream
         binary = _utf8_bytes_under(stream)
         for start in range(0, len(record), self.CHUNK):
-            chunk = record[start : start + self.CHUNK]
-            try:
-                data = b"".join(
-                    line.exchange(created, fields)
-                    if name == _EXCHANGE
-                    else line(created, name, fields)
-                    for name, created, fields in chunk
-                )
-            except Exception:
-                data = b"".join(self._one_by_one(chunk))
+            data = b"".join(self._texts(record[start : start + self.CHUNK]))
             with handler.lock or contextlib.nullcontext():
                 if binary is None:
                     stream.write(data.decode())
@@ -214,9 +204,9 @@ class _Listener(logging.handlers.QueueListener):
                     binary.write(data)
                 handler.flush()
 
-    def _one_by_one(self, chunk: list[Line]) -> Iterator[bytes]:
-        """A chunk's lines when one of them could not be made: each entry on its own, one that
-        fails replaced by a line saying so (the writer thread goes on; nothing else is lost)."""
+    def _texts(self, chunk: list[Line]) -> Iterator[bytes]:
+        """A chunk's lines, entry by entry; an entry that cannot be made is replaced by a line
+        saying so (the writer thread goes on; nothing else is lost)."""
         line = self._line
         for name, created, fields in chunk:
             try:
