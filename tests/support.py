@@ -720,6 +720,21 @@ async def raw_http(port: int, data: bytes, *, read_timeout: float = 5.0) -> byte
     return b"".join(chunks)
 
 
+def padded(request_line: str, headers: list[str], size: int) -> bytes:
+    """A request whose header lines (``Name: value\\r\\n`` each) come to exactly ``size``
+    bytes, ``X-Padding-<n>`` headers of at most 4,000 bytes each making up the difference."""
+    lines = [request_line, *headers]
+    left = size - sum(len(line) + 2 for line in headers)
+    while left:
+        name = f"X-Padding-{len(lines)}: "
+        value = "p" * min(4000, left - len(name) - 2)
+        if left - len(name) - 2 - len(value) < len(name) + 3:  # the last one takes the rest
+            value = "p" * (left - len(name) - 2)
+        lines.append(name + value)
+        left -= len(name) + len(value) + 2
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 def status_of(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else 0
 

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from gateway.decision_server import MAX_QUEUED, DecisionServer
 from tests.conftest import Gateway, GatewayFactory
 from tests.otlp import PATH, OtlpReceiver
-from tests.support import base_url
+from tests.support import base_url, padded
 from tests.test_decision_server import (
     SCORES,
     answers,
@@ -377,8 +377,6 @@ async def test_header_bytes_at_the_limit_pass_and_one_more_is_431_on_both_paths(
 ) -> None:
     """``limits.max_header_bytes`` to the byte: a first (awaited) decision and a reused one
     (answered at once) with headers of exactly the limit are allowed; one byte more is 431."""
-    from tests.functional.test_proxy import padded
-
     key, other = await gw.key(), await gw.key()
     limit = gw.runtime.settings.limits.max_header_bytes
     target = "GET /decisions HTTP/1.1"

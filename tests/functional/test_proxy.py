@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import Gateway, GatewayFactory, make_settings
-from tests.support import base_url, raw_http, status_of
+from tests.support import base_url, padded, raw_http, status_of
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -227,21 +227,6 @@ async def test_body_over_the_limit_is_413(make_gateway: GatewayFactory) -> None:
     chunked = await gw.client.post("/v1/users", data=chunks(), headers=auth)
     assert chunked.status == 413
     assert all(s.body_size <= 1000 for s in gw.recorder.seen)
-
-
-def padded(request_line: str, headers: list[str], size: int) -> bytes:
-    """A request whose header lines (``Name: value\\r\\n`` each) come to exactly ``size``
-    bytes, ``X-Padding-<n>`` headers of at most 4,000 bytes each making up the difference."""
-    lines = [request_line, *headers]
-    left = size - sum(len(line) + 2 for line in headers)
-    while left:
-        name = f"X-Padding-{len(lines)}: "
-        value = "p" * min(4000, left - len(name) - 2)
-        if left - len(name) - 2 - len(value) < len(name) + 3:  # the last one takes the rest
-            value = "p" * (left - len(name) - 2)
-        lines.append(name + value)
-        left -= len(name) + len(value) + 2
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 @pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 431)])
