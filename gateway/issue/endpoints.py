@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.authn import api_key
 from gateway.authn.mobile_token import KIND as MOBILE_TOKEN
@@ -24,15 +25,14 @@ from gateway.principal import Principal
 from gateway.runtime import Runtime
 
 MAX_BODY = 64 * 1024
+# Copied into every answer's own headers by web.Response (so edge headers added to one answer
+# never reach another); given whole, they spare aiohttp parsing a content_type argument.
+_JSON_HEADERS = CIMultiDict({"Content-Type": "application/json", "Cache-Control": "no-store"})
 
 
-def _json(data: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+def _json(data: dict[str, Any]) -> web.Response:
+    # SECURITY: a token in the body: no cache anywhere may keep it (Cache-Control: no-store).
+    return web.Response(body=orjson.dumps(data), headers=_JSON_HEADERS)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -7,25 +7,18 @@ replicas.
 
 from __future__ import annotations
 
-import secrets
-import string
-
 from gateway.authn.mobile_token import RETAIN_AFTER_EXPIRY, MobileRecord, digest
+from gateway.base62 import random_base62
 from gateway.clock import Clock
 from gateway.stores.base import MobileTokenStore
 
-ALPHABET = string.ascii_letters + string.digits
 SCOPES = ("activity", "sleep", "vitals")
 
 
 def new_token() -> str:
-    """``mt_`` and 43 base62 digits of 256 bits from the OS's CSPRNG (62**43 > 2**256)."""
-    number = int.from_bytes(secrets.token_bytes(32))
-    digits = []
-    for _ in range(43):
-        number, digit = divmod(number, 62)
-        digits.append(ALPHABET[digit])
-    return "mt_" + "".join(digits)
+    """``mt_`` and 43 uniformly random base62 characters (about 256 bits) from the OS's
+    CSPRNG (:func:`gateway.base62.random_base62`)."""
+    return "mt_" + random_base62(43)
 
 
 class MobileTokens:

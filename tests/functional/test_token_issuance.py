@@ -296,3 +296,32 @@ async def test_an_unexpected_exception_is_a_json_500_that_reveals_nothing(
         for line in lines
     ), lines
     assert key not in log_lines.getvalue() and secret not in log_lines.getvalue()
+
+
+async def test_issuing_answers_never_share_headers(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+) -> None:
+    # Every answer of the issuing endpoints starts from one set of headers kept by the module:
+    # what the edge adds to one answer (CORS, Vary, rate limits) must never reach another.
+    gw = await make_gateway(
+        settings=make_settings(
+            base_url(upstream[1]),
+            cors=[{"origins": ["https://app.example.com"]}],
+            rate_limits={"rules": [{"group": "auth", "per": "credential", "limit": 5, "period": "60s"}]},
+        )
+    )
+    first, second = await gw.key(), await gw.key()
+    seen = []
+    for key, origin in ((first, True), (first, False), (second, False), (first, True)):
+        headers = bearer(key) | ({"Origin": "https://app.example.com"} if origin else {})
+        response = await gw.client.post(
+            "/v1/auth/mobile-token", json={"user_id": "usr_a"}, headers=headers
+        )
+        assert response.status == 200
+        assert response.headers.getall("Content-Type") == ["application/json"]
+        assert response.headers.getall("Cache-Control") == ["no-store"]
+        assert response.headers.getall("Vary") == ["Origin"]
+        allowed = response.headers.getall("Access-Control-Allow-Origin", [])
+        assert allowed == (["https://app.example.com"] if origin else [])
+        seen.append(response.headers.getall("RateLimit-Remaining"))
+    assert seen == [["4"], ["3"], ["4"], ["2"]]

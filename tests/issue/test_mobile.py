@@ -8,8 +8,9 @@ import pytest
 
 from gateway.authn.mobile_token import SHAPE as MOBILE_SHAPE
 from gateway.authn.mobile_token import MobileTokenAuthenticator, digest
+from gateway.base62 import ALPHABET
 from gateway.errors import InvalidToken
-from gateway.issue.mobile import ALPHABET, MobileTokens, new_token
+from gateway.issue.mobile import MobileTokens, new_token
 from gateway.stores.base import MobileState, Store
 from tests.kinds import K, classify
 from tests.support import FakeClock
@@ -25,8 +26,8 @@ def test_tokens_have_the_mobile_shape_and_are_told_apart_by_it() -> None:
 def test_tokens_do_not_repeat_and_use_the_whole_alphabet() -> None:
     tokens = {new_token() for _ in range(5000)}
     assert len(tokens) == 5000
-    # Every digit but the most significant is uniform over the 62 symbols: a loose check that
-    # no position is stuck (a broken generator fails it by a wide margin).
+    # Every character is uniform over the 62 symbols: a loose check that no position is stuck
+    # (a broken generator fails it by a wide margin; tests/test_base62.py checks the bias).
     counts = collections.Counter(token[3] for token in tokens)
     assert set(counts) == set(ALPHABET)
     assert max(counts.values()) < 3 * 5000 / 62
