@@ -1,6 +1,7 @@
 """One row of ``bench/run.py``, repeated in interleaved rounds, this tree against another.
 
     python bench/ab.py mobile [--kid ed1] [--rounds 5] [--seconds 8] [--compare DIR]
+                              [--compare-kid es1]
     python bench/ab.py open-loop [--rate 3000] [--rounds 5] [--seconds 6] [--compare DIR]
     python bench/ab.py memory [--rounds 2] [--compare DIR]
     python bench/ab.py decision [--rounds 5] [--seconds 6] [--compare DIR]
@@ -14,7 +15,8 @@ tree's own median. The trees take turns going first (swapped every other round).
 
 - ``mobile``: issue + initialize pairs per CPU-second of one worker (wrk ``-t1 -c32`` and the
   Lua script of ``run.py``), SDK sessions signed with ``--kid`` (``ed1`` EdDSA, ``es1``
-  ES256, ``rs1`` RS256);
+  ES256, ``rs1`` RS256; ``--compare-kid`` for the compared tree's, so that ``--compare .
+  --kid es1 --compare-kid ed1`` sets two algorithms side by side);
 - ``open-loop``: ``bench/openloop.py`` at ``--rate`` requests/s with a cached API key, the
   direct upstream first in each round, then each tree; the figure is p99 over the direct
   upstream's p99 of the same round, with the machine's steal time beside it;
@@ -66,6 +68,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kid", choices=("ed1", "es1", "rs1"), default="ed1")
+    parser.add_argument(
+        "--compare-kid",
+        choices=("ed1", "es1", "rs1"),
+        help="mobile: the compared tree's signing key (default --kid); with --compare . two "
+        "algorithms side by side",
+    )
     parser.add_argument("--rate", type=float, default=3000.0, help="open-loop requests/s")
     parser.add_argument("--compare", type=Path, metavar="DIR", help="an earlier tree's checkout")
     args = parser.parse_args()
@@ -95,7 +103,8 @@ def main() -> None:
                 return
             servers = []
             for label, code in trees:
-                kid = args.kid if has_eddsa(code) or args.kid != "ed1" else "es1"
+                kid = args.compare_kid or args.kid if label == "before" else args.kid
+                kid = kid if has_eddsa(code) or kid != "ed1" else "es1"
                 server, admin = start_gateway(tmp, f"gw-{label}", ctx, active_kid=kid, code=code)
                 key = str(asyncio.run(credentials(server.port, admin, 0))["key"])
                 servers.append((label, server, key))

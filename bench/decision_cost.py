@@ -54,7 +54,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +198,7 @@ class _Queue:
         return items
 
 
-async def setup(tmp: Path, stream: Any) -> tuple[Any, Transport, list[bytes], Callable[[], None]]:
+async def setup(tmp: Path, stream: Any) -> tuple[Any, Transport, list[bytes], HeldLines]:
     """The gateway, one connection of its decision listener on a fake transport, the warmed
     requests, and the writer thread's part (formatting what the rounds logged)."""
     decision = {"enabled": True, "listen": {"host": "127.0.0.1", "port": 0}}
@@ -210,14 +209,7 @@ async def setup(tmp: Path, stream: Any) -> tuple[Any, Transport, list[bytes], Ca
     clock = StoppedClock()
     current = Current(build_runtime(settings, clock=clock))
     runtime = current.runtime
-    # Logging as configure() leaves it for the request path: lines batched, each batch put on
-    # the writer's queue (by MAX_BATCH only: no flush timer firing by the wall clock).
-    logging.getLogger("gateway").setLevel(settings.log_level)
-    lines = logs._LINES
-    lines.FLUSH_SECONDS = 3600.0
-    queue = _Queue()
-    lines.queue = queue  # type: ignore[assignment]
-    writer = logs._Listener(queue, logs._JsonStreamHandler(stream))  # type: ignore[arg-type]
+    writer_part = held_lines(stream, settings.log_level)
 
     _, record = await runtime.keys.create("acc_1", "live")
     key_id = record.key_id
@@ -239,20 +231,54 @@ async def setup(tmp: Path, stream: Any) -> tuple[Any, Transport, list[bytes], Ca
     heads = {w.split(b"\r\n", 1)[0] for w in transport.written}
     assert heads == {b"HTTP/1.1 200 OK"}, heads
     settle_heap()
-    lines.flush()
-    queue.drain()
+    writer_part.drop()
     transport.written.clear()
-
-    def writer_part() -> None:
-        lines.flush()
-        for batch in queue.drain():
-            writer.handle(batch)
-
     return connection, transport, requests, writer_part
+
+
+class HeldLines:
+    """The writer thread's part, run when called: formatting and writing what the request
+    path logged since the last call (or :meth:`drop`)."""
+
+    def __init__(self, queue: _Queue, writer: Any) -> None:
+        self._queue, self._writer = queue, writer
+
+    def __call__(self) -> None:
+        logs._LINES.flush()
+        for batch in self._queue.drain():
+            self._writer.handle(batch)
+
+    def drop(self) -> None:
+        logs._LINES.flush()
+        self._queue.drain()
+
+
+def held_lines(stream: Any, level: int | str) -> HeldLines:
+    """Logging as configure() leaves it for the request path (lines batched, each batch put on
+    the writer's queue, by MAX_BATCH only: no flush timer firing by the wall clock), with no
+    writer thread: the lines wait for the returned part to write them to ``stream``."""
+    logging.getLogger("gateway").setLevel(level)
+    lines = logs._LINES
+    lines.FLUSH_SECONDS = 3600.0
+    queue = _Queue()
+    lines.queue = queue  # type: ignore[assignment]
+    return HeldLines(queue, logs._Listener(queue, logs._JsonStreamHandler(stream)))  # type: ignore[arg-type]
 
 
 def under_callgrind(rounds: int, keep: Path | None) -> None:
     """Run the rounds under callgrind; print instructions per decision by part."""
+    parts = callgrind_parts(__file__, ["--rounds", str(rounds)], rounds, keep)
+    print(f"{rounds} cached decisions under callgrind, instructions per decision:")
+    for name, value in parts.items():
+        print(f"  {name:14} {value:10,.0f}")
+
+
+def callgrind_parts(
+    script: str, arguments: list[str], rounds: int, keep: Path | None
+) -> dict[str, float]:
+    """Run ``script --inside *arguments`` under callgrind, counting only inside
+    ``sys.call_tracing`` (one dump after each call: 1 the request path, 2 the writer's part),
+    and return the instructions per round of each part and their total."""
     with tempfile.TemporaryDirectory(prefix="gw-callgrind-") as tmp:
         out = keep or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
@@ -267,10 +293,9 @@ def under_callgrind(rounds: int, keep: Path | None) -> None:
             "--dump-after=sys_call_tracing",
             f"--callgrind-out-file={base}",
             sys.executable,
-            __file__,
+            script,
             "--inside",
-            "--rounds",
-            str(rounds),
+            *arguments,
         ]
         # One hash seed: the same strings probe dictionaries alike on every run (the tokens,
         # signed with a new key each run, still differ).
@@ -285,11 +310,9 @@ def under_callgrind(rounds: int, keep: Path | None) -> None:
             assert found is not None, f"no totals in {base}.{number}"
             parts[name] = int(found.group(1)) / rounds
         parts["total"] = sum(parts.values())
-        print(f"{rounds} cached decisions under callgrind, instructions per decision:")
-        for name, value in parts.items():
-            print(f"  {name:14} {value:10,.0f}")
         if keep is not None:
             print(f"callgrind_annotate --inclusive=yes {base}.1   (the request path)")
+        return parts
 
 
 if __name__ == "__main__":

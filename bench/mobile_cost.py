@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import re
 import shutil
@@ -51,10 +50,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.decision_cost import StoppedClock, Transport, _Queue  # noqa: E402
+from bench.decision_cost import (  # noqa: E402
+    HeldLines,
+    StoppedClock,
+    Transport,
+    callgrind_parts,
+    held_lines,
+)
 from bench.run import gateway_config  # noqa: E402
 from gateway.app import create_app  # noqa: E402
-from gateway.observe import logs  # noqa: E402
 from gateway.protocol import GatewayRunner  # noqa: E402
 from gateway.runtime import Current, build_runtime  # noqa: E402
 from gateway.server import install_event_loop_policy, settle_heap  # noqa: E402
@@ -211,7 +215,7 @@ def measure(args: argparse.Namespace) -> None:
 
 async def setup(
     tmp: Path, stream: Any, store: str, redis_port: int, kid: str
-) -> tuple[Any, Answers, bytes, Callable[[], None], Callable[[], Any]]:
+) -> tuple[Any, Answers, bytes, HeldLines, Callable[[], Any]]:
     """The gateway's public app on one connection with a fake transport, warmed; the issuing
     request; the writer thread's part; and what closes the app."""
     extra: dict[str, object] = {"store": {"url": "memory"}} if store == "memory" else {}
@@ -220,12 +224,7 @@ async def setup(
     clock = StoppedClock()
     current = Current(build_runtime(settings, clock=clock))
     runtime = current.runtime
-    logging.getLogger("gateway").setLevel(settings.log_level)
-    lines = logs._LINES
-    lines.FLUSH_SECONDS = 3600.0
-    queue = _Queue()
-    lines.queue = queue  # type: ignore[assignment]
-    writer = logs._Listener(queue, logs._JsonStreamHandler(stream))  # type: ignore[arg-type]
+    writer_part = held_lines(stream, settings.log_level)
 
     runner = GatewayRunner(create_app(current))
     await runner.setup()
@@ -240,14 +239,8 @@ async def setup(
 
     await pairs(connection, transport, issue, WARM)
     settle_heap()
-    lines.flush()
-    queue.drain()
+    writer_part.drop()
     transport.written.clear()
-
-    def writer_part() -> None:
-        lines.flush()
-        for batch in queue.drain():
-            writer.handle(batch)
 
     async def close() -> None:
         assert not getattr(transport, "closed", False), "the gateway closed the connection"
@@ -260,50 +253,15 @@ async def setup(
 
 def under_callgrind(args: argparse.Namespace, redis_port: int) -> None:
     """Run the pairs under callgrind; print instructions per pair by part."""
-    with tempfile.TemporaryDirectory(prefix="gw-callgrind-") as tmp:
-        out = args.keep or Path(tmp)
-        out.mkdir(parents=True, exist_ok=True)
-        base = out / "callgrind.out"
-        for old in out.glob("callgrind.out*"):
-            old.unlink()
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--collect-atstart=no",
-            "--toggle-collect=sys_call_tracing",
-            "--dump-after=sys_call_tracing",
-            f"--callgrind-out-file={base}",
-            sys.executable,
-            __file__,
-            "--inside",
-            "--rounds",
-            str(args.rounds),
-            "--store",
-            args.store,
-            "--kid",
-            args.kid,
-            "--redis-port",
-            str(redis_port),
-        ]
-        env = dict(os.environ, PYTHONHASHSEED="0")
-        subprocess.run(
-            command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-        )
-        parts = {}
-        for name, number in (("request path", 1), ("writer thread", 2)):
-            text = Path(f"{base}.{number}").read_text()
-            found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-            assert found is not None, f"no totals in {base}.{number}"
-            parts[name] = int(found.group(1)) / args.rounds
-        parts["total"] = sum(parts.values())
-        print(
-            f"{args.rounds} mobile pairs ({args.kid}, {args.store} store) under callgrind, "
-            "instructions per pair:"
-        )
-        for name, value in parts.items():
-            print(f"  {name:14} {value:10,.0f}")
-        if args.keep is not None:
-            print(f"callgrind_annotate --inclusive=yes {base}.1   (the request path)")
+    arguments = ["--rounds", str(args.rounds), "--store", args.store, "--kid", args.kid]
+    arguments += ["--redis-port", str(redis_port)]
+    parts = callgrind_parts(__file__, arguments, args.rounds, args.keep)
+    print(
+        f"{args.rounds} mobile pairs ({args.kid}, {args.store} store) under callgrind, "
+        "instructions per pair:"
+    )
+    for name, value in parts.items():
+        print(f"  {name:14} {value:10,.0f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,19 @@ def _kid(kid: str) -> str:
     return kid
 
 
+def _utf8(text: str) -> str:
+    # A lone surrogate (a YAML "\ud800" escape, or undecodable bytes through ${ENV}) cannot be
+    # written into a token's claims: refused here, not as a 500 on every token issued.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise problem("must be valid Unicode text (no lone surrogates)") from None
+    return text
+
+
+Claim = Annotated[str, AfterValidator(_utf8)]
+
+
 class SigningKey(Section):
     """A private key the gateway signs user tokens, SDK sessions and assertions with
     (`gateway signing-key` makes one)."""
@@ -37,8 +50,12 @@ class SigningKey(Section):
 class TokenSettings(Section):
     """Tokens the gateway issues: user tokens, mobile tokens, SDK sessions, assertions."""
 
-    issuer: str = Field("health-gateway", description="`iss` of every token the gateway signs.")
-    audience: str = Field("health-api", description="`aud` of every token the gateway signs.")
+    issuer: Claim = Field(
+        "health-gateway", description="`iss` of every token the gateway signs (any Unicode text)."
+    )
+    audience: Claim = Field(
+        "health-api", description="`aud` of every token the gateway signs (any Unicode text)."
+    )
     signing_keys: tuple[SigningKey, ...] = Field(
         (),
         description="Every key verifies and is published in the JWKS; with none, one "

@@ -121,3 +121,13 @@ def test_node_reads_one_duration_with_bounds() -> None:
         Node("2d", "--ttl").duration(maximum=86400)
     with pytest.raises(ConfigError, match=r"^--ttl: must be a duration"):
         Node("soon", "--ttl").duration()
+
+
+@pytest.mark.parametrize("field", ["issuer", "audience"])
+def test_a_token_claim_must_be_text_that_can_be_signed(field: str) -> None:
+    # Any Unicode is a claim (written as UTF-8 in the token); a lone surrogate, which a YAML
+    # escape or undecodable bytes in ${ENV} can make, is refused by name, not a 500 on every
+    # token issued.
+    assert getattr(parse(tokens={field: "Santé-Ω"}).tokens, field) == "Santé-Ω"
+    with pytest.raises(ConfigError, match=rf"^tokens\.{field}: must be valid Unicode text"):
+        parse(tokens={field: "gw\udce9"})

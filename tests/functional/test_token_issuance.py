@@ -307,7 +307,9 @@ async def test_issuing_answers_never_share_headers(
         settings=make_settings(
             base_url(upstream[1]),
             cors=[{"origins": ["https://app.example.com"]}],
-            rate_limits={"rules": [{"group": "auth", "per": "credential", "limit": 5, "period": "60s"}]},
+            rate_limits={
+                "rules": [{"group": "auth", "per": "credential", "limit": 5, "period": "60s"}]
+            },
         )
     )
     first, second = await gw.key(), await gw.key()

@@ -37,8 +37,8 @@ class Service(GatewayTokens):
         return self._verifiers[kind].verify(token, header)
 
 
-def tokens(active: str = "rs1") -> tuple[Service, FakeClock]:
-    settings = make_settings("http://127.0.0.1:9").tokens
+def tokens(active: str = "rs1", **claims: str) -> tuple[Service, FakeClock]:
+    settings = make_settings("http://127.0.0.1:9").tokens.model_copy(update=claims)
     clock = FakeClock(1_700_000_000.0)
     keys = SigningKeys.from_settings(settings)
     keys.active = keys.get(active)  # type: ignore[assignment]
@@ -66,6 +66,20 @@ def test_round_trip_with_each_algorithm(active: str) -> None:
     assert header["kid"] == active and header["alg"] == {"rs1": "RS256", "es1": "ES256"}[active]
     verified = service.verify(token, classify(token).header or {}, USER)
     assert (verified.user, verified.account, verified.environment) == ("usr_a", "acc_1", "live")
+
+
+def test_any_unicode_issuer_and_audience_round_trip() -> None:
+    # The claims are serialized by orjson (UTF-8, not \u escapes): the gateway's verifier and
+    # any JWT library read the same text back.
+    service, _ = tokens(issuer="Santé-gateway", audience="API-Ω")
+    token = issue(service, SDK)
+    verified = service.verify(token, classify(token).header or {}, SDK)
+    assert verified.user == "usr_a" and verified.scopes == ("sleep",)
+    public = service.keys.get("rs1").public  # type: ignore[union-attr]
+    claims = jwt.decode(
+        token, public, algorithms=["RS256"], audience="API-Ω", options={"verify_exp": False}
+    )  # the fake clock is in 2023
+    assert claims["iss"] == "Santé-gateway" and claims["scp"] == ["sleep"]
 
 
 def test_a_user_token_is_not_an_sdk_session_and_back() -> None:
