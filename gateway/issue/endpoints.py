@@ -27,11 +27,11 @@ from gateway.runtime import Runtime
 MAX_BODY = 64 * 1024
 # Copied into every answer's own headers by web.Response (so edge headers added to one answer
 # never reach another); given whole, they spare aiohttp parsing a content_type argument.
+# SECURITY: a token in the body: no cache anywhere may keep it (Cache-Control: no-store).
 _JSON_HEADERS = CIMultiDict({"Content-Type": "application/json", "Cache-Control": "no-store"})
 
 
 def _json(data: dict[str, Any]) -> web.Response:
-    # SECURITY: a token in the body: no cache anywhere may keep it (Cache-Control: no-store).
     return web.Response(body=orjson.dumps(data), headers=_JSON_HEADERS)
 
 
