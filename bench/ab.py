@@ -8,10 +8,14 @@
 
 On this two-core VM a row moves by ±25 % between runs a few minutes apart (the host's steal
 time, neighbours), more than most changes are worth; one before/after pair in ``run.py`` then
-tells little. Here both trees' gateways run side by side and each round measures one after the
-other, so a slow minute slows both: the comparison is the median of the rounds' ratios
-(``mobile``, ``decision``) or differences (``open-loop``, ``memory``), printed after each
-tree's own median. The trees take turns going first (swapped every other round).
+tells little. Here each round measures both trees one after the other, so a slow minute slows
+both: the comparison is the median of the rounds' ratios (``mobile``, ``decision``) or
+differences (``open-loop``, ``memory``), printed after each tree's own median. The trees take
+turns going first (swapped every other round). Every row starts new gateway processes for
+every round: two processes of the same tree, side by side, differed by up to 12 % in mobile
+pairs for their whole lives (``--compare .``: x1.12, x0.94, x0.98, and x0.97, x1.09 with
+``PYTHONHASHSEED=0``), so one process per tree would measure the two processes as much as the
+two trees.
 
 - ``mobile``: issue + initialize pairs per CPU-second of one worker (wrk ``-t1 -c32`` and the
   Lua script of ``run.py``), SDK sessions signed with ``--kid`` (``ed1`` EdDSA, ``es1``
@@ -76,10 +80,18 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=3000.0, help="open-loop requests/s")
     parser.add_argument("--compare", type=Path, metavar="DIR", help="an earlier tree's checkout")
+    parser.add_argument(
+        "--compare-python",
+        metavar="PYTHON",
+        help="the interpreter the compared tree runs on (a virtualenv's python with the project "
+        "installed); with --compare . this tree on two Pythons side by side",
+    )
     args = parser.parse_args()
     trees: list[tuple[str, Path | None]] = [("now", None)]
     if args.compare:
         trees.insert(0, ("before", args.compare.resolve()))
+    elif args.compare_python:
+        parser.error("--compare-python needs --compare (. for this tree)")
     results: dict[str, list[float]] = {label: [] for label, _ in trees}
     unit = {
         "mobile": "pairs per CPU-second",
@@ -92,23 +104,24 @@ def main() -> None:
             if args.row == "memory":
                 for round_ in range(1, args.rounds + 1):
                     for label, code in turns(trees, round_):
-                        _, peak, _ = memory_peak(tmp, ctx, f"{label}{round_}", code)
+                        python = args.compare_python if label == "before" else None
+                        _, peak, _ = memory_peak(tmp, ctx, f"{label}{round_}", code, python)
                         results[label].append(peak)
                         print(f"round {round_} {label}: {peak:.1f} {unit}", flush=True)
                 summary(args.row, unit, results)
                 return
             if args.row == "decision":
-                decision_rounds(tmp, ctx, trees, args.rounds, args.seconds, results)
+                decision_rounds(
+                    tmp, ctx, trees, args.rounds, args.seconds, results, args.compare_python
+                )
                 summary(args.row, unit, results)
                 return
-            servers = []
-            for label, code in trees:
-                kid = args.compare_kid or args.kid if label == "before" else args.kid
-                kid = kid if has_eddsa(code) or kid != "ed1" else "es1"
-                server, admin = start_gateway(tmp, f"gw-{label}", ctx, active_kid=kid, code=code)
-                key = str(asyncio.run(credentials(server.port, admin, 0))["key"])
-                servers.append((label, server, key))
             for round_ in range(1, args.rounds + 1):
+                # New processes every round: one process of a tree can run ~10 % faster or
+                # slower than another of the same tree for its whole life (its memory layout;
+                # a fixed PYTHONHASHSEED does not remove it), so a pair kept for all rounds
+                # measures two processes as much as two trees.
+                servers = [start_tree(tmp, ctx, label, code, round_, args) for label, code in trees]
                 if args.row == "open-loop":
                     url = f"http://127.0.0.1:{ctx['up_port']}{SCORES}"
                     direct = open_loop(url, args.rate, args.seconds, {})
@@ -119,6 +132,7 @@ def main() -> None:
                     )
                 for label, server, key in turns(servers, round_):
                     if args.row == "mobile":
+                        mobile_pairs(tmp, server, key, 1)  # the warm second, not counted
                         rate, cpu_us = mobile_pairs(tmp, server, key, args.seconds)
                         figure = 1e6 / cpu_us
                         shown = f"{rate:,.0f} pairs/s, {cpu_us:.0f} µs CPU a pair"
@@ -135,9 +149,27 @@ def main() -> None:
                         )
                     results[label].append(figure)
                     print(f"round {round_} {label}: {figure:,.2f} {unit} ({shown})", flush=True)
-            for _, server, _ in servers:
-                server.stop()
+                for _, server, _ in servers:
+                    server.stop()
     summary(args.row, unit, results)
+
+
+def start_tree(
+    tmp: Path,
+    ctx: dict[str, object],
+    label: str,
+    code: Path | None,
+    round_: int,
+    args: argparse.Namespace,
+) -> tuple[str, Server, str]:
+    """A new gateway worker of one tree for one round, and an API key of its own."""
+    kid = args.compare_kid or args.kid if label == "before" else args.kid
+    kid = kid if has_eddsa(code) or kid != "ed1" else "es1"
+    python = args.compare_python if label == "before" else None
+    name = f"gw-{label}{round_}"
+    server, admin = start_gateway(tmp, name, ctx, active_kid=kid, code=code, python=python)
+    key = str(asyncio.run(credentials(server.port, admin, 0))["key"])
+    return label, server, key
 
 
 def decision_rounds(
@@ -147,26 +179,32 @@ def decision_rounds(
     rounds: int,
     seconds: int,
     results: dict[str, list[float]],
+    compare_python: str | None = None,
 ) -> None:
     """Each round: HAProxy, the minimal aiohttp decision service (the framework's floor, shown
     for reference), then each tree's decision listener; the figure is HAProxy's CPU µs a
     request over the listener's (its requests per CPU-second as a multiple of HAProxy's)."""
     haproxy, token = haproxy_jwt(tmp, ctx)
     floor: Server | None = None
-    listeners = []
-    for label, code in trees:
-        port = free_port()
-        decision = {"enabled": True, "listen": {"host": "127.0.0.1", "port": port}}
-        server, admin = start_gateway(tmp, f"gw-{label}", ctx, {"decision": decision}, code=code)
-        users = asyncio.run(credentials(server.port, admin, 1000))["user_tokens"]
-        script = token_script(tmp, users, f"users-{label}")  # type: ignore[arg-type]
-        listeners.append((label, server, port, script))
-        if floor is None:
-            floor = python_server("floor", "minimal_decision.py", str(tmp / f"users-{label}.txt"))
-            ctx["started"].append(floor)  # type: ignore[attr-defined]
-            floor_script = script
-    assert floor is not None
     for round_ in range(1, rounds + 1):
+        listeners = []  # new processes every round, as for the other rows
+        for label, code in trees:
+            port = free_port()
+            decision = {"enabled": True, "listen": {"host": "127.0.0.1", "port": port}}
+            name = f"gw-{label}{round_}"
+            python = compare_python if label == "before" else None
+            server, admin = start_gateway(
+                tmp, name, ctx, {"decision": decision}, code=code, python=python
+            )
+            users = asyncio.run(credentials(server.port, admin, 1000))["user_tokens"]
+            script = token_script(tmp, users, f"users-{label}{round_}")  # type: ignore[arg-type]
+            listeners.append((label, server, port, script))
+            if floor is None:
+                users_file = str(tmp / f"users-{label}{round_}.txt")
+                floor = python_server("floor", "minimal_decision.py", users_file)
+                ctx["started"].append(floor)  # type: ignore[attr-defined]
+                floor_script = script
+        assert floor is not None
         before = haproxy.cpu_split()
         anchor = haproxy_row(haproxy, token, seconds).cpu_us
         print(
@@ -194,9 +232,10 @@ def decision_rounds(
                 f"{kernel(server, before)})",
                 flush=True,
             )
-    for _, server, _, _ in listeners:
-        server.stop()
-    floor.stop()
+        for _, server, _, _ in listeners:
+            server.stop()
+    if floor is not None:
+        floor.stop()
     haproxy.stop()
 
 

@@ -432,9 +432,11 @@ def start_gateway(
     extra: dict[str, object] | None = None,
     active_kid: str = "rs1",
     code: Path | None = None,
+    python: str | None = None,
 ) -> tuple[Server, int]:
     """A gateway worker; ``code``: a checkout of another tree to run instead of this one
-    (``python -m gateway`` is imported from the working directory)."""
+    (``python -m gateway`` is imported from the working directory); ``python``: another
+    interpreter to run it on (a virtualenv's, with the project installed)."""
     path, port, admin = gateway_config(
         tmp,
         name,
@@ -444,7 +446,7 @@ def start_gateway(
         active_kid,
         eddsa=has_eddsa(code),
     )
-    command = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
+    command = [python or sys.executable, "-m", "gateway", "serve", "--config", str(path)]
     server = Server(name, command, port, cwd=code)
     wait_for_port(admin)
     ctx["started"].append(server)  # type: ignore[attr-defined]
@@ -788,12 +790,16 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
 
 
 def memory_peak(
-    tmp: Path, ctx: dict[str, object], name: str, code: Path | None = None
+    tmp: Path,
+    ctx: dict[str, object],
+    name: str,
+    code: Path | None = None,
+    python: str | None = None,
 ) -> tuple[float, float, int]:
-    """The memory row: a new worker (``code``: another tree's checkout) driven until it has
-    seen 100,000 distinct live member tokens (cheap to mint); its peak RSS in MiB after
-    start-up and at the end, and the requests it took."""
-    server, admin = start_gateway(tmp, f"gw-rss-{name}", ctx, code=code)
+    """The memory row: a new worker (``code``: another tree's checkout; ``python``: another
+    interpreter) driven until it has seen 100,000 distinct live member tokens (cheap to mint);
+    its peak RSS in MiB after start-up and at the end, and the requests it took."""
+    server, admin = start_gateway(tmp, f"gw-rss-{name}", ctx, code=code, python=python)
     creds = asyncio.run(credentials(server.port, admin, 1))
     member = creds["member_fn"]
     many = [member(None, i) for i in range(100_000)]  # type: ignore[operator]
