@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: the build stage has pip and the build backend; the final image has only the
 # virtualenv, runs as a non-root user, and reads its config from a mounted file.
-# Python 3.11: of 3.11, 3.12 and 3.13, the one that runs the gateway's hot path in the fewest
-# instructions and the most mobile pairs per CPU-second (docs/performance.md, eighth round).
+# Python 3.11: of 3.11.7, 3.12.1 and 3.13.0 (pyenv builds), the one that ran the gateway's hot
+# path in the fewest instructions and the most mobile pairs per CPU-second (docs/performance.md,
+# eighth round, item 31; the images' own builds were not measured).
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

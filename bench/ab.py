@@ -5,6 +5,7 @@
     python bench/ab.py open-loop [--rate 3000] [--rounds 5] [--seconds 6] [--compare DIR]
     python bench/ab.py memory [--rounds 2] [--compare DIR]
     python bench/ab.py decision [--rounds 5] [--seconds 6] [--compare DIR]
+    python bench/ab.py ROW --compare DIR --compare-python VENV/bin/python
 
 On this two-core VM a row moves by ±25 % between runs a few minutes apart (the host's steal
 time, neighbours), more than most changes are worth; one before/after pair in ``run.py`` then
@@ -39,7 +40,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -90,8 +93,10 @@ def main() -> None:
     trees: list[tuple[str, Path | None]] = [("now", None)]
     if args.compare:
         trees.insert(0, ("before", args.compare.resolve()))
-    elif args.compare_python:
+    elif args.compare_python is not None:
         parser.error("--compare-python needs --compare (. for this tree)")
+    if args.compare_python is not None:
+        args.compare_python = interpreter(parser, args.compare_python, args.compare.resolve())
     results: dict[str, list[float]] = {label: [] for label, _ in trees}
     unit = {
         "mobile": "pairs per CPU-second",
@@ -117,9 +122,9 @@ def main() -> None:
                 summary(args.row, unit, results)
                 return
             for round_ in range(1, args.rounds + 1):
-                # New processes every round: one process of a tree can run ~10 % faster or
-                # slower than another of the same tree for its whole life (its memory layout;
-                # a fixed PYTHONHASHSEED does not remove it), so a pair kept for all rounds
+                # New processes every round: one process of a tree ran up to 12 % faster or
+                # slower than another of the same tree for its whole life (not its string
+                # hashes: a fixed PYTHONHASHSEED kept it), so a pair kept for all rounds
                 # measures two processes as much as two trees.
                 servers = [start_tree(tmp, ctx, label, code, round_, args) for label, code in trees]
                 if args.row == "open-loop":
@@ -131,6 +136,9 @@ def main() -> None:
                         flush=True,
                     )
                 for label, server, key in turns(servers, round_):
+                    if args.row == "open-loop":  # the warm second, not counted
+                        url = f"http://127.0.0.1:{server.port}{SCORES}"
+                        open_loop(url, args.rate, 1, {"Authorization": f"Bearer {key}"})
                     if args.row == "mobile":
                         mobile_pairs(tmp, server, key, 1)  # the warm second, not counted
                         rate, cpu_us = mobile_pairs(tmp, server, key, args.seconds)
@@ -152,6 +160,27 @@ def main() -> None:
                 for _, server, _ in servers:
                     server.stop()
     summary(args.row, unit, results)
+
+
+def interpreter(parser: argparse.ArgumentParser, given: str, tree: Path) -> str:
+    """``--compare-python`` as an absolute path, checked before anything starts: it runs and
+    imports the compared tree's gateway with its dependencies (a gateway that cannot start
+    would otherwise be found only after the port's timeout)."""
+    found = shutil.which(given)
+    if not given or found is None:
+        parser.error(f"--compare-python: no such interpreter: {given!r}")
+    path = str(Path(found).absolute())  # a virtualenv's python: the link itself, not its target
+    check = subprocess.run(
+        [path, "-c", "import aiohttp, jwt, redis, gateway.cli"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check.returncode != 0:
+        last = (check.stderr.strip().splitlines() or ["(no output)"])[-1]
+        parser.error(f"--compare-python {path} cannot import the gateway: {last}")
+    return path
 
 
 def start_tree(

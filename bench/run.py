@@ -81,8 +81,12 @@ class Server:
             env=env,
             cwd=cwd,
         )
-        wait_for_port(port, 20)
         self.port = port
+        try:
+            wait_for_port(port, 20, alive=self.proc)
+        except BaseException:
+            self.stop()  # not yet in anyone's list of started servers: stopped here
+            raise
 
     def pids(self) -> list[int]:
         out = subprocess.run(
@@ -448,8 +452,8 @@ def start_gateway(
     )
     command = [python or sys.executable, "-m", "gateway", "serve", "--config", str(path)]
     server = Server(name, command, port, cwd=code)
-    wait_for_port(admin)
     ctx["started"].append(server)  # type: ignore[attr-defined]
+    wait_for_port(admin, alive=server.proc)
     return server, admin
 
 

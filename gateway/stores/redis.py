@@ -618,7 +618,7 @@ def open_redis_store(settings: StoreSettings) -> RedisStore:
     ssl = {"ssl": True, **tls} if settings.tls is not None else {}
     if settings.sentinel is not None:
         sentinel = settings.sentinel
-        manager = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
+        manager = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
             list(sentinel.nodes),
             sentinel_kwargs={
                 **connection_options(timeout),
