@@ -19,7 +19,6 @@ by ``set -a; . ./gateway.env; set +a`` in a shell, by systemd's ``EnvironmentFil
 from __future__ import annotations
 
 import argparse
-import re
 import secrets
 import textwrap
 from collections.abc import Callable, Iterator
@@ -28,11 +27,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gateway.config import ConfigError
+from gateway.config.loader import PLACEHOLDER, read_yaml
 
-PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # What the shipped configs' variables are for (any other variable is described by its field).
@@ -143,12 +140,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from gateway.keys.sealing import new_master_key
 
     config = Path(args.config)
-    try:
-        document = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError("", f"cannot read {config}: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise ConfigError("", f"{config} is not valid YAML") from None
+    document = read_yaml(config, "") or {}
     if not isinstance(document, dict):
         raise ConfigError("", f"{config} must be a mapping")
     base = config.parent

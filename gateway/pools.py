@@ -10,6 +10,7 @@ and a runtime that never served a request opens and leaves behind no connection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import aiohttp
@@ -102,14 +103,19 @@ class HelperPool:
             await self._client.close()
 
 
-async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+async def read_at_most(
+    stream: aiohttp.StreamReader, limit: int, stall: float | None = None
+) -> bytes:
     """The whole body of ``stream``, or its first ``limit + 1`` bytes when it is longer (the
     caller refuses it then). ``StreamReader.read(n)`` returns what one segment brought, so a body
-    split across TCP segments would be cut short: this reads until the end or past the limit."""
+    split across TCP segments would be cut short: this reads until the end or past the limit.
+    ``stall``: seconds any one read may wait before ``TimeoutError``."""
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
-        chunk = await stream.read(limit + 1 - size)
+        reading = stream.read(limit + 1 - size)
+        # SECURITY: a sender that stalls mid-body is given up on; it cannot hold the reader.
+        chunk = await (reading if stall is None else asyncio.wait_for(reading, stall))
         if not chunk:
             break
         chunks.append(chunk)

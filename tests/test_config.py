@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import ConfigError, Node
+from gateway.config.loader import expand_env, read_yaml
 from gateway.settings import load_settings, parse_settings
 from tests.support import gateway_command
 
@@ -152,6 +157,7 @@ BAD = [
     (with_(abuse={"ipv6_prefix": 16}), "abuse.ipv6_prefix", "at least 32"),
     (with_(abuse={"on_store_error": "ignore"}), "abuse.on_store_error", "not one of"),
     (with_(abuse={"per_minute": 5}), "abuse.per_minute", "unknown field"),
+    (with_(listen={"port": 8080}, admin={"port": 8080}), "admin.port", "already listen.port"),
 ]
 
 
@@ -175,6 +181,60 @@ def test_env_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
         parse(with_(admin={"token": "${GW_MISSING}"}))
     settings = parse(with_(admin={"token": "${GW_MISSING:-a-default-admin-token}"}))
     assert settings.admin_token == "a-default-admin-token"
+
+
+def test_an_empty_variable_takes_the_default_as_in_a_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GW_EMPTY", "")
+    settings = parse(with_(listen={"port": "${GW_EMPTY:-8181}"}))
+    assert settings.listen.port == 8181
+    # Without a default, empty is the value (as in a shell), refused by the field's own rule.
+    with pytest.raises(ConfigError, match=r"^listen.port: "):
+        parse(with_(listen={"port": "${GW_EMPTY}"}))
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "${GW_ADMIN_TOKEN",  # the closing brace missing
+        "${GW_ADMIN_TOKEN}${",
+        "${GW-ADMIN-TOKEN}",  # not a name
+        "${1GW}",
+        "${}",
+        "${GW_MISSING:-${GW_ADMIN_TOKEN}}",  # a placeholder inside a default
+        "prefix-${GW_ADMIN_TOKEN:-x",
+    ],
+)
+def test_a_broken_placeholder_is_an_error_not_a_literal_secret(
+    monkeypatch: pytest.MonkeyPatch, written: str
+) -> None:
+    """Left as written, a broken placeholder in ``admin.token`` was a literal admin token
+    that anyone reading the config file knew (and long enough to be accepted)."""
+    monkeypatch.setenv("GW_ADMIN_TOKEN", "t" * 32)
+    monkeypatch.delenv("GW_MISSING", raising=False)
+    with pytest.raises(ConfigError, match=r"^admin.token: has a `\$\{` that is not a placeholder"):
+        parse(with_(admin={"token": written.ljust(20, "x")}))
+
+
+def test_a_value_from_the_environment_is_not_expanded_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GW_ADMIN_TOKEN", "a-token-with-${GW_OTHER}-in-it")
+    monkeypatch.setenv("GW_OTHER", "other")
+    settings = parse(with_(admin={"token": "${GW_ADMIN_TOKEN}"}))
+    assert settings.admin_token == "a-token-with-${GW_OTHER}-in-it"
+
+
+@given(st.text(alphabet="${}:-_AZaz09 ", max_size=30))
+def test_expansion_leaves_no_placeholder_text_or_refuses(text: str) -> None:
+    """Any text: expanded with variables that hold no ``${``, nothing of a placeholder is left
+    in the result, or the text is refused by name."""
+    with mock.patch.dict(os.environ, {"A": "1", "Z": "", "A_0": "x"}, clear=True):
+        try:
+            expanded = expand_env(text, "field")
+        except ConfigError as exc:
+            assert exc.path == "field"
+            return
+    assert isinstance(expanded, str) and "${" not in expanded
 
 
 def test_durations_accept_units() -> None:
@@ -224,6 +284,12 @@ def test_check_config_command(tmp_path: Path) -> None:
         res.stderr.strip()
         == "gateway: upstreams.live.url: not a URL (expected http or https://host…)"
     )
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(yaml.safe_dump(BASE) + "workers: 1\nworkers: 3\n")
+    res = subprocess.run(
+        gateway_command("check-config", str(twice)), capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2 and "has the key 'workers' twice in one mapping (line" in res.stderr
     broken = tmp_path / "broken.yaml"
     broken.write_text("upstreams: [\n")
     res = subprocess.run(
@@ -239,3 +305,24 @@ def test_redis_store_requires_a_master_key(tmp_path: Path) -> None:
         gateway_command("check-config", str(path)), capture_output=True, text=True, check=False
     )
     assert res.returncode == 2 and "master_key: is required with a redis store" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("a: 1\na: 2\n", "a"),
+        ("store:\n  url: memory\n  url: redis://x\n", "url"),
+        ("routes:\n  - {id: x, id: y}\n", "id"),
+        ("base: &b {a: 1}\nother:\n  <<: *b\n  a: 2\n", None),  # a merge key is not a twice
+    ],
+)
+def test_a_key_written_twice_in_one_mapping_is_refused(
+    tmp_path: Path, text: str, key: str | None
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    if key is None:
+        assert read_yaml(path, "") == {"base": {"a": 1}, "other": {"a": 2}}
+        return
+    with pytest.raises(ConfigError, match=rf"has the key '{key}' twice in one mapping \(line"):
+        read_yaml(path, "")

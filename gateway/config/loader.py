@@ -1,9 +1,14 @@
 """From a file to validated settings: read the YAML, expand ``${ENV}``, validate, name the field.
 
 ``${ENV}`` and ``${ENV:-default}`` placeholders are expanded in every string value before
-validation (for secrets); a placeholder without a default whose variable is unset is an error
-naming the field. Validation gets the config file's directory, so relative file paths are
-relative to the config file.
+validation (for secrets): as in a shell, ``${ENV:-default}`` gives the default when the variable
+is unset or empty, and a placeholder without a default whose variable is unset is an error
+naming the field. Any other ``${`` is an error too (a placeholder missing its ``}``, a name
+with a ``-``, a placeholder inside a default): left as it stands, it would become a literal
+value, and for a secret a literal that anyone reading the file knows. A value read from the
+environment is never expanded again. Mapping keys appear once: a key written twice in one
+mapping is an error naming it (YAML would keep the last silently). Validation gets the config
+file's directory, so relative file paths are relative to the config file.
 """
 
 from __future__ import annotations
@@ -24,20 +29,63 @@ from gateway.config.errors import ConfigError, config_error
 
 T = TypeVar("T")
 
-_ENV: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ``${NAME}`` or ``${NAME:-default}``: expanded here, and what `gateway init` looks for.
+PLACEHOLDER: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_OPENING: Final = "${"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[object, object]:
+    """The mapping, once no key is written twice in it (a merge key's ``<<`` entries may be
+    overridden by the mapping's own, as YAML means them to be)."""
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: construct_mapping refuses it below
+            continue
+        if duplicate:
+            # SECURITY: one value of a field written twice would win silently (YAML keeps the
+            # last); which one an operator reviewed is not known, so neither is taken.
+            raise _DuplicateKey(key, key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, mark: yaml.Mark) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.problem_mark = key, mark
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _unique_mapping,
+)
 
 
 def read_yaml(path: Path, field_path: str) -> object:
-    """The parsed document (``safe_load`` only); ``field_path`` is what an error names."""
+    """The parsed document (PyYAML's safe loader, a key twice in one mapping refused);
+    ``field_path`` is what an error names."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(field_path, f"cannot read {path}: {exc.strerror}") from None
     try:
-        document: object = yaml.safe_load(text)
+        document: object = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        if isinstance(exc, _DuplicateKey):
+            raise ConfigError(
+                field_path, f"{path} has the key {exc.key!r} twice in one mapping{where}"
+            ) from None
         raise ConfigError(field_path, f"{path} is not valid YAML{where}") from None
     return document
 
@@ -57,20 +105,42 @@ def expand_env(value: object, path: str = "") -> object:
 
 
 def _substitute(value: str, path: str) -> str:
+    if _OPENING not in value:
+        return value
+    _check_placeholders(value, path)
+
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         found = os.environ.get(name)
+        if default is not None and not found:
+            return default  # unset or empty, as a shell's ${NAME:-default}
         if found is None:
-            if default is None:
-                raise ConfigError(
-                    path,
-                    f"environment variable {name} is not set (`gateway init` writes an "
-                    "environment file with every variable the config uses; load it first)",
-                )
-            return default
+            raise ConfigError(
+                path,
+                f"environment variable {name} is not set (`gateway init` writes an "
+                "environment file with every variable the config uses; load it first)",
+            )
         return found
 
-    return _ENV.sub(replace, value)
+    return PLACEHOLDER.sub(replace, value)
+
+
+def _check_placeholders(value: str, path: str) -> None:
+    """Every ``${`` in ``value`` opens a whole placeholder, and no default holds another."""
+    spans = {match.start(): match for match in PLACEHOLDER.finditer(value)}
+    at = value.find(_OPENING)
+    while at != -1:
+        match = spans.get(at)
+        # SECURITY: a ``${`` that is not a whole placeholder would stay in the value as
+        # written: a secret field would hold a literal that anyone reading the file knows.
+        if match is None or _OPENING in (match.group(2) or ""):
+            raise ConfigError(
+                path,
+                "has a `${` that is not a placeholder: write ${NAME} or ${NAME:-default} "
+                "(NAME: letters, digits and _, not starting with a digit; a default holds no "
+                "`}` and no other placeholder)",
+            )
+        at = value.find(_OPENING, match.end())
 
 
 def validate(

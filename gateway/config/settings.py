@@ -151,6 +151,16 @@ class Settings(Section):
     def _named(cls, upstreams: dict[str, Upstream]) -> dict[str, Upstream]:
         return name_upstreams(upstreams)
 
+    @field_validator("admin")
+    @classmethod
+    def _admin_port(cls, admin: AdminListener, info: ValidationInfo) -> AdminListener:
+        """The admin listener's port is not the public one: the public listener would bind it
+        first, and the admin listener's failure would blame another program."""
+        listen = info.data.get("listen")
+        if listen is not None and admin.port != 0 and admin.port == listen.port:
+            raise problem(f"port {admin.port} is already listen.port", "port")
+        return admin
+
     @field_validator("decision")
     @classmethod
     def _decision_port(cls, decision: DecisionSettings, info: ValidationInfo) -> DecisionSettings:

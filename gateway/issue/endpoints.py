@@ -10,12 +10,20 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from gateway.authn import api_key
 from gateway.authn.mobile_token import KIND as MOBILE_TOKEN
 from gateway.clock import rfc3339
-from gateway.errors import GatewayError, InsufficientScope, InvalidRequest
+from gateway.config import Limits
+from gateway.errors import (
+    GatewayError,
+    InsufficientScope,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from gateway.identifiers import is_identifier
 from gateway.issue.gateway_tokens import SDK, USER
 from gateway.issue.mobile import SCOPES
@@ -35,12 +43,34 @@ def _json(data: dict[str, Any]) -> web.Response:
     return web.Response(body=orjson.dumps(data), headers=_JSON_HEADERS)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise InvalidRequest("The request body is too large.", details={"reason": "body"})
-    raw = await read_at_most(request.content, MAX_BODY)
-    if len(raw) > MAX_BODY:
-        raise InvalidRequest("The request body is too large.", details={"reason": "body"})
+async def _body(request: web.Request, limits: Limits) -> dict[str, Any]:
+    """The JSON object a token request sends, read as the proxy reads a body: 413 over
+    ``MAX_BODY`` (or ``limits.max_body_bytes`` when lower), 408 for a client that stalls
+    ``limits.body_timeout`` mid-body, 400 for a body cut short or wrongly framed."""
+    limit = min(MAX_BODY, limits.max_body_bytes)
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(details={"limit": limit})
+    content = request.content
+    # All of it in already (nearly every token request): nothing to wait for, so no timer.
+    timeout = None if content.is_eof() else limits.body_timeout
+    try:
+        raw = await read_at_most(content, limit, timeout)
+    except TimeoutError:
+        raise RequestTimeout(headers={"Connection": "close"}) from None
+    except ConnectionError:
+        raise InvalidRequest(
+            "The request body ended early.",
+            details={"reason": "body_incomplete"},
+            headers={"Connection": "close"},
+        ) from None
+    except (web.RequestPayloadError, HttpProcessingError):
+        raise InvalidRequest(
+            "The request body's framing is malformed.",
+            details={"reason": "malformed_body"},
+            headers={"Connection": "close"},
+        ) from None
+    if len(raw) > limit:
+        raise PayloadTooLarge(details={"limit": limit})
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -91,7 +121,7 @@ async def user_token(
 ) -> web.StreamResponse:
     """``POST /v1/auth/user-token`` and ``/refresh``: ``{"user_id"}`` → a 1-hour user token."""
     key_id = _require_api_key(principal)
-    user_id = _user_id(await _body(request))
+    user_id = _user_id(await _body(request, runtime.settings.limits))
     await _confirm_user(runtime, principal, user_id)
     token, exp = runtime.tokens.issue(
         USER,
@@ -110,7 +140,7 @@ async def mobile_token(
 ) -> web.StreamResponse:
     """``POST /v1/auth/mobile-token``: ``{"user_id", "scopes"?}`` → a single-use ``mt_`` token."""
     key_id = _require_api_key(principal)
-    data = await _body(request)
+    data = await _body(request, runtime.settings.limits)
     user_id = _user_id(data)
     scopes = data.get("scopes", list(SCOPES))
     if (

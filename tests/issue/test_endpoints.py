@@ -1,0 +1,132 @@
+"""The issuing endpoints read a token request's body as the proxy reads one: 413 over their
+limit, 408 for a client that stalls mid-body, 400 (never a 500) for one that hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gateway, GatewayFactory
+from tests.support import status_of
+
+ISSUING = ("/v1/auth/user-token", "/v1/auth/mobile-token")
+MAX_BODY = 64 * 1024
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def padded(size: int) -> bytes:
+    """A valid token request of exactly ``size`` bytes (spaces after the object)."""
+    body = b'{"user_id":"usr_a"}'
+    return body + b" " * (size - len(body))
+
+
+async def confirmed(gw: Gateway) -> str:
+    """An API key whose account's usr_a is already confirmed (no backend call)."""
+    key = await gw.key()
+    response = await gw.client.post(ISSUING[0], headers=bearer(key), json={"user_id": "usr_a"})
+    assert response.status == 200, await response.text()
+    return key
+
+
+@pytest.mark.parametrize("path", ISSUING)
+async def test_a_body_over_the_limit_is_413_with_the_limit(
+    make_gateway: GatewayFactory, path: str
+) -> None:
+    gw = await make_gateway()
+    key = await confirmed(gw)
+    assert (await gw.client.post(path, headers=bearer(key), data=padded(MAX_BODY))).status == 200
+    response = await gw.client.post(path, headers=bearer(key), data=padded(MAX_BODY + 1))
+    assert response.status == 413
+    body = await response.json()
+    assert body["error"] == "payload_too_large" and body["details"] == {"limit": MAX_BODY}
+
+
+@pytest.mark.parametrize("path", ISSUING)
+async def test_a_chunked_body_over_the_limit_is_413(
+    make_gateway: GatewayFactory, path: str
+) -> None:
+    """Without a Content-Length the limit holds while the body streams in."""
+    gw = await make_gateway()
+    key = await confirmed(gw)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        body = padded(MAX_BODY + 10)
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    response = await gw.client.post(path, headers=bearer(key), data=chunks())
+    assert response.status == 413
+    assert (await response.json())["error"] == "payload_too_large"
+
+
+async def test_a_lower_max_body_bytes_is_the_limit(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(limits={"max_body_bytes": 100})
+    key = await confirmed(gw)
+    path = "/v1/auth/mobile-token"
+    assert (await gw.client.post(path, headers=bearer(key), data=padded(100))).status == 200
+    response = await gw.client.post(path, headers=bearer(key), data=padded(101))
+    assert response.status == 413
+    assert (await response.json())["details"] == {"limit": 100}
+
+
+@pytest.mark.parametrize("path", ISSUING)
+async def test_a_client_stalling_mid_body_is_cut_off_with_408(
+    make_gateway: GatewayFactory, path: str
+) -> None:
+    gw = await make_gateway(limits={"body_timeout": "500ms"})
+    key = await confirmed(gw)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user_id":'.encode()
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # the bound (0.5 s), with margin
+    writer.close()
+    assert status_of(answer) == 408, answer[:80]
+    assert b'"error":"request_timeout"' in answer.replace(b" ", b"")
+    assert b'"token"' not in answer
+
+
+@pytest.mark.parametrize("path", ISSUING)
+async def test_a_client_hanging_up_mid_body_is_a_400_not_a_500(
+    make_gateway: GatewayFactory, log_lines: io.StringIO, path: str
+) -> None:
+    """The client's fault: its access line says 400 ``invalid_request``, and no error with a
+    traceback is logged (a key holder could otherwise fill the 5xx alerts at will)."""
+    gw = await make_gateway()
+    key = await confirmed(gw)
+    _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user_id":'.encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the handler is waiting for the rest of the body
+    writer.close()
+    access = await _access_line(log_lines, path)
+    assert (access["status"], access["error"]) == (400, "invalid_request")
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert not [line for line in lines if line["level"] in ("error", "critical")], lines
+
+
+async def _access_line(log_lines: io.StringIO, path: str) -> dict[str, Any]:
+    """The access line of the last request to ``path``'s route, once it is written."""
+    route = "auth-" + path.rsplit("/", 1)[-1]
+    for _ in range(100):
+        for line in reversed(log_lines.getvalue().splitlines()):
+            entry = json.loads(line)
+            if (entry.get("msg"), entry.get("route")) == ("access", route) and entry[
+                "status"
+            ] != 200:
+                return dict(entry)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no access line for {route}: {log_lines.getvalue()[-2000:]}")
