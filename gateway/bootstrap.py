@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ConfigError
-from gateway.config.loader import PLACEHOLDER, read_yaml
+from gateway.config.loader import read_yaml
+from gateway.config.placeholders import PLACEHOLDER, check_written
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -141,6 +142,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     config = Path(args.config)
     document = read_yaml(config, "") or {}
+    # A broken placeholder would name a file or a variable that is not the one meant.
+    check_written(document)
     if not isinstance(document, dict):
         raise ConfigError("", f"{config} must be a mapping")
     base = config.parent

@@ -113,9 +113,11 @@ async def read_at_most(
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
-        reading = stream.read(limit + 1 - size)
-        # SECURITY: a sender that stalls mid-body is given up on; it cannot hold the reader.
-        chunk = await (reading if stall is None else asyncio.wait_for(reading, stall))
+        if stall is None:
+            chunk = await stream.read(limit + 1 - size)
+        else:
+            # SECURITY: a sender that stalls mid-body is given up on; it cannot hold the reader.
+            chunk = await asyncio.wait_for(stream.read(limit + 1 - size), stall)
         if not chunk:
             break
         chunks.append(chunk)

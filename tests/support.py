@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -870,3 +870,27 @@ def base_url(server: Any) -> str:
     """The root URL of a test server (aiohttp's ``TestServer``), without a trailing slash: what
     a config's ``upstreams.*.url`` or ``jwks_url`` base takes."""
     return str(server.make_url("")).rstrip("/")
+
+
+@contextlib.asynccontextmanager
+async def served_as_in_production(settings: Any) -> AsyncIterator[tuple[int, Any]]:
+    """The gateway app served by gateway.protocol.GatewayRunner, as gateway/server.py does
+    (aiohttp's TestServer turns handler_cancellation on; production leaves it off)."""
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.protocol import GatewayRunner
+    from gateway.runtime import Current, build_runtime, close_resources
+    from gateway.stores.memory import MemoryStore
+
+    current = Current(build_runtime(settings, store=MemoryStore()))
+    runner = GatewayRunner(create_app(current), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        yield port, current
+    finally:
+        await runner.cleanup()
+        await close_resources(current)

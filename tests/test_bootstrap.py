@@ -90,6 +90,23 @@ def test_init_names_an_unreadable_config(
     assert "cannot read" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("written", ["file: ${KEYDIR/signing.pem", "token: ${GATEWAY_ADMIN_TOKEN"])
+def test_init_refuses_a_broken_placeholder_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], written: str
+) -> None:
+    field, value = written.split(": ", 1)
+    section = (
+        f"tokens:\n  signing_keys:\n    - {{kid: k1, algorithm: RS256, file: '{value}'}}\n"
+        if field == "file"
+        else f"admin:\n  token: '{value}'\n"
+    )
+    config = tmp_path / "gateway.yaml"
+    config.write_text(section + "upstreams: {live: {url: 'http://127.0.0.1:1'}}\n")
+    assert main(["init", "--config", str(config)]) == 2
+    assert "is not a placeholder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gateway.yaml"]
+
+
 def test_a_missing_variable_points_at_init(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

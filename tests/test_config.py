@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import ConfigError, Node
-from gateway.config.loader import expand_env, read_yaml
+from gateway.config.loader import read_yaml
+from gateway.config.placeholders import expand_env
 from gateway.settings import load_settings, parse_settings
 from tests.support import gateway_command
 
@@ -215,6 +216,29 @@ def test_a_broken_placeholder_is_an_error_not_a_literal_secret(
         parse(with_(admin={"token": written.ljust(20, "x")}))
 
 
+@pytest.mark.parametrize(
+    ("written", "env"),
+    [
+        ("$${GW_EMPTY}{GW_X}", {"GW_EMPTY": ""}),
+        ("${GW_MISSING:-$}{GW_X}", {}),
+        ("${GW_DOLLAR}{GW_X}", {"GW_DOLLAR": "$"}),
+    ],
+)
+def test_a_placeholder_put_together_by_expansion_is_refused(
+    monkeypatch: pytest.MonkeyPatch, written: str, env: dict[str, str]
+) -> None:
+    monkeypatch.delenv("GW_MISSING", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=r"^admin.token: expands to a `\$\{` that is not a"):
+        parse(with_(admin={"token": written.ljust(24, "x")}))
+
+
+def test_a_placeholder_in_a_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^upstreams.\$\{LIVE\}: a key is not expanded"):
+        parse(with_(upstreams={"${LIVE}": {"url": "http://127.0.0.1:1"}}))
+
+
 def test_a_value_from_the_environment_is_not_expanded_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -313,6 +337,8 @@ def test_redis_store_requires_a_master_key(tmp_path: Path) -> None:
         ("a: 1\na: 2\n", "a"),
         ("store:\n  url: memory\n  url: redis://x\n", "url"),
         ("routes:\n  - {id: x, id: y}\n", "id"),
+        ("admin:\n  <<: {token: aaaa, token: bbbb}\n", "token"),  # inside what a merge brings
+        ("a: &a {x: 1}\nb: &b {y: 1}\nc:\n  <<: *a\n  <<: *b\n", "<<"),
         ("base: &b {a: 1}\nother:\n  <<: *b\n  a: 2\n", None),  # a merge key is not a twice
     ],
 )

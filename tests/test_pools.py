@@ -33,6 +33,22 @@ def stream_of(*pieces: bytes) -> aiohttp.StreamReader:
     return stream
 
 
+async def test_a_stalled_body_raises_timeout_error_after_stall_seconds() -> None:
+    loop = asyncio.get_running_loop()
+    stream = aiohttp.StreamReader(mock.Mock(spec=BaseProtocol), 2**16, loop=loop)
+    stream.feed_data(b'{"user_id":')  # and then nothing more
+    reading = asyncio.ensure_future(read_at_most(stream, 1024, stall=0.2))
+    done, _ = await asyncio.wait([reading], timeout=5)  # the bound (0.2 s), with margin
+    assert done, "still reading a stalled body"
+    assert isinstance(reading.exception(), TimeoutError)
+
+
+async def test_segments_each_within_the_stall_are_read_whole() -> None:
+    body = b"x" * 3000
+    pieces = [body[i : i + 500] for i in range(0, len(body), 500)]  # 10 ms apart
+    assert await read_at_most(stream_of(*pieces), 64 * 1024, stall=1.0) == body
+
+
 async def test_a_body_in_many_segments_is_read_whole() -> None:
     body = b'{"keys": [' + b'{"kid": "k"},' * 200 + b"{}]}"
     pieces = [body[i : i + 500] for i in range(0, len(body), 500)]

@@ -1,20 +1,14 @@
 """From a file to validated settings: read the YAML, expand ``${ENV}``, validate, name the field.
 
-``${ENV}`` and ``${ENV:-default}`` placeholders are expanded in every string value before
-validation (for secrets): as in a shell, ``${ENV:-default}`` gives the default when the variable
-is unset or empty, and a placeholder without a default whose variable is unset is an error
-naming the field. Any other ``${`` is an error too (a placeholder missing its ``}``, a name
-with a ``-``, a placeholder inside a default): left as it stands, it would become a literal
-value, and for a secret a literal that anyone reading the file knows. A value read from the
-environment is never expanded again. Mapping keys appear once: a key written twice in one
-mapping is an error naming it (YAML would keep the last silently). Validation gets the config
-file's directory, so relative file paths are relative to the config file.
+The YAML is read with PyYAML's safe loader, refusing a key written twice in one mapping (YAML
+would keep the last silently), also inside the mappings a merge key (``<<``) brings in.
+``${ENV}`` placeholders are expanded in every string value before validation
+(:mod:`gateway.config.placeholders`). Validation gets the config file's directory, so relative
+file paths are relative to the config file.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,24 +20,41 @@ from pydantic_core import PydanticCustomError
 
 from gateway.config.base import parse_duration
 from gateway.config.errors import ConfigError, config_error
+from gateway.config.placeholders import expand_env
 
 T = TypeVar("T")
-
-# ``${NAME}`` or ``${NAME:-default}``: expanded here, and what `gateway init` looks for.
-PLACEHOLDER: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_OPENING: Final = "${"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key written twice in one mapping."""
 
 
+_MERGE: Final = "tag:yaml.org,2002:merge"
+
+
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[object, object]:
     """The mapping, once no key is written twice in it (a merge key's ``<<`` entries may be
     overridden by the mapping's own, as YAML means them to be)."""
+    _unique_keys(loader, node)
+    return loader.construct_mapping(node)
+
+
+def _unique_keys(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> None:
+    """No key twice in ``node``, nor in a mapping it merges (which PyYAML flattens without
+    constructing it on its own); one ``<<`` at most."""
     seen: set[object] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
+    merges = 0
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE:
+            merges += 1
+            if merges > 1:
+                raise _DuplicateKey("<<", key_node.start_mark)
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
+            for source in sources:
+                if isinstance(source, yaml.MappingNode):
+                    _unique_keys(loader, source)
             continue
         key = loader.construct_object(key_node)
         try:
@@ -55,7 +66,6 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[ob
             # last); which one an operator reviewed is not known, so neither is taken.
             raise _DuplicateKey(key, key_node.start_mark)
         seen.add(key)
-    return loader.construct_mapping(node)
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -88,59 +98,6 @@ def read_yaml(path: Path, field_path: str) -> object:
             ) from None
         raise ConfigError(field_path, f"{path} is not valid YAML{where}") from None
     return document
-
-
-def expand_env(value: object, path: str = "") -> object:
-    """The document with ``${ENV}`` / ``${ENV:-default}`` expanded in every string value."""
-    if isinstance(value, str):
-        return _substitute(value, path)
-    if isinstance(value, dict):
-        return {
-            key: expand_env(item, f"{path}.{key}" if path else str(key))
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [expand_env(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    return value
-
-
-def _substitute(value: str, path: str) -> str:
-    if _OPENING not in value:
-        return value
-    _check_placeholders(value, path)
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        found = os.environ.get(name)
-        if default is not None and not found:
-            return default  # unset or empty, as a shell's ${NAME:-default}
-        if found is None:
-            raise ConfigError(
-                path,
-                f"environment variable {name} is not set (`gateway init` writes an "
-                "environment file with every variable the config uses; load it first)",
-            )
-        return found
-
-    return PLACEHOLDER.sub(replace, value)
-
-
-def _check_placeholders(value: str, path: str) -> None:
-    """Every ``${`` in ``value`` opens a whole placeholder, and no default holds another."""
-    spans = {match.start(): match for match in PLACEHOLDER.finditer(value)}
-    at = value.find(_OPENING)
-    while at != -1:
-        match = spans.get(at)
-        # SECURITY: a ``${`` that is not a whole placeholder would stay in the value as
-        # written: a secret field would hold a literal that anyone reading the file knows.
-        if match is None or _OPENING in (match.group(2) or ""):
-            raise ConfigError(
-                path,
-                "has a `${` that is not a placeholder: write ${NAME} or ${NAME:-default} "
-                "(NAME: letters, digits and _, not starting with a digit; a default holds no "
-                "`}` and no other placeholder)",
-            )
-        at = value.find(_OPENING, match.end())
 
 
 def validate(

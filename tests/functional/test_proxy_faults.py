@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import make_settings
+from tests.support import served_as_in_production
 
 WRITE_POLICY = {
     "routes": [{"id": "w", "methods": ["POST"], "paths": ["/v1/users"], "allow": ["api_key"]}]
@@ -63,30 +63,6 @@ class RawUpstream:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         self.closed_at = time.monotonic()
-
-
-@contextlib.asynccontextmanager
-async def served_as_in_production(settings: Any) -> AsyncIterator[tuple[int, Any]]:
-    """The gateway app served by gateway.protocol.GatewayRunner, as gateway/server.py does
-    (aiohttp's TestServer turns handler_cancellation on; production leaves it off)."""
-    from aiohttp import web
-
-    from gateway.app import create_app
-    from gateway.protocol import GatewayRunner
-    from gateway.runtime import Current, build_runtime, close_resources
-    from gateway.stores.memory import MemoryStore
-
-    current = Current(build_runtime(settings, store=MemoryStore()))
-    runner = GatewayRunner(create_app(current), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        yield port, current
-    finally:
-        await runner.cleanup()
-        await close_resources(current)
 
 
 async def test_gateway_client_gone_mid_upload_frees_the_upstream_connection_at_once() -> None:

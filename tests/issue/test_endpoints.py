@@ -1,5 +1,7 @@
 """The issuing endpoints read a token request's body as the proxy reads one: 413 over their
-limit, 408 for a client that stalls mid-body, 400 (never a 500) for one that hangs up."""
+limit, 408 for a client that stalls mid-body, 400 (never a 500) for one that hangs up or frames
+its body wrongly. The framing cases run on the gateway served as in production (aiohttp's test
+server cancels a handler whose client went away, which production does not)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Gateway, GatewayFactory
-from tests.support import status_of
+from tests.conftest import Gateway, GatewayFactory, make_settings
+from tests.support import served_as_in_production, status_of
 
 ISSUING = ("/v1/auth/user-token", "/v1/auth/mobile-token")
 MAX_BODY = 64 * 1024
@@ -130,3 +132,58 @@ async def _access_line(log_lines: io.StringIO, path: str) -> dict[str, Any]:
                 return dict(entry)
         await asyncio.sleep(0.05)
     raise AssertionError(f"no access line for {route}: {log_lines.getvalue()[-2000:]}")
+
+
+async def test_a_content_length_over_the_limit_is_413_before_any_body(
+    make_gateway: GatewayFactory,
+) -> None:
+    """Refused on the header: the gateway does not wait for a body it will not take."""
+    gw = await make_gateway(limits={"body_timeout": "30s"})
+    key = await confirmed(gw)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(
+        f"POST /v1/auth/mobile-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # not after 30 s
+    writer.close()
+    assert status_of(head) == 413, head
+
+
+@pytest.mark.parametrize(
+    ("body", "then", "reason"),
+    [
+        # The head and a first chunk, then (the handler reading) a chunk size that is not hex.
+        (b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"use\r\n', b"zz\r\n", "malformed_body"),
+        (b'Content-Length: 100\r\n\r\n{"user_id":', None, None),  # then the client hangs up
+    ],
+    ids=["bad-chunk-size", "hang-up"],
+)
+async def test_a_broken_body_is_a_400_as_served_in_production(
+    upstream: Any, log_lines: io.StringIO, body: bytes, then: bytes | None, reason: str | None
+) -> None:
+    url = f"http://127.0.0.1:{upstream[1].port}"
+    async with served_as_in_production(make_settings(url, url)) as (port, current):
+        key, _ = await current.runtime.keys.create("acc_1", "live")
+        current.runtime.membership.cache.put(("acc_1", "live", "usr_a"), True, 1e12)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"POST /v1/auth/mobile-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the handler is reading the body
+        if then is None:
+            writer.close()
+        else:
+            writer.write(then)
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert status_of(answer) == 400, answer[:200]
+            assert f'"reason":"{reason}"'.encode() in answer.replace(b" ", b"")
+        access = await _access_line(log_lines, "/v1/auth/mobile-token")
+        assert (access["status"], access["error"]) == (400, "invalid_request")
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert not [line for line in lines if line["level"] in ("error", "critical")], lines
