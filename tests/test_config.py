@@ -222,6 +222,7 @@ def test_a_broken_placeholder_is_an_error_not_a_literal_secret(
         ("$${GW_EMPTY}{GW_X}", {"GW_EMPTY": ""}),
         ("${GW_MISSING:-$}{GW_X}", {}),
         ("${GW_DOLLAR}{GW_X}", {"GW_DOLLAR": "$"}),
+        ("$${GW_BRACE}", {"GW_BRACE": "{GW_X}"}),
     ],
 )
 def test_a_placeholder_put_together_by_expansion_is_refused(
@@ -239,13 +240,16 @@ def test_a_placeholder_in_a_key_is_refused() -> None:
         parse(with_(upstreams={"${LIVE}": {"url": "http://127.0.0.1:1"}}))
 
 
+@pytest.mark.parametrize(
+    "value", ["a-token-with-${GW_OTHER}-in-it", "${GW_OTHER}-first-in-a-token", "a-token-ending-${"]
+)
 def test_a_value_from_the_environment_is_not_expanded_again(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    monkeypatch.setenv("GW_ADMIN_TOKEN", "a-token-with-${GW_OTHER}-in-it")
+    monkeypatch.setenv("GW_ADMIN_TOKEN", value)
     monkeypatch.setenv("GW_OTHER", "other")
     settings = parse(with_(admin={"token": "${GW_ADMIN_TOKEN}"}))
-    assert settings.admin_token == "a-token-with-${GW_OTHER}-in-it"
+    assert settings.admin_token == value
 
 
 @given(st.text(alphabet="${}:-_AZaz09 ", max_size=30))
