@@ -10,7 +10,6 @@ and a runtime that never served a request opens and leaves behind no connection.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 import aiohttp
@@ -101,25 +100,3 @@ class HelperPool:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
-
-
-async def read_at_most(
-    stream: aiohttp.StreamReader, limit: int, stall: float | None = None
-) -> bytes:
-    """The whole body of ``stream``, or its first ``limit + 1`` bytes when it is longer (the
-    caller refuses it then). ``StreamReader.read(n)`` returns what one segment brought, so a body
-    split across TCP segments would be cut short: this reads until the end or past the limit.
-    ``stall``: seconds any one read may wait before ``TimeoutError``."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        if stall is None:
-            chunk = await stream.read(limit + 1 - size)
-        else:
-            # SECURITY: a sender that stalls mid-body is given up on; it cannot hold the reader.
-            chunk = await asyncio.wait_for(stream.read(limit + 1 - size), stall)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)

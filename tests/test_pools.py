@@ -1,62 +1,13 @@
-"""gateway.pools: bounded reads of a whole body, and retired pools that stay retired."""
+"""gateway.pools: retired pools that stay retired."""
 
 from __future__ import annotations
 
-import asyncio
-from unittest import mock
-
-import aiohttp
 import pytest
-from aiohttp.base_protocol import BaseProtocol
 from yarl import URL
 
 from gateway.config import Upstream
 from gateway.errors import ServiceUnavailable
-from gateway.pools import UpstreamPools, read_at_most
-
-
-def stream_of(*pieces: bytes) -> aiohttp.StreamReader:
-    """A real aiohttp StreamReader fed in pieces, as TCP segments arrive (the protocol is the
-    only stand-in: it only counts flow control)."""
-    loop = asyncio.get_running_loop()
-    stream = aiohttp.StreamReader(mock.Mock(spec=BaseProtocol), 2**16, loop=loop)
-
-    def feed() -> None:
-        if pieces_left:
-            stream.feed_data(pieces_left.pop(0))
-            loop.call_later(0.01, feed)
-        else:
-            stream.feed_eof()
-
-    pieces_left = list(pieces)
-    loop.call_soon(feed)
-    return stream
-
-
-async def test_a_stalled_body_raises_timeout_error_after_stall_seconds() -> None:
-    loop = asyncio.get_running_loop()
-    stream = aiohttp.StreamReader(mock.Mock(spec=BaseProtocol), 2**16, loop=loop)
-    stream.feed_data(b'{"user_id":')  # and then nothing more
-    reading = asyncio.ensure_future(read_at_most(stream, 1024, stall=0.2))
-    done, _ = await asyncio.wait([reading], timeout=5)  # the bound (0.2 s), with margin
-    assert done, "still reading a stalled body"
-    assert isinstance(reading.exception(), TimeoutError)
-
-
-async def test_segments_each_within_the_stall_are_read_whole() -> None:
-    body = b"x" * 3000
-    pieces = [body[i : i + 500] for i in range(0, len(body), 500)]  # 10 ms apart
-    assert await read_at_most(stream_of(*pieces), 64 * 1024, stall=1.0) == body
-
-
-async def test_a_body_in_many_segments_is_read_whole() -> None:
-    body = b'{"keys": [' + b'{"kid": "k"},' * 200 + b"{}]}"
-    pieces = [body[i : i + 500] for i in range(0, len(body), 500)]
-    assert await read_at_most(stream_of(*pieces), 64 * 1024) == body
-
-
-async def test_a_body_past_the_limit_is_cut_just_past_it() -> None:
-    assert len(await read_at_most(stream_of(b"x" * 700, b"y" * 700), 1000)) == 1001
+from gateway.pools import UpstreamPools
 
 
 async def test_a_retired_pool_opens_no_new_client() -> None:

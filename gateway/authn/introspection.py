@@ -33,6 +33,7 @@ import orjson
 from pydantic import Field, PlainValidator, WithJsonSchema
 
 from gateway.authn.base import Dependencies, Kind, KindSection, never
+from gateway.bodies import read_at_most
 from gateway.clock import Clock
 from gateway.config.base import Duration, HttpUrl, Int, Label, Section
 from gateway.config.errors import problem
@@ -41,7 +42,7 @@ from gateway.credentials import Credential
 from gateway.errors import InvalidToken, ServiceUnavailable, TokenExpired
 from gateway.identifiers import is_identifier
 from gateway.observe import logs
-from gateway.pools import HelperPool, read_at_most
+from gateway.pools import HelperPool
 from gateway.principal import CredentialKind, Principal
 from gateway.ttlcache import TTLCache, token_key
 

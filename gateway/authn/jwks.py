@@ -24,10 +24,11 @@ import aiohttp
 import jwt
 from yarl import URL
 
+from gateway.bodies import read_at_most
 from gateway.clock import Clock
 from gateway.errors import InvalidToken, ServiceUnavailable
 from gateway.observe import logs
-from gateway.pools import HelperPool, read_at_most
+from gateway.pools import HelperPool
 
 MAX_JWKS_BYTES = 256 * 1024
 UNKNOWN_KID_INTERVAL = 10.0

@@ -14,15 +14,13 @@ from contextlib import contextmanager
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
+from gateway.bodies import CLIENT_BODY_FAILURES, client_body_error
 from gateway.config import Settings, Upstream
 from gateway.errors import (
     GatewayError,
-    InvalidRequest,
     PayloadTooLarge,
-    RequestTimeout,
     ServiceUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -177,28 +175,10 @@ class Forwarder:
                 # SECURITY: a client that stalls mid-body is cut off; it cannot hold an
                 # upstream connection open indefinitely.
                 chunk = await asyncio.wait_for(request.content.read(CHUNK), timeout)
-            except TimeoutError:
-                raise _BodyError(RequestTimeout(headers={"Connection": "close"})) from None
-            except ConnectionError:
-                # The client went away mid-body: the exchange ends now (nobody is left to
-                # answer), instead of holding the upstream connection until its read timeout.
-                raise _BodyError(
-                    InvalidRequest(
-                        "The request body ended early.",
-                        details={"reason": "body_incomplete"},
-                        headers={"Connection": "close"},
-                    )
-                ) from None
-            except (web.RequestPayloadError, HttpProcessingError):
-                # The body's framing broke mid-stream (a bad chunk size): the client's fault
-                # (aiohttp's C parser reports the first, its Python parser the second).
-                raise _BodyError(
-                    InvalidRequest(
-                        "The request body's framing is malformed.",
-                        details={"reason": "malformed_body"},
-                        headers={"Connection": "close"},
-                    )
-                ) from None
+            except CLIENT_BODY_FAILURES as failure:
+                # Given up (a stall), gone (a hang-up: the exchange ends now instead of holding
+                # the upstream connection until its read timeout) or misframed: the client's.
+                raise _BodyError(client_body_error(failure)) from None
             if not chunk:
                 return
             seen += len(chunk)

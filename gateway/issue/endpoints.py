@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from gateway.authn import api_key
 from gateway.authn.mobile_token import KIND as MOBILE_TOKEN
+from gateway.bodies import CLIENT_BODY_FAILURES, client_body_error, read_at_most
 from gateway.clock import rfc3339
 from gateway.config import Limits
 from gateway.errors import (
@@ -22,13 +22,11 @@ from gateway.errors import (
     InsufficientScope,
     InvalidRequest,
     PayloadTooLarge,
-    RequestTimeout,
 )
 from gateway.identifiers import is_identifier
 from gateway.issue.gateway_tokens import SDK, USER
 from gateway.issue.mobile import SCOPES
 from gateway.pipeline import Endpoint
-from gateway.pools import read_at_most
 from gateway.principal import Principal
 from gateway.runtime import Runtime
 
@@ -55,20 +53,8 @@ async def _body(request: web.Request, limits: Limits) -> dict[str, Any]:
     timeout = None if content.is_eof() else limits.body_timeout
     try:
         raw = await read_at_most(content, limit, timeout)
-    except TimeoutError:
-        raise RequestTimeout(headers={"Connection": "close"}) from None
-    except ConnectionError:
-        raise InvalidRequest(
-            "The request body ended early.",
-            details={"reason": "body_incomplete"},
-            headers={"Connection": "close"},
-        ) from None
-    except (web.RequestPayloadError, HttpProcessingError):
-        raise InvalidRequest(
-            "The request body's framing is malformed.",
-            details={"reason": "malformed_body"},
-            headers={"Connection": "close"},
-        ) from None
+    except CLIENT_BODY_FAILURES as failure:
+        raise client_body_error(failure) from None
     if len(raw) > limit:
         raise PayloadTooLarge(details={"limit": limit})
     try:

@@ -1,0 +1,71 @@
+"""Reading a body a peer sends: bounded in size and in stall, and a broken one answered by rule.
+
+Two readers of a client's request body share these rules: the proxy, which streams the body to
+the upstream (:mod:`gateway.forward.proxy`), and the token endpoints, which read a small JSON
+body whole (:mod:`gateway.issue.endpoints`). A client that stalls, hangs up or misframes its body
+gets the same answer from both (:func:`client_body_error`), never a 500.
+:func:`read_at_most` also reads the gateway's own helper answers (JWKS, introspection), bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from gateway.errors import GatewayError, InvalidRequest, RequestTimeout
+
+#: What reading a client's body can raise that is the client's doing (caught by each reader and
+#: given to :func:`client_body_error`): a stall past the reader's timeout, a hang-up, or framing
+#: that broke mid-stream (a bad chunk size; aiohttp's C parser raises the first of the last two,
+#: its Python parser the second).
+CLIENT_BODY_FAILURES = (
+    TimeoutError,
+    ConnectionError,
+    web.RequestPayloadError,
+    HttpProcessingError,
+)
+
+
+def client_body_error(failure: BaseException) -> GatewayError:
+    """The answer to a client whose body failed with ``failure`` (one of
+    :data:`CLIENT_BODY_FAILURES`): 408 for a stall, 400 ``body_incomplete`` for a hang-up, 400
+    ``malformed_body`` for broken framing. Each closes the connection: what is left of the body
+    on it cannot be trusted to frame the next request."""
+    if isinstance(failure, TimeoutError):
+        return RequestTimeout(headers={"Connection": "close"})
+    if isinstance(failure, ConnectionError):
+        return InvalidRequest(
+            "The request body ended early.",
+            details={"reason": "body_incomplete"},
+            headers={"Connection": "close"},
+        )
+    return InvalidRequest(
+        "The request body's framing is malformed.",
+        details={"reason": "malformed_body"},
+        headers={"Connection": "close"},
+    )
+
+
+async def read_at_most(
+    stream: aiohttp.StreamReader, limit: int, stall: float | None = None
+) -> bytes:
+    """The whole body of ``stream``, or its first ``limit + 1`` bytes when it is longer (the
+    caller refuses it then). ``StreamReader.read(n)`` returns what one segment brought, so a body
+    split across TCP segments would be cut short: this reads until the end or past the limit.
+    ``stall``: seconds any one read may wait before ``TimeoutError``."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        if stall is None:
+            chunk = await stream.read(limit + 1 - size)
+        else:
+            # SECURITY: a sender that stalls mid-body is given up on; it cannot hold the reader.
+            chunk = await asyncio.wait_for(stream.read(limit + 1 - size), stall)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
