@@ -38,6 +38,22 @@ async def confirmed(gw: Gateway) -> str:
     return key
 
 
+async def send_head(
+    port: int, path: str, key: str, rest: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the gateway on which a token request's head (with ``key``) and then
+    ``rest`` (more headers, the blank line and the body's start) were sent; nothing more."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n".encode() + rest
+    )
+    await writer.drain()
+    return reader, writer
+
+
+PARTIAL_JSON = b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user_id":'
+
+
 @pytest.mark.parametrize("path", ISSUING)
 async def test_a_body_over_the_limit_is_413_with_the_limit(
     make_gateway: GatewayFactory, path: str
@@ -85,12 +101,7 @@ async def test_a_client_stalling_mid_body_is_cut_off_with_408(
 ) -> None:
     gw = await make_gateway(limits={"body_timeout": "500ms"})
     key = await confirmed(gw)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-        'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user_id":'.encode()
-    )
-    await writer.drain()
+    reader, writer = await send_head(gw.port, path, key, PARTIAL_JSON)
     answer = await asyncio.wait_for(reader.read(), 5)  # the bound (0.5 s), with margin
     writer.close()
     assert status_of(answer) == 408, answer[:80]
@@ -106,12 +117,7 @@ async def test_a_client_hanging_up_mid_body_is_a_400_not_a_500(
     traceback is logged (a key holder could otherwise fill the 5xx alerts at will)."""
     gw = await make_gateway()
     key = await confirmed(gw)
-    _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-        'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user_id":'.encode()
-    )
-    await writer.drain()
+    _, writer = await send_head(gw.port, path, key, PARTIAL_JSON)
     await asyncio.sleep(0.1)  # the handler is waiting for the rest of the body
     writer.close()
     access = await _access_line(log_lines, path)
@@ -140,12 +146,9 @@ async def test_a_content_length_over_the_limit_is_413_before_any_body(
     """Refused on the header: the gateway does not wait for a body it will not take."""
     gw = await make_gateway(limits={"body_timeout": "30s"})
     key = await confirmed(gw)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(
-        f"POST /v1/auth/mobile-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode()
+    reader, writer = await send_head(
+        gw.port, "/v1/auth/mobile-token", key, f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode()
     )
-    await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # not after 30 s
     writer.close()
     assert status_of(head) == 413, head
@@ -156,7 +159,7 @@ async def test_a_content_length_over_the_limit_is_413_before_any_body(
     [
         # The head and a first chunk, then (the handler reading) a chunk size that is not hex.
         (b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"use\r\n', b"zz\r\n", "malformed_body"),
-        (b'Content-Length: 100\r\n\r\n{"user_id":', None, None),  # then the client hangs up
+        (PARTIAL_JSON, None, None),  # then the client hangs up
     ],
     ids=["bad-chunk-size", "hang-up"],
 )
@@ -167,13 +170,7 @@ async def test_a_broken_body_is_a_400_as_served_in_production(
     async with served_as_in_production(make_settings(url, url)) as (port, current):
         key, _ = await current.runtime.keys.create("acc_1", "live")
         current.runtime.membership.cache.put(("acc_1", "live", "usr_a"), True, 1e12)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            f"POST /v1/auth/mobile-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-            "Content-Type: application/json\r\n".encode()
-            + body
-        )
-        await writer.drain()
+        reader, writer = await send_head(port, "/v1/auth/mobile-token", key, body)
         await asyncio.sleep(0.1)  # the handler is reading the body
         if then is None:
             writer.close()
