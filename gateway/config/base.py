@@ -34,6 +34,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 from yarl import URL
 
+from gateway.config.durations import Seconds
 from gateway.config.errors import problem, type_name
 
 # The HTTP methods a route rule or a CORS policy may name.
@@ -145,13 +146,14 @@ _UNIT: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, Non
 
 
 def parse_duration(value: object) -> float:
-    """Seconds, from a number or a string such as ``500ms``, ``30s``, ``5m``, ``24h``, ``90d``."""
+    """Seconds, from a number or a string such as ``500ms``, ``30s``, ``5m``, ``24h``, ``90d``
+    (a :class:`~gateway.config.durations.Seconds`, so that a bound's error shows units)."""
     if isinstance(value, bool):
         raise problem("must be a duration such as 30s, 5m, 24h")
     if isinstance(value, int | float):
-        return float(value)
+        return Seconds(value)
     if isinstance(value, str) and (match := _DURATION.match(value)):
-        return float(match.group(1)) * _UNIT[match.group(2)]
+        return Seconds(float(match.group(1)) * _UNIT[match.group(2)])
     raise problem(f"must be a duration such as 30s, 5m, 24h, got {value!r}")
 
 

@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from gateway.config.base import Label, OneOf, Section, ValidatedAs
+from gateway.config.durations import format_duration
 from gateway.config.settings import Settings
 
 START: Final = "<!-- fields:start -->"
@@ -235,13 +236,3 @@ def _value(value: object, *, duration: bool = False) -> str:
     if isinstance(value, str):
         return f"`{value}`" if value else '`""`'
     return f"`{value}`"
-
-
-def format_duration(seconds: float) -> str:
-    """``7776000`` → ``90d``, ``0.5`` → ``500ms``: the largest unit that divides evenly."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    if seconds == 0:
-        return "0s"
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"

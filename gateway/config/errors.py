@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from gateway.config.durations import Seconds, format_duration
+
 
 class ConfigError(ValueError):
     """A bad config value; ``str()`` names the field: ``upstreams.live.url: not a URL``."""
@@ -85,9 +87,14 @@ def _wording(error: ErrorDetails, ctx: dict[str, Any]) -> str:
     if kind == "too_short":
         return "must not be empty"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']:g}, got {value:g}"
+        return f"must be at least {_show(ctx['ge'], value)}, got {_show(value, value)}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']:g}, got {value:g}"
+        return f"must be at most {_show(ctx['le'], value)}, got {_show(value, value)}"
     if kind == "extra_forbidden":
         return "unknown field"
     return error["msg"]
+
+
+def _show(number: float, value: object) -> str:
+    """A bound or a value as the field is written: with a unit when ``value`` is a duration."""
+    return format_duration(number) if isinstance(value, Seconds) else f"{number:g}"

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
 from gateway.config.base import parse_duration
+from gateway.config.durations import format_duration
 from gateway.config.errors import ConfigError, config_error
 from gateway.config.placeholders import expand_env
 
@@ -134,10 +135,16 @@ class Node:
         except PydanticCustomError as exc:
             raise ConfigError(self.path, exc.message()) from None
         if minimum is not None and seconds < minimum:
-            raise ConfigError(self.path, f"must be at least {minimum:g}, got {seconds:g}")
+            raise ConfigError(
+                self.path,
+                f"must be at least {format_duration(minimum)}, got {format_duration(seconds)}",
+            )
         if maximum is not None and seconds > maximum:
-            raise ConfigError(self.path, f"must be at most {maximum:g}, got {seconds:g}")
-        return seconds
+            raise ConfigError(
+                self.path,
+                f"must be at most {format_duration(maximum)}, got {format_duration(seconds)}",
+            )
+        return float(seconds)
 
 
 def document_of(value: object) -> tuple[object, str]:

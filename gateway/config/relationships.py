@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from gateway.config.base import Duration, OneOf, Section, check_url
+from gateway.config.durations import format_duration
 from gateway.config.errors import problem
 
 # With the store provider a revocation must reach every replica within one second.
@@ -55,5 +56,8 @@ class RelationshipSettings(Section):
     @classmethod
     def _revocation_bound(cls, ttl: float, info: ValidationInfo) -> float:
         if info.data.get("provider") == "store" and ttl > STORE_POSITIVE_TTL_MAX:
-            raise problem(f"must be at most {STORE_POSITIVE_TTL_MAX:g}, got {ttl:g}")
+            raise problem(
+                f"must be at most {format_duration(STORE_POSITIVE_TTL_MAX)} with the store "
+                f"provider (the revocation bound), got {format_duration(ttl)}"
+            )
         return ttl

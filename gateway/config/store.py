@@ -13,6 +13,7 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema, model_validator
 
 from gateway.config.base import Bool, Duration, FilePath, Int, Label, Section
+from gateway.config.durations import format_duration
 from gateway.config.errors import problem, type_name
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -207,8 +208,8 @@ class StoreSettings(Section):
             raise problem("TLS with `url` needs the rediss:// scheme", "tls")
         if self.replica_ack_timeout >= self.timeout:
             raise problem(
-                f"must be less than timeout ({self.timeout:g}s): a write waits for the "
-                "replicas within one operation",
+                f"must be less than timeout ({format_duration(self.timeout)}): a write waits "
+                "for the replicas within one operation",
                 "replica_ack_timeout",
             )
         return self

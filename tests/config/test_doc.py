@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.doc import END, START, format_duration, main, replace_table, rows
+from gateway.config.doc import END, START, main, replace_table, rows
+from gateway.config.durations import format_duration
 from gateway.settings import MODEL
 
 DOC = Path(__file__).resolve().parent.parent.parent / "docs" / "configuration.md"

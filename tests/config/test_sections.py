@@ -117,10 +117,48 @@ def test_settings_built_in_code_keep_their_values() -> None:
 
 def test_node_reads_one_duration_with_bounds() -> None:
     assert Node("90m", "--ttl").duration(minimum=1, maximum=86400) == 5400
-    with pytest.raises(ConfigError, match=r"^--ttl: must be at most 86400, got 172800$"):
+    with pytest.raises(ConfigError, match=r"^--ttl: must be at most 1d, got 2d$"):
         Node("2d", "--ttl").duration(maximum=86400)
+    with pytest.raises(ConfigError, match=r"^--ttl: must be at least 1s, got 500ms$"):
+        Node("500ms", "--ttl").duration(minimum=1)
+    assert type(Node("90m", "--ttl").duration()) is float
     with pytest.raises(ConfigError, match=r"^--ttl: must be a duration"):
         Node("soon", "--ttl").duration()
+
+
+@pytest.mark.parametrize(
+    ("sections", "error"),
+    [
+        ({"limits": {"body_timeout": "2h"}}, "limits.body_timeout: must be at most 1h, got 2h"),
+        ({"limits": {"body_timeout": 7200}}, "limits.body_timeout: must be at most 1h, got 2h"),
+        (
+            {"limits": {"header_timeout": "0.5ms"}},
+            "limits.header_timeout: must be at least 100ms, got 0.5ms",
+        ),
+        (
+            {"api_keys": {"cache_ttl": "1500ms"}},
+            "api_keys.cache_ttl: must be at most 1s, got 1.5s",
+        ),
+        (
+            {"relationships": {"provider": "store", "positive_ttl": "5s"}},
+            "relationships.positive_ttl: must be at most 1s with the store provider (the "
+            "revocation bound), got 5s",
+        ),
+        # Not a duration: a plain number, shown as one.
+        ({"limits": {"max_body_bytes": -1}}, "limits.max_body_bytes: must be at least 0, got -1"),
+    ],
+)
+def test_a_duration_out_of_bounds_is_named_with_units(sections: Any, error: str) -> None:
+    """The operator wrote ``2h`` or ``1500ms``; the error shows units, not 7200 or 1.5."""
+    with pytest.raises(ConfigError) as caught:
+        parse(**sections)
+    assert str(caught.value) == error
+
+
+def test_durations_are_plain_seconds_once_parsed() -> None:
+    settings = parse(limits={"body_timeout": "90s"}, api_keys={"cache_ttl": "500ms"})
+    assert settings.limits.body_timeout == 90.0 and type(settings.limits.body_timeout) is float
+    assert type(settings.api_keys.cache_ttl) is float
 
 
 @pytest.mark.parametrize("field", ["issuer", "audience"])
