@@ -219,7 +219,11 @@ def decision_rounds(
         listeners = []  # new processes every round, as for the other rows
         for label, code in trees:
             port = free_port()
-            decision = {"enabled": True, "listen": {"host": "127.0.0.1", "port": port}}
+            decision = {
+                "enabled": True,
+                "proxy": "envoy",  # asked as /decisions{SCORES}
+                "listen": {"host": "127.0.0.1", "port": port},
+            }
             name = f"gw-{label}{round_}"
             python = compare_python if label == "before" else None
             server, admin = start_gateway(

@@ -201,7 +201,7 @@ class _Queue:
 async def setup(tmp: Path, stream: Any) -> tuple[Any, Transport, list[bytes], HeldLines]:
     """The gateway, one connection of its decision listener on a fake transport, the warmed
     requests, and the writer thread's part (formatting what the rounds logged)."""
-    decision = {"enabled": True, "listen": {"host": "127.0.0.1", "port": 0}}
+    decision = {"enabled": True, "proxy": "nginx", "listen": {"host": "127.0.0.1", "port": 0}}
     path, _, _ = gateway_config(
         tmp, "gw", 1, 1, {"decision": decision, "store": {"url": "memory"}}, "rs1"
     )

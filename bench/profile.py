@@ -124,6 +124,7 @@ def main() -> None:
                 decision_port = free_port()
                 decision = {
                     "enabled": True,
+                    "proxy": "envoy",  # asked as /decisions{PATH}
                     "listen": {"host": "127.0.0.1", "port": decision_port},
                 }
                 server, admin = start_gateway(

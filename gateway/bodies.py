@@ -3,7 +3,9 @@
 Two readers of a client's request body share these rules: the proxy, which streams the body to
 the upstream (:mod:`gateway.forward.proxy`), and the token endpoints, which read a small JSON
 body whole (:mod:`gateway.issue.endpoints`). A client that stalls, hangs up or misframes its body
-gets the same answer from both (:func:`client_body_error`), never a 500.
+gets the same answer from both (:func:`client_body_error`), never a 500; and both answer
+``Expect: 100-continue`` just before they first read (:func:`expect_continue`), so a client is
+asked for its body only once its request has been authenticated and authorized.
 :func:`read_at_most` also reads the gateway's own helper answers (JWKS, introspection), bounded.
 """
 
@@ -27,6 +29,17 @@ CLIENT_BODY_FAILURES = (
     web.RequestPayloadError,
     HttpProcessingError,
 )
+
+
+async def expect_continue(request: web.Request) -> None:
+    """``Expect: 100-continue`` answered with ``100 Continue`` (HTTP/1.1 and later), by the
+    reader of the body just before it reads: never before the pipeline admitted the request, so a
+    refused one (401, 403, 413 on its Content-Length) is answered without inviting its body.
+    Any other expectation is ignored (RFC 9110 §10.1.1 lets a server do so) rather than
+    answered by aiohttp's plain-text 417, which echoed the header and bypassed the pipeline."""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
 
 
 def client_body_error(failure: BaseException) -> GatewayError:

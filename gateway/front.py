@@ -13,8 +13,8 @@ for none of aiohttp's dispatch (docs/performance.md): :class:`gateway.protocol.G
 hands every request of the public listener straight to it (``FRONT``), and the app's one
 catch-all route points at it too (test clients, and an app given middlewares of its own, as
 the demo's). Paths are matched as aiohttp's router matched them (the decoded path), so nothing
-moved from one route to another; ``Expect: 100-continue`` is answered here, as aiohttp's
-router did.
+moved from one route to another. ``Expect: 100-continue`` is answered by whoever first reads
+the body (:func:`gateway.bodies.expect_continue`), once the request has been admitted.
 """
 
 from __future__ import annotations
@@ -87,8 +87,6 @@ def front_handler(
             try:
                 if header_bytes(request.raw_headers) > settings.limits.max_header_bytes:
                     raise HeadersTooLarge(details={"limit": settings.limits.max_header_bytes})
-                if "Expect" in headers:
-                    await expect_continue(request)
                 response = await route(request)(request, runtime, exchange)
             except GatewayError as error:
                 response = _render(error, exchange, header)
@@ -156,17 +154,9 @@ def _new_ids_after_fork() -> None:
 os.register_at_fork(after_in_child=_new_ids_after_fork)
 
 
-async def expect_continue(request: web.Request) -> None:
-    """``Expect: 100-continue`` is answered as aiohttp does; any other expectation is ignored
-    (RFC 9110 §10.1.1 lets a server do so) rather than answered by aiohttp's plain-text 417,
-    which echoed the header and bypassed the pipeline, its JSON errors and its access line."""
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
-
-
 async def no_expectation(request: web.Request) -> None:
-    """The router's expect handler: :func:`expect_continue` runs in the front handler."""
+    """The router's expect handler: nothing, as on the served path; the body's first reader
+    answers ``Expect: 100-continue`` (:func:`gateway.bodies.expect_continue`)."""
 
 
 def _render(error: GatewayError, exchange: Exchange, header: str) -> web.Response:

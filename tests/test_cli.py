@@ -129,7 +129,13 @@ def serve(config: Path) -> subprocess.CompletedProcess[str]:
 
 def _listener_on(listener: str, port: int) -> dict[str, Any]:
     if listener == "decision.listen":
-        return {"decision": {"enabled": True, "listen": {"host": "127.0.0.1", "port": port}}}
+        return {
+            "decision": {
+                "enabled": True,
+                "proxy": "nginx",
+                "listen": {"host": "127.0.0.1", "port": port},
+            }
+        }
     return {listener: {"host": "127.0.0.1", "port": port}}
 
 

@@ -32,7 +32,9 @@ async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]) -> 
     url = base_url(upstream[1])
     limits = {"header_timeout": "300ms", "body_timeout": "300ms", "max_body_bytes": 1000}
     return await make_gateway(
-        settings=make_settings(url, url, decision={"enabled": True}, limits=limits)
+        settings=make_settings(
+            url, url, decision={"enabled": True, "proxy": "nginx"}, limits=limits
+        )
     )
 
 
@@ -50,7 +52,9 @@ async def own_listener(
 ) -> AsyncIterator[tuple[Gateway, DecisionServer]]:
     """A gateway with decision mode and ``extra`` settings, and a decision listener for it."""
     url = base_url(upstream[1])
-    gw = await make_gateway(settings=make_settings(url, decision={"enabled": True}, **extra))
+    gw = await make_gateway(
+        settings=make_settings(url, decision={"enabled": True, "proxy": "nginx"}, **extra)
+    )
     server = DecisionServer(gw.current, gw.runtime.settings)
     await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
     try:
@@ -266,7 +270,8 @@ async def test_head_gets_the_headers_of_the_answer_without_its_body(
 ) -> None:
     raw = await raw_http(
         listener.port,
-        b"HEAD /decisions/v1/users/usr_a/scores HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        b"HEAD /decisions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+        b"X-Original-Method: GET\r\nX-Original-URI: /v1/users/usr_a/scores\r\n\r\n",
     )
     head, _, body = raw.partition(b"\r\n\r\n")
     assert status_of(raw) == 401 and body == b""
@@ -324,12 +329,21 @@ async def test_close_ends_idle_connections_and_refuses_new_ones(gw: Gateway) -> 
             "decision.listen: a decision listener needs decision.enabled: true",
         ),
         (
-            {"enabled": True, "listen": {"port": 8080}},
+            {"enabled": True, "proxy": "nginx", "listen": {"port": 8080}},
             "decision.listen.port: port 8080 is already listen.port",
         ),
         (
-            {"enabled": True, "listen": {"port": 9090}},
+            {"enabled": True, "proxy": "nginx", "listen": {"port": 9090}},
             "decision.listen.port: port 9090 is already admin.port",
+        ),
+        (
+            {"enabled": True},
+            "decision.proxy: is required with decision.enabled: the front proxy that asks, one "
+            "of nginx, ingress-nginx, traefik, envoy",
+        ),
+        (
+            {"enabled": True, "proxy": "haproxy"},
+            "decision.proxy: 'haproxy' is not one of nginx, ingress-nginx, traefik, envoy",
         ),
     ],
 )
@@ -401,7 +415,7 @@ async def test_a_reload_does_not_move_the_prefix_a_listener_routes_by(
     public listener and the decision listener alike."""
     key = await gw.key()
     url = base_url(upstream[1])
-    moved = make_settings(url, url, decision={"enabled": True, "prefix": "/auth"})
+    moved = make_settings(url, url, decision={"enabled": True, "proxy": "envoy", "prefix": "/auth"})
     gw.current.runtime = build_runtime(moved, clock=gw.clock, store=gw.runtime.store)
     target = "/decisions/v1/users/usr_a/scores"  # Envoy's style: prefix + original path
     public = await gw.client.get(target, headers={"Authorization": f"Bearer {key}"})

@@ -31,6 +31,7 @@ def test_a_reload_while_workers_start_does_not_end_them(tmp_path: Path, redis_ur
             "workers": 2,
             "decision": {
                 "enabled": True,
+                "proxy": "nginx",
                 "listen": {"host": "127.0.0.1", "port": decision_port},
             },
         },

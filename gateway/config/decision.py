@@ -6,9 +6,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from gateway.config.base import Bool, Int, Section
+from gateway.config.base import Bool, Int, OneOf, Section
 from gateway.config.errors import problem
 from gateway.config.listeners import Listener
+
+# The front proxies decision mode serves, each naming the headers it writes the original request
+# into (gateway.forward.decision.ORIGINAL reads only those).
+PROXIES = ("nginx", "ingress-nginx", "traefik", "envoy")
 
 
 def _prefix(prefix: str) -> str:
@@ -31,6 +35,14 @@ class DecisionSettings(Section):
     prefix: Annotated[str, AfterValidator(_prefix)] = Field(
         "/decisions", description="Path prefix of decision requests."
     )
+    proxy: Annotated[str, OneOf(PROXIES)] | None = Field(
+        None,
+        description="The front proxy that asks (required with `enabled`): `nginx` "
+        "(`X-Original-Method` + `X-Original-URI`), `ingress-nginx` (`X-Original-Method` + "
+        "`X-Original-URL`), `traefik` (`X-Forwarded-Method` + `X-Forwarded-Uri`) or `envoy` "
+        "(the request itself, below `prefix`). Only that proxy's headers are read; a client's "
+        "copies of the others, which the proxy passes on untouched, are ignored.",
+    )
     listen: DecisionListener | None = Field(
         None,
         description="A listener of its own for decisions (operations.md, Decision mode): the fast "
@@ -41,6 +53,14 @@ class DecisionSettings(Section):
     def _listen_needs_enabled(self) -> DecisionSettings:
         if self.listen is not None and not self.enabled:
             raise problem("a decision listener needs decision.enabled: true", "listen")
+        # SECURITY: no default: a front proxy passes the client's own headers on to the gateway,
+        # so reading another proxy's header family would let a client name the request decided.
+        if self.enabled and self.proxy is None:
+            raise problem(
+                f"is required with decision.enabled: the front proxy that asks, one of "
+                f"{', '.join(PROXIES)} (its headers carry the original request)",
+                "proxy",
+            )
         return self
 
 

@@ -1,13 +1,19 @@
 """Decision mode (forward auth): a proxy in front asks, the gateway answers; nothing is forwarded.
 
-``GET|POST|… {decision.prefix}[/original/path]``. The original method and URI are read from, in
-order:
+``GET|POST|… {decision.prefix}[/original/path]``. The original method and URI are read from the
+headers the configured front proxy (``decision.proxy``) writes them into, and from no other:
 
-- ``X-Original-Method`` + ``X-Original-URI`` (nginx ``auth_request``),
-- ``X-Original-Method`` + ``X-Original-URL`` (ingress-nginx ``auth-url``),
-- ``X-Forwarded-Method`` + ``X-Forwarded-Uri`` (Traefik ForwardAuth),
-- otherwise the request itself, with the prefix stripped (Envoy ``ext_authz`` HTTP service with
+- ``nginx``: ``X-Original-Method`` + ``X-Original-URI`` (``auth_request``, as configured),
+- ``ingress-nginx``: ``X-Original-Method`` + ``X-Original-URL`` (``auth-url``),
+- ``traefik``: ``X-Forwarded-Method`` + ``X-Forwarded-Uri`` (ForwardAuth),
+- ``envoy``: the request itself, with the prefix stripped (``ext_authz`` HTTP service with
   ``path_prefix``).
+
+A front proxy sets its own headers and passes the client's others on untouched, so reading
+whichever family is present let a client name the request decided (an ``X-Original-URI`` of
+its own behind ingress-nginx, an ``X-Original-Method: GET`` on a Traefik ``DELETE``). Each of
+the proxy's two headers must come exactly once (400 otherwise: a proxy not configured as
+operations.md shows, or a client's copy beside the proxy's).
 
 The same pipeline as proxy mode runs on them. Allowed: 200, empty body, the identity headers
 (``auth-response-headers`` / ``auth_request_set`` copy them to the upstream request). Refused: the
@@ -43,35 +49,56 @@ def under(prefix: str | None, path: str) -> bool:
     return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
 
 
+# Per decision.proxy: its method header, its target header and whether the target is a whole
+# URL; envoy writes none (the request itself is the original).
+ORIGINAL: dict[str, tuple[istr, istr, bool] | None] = {
+    "nginx": (_ORIGINAL_METHOD, _ORIGINAL_URI, False),
+    "ingress-nginx": (_ORIGINAL_METHOD, _ORIGINAL_URL, True),
+    "traefik": (_FORWARDED_METHOD, _FORWARDED_URI, False),
+    "envoy": None,
+}
+
+
 def original_target(
-    headers: CIMultiDictProxy[str], method: str, raw_path: str, prefix: str
+    headers: CIMultiDictProxy[str], method: str, raw_path: str, prefix: str, proxy: str | None
 ) -> tuple[str, str]:
-    """(method, raw target) of the request the proxy in front is asking about; ``method`` and
-    ``raw_path`` are the asking request's own (its target, query included)."""
-    asked = headers.get(_ORIGINAL_METHOD)
-    if asked is None:
-        asked = headers.get(_FORWARDED_METHOD)
-    if asked is not None:
-        method = asked
-    target = headers.get(_ORIGINAL_URI)
-    if target is None:
-        url = headers.get(_ORIGINAL_URL)
-        if url is not None:
+    """(method, raw target) of the request the proxy in front (``decision.proxy``) is asking
+    about; ``method`` and ``raw_path`` are the asking request's own (its target, query
+    included)."""
+    if proxy is None:
+        raise NotFound()  # decision mode off (it needs a proxy)
+    names = ORIGINAL[proxy]
+    if names is None:
+        target = raw_path[len(prefix) :] or "/"
+    else:
+        # SECURITY: only the configured proxy's headers are read, each exactly once: the client's
+        # own copies of another proxy's headers (passed on untouched) never name the request.
+        method_header, target_header, whole_url = names
+        method = _sent_once(headers, method_header, proxy)
+        target = _sent_once(headers, target_header, proxy)
+        if whole_url:
             try:
-                target = URL(url, encoded=True).raw_path_qs
+                target = URL(target, encoded=True).raw_path_qs
             except ValueError:
                 # SECURITY: ingress-nginx builds this from the client's Host header: a URL that
                 # does not parse is the client's bad input (400), never a 500.
                 raise InvalidRequest(
                     "The original URL is not valid.", details={"reason": "path"}
                 ) from None
-        else:
-            target = headers.get(_FORWARDED_URI)
-            if target is None:
-                target = raw_path[len(prefix) :] or "/"
-    if not method.isalpha() or not method.isupper() or len(method) > 16:
+    if not method.isalpha() or not method.isascii() or not method.isupper() or len(method) > 16:
         raise InvalidRequest("The original method is not valid.", details={"reason": "method"})
     return method, target
+
+
+def _sent_once(headers: CIMultiDictProxy[str], name: istr, proxy: str) -> str:
+    values = headers.getall(name, ())
+    if len(values) != 1:
+        raise InvalidRequest(
+            f"decision.proxy is {proxy}: the front proxy must send {name} once.",
+            details={"reason": "original_request"},
+        )
+    value: str = values[0]
+    return value
 
 
 _NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
@@ -99,7 +126,9 @@ async def admitted(
     (``runtime.identity``) and :func:`answer_headers`. ``prefix`` is the one the listener
     routed by (read when it started: a reload does not move it), so the original path is
     always what follows the prefix that was matched."""
-    method, target = original_target(headers, method, raw_path, prefix)
+    method, target = original_target(
+        headers, method, raw_path, prefix, runtime.settings.decision.proxy
+    )
     # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names
     # the client whose failed authentications are budgeted.
     principal, match = await admit_client(
@@ -136,7 +165,9 @@ def admitted_at_once(
     Counts and writes nothing: the caller that answers with it calls
     :func:`~gateway.pipeline.use_at_once`."""
     try:
-        method, target = original_target(headers, method, raw_path, prefix)
+        method, target = original_target(
+            headers, method, raw_path, prefix, runtime.settings.decision.proxy
+        )
     except GatewayError:
         return None
     decided = reusable_at_once(runtime, headers, query_of(target), method, target, peer)

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.bodies import CLIENT_BODY_FAILURES, client_body_error
+from gateway.bodies import CLIENT_BODY_FAILURES, client_body_error, expect_continue
 from gateway.config import Settings, Upstream
 from gateway.errors import (
     GatewayError,
@@ -168,6 +168,9 @@ class Forwarder:
                 timings["upstream"] = time.perf_counter() - started
 
     async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
+        # SECURITY: the body is invited (Expect: 100-continue) only now, once the request was
+        # admitted and the upstream took its head; a refused request never invites it.
+        await expect_continue(request)
         seen = 0
         timeout = self._settings.limits.body_timeout
         while True:

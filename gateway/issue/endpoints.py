@@ -14,7 +14,12 @@ from multidict import CIMultiDict
 
 from gateway.authn import api_key
 from gateway.authn.mobile_token import KIND as MOBILE_TOKEN
-from gateway.bodies import CLIENT_BODY_FAILURES, client_body_error, read_at_most
+from gateway.bodies import (
+    CLIENT_BODY_FAILURES,
+    client_body_error,
+    expect_continue,
+    read_at_most,
+)
 from gateway.clock import rfc3339
 from gateway.config import Limits
 from gateway.errors import (
@@ -48,6 +53,8 @@ async def _body(request: web.Request, limits: Limits) -> dict[str, Any]:
     limit = min(MAX_BODY, limits.max_body_bytes)
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(details={"limit": limit})
+    # SECURITY: the body is invited (Expect: 100-continue) only once the request was admitted.
+    await expect_continue(request)
     content = request.content
     # All of it in already (nearly every token request): nothing to wait for, so no timer.
     timeout = None if content.is_eof() else limits.body_timeout

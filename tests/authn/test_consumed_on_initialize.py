@@ -145,7 +145,9 @@ async def test_decision_mode_never_uses_a_token_up(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], store: Store
 ) -> None:
     url = base_url(upstream[1])
-    gw = await make_gateway(settings=make_settings(url, decision={"enabled": True}), store=store)
+    gw = await make_gateway(
+        settings=make_settings(url, decision={"enabled": True, "proxy": "nginx"}), store=store
+    )
     operations = Operations(store)
     token = await mobile_token(gw, await gw.key())
     asked = await gw.client.get(

@@ -68,7 +68,7 @@ FULL: dict[str, Any] = {
     "cors": [{"origins": ["https://app.example.com"], "max_age": 60}],
     "rate_limits": {"rules": [{"group": "default", "limit": 10, "period": "1m"}]},
     "abuse": {"enabled": True, "trusted_proxies": ["10.0.0.0/8"]},
-    "decision": {"enabled": True},
+    "decision": {"enabled": True, "proxy": "nginx"},
     "log_level": "DEBUG",
 }
 

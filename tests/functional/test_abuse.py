@@ -219,7 +219,8 @@ async def test_decision_mode_counts_the_front_proxys_client(
 ) -> None:
     url = base_url(upstream[1])
     gw = await make_gateway(
-        settings=make_settings(url, url, abuse=ABUSE, decision={"enabled": True}), store=store
+        settings=make_settings(url, url, abuse=ABUSE, decision={"enabled": True, "proxy": style}),
+        store=store,
     )
     valid = await gw.key()
     ask = DECISION_STYLES[style]

@@ -36,7 +36,7 @@ ANONYMOUS = [
 
 @pytest.fixture
 async def gw(make_gateway: GatewayFactory) -> Gateway:
-    return await make_gateway(decision={"enabled": True})
+    return await make_gateway(decision={"enabled": True, "proxy": "envoy"})
 
 
 def assert_challenge(response: Any, rfc_code: str) -> None:

@@ -15,9 +15,16 @@ from tests.support import base_url, raw_http, status_of
 
 
 @pytest.fixture
-async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]) -> Gateway:
+def style() -> str:
+    """The front proxy (``decision.proxy``) unless a test is parametrized over ``STYLES``."""
+    return "nginx"
+
+
+@pytest.fixture
+async def gw(make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], style: str) -> Gateway:
     url = base_url(upstream[1])
-    return await make_gateway(settings=make_settings(url, url, decision={"enabled": True}))
+    settings = make_settings(url, url, decision={"enabled": True, "proxy": style})
+    return await make_gateway(settings=settings)
 
 
 @pytest.fixture(params=["public", "decision listener"])
@@ -105,9 +112,10 @@ async def test_refusals_carry_the_error(gw: Gateway, ask: Decider, style: str) -
     assert len(gw.recorder.seen) == before
 
 
-def raw_request(method: str, path: str, headers: dict[str, str]) -> bytes:
+def raw_request(method: str, path: str, headers: dict[str, str] | list[tuple[str, str]]) -> bytes:
+    pairs = headers.items() if isinstance(headers, dict) else headers
     lines = [f"{method} {path} HTTP/1.1", "Host: gateway.test", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += [f"{name}: {value}" for name, value in pairs]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -182,7 +190,7 @@ async def test_signed_assertion_verifies_with_the_jwks(
         settings=make_settings(
             url,
             url,
-            decision={"enabled": True},
+            decision={"enabled": True, "proxy": "nginx"},
             tokens={**signing_config(), "assertion": True, "assertion_ttl": "60s"},
         )
     )
@@ -230,7 +238,8 @@ async def test_sandbox_credential_without_a_sandbox_upstream_is_503(
     make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], style: str
 ) -> None:
     url = base_url(upstream[1])
-    gw = await make_gateway(settings=make_settings(url, decision={"enabled": True}))  # live only
+    live_only = make_settings(url, decision={"enabled": True, "proxy": style})
+    gw = await make_gateway(settings=live_only)
     sandbox, _ = await gw.runtime.keys.create("acc_1", "sandbox")
     live = await gw.key("acc_1", "live")
     method, path, headers = STYLES[style]("GET", "/v1/users/usr_a/scores")
@@ -247,3 +256,87 @@ async def test_sandbox_credential_without_a_sandbox_upstream_is_503(
         method, path, headers={**headers, "Authorization": f"Bearer {live}"}
     )
     assert response.status == 200 and response.headers["X-Auth-Environment"] == "live"
+
+
+# --- which request is decided: only the configured proxy's headers name it ---------------------
+
+
+def others(style: str, method: str, uri: str) -> dict[str, str]:
+    """What a client adds to name ``method uri`` in every other proxy's headers (a front proxy
+    passes the headers it does not set itself on to the gateway untouched)."""
+    own = STYLES[style]("GET", "/")[2]
+    added: dict[str, str] = {}
+    for name, other in STYLES.items():
+        if name != style:
+            added.update(other(method, uri)[2])
+    return {name: value for name, value in added.items() if name not in own}
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+async def test_a_client_cannot_name_the_request_in_another_proxys_headers(
+    gw: Gateway, ask: Decider, style: str
+) -> None:
+    """Behind ingress-nginx a client's own ``X-Original-URI`` (behind Traefik its own
+    ``X-Original-Method: GET``, and so on) once replaced the request the proxy reported: a user
+    token read another user's data, a read-only token had its write allowed."""
+    key = await gw.key()
+    token = await (
+        await gw.client.post(
+            "/v1/auth/user-token",
+            json={"user_id": "usr_a"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    ).json()
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    for method, uri, code in [
+        ("GET", "/v1/users/usr_b/scores", "wrong_user"),
+        ("POST", "/v1/users", "insufficient_scope"),
+    ]:
+        m, path, headers = STYLES[style](method, uri)
+        claimed = others(style, "GET", "/v1/users/usr_a/scores")  # what usr_a's token may do
+        response = await ask.request(m, path, headers={**headers, **claimed, **bearer})
+        body = await response.json()
+        assert (response.status, body["error"]) == (403, code), (style, method, uri, body)
+    m, path, headers = STYLES[style]("GET", "/v1/users/usr_a/scores")
+    allowed = await ask.request(m, path, headers={**headers, **bearer})
+    assert allowed.status == 200
+
+
+@pytest.mark.parametrize("style", ["nginx", "ingress-nginx", "traefik"])
+async def test_the_proxys_headers_must_each_come_once(
+    gw: Gateway, ask: Decider, style: str
+) -> None:
+    """Missing (a proxy not configured as documented) or twice (a client's copy beside the
+    proxy's): 400, never a guess at which one the proxy wrote."""
+    key = await gw.key()
+    m, path, headers = STYLES[style]("GET", "/v1/users/usr_a/scores")
+    for name, value in headers.items():
+        if name.startswith("X-Forwarded-") and name not in (
+            "X-Forwarded-Method",
+            "X-Forwarded-Uri",
+        ):
+            continue
+        missing = {k: v for k, v in headers.items() if k != name}
+        twice = [*headers.items(), (name, value), ("Authorization", f"Bearer {key}")]
+        for sent in ([*missing.items(), ("Authorization", f"Bearer {key}")], twice):
+            answer = await raw_http(ask.port, raw_request(m, path, sent))
+            body = json.loads(answer.partition(b"\r\n\r\n")[2])
+            assert status_of(answer) == 400, (name, answer[:200])
+            assert body["details"]["reason"] == "original_request", body
+            assert name in body["message"]
+
+
+@pytest.mark.parametrize("style", ["ingress-nginx"])
+async def test_an_original_url_that_does_not_parse_is_400(
+    gw: Gateway, ask: Decider, style: str
+) -> None:
+    """ingress-nginx builds X-Original-URL from the client's Host header."""
+    key = await gw.key()
+    headers = {"X-Original-Method": "GET", "X-Original-URL": "http://[zz]/x"}
+    answer = await raw_http(ask.port, raw_request("GET", "/decisions", headers | bearer(key)))
+    assert status_of(answer) == 400, answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["details"]["reason"] == "path"
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}

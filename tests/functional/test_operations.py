@@ -262,10 +262,18 @@ http {{
       auth_request_set $auth_user $upstream_http_x_auth_user;
       auth_request_set $auth_actor $upstream_http_x_auth_actor;
       auth_request_set $auth_credential $upstream_http_x_auth_credential;
+      auth_request_set $auth_environment $upstream_http_x_auth_environment;
+      auth_request_set $auth_scopes $upstream_http_x_auth_scopes;
+      auth_request_set $auth_key_id $upstream_http_x_auth_key_id;
+      auth_request_set $auth_assertion $upstream_http_x_auth_assertion;
       proxy_set_header X-Auth-Account $auth_account;
       proxy_set_header X-Auth-User $auth_user;
       proxy_set_header X-Auth-Actor $auth_actor;
       proxy_set_header X-Auth-Credential $auth_credential;
+      proxy_set_header X-Auth-Environment $auth_environment;
+      proxy_set_header X-Auth-Scopes $auth_scopes;
+      proxy_set_header X-Auth-Key-Id $auth_key_id;
+      proxy_set_header X-Auth-Assertion $auth_assertion;
       proxy_pass {upstream};
     }}
     location = /_auth {{
@@ -291,7 +299,7 @@ async def test_decision_mode_behind_a_real_nginx(
 ) -> None:
     nginx = require_binary("nginx", "nginx")
     recorder = upstream[0]
-    decision: dict[str, Any] = {"enabled": True}
+    decision: dict[str, Any] = {"enabled": True, "proxy": "nginx"}
     if where == "decision listener":
         decision["listen"] = {"host": "127.0.0.1", "port": free_port()}
     proc = write_config(tmp_path, url_of(upstream), extra={"decision": decision})
@@ -324,14 +332,25 @@ async def test_decision_mode_behind_a_real_nginx(
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as s:
             key = await new_key(s, proc)
+            forged = {
+                "X-Auth-User": "usr_admin",
+                "X-Auth-Environment": "sandbox",
+                "X-Auth-Scopes": "admin",
+                "X-Auth-Assertion": "forged",
+                # and, named in another front proxy's headers, a request it may not make
+                "X-Forwarded-Method": "DELETE",
+                "X-Original-URL": "http://x/v1/users/usr_b/scores",
+            }
             async with s.get(
-                base + SCORES,
-                headers={"Authorization": f"Bearer {key}", "X-Auth-User": "usr_admin"},
+                base + SCORES, headers={"Authorization": f"Bearer {key}", **forged}
             ) as r:
                 assert r.status == 200
             h = recorder.last.headers
             assert h["x-auth-account"] == ["acc_1"] and h["x-auth-credential"] == ["api_key"]
-            assert h.get("x-auth-user") in (None, [""])  # the spoofed value was replaced
+            assert h["x-auth-environment"] == ["live"]
+            # The spoofed values were replaced (or dropped where the decision has none).
+            assert h.get("x-auth-user") in (None, [""])
+            assert h.get("x-auth-scopes") != ["admin"] and h.get("x-auth-assertion") is None
             seen = len(recorder.seen)
             async with s.get(base + SCORES) as r:
                 assert r.status == 401

@@ -35,7 +35,7 @@ def served(
         extra={
             "cors": [{"origins": [ORIGIN]}],
             "rate_limits": LIMITS,
-            "decision": {"enabled": True},
+            "decision": {"enabled": True, "proxy": "envoy"},
         },
     )
     proc.start()
@@ -83,6 +83,24 @@ async def test_expect_100_continue_is_answered_then_the_body_forwarded(
     final = raw.partition(b"\r\n\r\n")[2]
     assert status_of(final) == 200, final
     assert upstream_thread.recorder.last.body_size == len(body)
+
+
+async def test_expect_100_continue_is_not_answered_for_a_refused_request(
+    served: tuple[GatewayProcess, str], upstream_thread: ThreadedUpstream
+) -> None:
+    """The body is invited only once the pipeline admitted the request: an anonymous upload
+    is refused (401) before any of it is sent, and nothing reaches the upstream."""
+    proc, _ = served
+    before = upstream_thread.recorder.last
+    head = (
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk_live_nobody\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000000\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    raw = await raw_http(proc.port, head, read_timeout=2.0)
+    assert status_of(raw) == 401, raw[:200]
+    assert b"100 Continue" not in raw
+    assert upstream_thread.recorder.last is before
 
 
 async def test_a_decision_is_answered_with_the_identity(served: tuple[GatewayProcess, str]) -> None:

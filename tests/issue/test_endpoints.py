@@ -184,3 +184,28 @@ async def test_a_broken_body_is_a_400_as_served_in_production(
         assert (access["status"], access["error"]) == (400, "invalid_request")
     lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
     assert not [line for line in lines if line["level"] in ("error", "critical")], lines
+
+
+@pytest.mark.parametrize("path", ISSUING)
+async def test_expect_100_continue_is_answered_only_once_the_request_is_admitted(
+    make_gateway: GatewayFactory, path: str
+) -> None:
+    """A client that waits for ``100 Continue`` before its body is invited to send it only
+    when its key may call the endpoint; a refused one gets its final answer straight away."""
+    gw = await make_gateway()
+    key = await confirmed(gw)
+    body = b'{"user_id":"usr_a"}'
+    expecting = f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+
+    reader, writer = await send_head(gw.port, path, "sk_live_" + "Z" * 43, expecting)
+    refused = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert status_of(refused) == 401, refused  # and no 100 Continue before it
+
+    reader, writer = await send_head(gw.port, path, key, expecting)
+    invited = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert invited == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert status_of(final) == 200, final

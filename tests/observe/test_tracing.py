@@ -323,7 +323,7 @@ async def test_a_decision_has_the_steps_and_no_upstream_span(
     make_gateway: GatewayFactory, receiver: tuple[OtlpReceiver, str]
 ) -> None:
     gw = await make_gateway(
-        decision={"enabled": True},
+        decision={"enabled": True, "proxy": "nginx"},
         tracing={"enabled": True, "endpoint": receiver[1]},
     )
     key = await gw.key()

@@ -82,17 +82,23 @@ class Edge:
             writer.close()
 
 
+def decision_section(param: str) -> tuple[dict[str, Any], int | None]:
+    """The ``decision`` section for a parameter, and the decision listener's port (None: the
+    bytes go to the public listener, whose decisions are asked as nginx asks). The decision
+    listener is asked as Envoy asks (:meth:`Edge.send` moves ``/v1/…`` below the prefix)."""
+    if param != "decision-listener":
+        return {"enabled": True, "proxy": "nginx"}, None
+    port = free_port()
+    return {"enabled": True, "proxy": "envoy", "listen": {"host": "127.0.0.1", "port": port}}, port
+
+
 @pytest.fixture(scope="module", params=["c-parser", "python-parser", "decision-listener"])
 def edge(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     upstream_thread: ThreadedUpstream,
 ) -> Iterator[Edge]:
-    decision: dict[str, Any] = {"enabled": True}
-    decision_port = None
-    if request.param == "decision-listener":
-        decision_port = free_port()
-        decision["listen"] = {"host": "127.0.0.1", "port": decision_port}
+    decision, decision_port = decision_section(request.param)
     proc = write_config(
         tmp_path_factory.mktemp("edge"),
         upstream_thread.url,
@@ -465,11 +471,7 @@ def test_every_line_the_process_wrote_is_json_and_holds_no_secret(
 ) -> None:
     """One process through the corpus, a reload and a shutdown; then read all it wrote."""
     for parser in ("c-parser", "python-parser", "decision-listener"):
-        decision: dict[str, Any] = {"enabled": True}
-        decision_port = None
-        if parser == "decision-listener":
-            decision_port = free_port()
-            decision["listen"] = {"host": "127.0.0.1", "port": decision_port}
+        decision, decision_port = decision_section(parser)
         proc = write_config(
             tmp_path_factory.mktemp("lines"),
             upstream_thread.url,
