@@ -23,6 +23,7 @@ from gateway.authn.base import Dependencies, Kind, KindSection
 from gateway.clock import Clock
 from gateway.credentials import Credential
 from gateway.errors import InvalidToken
+from gateway.keys.service import KeyService
 from gateway.principal import CredentialKind, Principal
 from gateway.stores.base import MobileState, MobileTokenStore
 
@@ -81,8 +82,9 @@ def claims(token: str, header: Mapping[str, Any] | None) -> bool:
 
 
 class MobileTokenAuthenticator:
-    def __init__(self, store: MobileTokenStore, clock: Clock) -> None:
+    def __init__(self, store: MobileTokenStore, keys: KeyService, clock: Clock) -> None:
         self._store = store
+        self._keys = keys
         self._clock = clock
 
     async def authenticate(self, credential: Credential) -> Principal:
@@ -90,16 +92,23 @@ class MobileTokenAuthenticator:
         state, blob = await self._store.peek_mobile(token_digest, self._clock.now())
         if state is not MobileState.OK or blob is None:
             raise refusal(state)
-        return _principal(MobileRecord.from_blob(blob), token_digest, consumed=False)
+        record = MobileRecord.from_blob(blob)
+        await self._keys.ensure_not_revoked(record.key_id)
+        return _principal(record, token_digest, consumed=False)
 
     async def consume(self, credential: Credential) -> Principal:
         """Use the token up (one atomic store operation) and prove who it was issued for; or
-        the 401 used / expired / unknown (503 when the store cannot confirm the consumption)."""
+        the 401 used / expired / unknown (503 when the store cannot confirm the consumption),
+        or ``key_revoked`` / ``key_expired`` for a token of a key that ended since (used up
+        all the same: it can never become valid again)."""
         token_digest = digest(credential.value)
         state, blob = await self._store.consume_mobile(token_digest, self._clock.now())
         if state is not MobileState.OK or blob is None:
             raise refusal(state)
-        return _principal(MobileRecord.from_blob(blob), token_digest, consumed=True)
+        record = MobileRecord.from_blob(blob)
+        # SECURITY: a revoked or expired key's mobile token initializes no session.
+        await self._keys.ensure_not_revoked(record.key_id)
+        return _principal(record, token_digest, consumed=True)
 
 
 def _principal(record: MobileRecord, token_digest: str, *, consumed: bool) -> Principal:
@@ -118,5 +127,5 @@ def _principal(record: MobileRecord, token_digest: str, *, consumed: bool) -> Pr
 
 
 def build(deps: Dependencies) -> Kind:
-    authenticator = MobileTokenAuthenticator(deps.store, deps.clock)
+    authenticator = MobileTokenAuthenticator(deps.store, deps.keys, deps.clock)
     return Kind(KIND, claims, authenticator, consume=authenticator.consume)

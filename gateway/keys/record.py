@@ -23,6 +23,9 @@ class KeyRecord:
     sealed: str
     revoked_at: float | None = None
     rotated_to: str | None = None
+    # Revoked by someone (not only replaced by a rotation): its derived tokens end too. A record
+    # written before this field existed reads as False, its status as before.
+    revoked: bool = False
 
     def to_blob(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -36,7 +39,7 @@ class KeyRecord:
 
     def status(self, now: float) -> str:
         if self.revoked_at is not None and self.revoked_at <= now:
-            return "rotated" if self.rotated_to else "revoked"
+            return "rotated" if self.rotated_to and not self.revoked else "revoked"
         if self.expires_at <= now:
             return "expired"
         return "active"

@@ -170,15 +170,20 @@ class KeyService:
         return secret
 
     async def ensure_not_revoked(self, key_id: str) -> None:
-        """Tokens derived from a key die with an explicit revocation of that key (within the
-        revocation bound). A rotated or expired key's tokens live out their own short lifetime,
-        so rotating a key does not log every browser out."""
-        record = await self.record_by_id(key_id)
-        now = self._clock.now()
-        if record.revoked_at is not None and record.revoked_at <= now and not record.rotated_to:
+        """Tokens derived from a key die with it (within the revocation bound) when it is
+        revoked, during or after a rotation too, and when it expires (keys are revoked
+        automatically after their lifetime). Only a rotation lets them live out their own short
+        lifetime, so that rotating a key does not log every browser out."""
+        status = (await self.record_by_id(key_id)).status(self._clock.now())
+        if status == "revoked":
             raise InvalidToken(
                 "The API key this token was issued with has been revoked.",
                 details={"reason": "key_revoked"},
+            )
+        if status == "expired":
+            raise InvalidToken(
+                "The API key this token was issued with has expired.",
+                details={"reason": "key_expired"},
             )
 
     def attach_stats(self, stats: StatsFactory) -> None:
@@ -289,9 +294,16 @@ class KeyService:
         return KeyRecord.from_blob(blob)
 
     async def revoke(self, key_id: str) -> KeyRecord:
+        """The key stops working at once, and so does every token issued with it: also a key
+        in its rotation's grace period, or one a rotation already replaced (a key that leaked
+        is revoked whatever else was done with it)."""
         record = await self._get(key_id)
-        if record.revoked_at is None or record.revoked_at > self._clock.now():
-            record = record.with_changes(revoked_at=self._clock.now())
+        now = self._clock.now()
+        if not record.revoked:
+            ended = record.revoked_at if record.revoked_at is not None else now
+            # SECURITY: marked revoked even when rotated: its tokens end with it (they outlive
+            # a rotation only, so that rotating a key does not log every browser out).
+            record = record.with_changes(revoked_at=min(ended, now), revoked=True)
             await self._store.put_key(
                 record.key_id, record.digest, record.to_blob(), record.account
             )

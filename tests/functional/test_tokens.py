@@ -291,6 +291,66 @@ async def test_revoking_the_key_ends_its_tokens_rotating_does_not(doc: Gateway) 
     assert response.status == 200
 
 
+async def derived_tokens(gw: Gateway, key: str) -> dict[str, tuple[str, str]]:
+    """Every token a key issues, each with the request that uses it: a user token, an SDK
+    session (through a mobile token) and a mobile token not yet used."""
+    user = await user_token(gw, key)
+    minted = await gw.client.post(
+        "/v1/auth/mobile-token", headers=bearer(key), json={"user_id": "usr_abc123"}
+    )
+    mt = (await minted.json())["token"]
+    initialized = await gw.client.post("/v1/sdk/initialize", headers=bearer(mt))
+    session = (await initialized.json())["session_token"]
+    minted = await gw.client.post(
+        "/v1/auth/mobile-token", headers=bearer(key), json={"user_id": "usr_abc123"}
+    )
+    unused = (await minted.json())["token"]
+    return {
+        "user token": (user, "/v1/users/usr_abc123/scores"),
+        "SDK session": (session, "/v1/sdk/config"),
+        "mobile token": (unused, "/v1/sdk/initialize"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("ending", "reason"),
+    [
+        ("revoked", "key_revoked"),
+        ("revoked during its rotation's grace period", "key_revoked"),
+        ("revoked after a rotation replaced it", "key_revoked"),
+        ("past its lifetime", "key_expired"),
+    ],
+)
+async def test_every_token_of_a_key_ends_with_it(doc: Gateway, ending: str, reason: str) -> None:
+    """A key that leaked is revoked whatever else was done with it, and a key's lifetime ends
+    in its automatic revocation: the user tokens, SDK sessions and mobile tokens it issued stop
+    within the revocation bound (a rotation alone lets them live out their short lifetime)."""
+    # A lifetime shorter than a mobile token's five minutes, so all three outlive the key.
+    key, record = await doc.runtime.keys.create("acc_1", "live", lifetime=120)
+    tokens = await derived_tokens(doc, key)
+    if ending == "revoked":
+        await doc.runtime.keys.revoke(record.key_id)
+    elif ending == "revoked during its rotation's grace period":
+        await doc.runtime.keys.rotate(record.key_id, grace=60)
+        await doc.runtime.keys.revoke(record.key_id)
+    elif ending == "revoked after a rotation replaced it":
+        await doc.runtime.keys.rotate(record.key_id)
+        doc.clock.advance(1)
+        await doc.runtime.keys.revoke(record.key_id)
+    else:
+        doc.clock.advance(120)
+    doc.clock.advance(1)  # the revocation bound
+    for kind, (token, path) in tokens.items():
+        method = "POST" if path == "/v1/sdk/initialize" else "GET"
+        response = await doc.client.request(method, path, headers=bearer(token))
+        status, code, body = await error_of(response)
+        assert (status, code, body["details"]["reason"]) == (401, "invalid_token", reason), kind
+    key_itself = await doc.client.get("/v1/users/usr_abc123/scores", headers=bearer(key))
+    assert key_itself.status == 401
+    reason_of_key = (await key_itself.json())["details"]["reason"]
+    assert reason_of_key == ("expired" if ending == "past its lifetime" else "revoked")
+
+
 async def test_user_token_identity_headers(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     key, record = await gw.runtime.keys.create("acc_1", "sandbox")
