@@ -43,14 +43,8 @@ async def reload(current: Current, path: Path) -> bool:
     try:
         settings = await asyncio.to_thread(load_settings, path)
         check_runtime_requirements(settings)
-    except ConfigError as exc:
-        metrics.reloads.labels("error").inc()
-        logs.event(
-            "config reload failed; keeping the running config",
-            logging.ERROR,
-            error=str(exc),
-            file=str(path),
-        )
+    except Exception as exc:  # any failure: a reload never ends the reload task
+        _failed(runtime, path, exc)
         return False
     old_settings = runtime.settings
     for name in ("listen", "admin", "workers", "decision"):
@@ -61,10 +55,14 @@ async def reload(current: Current, path: Path) -> bool:
                 setting=name,
             )
     same_store = settings.store == old_settings.store
-    store = runtime.store if same_store else open_store(settings)
     same_tracing = settings.tracing == old_settings.tracing
-    tracer = runtime.tracer if same_tracing else build_tracer(settings.tracing)
+    store = runtime.store if same_store else None
+    tracer = runtime.tracer if same_tracing else None
     try:
+        if store is None:
+            store = open_store(settings)
+        if tracer is None:
+            tracer = build_tracer(settings.tracing)
         new = build_runtime(
             settings,
             clock=runtime.clock,
@@ -75,17 +73,11 @@ async def reload(current: Current, path: Path) -> bool:
         )
         if not same_store or settings.master_key != old_settings.master_key:
             await _check_master_key(new)
-    except (ConfigError, OSError, ValueError) as exc:
-        metrics.reloads.labels("error").inc()
-        logs.event(
-            "config reload failed; keeping the running config",
-            logging.ERROR,
-            error=str(exc),
-            file=str(path),
-        )
-        if not same_store:
+    except Exception as exc:  # any failure, as above
+        _failed(runtime, path, exc)
+        if not same_store and store is not None:
             await store.close()
-        if not same_tracing:
+        if not same_tracing and tracer is not None:
             await tracer.close()
         return False
     # SECURITY: one synchronous assignment: a request reads either runtime whole, never a mix.
@@ -100,6 +92,26 @@ async def reload(current: Current, path: Path) -> bool:
     current.retiring.add(task)
     task.add_done_callback(current.retiring.discard)
     return True
+
+
+def _failed(runtime: Runtime, path: Path, exc: Exception) -> None:
+    """Count and log a reload that failed; the running config stays. A :class:`ConfigError`
+    names the field and the problem; any other failure is named by its type alone."""
+    runtime.metrics.reloads.labels("error").inc()
+    # SECURITY: only a ConfigError's words are written: another exception's message or repr
+    # may quote the file (a decoding error quotes all of it, secrets included).
+    if isinstance(exc, ConfigError | StoreUnavailable):
+        error = str(exc)
+    elif isinstance(exc, OSError):
+        error = f"{type(exc).__name__}: {exc.strerror} ({exc.filename})"
+    else:
+        error = type(exc).__name__
+    logs.event(
+        "config reload failed; keeping the running config",
+        logging.ERROR,
+        error=error,
+        file=str(path),
+    )
 
 
 async def retire(old: Runtime, *, close_store: bool, close_tracer: bool = False) -> None:

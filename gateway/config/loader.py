@@ -88,6 +88,12 @@ def read_yaml(path: Path, field_path: str) -> object:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(field_path, f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        # SECURITY: named by position only: the exception's repr quotes the whole file (the
+        # secrets written in it included), and would reach the log.
+        raise ConfigError(
+            field_path, f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)"
+        ) from None
     try:
         document: object = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:

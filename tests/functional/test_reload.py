@@ -226,3 +226,49 @@ async def test_a_memory_store_without_a_master_key_keeps_its_keys_usable_across_
         async with s.get(proc.base + SCORES, headers=bearer) as r:
             assert r.status == 200, await r.text()
         assert (await admin_key(s, proc)).startswith("sk_live_")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "error"),
+    [
+        # A byte an editor wrote in Latin-1: its decoding error quoted the whole file.
+        (lambda text: text + "# caf\xe9\n", "is not UTF-8 text (byte"),
+        # A URL check-config passed and that only opening the store refused (a crashed task).
+        (
+            lambda text: text.replace("store: memory", "store: redis://:pw@127.0.0.1:notaport/0"),
+            "store: is not a Redis URL that can be opened",
+        ),
+    ],
+    ids=["latin-1 byte", "unopenable redis url"],
+)
+async def test_a_broken_file_is_a_counted_reload_error_that_quotes_nothing(
+    tmp_path: Path,
+    upstream: tuple[Recorder, TestServer],
+    processes: list[GatewayProcess],
+    spoil: Any,
+    error: str,
+) -> None:
+    """The running config stays, the failure is one line naming the problem (counted in
+    gateway_config_reloads_total), and nothing of the file reaches the log: here the admin
+    token written inline."""
+    proc = write_config(tmp_path, base_url(upstream[1]))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    text = proc.config.read_text()
+    assert "store: memory" in text and ADMIN_TOKEN in text
+    proc.config.write_bytes(spoil(text).encode("latin-1"))
+    proc.proc.send_signal(signal.SIGHUP)
+    await reloaded(proc, 1, '"config reload failed; keeping the running config"')
+    lines = [orjson.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+    failed = [line for line in lines if line["msg"].startswith("config reload failed")]
+    assert error in failed[0]["error"], failed
+    assert ADMIN_TOKEN not in proc.output()
+    assert not [line for line in lines if "Task exception" in line["msg"]], lines
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{proc.admin_port}/metrics") as r:
+            metrics = await r.text()
+        key = await admin_key(s, proc)
+        async with s.get(proc.base + SCORES, headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 200  # the running config serves on
+    assert 'gateway_config_reloads_total{result="error"} 1.0' in metrics
