@@ -32,7 +32,8 @@ class Upstream(Section):
         le=3600,
         description="Past it with no byte from the upstream (and no request body taken by it): "
         "504 `upstream_timeout`, or, once the answer has started, the client's connection is "
-        "aborted.",
+        "aborted. Not counted while the client's request body is still arriving (a client's "
+        "stall is `limits.body_timeout`'s 408).",
     )
     max_connections: Int = Field(
         256,

@@ -34,6 +34,7 @@ class UpstreamConnection(BaseProtocol):
         super().__init__(loop)
         self.answer: asyncio.Future[Head] = loop.create_future()
         self.writer: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None  # a writer finish() cancelled
         self.idle_since = 0.0
         self.heard = False  # a byte of this exchange's answer arrived
         self._response_parser: HttpResponseParser | None = None
@@ -107,6 +108,7 @@ class UpstreamConnection(BaseProtocol):
         writer, self.writer = self.writer, None
         if writer is not None and not writer.done():
             writer.cancel()
+            self._stopping = writer
             self._spoiled = True
         if self.answer.done() and not self.answer.cancelled():
             self.answer.exception()  # retrieved: a failure was already reported or is moot
@@ -118,6 +120,14 @@ class UpstreamConnection(BaseProtocol):
             and head[1].exception() is None
             and not head[0].should_close
         )
+
+    async def stopped(self) -> None:
+        """Until a body writer :meth:`finish` cancelled has stopped: it may be waiting on the
+        client's body, which the server reads (and drops) itself once the handler returns, and
+        a stream allows one reader at a time."""
+        writer, self._stopping = self._stopping, None
+        if writer is not None:
+            await asyncio.wait([writer])
 
     def fail(self, exc: BaseException) -> None:
         """Fail the exchange with ``exc`` (its head if still awaited, else its body) and abort
@@ -218,6 +228,12 @@ class UpstreamConnection(BaseProtocol):
         now = self._loop.time()
         if self._reading_paused:
             self._last = now  # the client is slow to take the answer: not the upstream's stall
+        writer = self.writer
+        if writer is not None and not writer.done() and not self._paused:
+            # SECURITY: the request's body is still coming from the client (the upstream takes
+            # all it is sent): a client that stalls is its own 408 (limits.body_timeout), never
+            # the upstream's 504.
+            self._last = now
         due = self._last + self._read_timeout
         if now >= due:
             self.fail(TimeoutError(f"nothing from the upstream for {self._read_timeout} s"))

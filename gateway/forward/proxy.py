@@ -164,7 +164,7 @@ class Forwarder:
                     request, answer, request_id, upstream.name, span, before_start
                 )
             finally:
-                answer.release()
+                await answer.close()
                 timings["upstream"] = time.perf_counter() - started
 
     async def _body(self, request: web.Request) -> AsyncIterator[bytes]:

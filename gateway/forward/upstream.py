@@ -76,7 +76,8 @@ def ssl_context(upstream: Upstream) -> ssl.SSLContext | None:
 
 class Answer:
     """The upstream's answer: status, reason, headers, and its body as a stream. Call
-    :meth:`release` once done with it (read whole or not); a second call does nothing."""
+    :meth:`close` (or :meth:`release`, which does not wait) once done with it (read whole or
+    not); a second call does nothing."""
 
     __slots__ = ("_client", "_connection", "content", "headers", "reason", "status")
 
@@ -98,6 +99,14 @@ class Answer:
         connection, self._connection = self._connection, None
         if connection is not None:
             self._client.release(connection)
+
+    async def close(self) -> None:
+        """:meth:`release`, and then wait until the request's body writer (when the upstream
+        answered before taking it all) has stopped reading the client's body."""
+        connection = self._connection
+        self.release()
+        if connection is not None:
+            await connection.stopped()
 
 
 # What a waiting request is handed: a connection to use, or None, a free slot to connect with
@@ -156,12 +165,14 @@ class UpstreamClient:
                 message, content = await connection.answer
             except UpstreamLost:
                 self.release(connection)
+                await connection.stopped()
                 if retry and reused and not connection.heard:
                     retry = False
                     continue
                 raise
             except BaseException:
                 self.release(connection)
+                await connection.stopped()
                 raise
             return Answer(self, connection, message, content)
 

@@ -195,6 +195,67 @@ async def test_slow_body_is_cut_off(make_gateway: GatewayFactory) -> None:
     writer.close()
 
 
+WRITE_ROUTE = {
+    "routes": [{"id": "w", "methods": ["POST"], "paths": ["/v1/users"], "allow": ["api_key"]}]
+}
+
+
+async def post_in_two_parts(port: int, key: str, pause: float) -> bytes:
+    """A 10-byte body sent as 5 bytes, ``pause`` seconds of nothing, then the other 5; the
+    whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Length: 10\r\nConnection: close\r\n\r\n01234".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(pause)
+    with contextlib.suppress(ConnectionError):
+        writer.write(b"56789")
+        await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("pause", "status"),
+    [(1.5, 200), (3.0, 408)],
+    ids=["pause within body_timeout", "stall past body_timeout"],
+)
+async def test_a_client_pausing_mid_body_is_never_the_upstreams_504(
+    make_gateway: GatewayFactory,
+    upstream: tuple[Any, TestServer],
+    caplog: pytest.LogCaptureFixture,
+    pause: float,
+    status: int,
+) -> None:
+    """The upstream's read_timeout (here 500 ms) runs while the upstream owes an answer, not
+    while the gateway waits for the client's body: a pause within limits.body_timeout (2 s)
+    is forwarded whole; a longer one is the client's 408. Either way aiohttp logs no error (a
+    body reader left waiting when the handler returned clashed with the server's own)."""
+    url = base_url(upstream[1])
+    gw = await make_gateway(
+        settings=make_settings(
+            url,
+            upstreams={"live": {"url": url, "read_timeout": "500ms"}},
+            limits={"body_timeout": "2s"},
+            policy=WRITE_ROUTE,
+        )
+    )
+    key = await gw.key()
+    answer = await post_in_two_parts(gw.port, key, pause)
+    assert status_of(answer) == status, answer[:300]
+    if status == 200:
+        assert gw.recorder.last.body_size == 10
+    else:
+        assert b'"error":"request_timeout"' in answer.replace(b" ", b"")
+        assert gw.recorder.seen == []
+    await asyncio.sleep(0.2)  # what the server does once the handler returned
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, [r.getMessage() for r in errors]
+
+
 @contextlib.asynccontextmanager
 async def redis_asleep(port: int, seconds: float) -> AsyncIterator[threading.Thread]:
     """Redis stuck in ``DEBUG SLEEP`` (sent from a thread) for ``seconds`` from the block's
