@@ -1,13 +1,18 @@
 """The admin listener: health, readiness, metrics, and the admin API behind the admin token.
 
 It listens on its own address (127.0.0.1:9090 by default), never on the public one. The admin API
-is disabled unless ``admin.token`` is configured; the token is compared in constant time.
+is disabled unless ``admin.token`` is configured; the token is compared in constant time. Every
+admin API request writes an access line, and every one the token admitted an audit line (actor
+``admin``, route ``admin:<action>``, the account and key it acted on), as the public listener
+and the dashboard do: a key created or revoked with a leaked admin token leaves a trace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,10 +21,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.errors import GatewayError, InvalidRequest, InvalidToken, NotFound
+from gateway.observe import logs
 from gateway.render import error_response
 from gateway.runtime import CURRENT, Runtime
 
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+# What an admin handler acted on (account, key_id, subject), for its audit line.
+ACTED_ON: web.RequestKey[dict[str, str]] = web.RequestKey("acted_on", dict)
 AdminHandler = Callable[[web.Request, Runtime], Awaitable[web.Response]]
 
 
@@ -73,21 +81,64 @@ async def metrics(request: web.Request) -> web.Response:
 def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
     """Require ``Authorization: Bearer <admin token>``; render errors as the gateway's JSON."""
 
+    route = "admin:" + handler.__name__
+
     async def impl(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         runtime = request.app[CURRENT].runtime
         expected = runtime.settings.admin_token
+        admitted = False
+        error: GatewayError | None = None
         try:
             if expected is None:
                 raise NotFound("The admin API is disabled (set admin.token).")
-            presented = request.headers.get("Authorization", "")
+            sent = request.headers.getall("Authorization", ())
+            # SECURITY: exactly one header (a second one beside a right one is not admitted).
+            presented = sent[0] if len(sent) == 1 else ""
             # SECURITY: constant-time comparison of the whole header value.
             if not hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode()):
                 raise InvalidToken("The admin token is missing or wrong.")
-            return await handler(request, runtime)
-        except GatewayError as error:
-            return error_response(error)
+            admitted = True
+            response = await handler(request, runtime)
+        except GatewayError as failed:
+            error, response = failed, error_response(failed)
+        # SECURITY: every admin API request is on record; every admitted one as an action.
+        _record(request, route, response.status, error, admitted, started)
+        return response
 
     return impl
+
+
+def _record(
+    request: web.Request,
+    route: str,
+    status: int,
+    error: GatewayError | None,
+    admitted: bool,
+    started: float,
+) -> None:
+    """The access line of an admin API request and, when the admin token admitted it, its
+    audit line. Only fixed words and what the action named (never a key, the token or a
+    body)."""
+    fields: dict[str, Any] = {
+        "request_id": uuid.uuid4().hex,
+        "route": route,
+        "method": request.method,
+        "status": status,
+        "error": error.code if error is not None else None,
+        "credential": "admin" if admitted else None,
+        "peer": request.remote,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    logs.access(**fields)
+    if admitted:
+        acted_on = request.get(ACTED_ON, {})
+        logs.audit(
+            **fields,
+            actor="admin",
+            outcome="allow" if status < 400 else "error",
+            **acted_on,
+        )
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -126,12 +177,15 @@ async def create_key(request: web.Request, runtime: Runtime) -> web.Response:
         test=test,
         lifetime=lifetime,
     )
+    request[ACTED_ON] = {"account": record.account, "key_id": record.key_id}
     return json_response({"key": key, **record.public(runtime.clock.now())}, 201)
 
 
 async def list_keys(request: web.Request, runtime: Runtime) -> web.Response:
     account = request.query.get("account")
     records = await runtime.keys.list(account)
+    if account is not None:
+        request[ACTED_ON] = {"account": account}
     now = runtime.clock.now()
     return json_response({"keys": [r.public(now) for r in records]})
 
@@ -142,12 +196,14 @@ async def rotate_key(request: web.Request, runtime: Runtime) -> web.Response:
     if isinstance(grace, bool) or not isinstance(grace, int | float):
         raise InvalidRequest("grace_seconds must be a number.", details={"field": "grace_seconds"})
     key, new, old = await runtime.keys.rotate(request.match_info["key_id"], grace=float(grace))
+    request[ACTED_ON] = {"account": old.account, "key_id": old.key_id, "new_key_id": new.key_id}
     now = runtime.clock.now()
     return json_response({"key": key, **new.public(now), "previous": old.public(now)}, 201)
 
 
 async def revoke_key(request: web.Request, runtime: Runtime) -> web.Response:
     record = await runtime.keys.revoke(request.match_info["key_id"])
+    request[ACTED_ON] = {"account": record.account, "key_id": record.key_id}
     return json_response(record.public(runtime.clock.now()))
 
 
@@ -162,6 +218,7 @@ async def set_relationship(request: web.Request, runtime: Runtime) -> web.Respon
                 f"{name} must be 1-128 letters, digits, '_' or '-'.", details={"field": name}
             )
     active = request.method == "PUT"
+    request[ACTED_ON] = {"account": fields["account"], "subject": fields["subject"]}
     await runtime.store.set_relationship(
         fields["account"], fields["subject"], fields["actor"], active
     )

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import gateway.stores.redis_py  # noqa: F401  # first: redis-py without OpenTelemetry
+
+# isort: split
+from redis.asyncio.connection import parse_url
+
 from gateway.config import ConfigError, Settings
 
 
 def check_runtime_requirements(settings: Settings) -> None:
     """A shared store needs what lets every replica open the keys and verify the tokens the
-    others sign; several workers need a shared store (each worker is its own process)."""
+    others sign; several workers need a shared store (each worker is its own process); a
+    Redis URL must be one redis-py can open (checked as it will be opened, so that what
+    ``check-config`` passes, ``serve`` and a reload can open)."""
+    if settings.store.topology == "standalone":
+        try:
+            parse_url(settings.store.url)
+        except ValueError:
+            # Not redis-py's message: it may quote part of the URL, which can hold a password.
+            raise ConfigError(
+                "store.url",
+                "is not a Redis URL that can be opened (check its host, port, database and "
+                "options)",
+            ) from None
     if settings.store.is_redis and not settings.master_key:
         raise ConfigError(
             "master_key",

@@ -4,6 +4,8 @@ time, and ``/readyz`` tells the truth when Redis or an upstream is gone."""
 from __future__ import annotations
 
 import hmac
+import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -154,3 +156,50 @@ async def test_readyz_is_503_while_an_upstream_refuses_connections(
         "upstream:live": "ok",
         "upstream:sandbox": "unavailable",
     }
+
+
+async def test_every_admin_request_is_logged_and_every_admitted_one_audited(
+    admin: tuple[Gateway, TestClient[Any, Any]], log_lines: io.StringIO
+) -> None:
+    """A key created, rotated or revoked and a relationship changed, each with the account and
+    key it acted on; a wrong token and two Authorization headers refused and logged, never
+    audited as actions; no line holds the admin token or a created key."""
+    _, client = admin
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    created = await (
+        await client.post("/admin/keys", json={"account": "acc_9"}, headers=auth)
+    ).json()
+    kid = created["key_id"]
+    rotated = await client.post(f"/admin/keys/{kid}/rotate", json={}, headers=auth)
+    new_kid = (await rotated.json())["key_id"]
+    assert (await client.post(f"/admin/keys/{new_kid}/revoke", headers=auth)).status == 200
+    relationship = {"account": "acc_9", "subject": "usr_a", "actor": "usr_b"}
+    assert (await client.put("/admin/relationships", json=relationship, headers=auth)).status == 200
+    wrong = await client.post(
+        "/admin/keys", json={"account": "acc_9"}, headers={"Authorization": "Bearer nope"}
+    )
+    assert wrong.status == 401
+    twice = await client.post(
+        "/admin/keys",
+        json={"account": "acc_9"},
+        headers=[("Authorization", f"Bearer {ADMIN_TOKEN}"), ("Authorization", "Bearer x")],
+    )
+    assert twice.status == 401
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    audit = [
+        (x["route"], x.get("account"), x.get("key_id"), x["status"])
+        for x in lines
+        if x["logger"] == "gateway.audit"
+    ]
+    assert audit == [
+        ("admin:create_key", "acc_9", kid, 201),
+        ("admin:rotate_key", "acc_9", kid, 201),
+        ("admin:revoke_key", "acc_9", new_kid, 200),
+        ("admin:set_relationship", "acc_9", None, 200),
+    ]
+    access = [
+        (x["route"], x["status"], x.get("error")) for x in lines if x["logger"] == "gateway.access"
+    ]
+    assert access[-2:] == [("admin:create_key", 401, "invalid_token")] * 2
+    assert len(access) == 6
+    assert ADMIN_TOKEN not in log_lines.getvalue() and created["key"] not in log_lines.getvalue()

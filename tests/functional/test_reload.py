@@ -236,7 +236,7 @@ async def test_a_memory_store_without_a_master_key_keeps_its_keys_usable_across_
         # A URL check-config passed and that only opening the store refused (a crashed task).
         (
             lambda text: text.replace("store: memory", "store: redis://:pw@127.0.0.1:notaport/0"),
-            "store: is not a Redis URL that can be opened",
+            "store.url: is not a Redis URL that can be opened",
         ),
     ],
     ids=["latin-1 byte", "unopenable redis url"],
