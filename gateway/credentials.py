@@ -49,7 +49,7 @@ def extract(
     headers: CIMultiDictProxy[str], query: MultiMapping[str], *, max_bytes: int
 ) -> str | None:
     """The request's token, ``None`` when it has none, or an error for anything ambiguous."""
-    if "access_token" in query:
+    if query and _credential_in(query):
         # SECURITY: credentials in URLs end up in logs and browser history (RFC 6750 §5.3).
         raise InvalidRequest(
             "Send the token in the Authorization header, not the query string.",
@@ -74,6 +74,24 @@ def extract(
         "Use the Bearer scheme (or Basic with an API key as the username).",
         details={"reason": "scheme"},
     )
+
+
+_KEY_PREFIXES = ("sk_live_", "sk_sandbox_", "sk_test_")
+_MOBILE_SHAPE = re.compile(r"mt_[A-Za-z0-9]{32,64}\Z")
+
+
+def _credential_in(query: MultiMapping[str]) -> bool:
+    """Whether the query carries a credential: an ``access_token`` parameter (any case), or a
+    value shaped like an API key, a mobile token or a JWT under any name (``?api_key=``,
+    ``?token=``), which would otherwise reach the backend's logs with the URL."""
+    for name, value in query.items():
+        if name.lower() == "access_token" or value.startswith(_KEY_PREFIXES):
+            return True
+        if value.startswith("mt_") and _MOBILE_SHAPE.match(value):
+            return True
+        if value.startswith("eyJ") and JWS_SHAPE.match(value):
+            return True
+    return False
 
 
 def _bearer(value: str) -> str | None:

@@ -22,7 +22,9 @@ _RFC6750_CODE = {
 def _quote(value: str) -> str:
     # SECURITY: a quoted-string may not carry '"' or '\\' unescaped, nor control characters;
     # messages never contain secrets, but must not be able to break the header either.
-    cleaned = "".join(ch for ch in value if 0x20 <= ord(ch) < 0x7F)
+    # RFC 6750 allows ASCII only: an ellipsis in a message is written as three dots (dropped,
+    # "Authorization: Bearer …" read "Authorization: Bearer ").
+    cleaned = "".join(ch for ch in value.replace("…", "...") if 0x20 <= ord(ch) < 0x7F)
     return cleaned.replace("\\", "\\\\").replace('"', '\\"')
 
 

@@ -130,9 +130,34 @@ def test_two_authorization_headers_are_400() -> None:
         extract(headers(f"Bearer {KEY}", f"Bearer {KEY}"), NOQ, max_bytes=8192)
 
 
-def test_token_in_query_is_400() -> None:
-    with pytest.raises(InvalidRequest):
-        extract(headers(), MultiDictProxy(MultiDict(access_token=KEY)), max_bytes=8192)
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c3JfYSJ9." + "s" * 40
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("access_token", KEY),
+        ("ACCESS_TOKEN", "anything"),
+        ("api_key", KEY),
+        ("token", SANDBOX),
+        ("key", TEST),
+        ("t", MOBILE),
+        ("jwt", JWT),
+    ],
+)
+def test_a_credential_in_the_query_is_400_under_any_name(name: str, value: str) -> None:
+    """It would reach the backend's logs with the URL; the Authorization header is the place."""
+    with pytest.raises(InvalidRequest) as refused:
+        extract(headers(), MultiDictProxy(MultiDict({name: value})), max_bytes=8192)
+    assert refused.value.details["reason"] == "token_in_query"
+
+
+@pytest.mark.parametrize(
+    "value", ["7", "sk_other", "mt_everest", "eyJpbmZvIjoxfQ", "a.b.c", "sk_live"]
+)
+def test_query_values_that_are_no_credential_pass(value: str) -> None:
+    query = MultiDictProxy(MultiDict({"days": value, "cursor": value}))
+    assert extract(headers(f"Bearer {KEY}"), query, max_bytes=8192) == KEY
 
 
 def b64url(data: bytes) -> str:

@@ -69,3 +69,10 @@ def test_no_control_or_non_ascii_character_reaches_the_header(control: str) -> N
     header = www_authenticate(errors.InvalidToken(f"a{control}b"))
     assert control not in header
     assert 'error_description="ab"' in header
+
+
+def test_an_ellipsis_is_written_as_three_dots() -> None:
+    """The missing-credential message ends "(Authorization: Bearer …)": read as ASCII, not cut
+    to "(Authorization: Bearer )"."""
+    header = www_authenticate(errors.InvalidToken("needs a token (Authorization: Bearer …)."))
+    assert header.endswith('error_description="needs a token (Authorization: Bearer ...)."')
