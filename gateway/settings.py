@@ -29,7 +29,7 @@ from gateway.authz.policy_file import (
     default_policy,
 )
 from gateway.authz.policy_file import load_policy as _load_policy
-from gateway.config import Settings, doc, schema
+from gateway.config import ConfigError, Settings, doc, schema
 from gateway.config import settings as config_settings
 
 MODEL: Final[type[Settings]] = Settings.extended(
@@ -48,13 +48,38 @@ _CONTEXT: Final = {KIND_NAMES: KIND_NAMES_ALLOWED}
 
 def load_settings(path: str | Path) -> Settings:
     """Read and validate a config file; :class:`~gateway.config.ConfigError` names the field."""
-    return config_settings.load_settings(path, model=MODEL, context=_CONTEXT)
+    return _groups_routed(config_settings.load_settings(path, model=MODEL, context=_CONTEXT))
+
+
+def _groups_routed(settings: Settings) -> Settings:
+    """Every route group a rate limit or a CORS entry names is one a policy rule is in: a
+    misspelt group (``defualt``) would otherwise leave its routes without the limit, silently."""
+    groups = {rule.group for rule in settings.section("policy", Policy).rules}
+    named = [
+        (f"rate_limits.rules[{index}].group", rule.group)
+        for index, rule in enumerate(settings.rate_limits.rules)
+    ]
+    named += [
+        (f"cors[{index}].groups", group)
+        for index, entry in enumerate(settings.cors)
+        for group in sorted(entry.groups)
+    ]
+    for field, group in named:
+        if group not in groups:
+            raise ConfigError(
+                field,
+                f"no policy rule is in group {group!r} (the policy's groups: "
+                f"{', '.join(sorted(groups))})",
+            )
+    return settings
 
 
 def parse_settings(document: object, *, base_dir: Path, source: Path | None = None) -> Settings:
     """Validate a config document (or a :class:`~gateway.config.Node` of one)."""
-    return config_settings.parse_settings(
-        document, model=MODEL, base_dir=base_dir, source=source, context=_CONTEXT
+    return _groups_routed(
+        config_settings.parse_settings(
+            document, model=MODEL, base_dir=base_dir, source=source, context=_CONTEXT
+        )
     )
 
 

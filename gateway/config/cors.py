@@ -45,7 +45,8 @@ class CorsPolicy(Section):
         False, description="Allow cookies and `Authorization` from the page."
     )
     groups: frozenset[str] = Field(
-        frozenset(), description="Route groups this applies to; empty: all."
+        frozenset(),
+        description="Route groups this applies to (each one a policy rule is in); empty: all.",
     )
 
     @model_validator(mode="after")

@@ -15,7 +15,9 @@ ON_STORE_ERROR: Final = ("deny", "allow")
 class RateLimit(Section):
     """A GCRA budget: `limit` requests per `period`, for the routes of one group."""
 
-    group: str = Field("default", description="A policy rule's `group`.")
+    group: str = Field(
+        "default", description="A policy rule's `group` (a group no rule is in is an error)."
+    )
     per: Annotated[str, OneOf(RATE_LIMIT_PER)] = Field(
         "credential",
         description="`credential`: per API key, per user of a user token or SDK session, per "

@@ -229,10 +229,17 @@ class RedisStore:
                 return await self._attempt(call, idempotent)
             async with asyncio.timeout(self._deadline), self._slot():
                 return await self._attempt(call, idempotent)
-        except GatewayError:
+        except GatewayError as exc:
+            if exc.details.get("reason") == "not_replicated":
+                self._log(
+                    operation,
+                    "not_replicated",
+                    f"fewer than {self._ack} replica(s) acknowledged the write within "
+                    f"{self._ack_ms} ms",
+                )
             raise
         except Exception as exc:
-            self._log(operation, exc)
+            self._log(operation, type(exc).__name__, str(exc)[:300])
             # SECURITY: whatever the client raised (redis-py can fail with AttributeError while
             # a failover tears a connection down), the decision fails closed: 503, never 500.
             raise StoreUnavailable(details={"store": "redis"}) from exc
@@ -254,8 +261,8 @@ class RedisStore:
         async with self._gate:
             yield
 
-    def _log(self, operation: str, exc: Exception) -> None:
-        kind = type(exc).__name__
+    def _log(self, operation: str, kind: str, error: str) -> None:
+        """One warning per kind of failure a minute: what failed and how (never a value)."""
         now = time.monotonic()
         if now - self._logged.get(kind, -LOG_EVERY) < LOG_EVERY:
             return
@@ -266,7 +273,7 @@ class RedisStore:
             operation=operation,
             topology=self.topology,
             exc_type=kind,
-            error=str(exc)[:300],
+            error=error,
         )
 
     async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
@@ -366,7 +373,7 @@ class RedisStore:
         except GatewayError:
             raise
         except Exception as exc:
-            self._log("upgrade_schema", exc)
+            self._log("upgrade_schema", type(exc).__name__, str(exc)[:300])
             raise StoreUnavailable(details={"store": "redis"}) from exc
 
     async def _upgrade(self, old_ids: str, old_fingerprint: str) -> int:

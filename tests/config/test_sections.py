@@ -169,3 +169,28 @@ def test_a_token_claim_must_be_text_that_can_be_signed(field: str) -> None:
     assert getattr(parse(tokens={field: "Santé-Ω"}).tokens, field) == "Santé-Ω"
     with pytest.raises(ConfigError, match=rf"^tokens\.{field}: must be valid Unicode text"):
         parse(tokens={field: "gw\udce9"})
+
+
+@pytest.mark.parametrize(
+    ("sections", "error"),
+    [
+        (
+            {"rate_limits": {"rules": [{"group": "defualt", "limit": 5, "period": "1s"}]}},
+            "rate_limits.rules[0].group: no policy rule is in group 'defualt'",
+        ),
+        (
+            {"cors": [{"origins": ["https://app.example.com"], "groups": ["user_dat"]}]},
+            "cors[0].groups: no policy rule is in group 'user_dat'",
+        ),
+    ],
+)
+def test_a_group_no_route_is_in_is_a_config_error(sections: Any, error: str) -> None:
+    """A misspelt group would leave its routes without the limit (or CORS), silently."""
+    with pytest.raises(ConfigError) as caught:
+        parse(**sections)
+    assert str(caught.value).startswith(error), str(caught.value)
+    assert "default" in str(caught.value)  # the groups there are, to pick from
+
+
+def test_the_shipped_policys_groups_take_limits() -> None:
+    parse(rate_limits={"rules": [{"group": "default", "limit": 5, "period": "1s"}]})

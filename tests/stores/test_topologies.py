@@ -6,6 +6,8 @@ tests/functional/test_failover.py (slow)."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -46,7 +48,9 @@ def topology(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"{request.param}_topology")
 
 
-async def test_writes_no_replica_holds_are_not_accepted(topology: Any) -> None:
+async def test_writes_no_replica_holds_are_not_accepted(
+    topology: Any, log_lines: io.StringIO
+) -> None:
     """With replication cut off, a consumption is refused (503) and the token stays usable;
     revoking a key or a relationship is not confirmed. Without `min_replicas_ack` the same
     consumption is accepted: the loss a failover would then cause is the deployment's choice."""
@@ -61,6 +65,9 @@ async def test_writes_no_replica_holds_are_not_accepted(topology: Any) -> None:
             with pytest.raises(StoreUnavailable) as refused:
                 await store.consume_mobile("m1", NOW)
             assert refused.value.details == {"store": "redis", "reason": "not_replicated"}
+            # ...and the log says why (an operator sees 503s and needs the cause).
+            warned = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+            assert any(line.get("exc_type") == "not_replicated" for line in warned), warned
             assert await store.peek_mobile("m1", NOW) == (MobileState.OK, b"rec")
             for write in (
                 store.put_key("key_1", "d1", b"revoked", "acc_1"),
