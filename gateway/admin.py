@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from gateway.errors import GatewayError, InvalidRequest, InvalidToken, NotFound
+from gateway.errors import GatewayError, InvalidRequest, InvalidToken, MethodNotAllowed, NotFound
 from gateway.observe import logs
 from gateway.render import error_response
 from gateway.runtime import CURRENT, Runtime
@@ -141,7 +141,9 @@ def _record(
         )
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def _body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
+    """The JSON object sent, with no field but ``fields`` (a misspelt one, such as
+    ``lifetime_second``, would otherwise be ignored silently)."""
     if not request.body_exists:
         return {}
     try:
@@ -150,6 +152,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise InvalidRequest("The body must be a JSON object.") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object.")
+    unknown = sorted(name for name in data if name not in fields)
+    if unknown:
+        # Named only when it is a plain field name: never echo what might be a secret.
+        shown = unknown[0] if unknown[0].isidentifier() and len(unknown[0]) <= 40 else "a field"
+        raise InvalidRequest(
+            f"Unknown field {shown}; expected: {', '.join(sorted(fields))}.",
+            details={"field": shown},
+        )
     return data
 
 
@@ -161,7 +171,9 @@ def _str(data: dict[str, Any], name: str, default: str | None = None) -> str:
 
 
 async def create_key(request: web.Request, runtime: Runtime) -> web.Response:
-    data = await _body(request)
+    data = await _body(
+        request, frozenset({"account", "environment", "label", "test", "lifetime_seconds"})
+    )
     lifetime = data.get("lifetime_seconds")
     if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int)):
         raise InvalidRequest("lifetime_seconds must be an integer.")
@@ -191,7 +203,7 @@ async def list_keys(request: web.Request, runtime: Runtime) -> web.Response:
 
 
 async def rotate_key(request: web.Request, runtime: Runtime) -> web.Response:
-    data = await _body(request)
+    data = await _body(request, frozenset({"grace_seconds"}))
     grace = data.get("grace_seconds", 0)
     if isinstance(grace, bool) or not isinstance(grace, int | float):
         raise InvalidRequest("grace_seconds must be a number.", details={"field": "grace_seconds"})
@@ -210,7 +222,7 @@ async def revoke_key(request: web.Request, runtime: Runtime) -> web.Response:
 async def set_relationship(request: web.Request, runtime: Runtime) -> web.Response:
     from gateway.identifiers import is_identifier
 
-    data = await _body(request)
+    data = await _body(request, frozenset({"account", "subject", "actor"}))
     fields = {name: _str(data, name) for name in ("account", "subject", "actor")}
     for name, value in fields.items():
         if not is_identifier(value):
@@ -223,6 +235,22 @@ async def set_relationship(request: web.Request, runtime: Runtime) -> web.Respon
         fields["account"], fields["subject"], fields["actor"], active
     )
     return json_response({**fields, "active": active})
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The router's own refusals (no such path, a method the path does not take) as the
+    gateway's JSON errors, like every other answer of the admin listener."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return error_response(NotFound())
+    except web.HTTPMethodNotAllowed as exc:
+        response = error_response(MethodNotAllowed())
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
 
 
 def admin_routes() -> list[web.RouteDef]:

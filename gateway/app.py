@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.admin import METRICS_REGISTRY, admin_routes
+from gateway.admin import METRICS_REGISTRY, admin_routes, json_errors
 from gateway.config import Settings
 from gateway.dashboard.routes import setup_dashboard
 from gateway.front import front_handler, no_expectation
@@ -44,7 +44,7 @@ def create_admin_app(
     """The admin app, with the key dashboard under ``/dashboard``. ``metrics_registry``
     replaces the runtime's own registry on ``/metrics`` (a supervisor serves the registry that
     aggregates its workers)."""
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app[CURRENT] = current
     app[METRICS_REGISTRY] = metrics_registry or current.runtime.metrics.registry
     app.add_routes(admin_routes())

@@ -18,6 +18,7 @@ from gateway.config import ApiKeySettings
 from gateway.errors import (
     InvalidRequest,
     InvalidToken,
+    NotFound,
     ServiceUnavailable,
     StoreUnavailable,
     TokenExpired,
@@ -290,7 +291,8 @@ class KeyService:
     async def _get(self, key_id: str) -> KeyRecord:
         blob = await self._store.key_by_id(key_id) if material.KEY_ID_SHAPE.match(key_id) else None
         if blob is None:
-            raise InvalidRequest(f"No key with id {key_id}.", details={"field": "key_id"})
+            # Not echoed: the id is whatever the caller sent (a path, say).
+            raise NotFound("No key has this id.", details={"field": "key_id"})
         return KeyRecord.from_blob(blob)
 
     async def revoke(self, key_id: str) -> KeyRecord:

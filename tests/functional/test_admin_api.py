@@ -203,3 +203,34 @@ async def test_every_admin_request_is_logged_and_every_admitted_one_audited(
     assert access[-2:] == [("admin:create_key", 401, "invalid_token")] * 2
     assert len(access) == 6
     assert ADMIN_TOKEN not in log_lines.getvalue() and created["key"] not in log_lines.getvalue()
+
+
+async def test_refusals_are_json_and_echo_nothing_sent(
+    admin: tuple[Gateway, TestClient[Any, Any]],
+) -> None:
+    """A path or method the admin API does not serve, a key id no key has (a path, say), and a
+    field the endpoint does not take (a misspelt one would be ignored silently)."""
+    _, client = admin
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    cases = [
+        ("GET", "/admin/nope", None, 404, "not_found"),
+        ("GET", "/admin/keys/key_x/rotate", None, 405, "method_not_allowed"),
+        ("POST", "/admin/keys/..%2F..%2Fsecret/revoke", None, 404, "not_found"),
+        (
+            "POST",
+            "/admin/keys",
+            {"account": "acc_1", "lifetime_second": 60},
+            400,
+            "invalid_request",
+        ),
+        ("POST", "/admin/keys", {"account": "acc_1", "key": "sk_live_x"}, 400, "invalid_request"),
+    ]
+    for method, path, body, status, code in cases:
+        response = await client.request(method, path, json=body, headers=auth)
+        document = await response.json()
+        assert (response.status, document["error"]) == (status, code), (path, document)
+        assert "secret" not in document["message"] and "sk_live_x" not in document["message"]
+    response = await client.post(
+        "/admin/keys", json={"account": "acc_1", "lifetime_second": 60}, headers=auth
+    )
+    assert (await response.json())["details"] == {"field": "lifetime_second"}
