@@ -229,6 +229,17 @@ async def test_a_body_over_the_limit_is_413_and_closes(
     assert got[0][1]["Connection"] == "close" and closed
 
 
+async def test_a_body_announced_over_the_limit_is_413_on_the_public_listener_too(
+    gw: Gateway,
+) -> None:
+    """The two listeners answer alike: 413 before the decision, not the decision's 200/403."""
+    key = await gw.key()
+    head = ask(key).removesuffix(b"\r\n\r\n")
+    raw = await raw_http(gw.port, head + b"\r\nContent-Length: 1500\r\n\r\n" + b"a" * 1500)
+    assert status_of(raw) == 413, raw[:200]
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"] == "payload_too_large"
+
+
 async def test_expect_100_continue_is_answered_before_the_body(
     gw: Gateway, listener: DecisionServer
 ) -> None:

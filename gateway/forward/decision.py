@@ -31,7 +31,7 @@ from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy, istr
 from yarl import URL
 
 from gateway.authz.policy import RouteMatch
-from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
 from gateway.exchange import Exchange
 from gateway.pipeline import admit_client, reusable_at_once
 from gateway.principal import Principal
@@ -199,7 +199,12 @@ def decider(prefix: str) -> Callable[[web.Request, Runtime, Exchange], Awaitable
 
     async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.Response:
         """Answer for the request the proxy in front reports: 200 with the identity headers,
-        or the error (raised, rendered by :mod:`gateway.front`)."""
+        or the error (raised, rendered by :mod:`gateway.front`). A body announced over
+        ``limits.max_body_bytes`` is 413 first, as on the decision listener."""
+        limit = runtime.settings.limits.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise PayloadTooLarge(details={"limit": limit}, headers={"Connection": "close"})
         principal = await admitted(
             runtime,
             exchange,
