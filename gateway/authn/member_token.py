@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jwt
+from jwt.exceptions import InvalidSubjectError
 from pydantic import Field
 
 from gateway.authn.base import Dependencies, Kind, KindSection
@@ -172,6 +173,11 @@ class MemberTokenAuthenticator:
                     "verify_aud": False,
                 },
             )
+        except (jwt.MissingRequiredClaimError, InvalidSubjectError):
+            # Checked after the signature verified: only the key's holder learns this.
+            raise _bad(
+                "The token lacks sub, iat or exp, or its sub is not text.", "claims"
+            ) from None
         except jwt.PyJWTError:
             raise _signature_invalid() from None
         iat, exp = check_times(payload, now, self._settings.leeway)
