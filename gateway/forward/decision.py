@@ -74,8 +74,15 @@ def original_target(
         # SECURITY: only the configured proxy's headers are read, each exactly once: the client's
         # own copies of another proxy's headers (passed on untouched) never name the request.
         method_header, target_header, whole_url = names
-        method = _sent_once(headers, method_header, proxy)
-        target = _sent_once(headers, target_header, proxy)
+        methods = headers.getall(method_header, ())
+        targets = headers.getall(target_header, ())
+        if len(methods) != 1 or len(targets) != 1:
+            missing = method_header if len(methods) != 1 else target_header
+            raise InvalidRequest(
+                f"decision.proxy is {proxy}: the front proxy must send {missing} once.",
+                details={"reason": "original_request"},
+            )
+        method, target = methods[0], targets[0]
         if whole_url:
             try:
                 target = URL(target, encoded=True).raw_path_qs
@@ -88,17 +95,6 @@ def original_target(
     if not method.isalpha() or not method.isascii() or not method.isupper() or len(method) > 16:
         raise InvalidRequest("The original method is not valid.", details={"reason": "method"})
     return method, target
-
-
-def _sent_once(headers: CIMultiDictProxy[str], name: istr, proxy: str) -> str:
-    values = headers.getall(name, ())
-    if len(values) != 1:
-        raise InvalidRequest(
-            f"decision.proxy is {proxy}: the front proxy must send {name} once.",
-            details={"reason": "original_request"},
-        )
-    value: str = values[0]
-    return value
 
 
 _NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
