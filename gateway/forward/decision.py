@@ -71,11 +71,12 @@ def original_target(
     if names is None:
         target = raw_path[len(prefix) :] or "/"
     else:
-        # SECURITY: only the configured proxy's headers are read, each exactly once: the client's
-        # own copies of another proxy's headers (passed on untouched) never name the request.
+        # Only the configured proxy's headers are read: the client's own copies of another
+        # proxy's headers (passed on untouched) never name the request.
         method_header, target_header, whole_url = names
         methods = headers.getall(method_header, ())
         targets = headers.getall(target_header, ())
+        # SECURITY: each exactly once: a client's copy beside the proxy's is never a guess.
         if len(methods) != 1 or len(targets) != 1:
             missing = method_header if len(methods) != 1 else target_header
             raise InvalidRequest(
