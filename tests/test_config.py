@@ -356,3 +356,39 @@ def test_a_key_written_twice_in_one_mapping_is_refused(
         return
     with pytest.raises(ConfigError, match=rf"has the key '{key}' twice in one mapping \(line"):
         read_yaml(path, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a: [\n", "expected the node content, but found '<stream end>'"),
+        ("a: b: c\n", "mapping values are not allowed here"),
+        ("a:\n\tb: 1\n", "found character '\\t' that cannot start any token"),
+        ('a: !!python/object:os.system "s3cretvalue"\n', "could not determine a constructor"),
+        ("token: *s3cretalias\n", "found undefined alias '…'"),
+    ],
+)
+def test_a_yaml_error_says_what_is_wrong_and_quotes_nothing_long(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    """The parser's words, where they are, and none of the file's own text beyond a
+    character or two (an alias or a tag the parser quotes may be a secret)."""
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        read_yaml(path, "")
+    assert "is not valid YAML (line" in str(caught.value) and words in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_an_error_in_the_policy_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(
+        "routes:\n  - {id: a, methods: [GET], paths: [/x], allow: [api-key]}\n"
+    )
+    document = {
+        "upstreams": {"live": {"url": "http://127.0.0.1:1"}},
+        "policy": {"file": "rules.yaml"},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(Node(document), base_dir=tmp_path)
+    assert str(caught.value).startswith("rules.yaml: routes[0].allow[0]: 'api-key' is not one of")

@@ -26,7 +26,7 @@ from gateway.config.base import (
     Section,
     ValidatedAs,
 )
-from gateway.config.errors import problem
+from gateway.config.errors import ConfigError, problem
 from gateway.config.loader import document_of, read_yaml, validate
 
 DEFAULT_POLICY: Final = Path(__file__).resolve().parent.parent / "defaults" / "policy.yaml"
@@ -179,7 +179,15 @@ def parse_policy(
 
 
 def load_policy(path: Path, *, kinds: Collection[str] | None = None) -> Policy:
-    return parse_policy(read_yaml(path, "policy.file"), base_dir=path.parent, kinds=kinds)
+    """The policy file at ``path``; an error in it names the file and then the field
+    (``policy.yaml: routes[0].allow[0]: …``), so it is not looked for in the config file."""
+    document = read_yaml(path, "policy.file")
+    try:
+        return parse_policy(document, base_dir=path.parent, kinds=kinds)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{path.name}: {exc.path}" if exc.path else path.name, exc.problem
+        ) from None
 
 
 @functools.cache

@@ -9,6 +9,7 @@ file paths are relative to the config file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,18 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's words for what is wrong (``: could not find expected ':'``), with any quoted
+    text longer than a few characters left out: it is the file's own, and may be a secret."""
+    problem = getattr(exc, "problem", None)
+    if not isinstance(problem, str) or not problem:
+        return ""
+    # SECURITY: the parser quotes the file (an unknown tag, an alias, a scalar): only short
+    # quotes (a ':' or a '\t') are kept.
+    words = re.sub(r"""(['"])(?!<)[^'"]{4,}\1""", "'…'", problem)[:120]  # '<stream end>' kept
+    return f": {words}"
+
+
 def read_yaml(path: Path, field_path: str) -> object:
     """The parsed document (PyYAML's safe loader, a key twice in one mapping refused);
     ``field_path`` is what an error names."""
@@ -103,7 +116,8 @@ def read_yaml(path: Path, field_path: str) -> object:
             raise ConfigError(
                 field_path, f"{path} has the key {exc.key!r} twice in one mapping{where}"
             ) from None
-        raise ConfigError(field_path, f"{path} is not valid YAML{where}") from None
+        what = _yaml_problem(exc)
+        raise ConfigError(field_path, f"{path} is not valid YAML{where}{what}") from None
     return document
 
 
