@@ -431,10 +431,16 @@ async def create_key(request: web.Request, ctx: Context) -> web.StreamResponse:
     choice = _field(ctx.form, "environment")
     environment, test = ("sandbox", True) if choice == "test" else (choice, False)
     days = _field(ctx.form, "lifetime_days").strip()
+    longest = int(ctx.runtime.settings.api_keys.lifetime // 86400)
     try:
         lifetime = int(days) * 86400 if days else None
     except ValueError:
-        ctx.session.flash.append(("error", "The lifetime is a whole number of days."))
+        lifetime = -1
+    if lifetime is not None and not 1 <= lifetime // 86400 <= longest:
+        # The form asks for days: the key service's limit, in seconds, would not read as one.
+        ctx.session.flash.append(
+            ("error", f"The lifetime is a whole number of days, from 1 to {longest}.")
+        )
         return _redirect(back)
     try:
         key, record = await ctx.runtime.keys.create(

@@ -42,7 +42,7 @@ def audit_url(*, account: str | None = None, actor: str | None = None) -> str:
 
 def duration(seconds: float) -> str:
     """``3 d 4 h``, ``2 h 5 min``, ``12 min``, ``< 1 min``."""
-    seconds = int(abs(seconds))
+    seconds = round(abs(seconds))  # 239.8 s left of a 240 s grace reads "4 min", as its notice
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes = rest // 60

@@ -313,8 +313,9 @@ class KeyService:
         return record
 
     async def rotate(self, key_id: str, *, grace: float = 0.0) -> tuple[str, KeyRecord, KeyRecord]:
-        """A new key for the same account and environment. The old key stops working at once,
-        or after ``grace`` seconds when a zero-downtime rotation asks for it (at most 24 h)."""
+        """A new key for the same account and environment, with the old one's lifetime. The old
+        key stops working at once, or after ``grace`` seconds when a zero-downtime rotation asks
+        for it (at most 24 h)."""
         if not 0 <= grace <= 86400:
             raise InvalidRequest(
                 "grace must be between 0 and 86400 seconds.", details={"field": "grace"}
@@ -322,8 +323,15 @@ class KeyService:
         old = await self._get(key_id)
         if old.status(self._clock.now()) != "active":
             raise InvalidRequest(f"Key {key_id} is not active.", details={"field": "key_id"})
+        # The successor lives as long as its predecessor was made to (a 10-day key is not
+        # replaced by a 90-day one), within api_keys.lifetime.
+        span = min(old.expires_at - old.created_at, self._settings.lifetime)
         key, new = await self.create(
-            old.account, old.environment, label=old.label, test=old.prefix == "sk_test_"
+            old.account,
+            old.environment,
+            label=old.label,
+            test=old.prefix == "sk_test_",
+            lifetime=span if span > 0 else None,
         )
         old = old.with_changes(revoked_at=self._clock.now() + grace, rotated_to=new.key_id)
         await self._store.put_key(old.key_id, old.digest, old.to_blob(), old.account)

@@ -576,7 +576,9 @@ async def test_test_keys_lifetimes_and_refusals(dash: Admin) -> None:
     (record,) = await gw.runtime.keys.list("acc_1")
     assert record.expires_at - record.created_at == 7 * 86400
     for fields, message in [
-        ({"lifetime_days": "400"}, "lifetime must be between"),
+        # The form asks for days, and so does its refusal (not the key service's seconds).
+        ({"lifetime_days": "400"}, "whole number of days, from 1 to 90"),
+        ({"lifetime_days": "0"}, "whole number of days, from 1 to 90"),
         ({"lifetime_days": "soon"}, "whole number of days"),
         ({"environment": "prod"}, "environment must be live or sandbox"),
         ({"label": "a\nb"}, "label must be at most 200 printable"),

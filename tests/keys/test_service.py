@@ -124,6 +124,17 @@ async def test_rotation_revokes_the_old_key_at_once(store: Store, clock: FakeClo
     assert (await keys.authenticate(new_key)).key_id == new.key_id
 
 
+@pytest.mark.parametrize("days", [10, 90])
+async def test_a_successor_keeps_its_predecessors_lifetime(
+    store: Store, clock: FakeClock, days: int
+) -> None:
+    keys = service(store, clock)
+    _, old = await keys.create("acc_1", "live", lifetime=days * DAY)
+    clock.advance(3 * DAY)
+    _, new, _ = await keys.rotate(old.key_id)
+    assert new.expires_at - new.created_at == days * DAY
+
+
 async def test_rotation_with_an_explicit_grace_period(store: Store, clock: FakeClock) -> None:
     keys = service(store, clock)
     old_key, old = await keys.create("acc_1", "live")
