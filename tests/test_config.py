@@ -392,3 +392,13 @@ def test_an_error_in_the_policy_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings(Node(document), base_dir=tmp_path)
     assert str(caught.value).startswith("rules.yaml: routes[0].allow[0]: 'api-key' is not one of")
+
+
+def test_a_file_that_is_not_utf8_is_named_by_position_only(tmp_path: Path) -> None:
+    """An editor's Latin-1 byte: the decoding error's repr quotes the whole file (secrets
+    written in it included), so the error names the byte's position and nothing of the text."""
+    path = tmp_path / "g.yaml"
+    path.write_bytes(b"admin: {token: s3cret-admin-token}\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        read_yaml(path, "")
+    assert str(caught.value) == f"{path} is not UTF-8 text (byte 40 cannot be decoded)"

@@ -194,3 +194,13 @@ def test_a_group_no_route_is_in_is_a_config_error(sections: Any, error: str) -> 
 
 def test_the_shipped_policys_groups_take_limits() -> None:
     parse(rate_limits={"rules": [{"group": "default", "limit": 5, "period": "1s"}]})
+
+
+def test_decision_mode_needs_its_front_proxy_named() -> None:
+    """No default: whichever proxy's headers a default read, behind another proxy a client
+    could send them itself and name the request decided."""
+    with pytest.raises(ConfigError) as caught:
+        parse(decision={"enabled": True})
+    assert str(caught.value).startswith("decision.proxy: is required with decision.enabled")
+    assert parse(decision={"enabled": True, "proxy": "traefik"}).decision.proxy == "traefik"
+    assert parse(decision={"enabled": False}).decision.proxy is None
