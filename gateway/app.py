@@ -33,7 +33,7 @@ def create_app(current: Current) -> web.Application:
     prefix = settings.decision.prefix if settings.decision.enabled else None
     # One handler (gateway.front): the gateway routes by itself. The runner serves it without
     # the router; the one catch-all route is for test clients and apps given middlewares.
-    handler = app[FRONT] = front_handler(current, endpoints, prefix)
+    handler = app[FRONT] = front_handler(current, endpoints, prefix, settings.decision.proxy)
     app.router.add_route("*", "/{tail:.*}", handler, expect_handler=no_expectation)
     return app
 

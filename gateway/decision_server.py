@@ -66,12 +66,13 @@ _Parsed = tuple[RawRequestMessage | HttpProcessingError, StreamReader]
 class DecisionServer:
     """The listener: accepts connections and answers their decision requests.
 
-    Listener-level settings (prefix, limits) are read once, as the public listener's are; the
+    Listener-level settings (prefix, proxy, limits) are read once, as the public listener's are; the
     runtime (keys, policy, stores) is read per request from ``current``, so a reload applies."""
 
     def __init__(self, current: Current, settings: Settings) -> None:
         self.current = current
         self.prefix = settings.decision.prefix
+        self.proxy = settings.decision.proxy
         self.limits: Limits = settings.limits
         self.connections: set[_Connection] = set()
         self.stopping = False
@@ -143,7 +144,14 @@ class DecisionServer:
                 if (refused_here := self._refusal(message)) is not None:
                     raise refused_here
                 principal = await admitted(
-                    runtime, exchange, headers, message.method, message.path, peer, self.prefix
+                    runtime,
+                    exchange,
+                    headers,
+                    message.method,
+                    message.path,
+                    peer,
+                    self.prefix,
+                    self.proxy,
                 )
                 keep_alive = keep_alive and not self.stopping  # a shutdown began meanwhile
                 data = self._allowed(runtime, exchange, principal, keep_alive, message)
@@ -176,7 +184,7 @@ class DecisionServer:
         headers = message.headers
         try:
             decided = admitted_at_once(
-                runtime, headers, message.method, message.path, peer, self.prefix
+                runtime, headers, message.method, message.path, peer, self.prefix, self.proxy
             )
         except Exception:
             # A bug, not a client: logged, and the request left to the awaited path (which

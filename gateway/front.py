@@ -50,12 +50,15 @@ Route = Callable[[web.Request, Runtime, Exchange], Awaitable[web.StreamResponse]
 
 
 def front_handler(
-    current: Current, endpoints: dict[str, Endpoint], decision_prefix: str | None
+    current: Current,
+    endpoints: dict[str, Endpoint],
+    decision_prefix: str | None,
+    decision_proxy: str | None = None,
 ) -> Handler:
-    """The handler of every public request. ``decision_prefix`` (None: decision mode off) is a
-    listener-level setting, read once: a reload does not move routes."""
+    """The handler of every public request. ``decision_prefix`` (None: decision mode off) and
+    ``decision_proxy`` are listener-level settings, read once: a reload does not move routes."""
 
-    decide = decider(decision_prefix) if decision_prefix is not None else None
+    decide = decider(decision_prefix, decision_proxy) if decision_prefix is not None else None
 
     def route(request: web.Request) -> Route:
         path = request.rel_url.path_safe
@@ -102,6 +105,11 @@ def front_handler(
                 response = _render(GatewayError(), exchange, header)
             if not response.prepared:
                 edge_headers(request, response)
+            if "Expect" in headers and response.status >= 400 and not request.content.is_eof():
+                # SECURITY: refused before its body was invited (Expect: 100-continue): what
+                # the client sends next on this connection could be that body or its next
+                # request; the connection ends here instead of guessing, or taking the body in.
+                response.force_close()
             status = response.status
             return response
         finally:

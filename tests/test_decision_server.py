@@ -421,20 +421,20 @@ async def test_a_connection_lost_mid_body_ends_its_request_at_once(
 async def test_a_reload_does_not_move_the_prefix_a_listener_routes_by(
     gw: Gateway, listener: DecisionServer, upstream: tuple[Any, TestServer]
 ) -> None:
-    """The prefix is read when a listener starts (a reload that changes it warns that it needs
-    a restart): the original path is always what follows the prefix that was matched, on the
-    public listener and the decision listener alike."""
+    """The prefix and the front proxy are read when a listener starts (a reload that changes
+    them warns that it needs a restart): decisions are asked as before, at the old prefix in
+    the old proxy's headers, on the public listener and the decision listener alike."""
     key = await gw.key()
     url = base_url(upstream[1])
     moved = make_settings(url, url, decision={"enabled": True, "proxy": "envoy", "prefix": "/auth"})
     gw.current.runtime = build_runtime(moved, clock=gw.clock, store=gw.runtime.store)
-    target = "/decisions/v1/users/usr_a/scores"  # Envoy's style: prefix + original path
-    public = await gw.client.get(target, headers={"Authorization": f"Bearer {key}"})
+    asked = {"X-Original-Method": "GET", "X-Original-URI": SCORES, "Authorization": f"Bearer {key}"}
+    public = await gw.client.get("/decisions", headers=asked)
     assert public.status == 200 and public.headers["X-Auth-Account"] == "acc_1"
+    lines = "".join(f"{name}: {value}\r\n" for name, value in asked.items())
     raw = await raw_http(
         listener.port,
-        f"GET {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n"
-        "Connection: close\r\n\r\n".encode(),
+        f"GET /decisions HTTP/1.1\r\nHost: gw\r\n{lines}Connection: close\r\n\r\n".encode(),
     )
     status, headers, _ = answers(raw)[0]
     assert status == 200 and headers["X-Auth-Account"] == "acc_1"

@@ -90,7 +90,12 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
         return ""
     # SECURITY: the parser quotes the file (an unknown tag, an alias, a scalar): only short
     # quotes (a ':' or a '\t') are kept.
-    words = re.sub(r"""(['"])(?!<)[^'"]{4,}\1""", "'…'", problem)[:120]  # '<stream end>' kept
+    words = re.sub(r'"[^"]{4,}"', "'…'", problem)
+    words = re.sub(r"'(?!<)[^']{4,}'", "'…'", words)  # '<stream end>' kept
+    for quote in "'\"":
+        if words.count(quote) % 2:  # a quote inside a quote: everything from it on goes
+            words = words.partition(quote)[0].rstrip()
+    words = words[:120]
     return f": {words}"
 
 

@@ -116,16 +116,16 @@ async def admitted(
     raw_path: str,
     peer: str | None,
     prefix: str,
+    proxy: str | None,
 ) -> Principal:
     """The principal of an allowed decision, or the error raised: for both listeners that
     decide, the public one (:func:`decide`) and the decision listener
     (:mod:`gateway.decision_server`). The answer carries the principal's identity headers
     (``runtime.identity``) and :func:`answer_headers`. ``prefix`` is the one the listener
     routed by (read when it started: a reload does not move it), so the original path is
-    always what follows the prefix that was matched."""
-    method, target = original_target(
-        headers, method, raw_path, prefix, runtime.settings.decision.proxy
-    )
+    always what follows the prefix that was matched; ``proxy`` (``decision.proxy``) is read
+    then too: a reload that changes either is logged as needing a restart, and is one."""
+    method, target = original_target(headers, method, raw_path, prefix, proxy)
     # The peer is the front proxy: trusted (abuse.trusted_proxies), its X-Forwarded-For names
     # the client whose failed authentications are budgeted.
     principal, match = await admit_client(
@@ -155,6 +155,7 @@ def admitted_at_once(
     raw_path: str,
     peer: str | None,
     prefix: str,
+    proxy: str | None,
 ) -> tuple[Principal, RouteMatch] | None:
     """:func:`admitted`'s decision without awaiting, when it is a reused one that needs
     nothing awaited (:func:`~gateway.pipeline.reusable_at_once`); ``None`` otherwise, a
@@ -162,9 +163,7 @@ def admitted_at_once(
     Counts and writes nothing: the caller that answers with it calls
     :func:`~gateway.pipeline.use_at_once`."""
     try:
-        method, target = original_target(
-            headers, method, raw_path, prefix, runtime.settings.decision.proxy
-        )
+        method, target = original_target(headers, method, raw_path, prefix, proxy)
     except GatewayError:
         return None
     decided = reusable_at_once(runtime, headers, query_of(target), method, target, peer)
@@ -191,8 +190,10 @@ def answer_headers(
     return out
 
 
-def decider(prefix: str) -> Callable[[web.Request, Runtime, Exchange], Awaitable[web.Response]]:
-    """The public listener's decision endpoint under ``prefix``."""
+def decider(
+    prefix: str, proxy: str | None
+) -> Callable[[web.Request, Runtime, Exchange], Awaitable[web.Response]]:
+    """The public listener's decision endpoint under ``prefix``, asked by ``proxy``."""
 
     async def decide(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.Response:
         """Answer for the request the proxy in front reports: 200 with the identity headers,
@@ -210,6 +211,7 @@ def decider(prefix: str) -> Callable[[web.Request, Runtime, Exchange], Awaitable
             request.raw_path,
             request.remote,
             prefix,
+            proxy,
         )
         response = web.Response(status=200)
         response.headers.extend(runtime.identity.render(principal))

@@ -23,23 +23,23 @@ class KeyRecord:
     sealed: str
     revoked_at: float | None = None
     rotated_to: str | None = None
-    # Revoked by someone (not only replaced by a rotation): its derived tokens end too. A record
-    # written before this field existed reads as False, its status as before.
-    revoked: bool = False
 
     def to_blob(self) -> bytes:
         return orjson.dumps(asdict(self))
 
     @classmethod
     def from_blob(cls, blob: bytes) -> KeyRecord:
-        return cls(**orjson.loads(blob))
+        """The record in ``blob``; a field a later release added is ignored, so that replicas
+        of two releases can share a store during a rolling deploy (and a rollback)."""
+        data = orjson.loads(blob)
+        return cls(**{name: data[name] for name in _FIELDS if name in data})
 
     def with_changes(self, **changes: Any) -> KeyRecord:
         return replace(self, **changes)
 
     def status(self, now: float) -> str:
         if self.revoked_at is not None and self.revoked_at <= now:
-            return "rotated" if self.rotated_to and not self.revoked else "revoked"
+            return "rotated" if self.rotated_to else "revoked"
         if self.expires_at <= now:
             return "expired"
         return "active"
@@ -58,3 +58,6 @@ class KeyRecord:
             "rotated_to": self.rotated_to,
             "status": self.status(now),
         }
+
+
+_FIELDS = frozenset(KeyRecord.__dataclass_fields__)

@@ -192,10 +192,13 @@ class KeyService:
         self._by_id.attach(stats("api_key_by_id"))
 
     def _remember(self, record: KeyRecord, now: float) -> None:
+        """Kept by digest (the key presented again) and by id (a token it issues, checked
+        against its key within the same second: a mobile token initialized right after its
+        issue asks no store)."""
         ttl = self._settings.cache_ttl
-        self._by_digest.put(
-            record.digest, record, now + ttl, now + ttl + self._settings.stale_window
-        )
+        until, stale = now + ttl, now + ttl + self._settings.stale_window
+        self._by_digest.put(record.digest, record, until, stale)
+        self._by_id.put(record.key_id, record, until, stale)
 
     @staticmethod
     def _check(record: KeyRecord, now: float) -> KeyRecord:
@@ -298,14 +301,16 @@ class KeyService:
     async def revoke(self, key_id: str) -> KeyRecord:
         """The key stops working at once, and so does every token issued with it: also a key
         in its rotation's grace period, or one a rotation already replaced (a key that leaked
-        is revoked whatever else was done with it)."""
+        is revoked whatever else was done with it; its record then no longer names its
+        successor)."""
         record = await self._get(key_id)
         now = self._clock.now()
-        if not record.revoked:
+        if record.status(now) != "revoked":
             ended = record.revoked_at if record.revoked_at is not None else now
-            # SECURITY: marked revoked even when rotated: its tokens end with it (they outlive
-            # a rotation only, so that rotating a key does not log every browser out).
-            record = record.with_changes(revoked_at=min(ended, now), revoked=True)
+            # SECURITY: a rotated key loses its rotation (a record revoked and not rotated is
+            # what every release reads as revoked): its tokens end with it, where a rotation
+            # alone lets them live out their lifetime so as not to log every browser out.
+            record = record.with_changes(revoked_at=min(ended, now), rotated_to=None)
             await self._store.put_key(
                 record.key_id, record.digest, record.to_blob(), record.account
             )

@@ -5,6 +5,7 @@ raw sockets where the bytes matter."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,17 +90,22 @@ async def test_expect_100_continue_is_not_answered_for_a_refused_request(
     served: tuple[GatewayProcess, str], upstream_thread: ThreadedUpstream
 ) -> None:
     """The body is invited only once the pipeline admitted the request: an anonymous upload
-    is refused (401) before any of it is sent, and nothing reaches the upstream."""
+    is refused (401) before any of it is sent, nothing reaches the upstream, and the gateway
+    closes the connection (what the client sends next could be the body or a request)."""
     proc, _ = served
     before = upstream_thread.recorder.last
     head = (
         b"POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk_live_nobody\r\n"
         b"Content-Type: application/json\r\nContent-Length: 1000000\r\n"
-        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        b"Expect: 100-continue\r\n\r\n"
     )
-    raw = await raw_http(proc.port, head, read_timeout=2.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(head)
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 5)  # to the end: the gateway closes it
+    writer.close()
     assert status_of(raw) == 401, raw[:200]
-    assert b"100 Continue" not in raw
+    assert b"100 Continue" not in raw and b"Connection: close" in raw
     assert upstream_thread.recorder.last is before
 
 
