@@ -279,6 +279,9 @@ AUTH_BODY = """location / {
   auth_request_set $u $upstream_http_x_auth_user; proxy_set_header X-Auth-User $u;
   auth_request_set $c $upstream_http_x_auth_credential; proxy_set_header X-Auth-Credential $c;
   proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+# Envoy's form (the path below the prefix), for a GET-only benchmark: nginx's auth subrequest
+# is always a GET, so a deployment asks as `decision.proxy: nginx` does (X-Original-Method and
+# X-Original-URI, operations.md), never this way.
 location = /_auth { internal; proxy_pass http://gateway/decisions$request_uri;
   proxy_http_version 1.1; proxy_set_header Connection "";
   proxy_pass_request_body off; proxy_set_header Content-Length ""; }"""

@@ -20,7 +20,14 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from gateway.errors import GatewayError, InvalidRequest, InvalidToken, MethodNotAllowed, NotFound
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    InvalidToken,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
 from gateway.observe import logs
 from gateway.render import error_response
 from gateway.runtime import CURRENT, Runtime
@@ -102,6 +109,10 @@ def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Resp
             response = await handler(request, runtime)
         except GatewayError as failed:
             error, response = failed, error_response(failed)
+        except web.HTTPRequestEntityTooLarge:
+            # A body over aiohttp's client_max_size, refused while it was read.
+            error = PayloadTooLarge()
+            response = error_response(error)
         # SECURITY: every admin API request is on record; every admitted one as an action.
         _record(request, route, response.status, error, admitted, started)
         return response
@@ -230,7 +241,11 @@ async def set_relationship(request: web.Request, runtime: Runtime) -> web.Respon
                 f"{name} must be 1-128 letters, digits, '_' or '-'.", details={"field": name}
             )
     active = request.method == "PUT"
-    request[ACTED_ON] = {"account": fields["account"], "subject": fields["subject"]}
+    request[ACTED_ON] = {
+        "account": fields["account"],
+        "subject": fields["subject"],
+        "caregiver": fields["actor"],
+    }
     await runtime.store.set_relationship(
         fields["account"], fields["subject"], fields["actor"], active
     )
@@ -243,14 +258,19 @@ async def json_errors(
 ) -> web.StreamResponse:
     """The router's own refusals (no such path, a method the path does not take) as the
     gateway's JSON errors, like every other answer of the admin listener."""
+    started = time.perf_counter()
     try:
         return await handler(request)
     except web.HTTPNotFound:
-        return error_response(NotFound())
+        error: GatewayError = NotFound()
+        response = error_response(error)
     except web.HTTPMethodNotAllowed as exc:
-        response = error_response(MethodNotAllowed())
+        error = MethodNotAllowed()
+        response = error_response(error)
         response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-        return response
+    if request.path.startswith("/admin/"):  # the admin API's own paths: on record as its others
+        _record(request, "admin:unknown", response.status, error, False, started)
+    return response
 
 
 def admin_routes() -> list[web.RouteDef]:

@@ -87,6 +87,8 @@ def _credential_in(query: MultiMapping[str]) -> bool:
     for name, value in query.items():
         if name.lower() == "access_token" or value.startswith(_KEY_PREFIXES):
             return True
+        if name.startswith(_KEY_PREFIXES):  # a key sent as a bare parameter (?sk_live_…)
+            return True
         if value.startswith("mt_") and _MOBILE_SHAPE.match(value):
             return True
         if value.startswith("eyJ") and JWS_SHAPE.match(value):

@@ -143,6 +143,7 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c3JfYSJ9." + "s" * 40
         ("key", TEST),
         ("t", MOBILE),
         ("jwt", JWT),
+        (KEY, ""),  # a key as a bare parameter name
     ],
 )
 def test_a_credential_in_the_query_is_400_under_any_name(name: str, value: str) -> None:

@@ -438,9 +438,12 @@ async def create_key(request: web.Request, ctx: Context) -> web.StreamResponse:
         lifetime = -1
     if lifetime is not None and not 1 <= lifetime // 86400 <= longest:
         # The form asks for days: the key service's limit, in seconds, would not read as one.
-        ctx.session.flash.append(
-            ("error", f"The lifetime is a whole number of days, from 1 to {longest}.")
+        message = (
+            f"The lifetime is a whole number of days, from 1 to {longest}."
+            if longest >= 1
+            else "Keys live less than a day here (api_keys.lifetime): leave the lifetime empty."
         )
+        ctx.session.flash.append(("error", message))
         return _redirect(back)
     try:
         key, record = await ctx.runtime.keys.create(

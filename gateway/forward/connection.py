@@ -127,7 +127,9 @@ class UpstreamConnection(BaseProtocol):
         a stream allows one reader at a time."""
         writer, self._stopping = self._stopping, None
         if writer is not None:
-            await asyncio.wait([writer])
+            # Bounded: a cancellation a wait_for swallowed (Python 3.11) must not hold the
+            # handler until the client's body_timeout.
+            await asyncio.wait([writer], timeout=1.0)
 
     def fail(self, exc: BaseException) -> None:
         """Fail the exchange with ``exc`` (its head if still awaited, else its body) and abort

@@ -4,6 +4,7 @@ survives, nothing hop-by-hop crosses, and everything else does."""
 from __future__ import annotations
 
 import pytest
+from aiohttp.http_parser import SINGLETON_HEADERS
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -162,7 +163,15 @@ plain_names = st.text(TOKEN_CHARS, min_size=1, max_size=20).filter(
 )
 
 
-@given(st.lists(st.tuples(plain_names, header_values), max_size=20))
+def _no_singleton_twice(headers: list[tuple[str, str]]) -> bool:
+    """aiohttp's parsers refuse a second Content-Type, User-Agent, … (SINGLETON_HEADERS): on
+    the gateway's own listener such a request is a 400 before anything is forwarded, and as
+    the oracle here it would refuse the head for that reason alone."""
+    names = [name.lower() for name, _ in headers if name.lower() in SINGLETON_HEADERS]
+    return len(names) == len(set(names))
+
+
+@given(st.lists(st.tuples(plain_names, header_values), max_size=20).filter(_no_singleton_twice))
 def test_the_upstream_reads_exactly_the_headers_sent(headers: list[tuple[str, str]]) -> None:
     head = request_head("POST", "/v1/x?a=1", HOST + "Content-Length: 0\r\n", CIMultiDict(headers))
     method, path, seen = parsed(head)

@@ -340,3 +340,35 @@ async def test_an_original_url_that_does_not_parse_is_400(
 
 def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
+
+
+@pytest.mark.parametrize(
+    ("style", "method", "path", "headers"),
+    [
+        (
+            "nginx",
+            "GET",
+            "/decisions",
+            {"X-Original-Method": "GET", "X-Original-URI": "/v1/users/%FF/scores"},
+        ),
+        ("envoy", "GET", "/decisions/v1/users/%ED%A0%80/scores", {}),
+        (
+            "traefik",
+            "GET",
+            "/decisions",
+            {"X-Forwarded-Method": "G\u00c9T", "X-Forwarded-Uri": "/v1/users/usr_a/scores"},
+        ),
+    ],
+    ids=["nginx: invalid utf-8", "envoy: surrogate in path", "traefik: non-ascii method"],
+)
+async def test_a_malformed_original_request_is_400_under_its_own_proxy(
+    gw: Gateway, ask: Decider, style: str, method: str, path: str, headers: dict[str, str]
+) -> None:
+    """Each reaches the check it is about (not the missing-header refusal): the original
+    request as that proxy reports it is refused as the proxy would have it refused."""
+    key = await gw.key()
+    sent = {**headers, "Authorization": f"Bearer {key}"}
+    answer = await raw_http(ask.port, raw_request(method, path, sent))
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert status_of(answer) == 400, answer[:200]
+    assert body["details"].get("reason") != "original_request", body
