@@ -77,6 +77,12 @@ def extract(
 
 
 _KEY_PREFIXES = ("sk_live_", "sk_sandbox_", "sk_test_")
+
+
+def _holds_key(text: str) -> bool:
+    return "sk_" in text and any(prefix in text for prefix in _KEY_PREFIXES)
+
+
 _MOBILE_SHAPE = re.compile(r"mt_[A-Za-z0-9]{32,64}\Z")
 
 
@@ -85,10 +91,8 @@ def _credential_in(query: MultiMapping[str]) -> bool:
     value shaped like an API key, a mobile token or a JWT under any name (``?api_key=``,
     ``?token=``), which would otherwise reach the backend's logs with the URL."""
     for name, value in query.items():
-        if name.lower() == "access_token" or value.startswith(_KEY_PREFIXES):
-            return True
-        if name.startswith(_KEY_PREFIXES):  # a key sent as a bare parameter (?sk_live_…)
-            return True
+        if name.lower() == "access_token" or _holds_key(value) or _holds_key(name):
+            return True  # a key anywhere in a value, or as a bare parameter (?sk_live_…)
         if value.startswith("mt_") and _MOBILE_SHAPE.match(value):
             return True
         if value.startswith("eyJ") and JWS_SHAPE.match(value):

@@ -144,6 +144,8 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c3JfYSJ9." + "s" * 40
         ("t", MOBILE),
         ("jwt", JWT),
         (KEY, ""),  # a key as a bare parameter name
+        ("note", f"abc{KEY}xyz"),  # inside a longer value
+        ("q", f"Bearer {KEY}"),
     ],
 )
 def test_a_credential_in_the_query_is_400_under_any_name(name: str, value: str) -> None:
