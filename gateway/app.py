@@ -14,6 +14,7 @@ from gateway.front import front_handler, no_expectation
 from gateway.issue.endpoints import HANDLERS
 from gateway.pipeline import ENDPOINTS
 from gateway.protocol import FRONT, parser_limits
+from gateway.render import SERVER
 from gateway.runtime import CURRENT, Current, runtime_ctx
 
 
@@ -45,11 +46,17 @@ def create_admin_app(
     replaces the runtime's own registry on ``/metrics`` (a supervisor serves the registry that
     aggregates its workers)."""
     app = web.Application(middlewares=[json_errors])
+    app.on_response_prepare.append(_server_header)
     app[CURRENT] = current
     app[METRICS_REGISTRY] = metrics_registry or current.runtime.metrics.registry
     app.add_routes(admin_routes())
     setup_dashboard(app)
     return app
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """The admin listener's answers name the product, as the public listener's do."""
+    response.headers["Server"] = SERVER
 
 
 def server_limits(settings: Settings) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from gateway.observe.recent import RECENT as RECENT_AUDIT
 from gateway.observe.tracing import RequestSpan
 from gateway.pipeline import Endpoint, proxy
 from gateway.protocol import Handler, header_bytes
-from gateway.render import error_response
+from gateway.render import SERVER, error_response
 from gateway.runtime import REQUEST_RUNTIME, Current, Runtime
 
 _AIOHTTP_STATUS = {400: InvalidRequest, 404: NotFound}
@@ -72,7 +72,7 @@ def front_handler(
         request: web.Request, runtime: Runtime, exchange: Exchange
     ) -> web.StreamResponse:
         return await proxy(
-            request, runtime, exchange, endpoints, lambda response: edge_headers(request, response)
+            request, runtime, exchange, endpoints, lambda response: _edge(request, response)
         )
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -104,7 +104,7 @@ def front_handler(
                 )
                 response = _render(GatewayError(), exchange, header)
             if not response.prepared:
-                edge_headers(request, response)
+                _edge(request, response)
             if "Expect" in headers and response.status >= 400 and not request.content.is_eof():
                 # SECURITY: refused before its body was invited (Expect: 100-continue): what
                 # the client sends next on this connection could be that body or its next
@@ -117,6 +117,14 @@ def front_handler(
             record(runtime, exchange, request.method, status, span)
 
     return handle
+
+
+def _edge(request: web.Request, response: web.StreamResponse) -> None:
+    """What every answer of the public listener carries before it is sent: the CORS and
+    rate-limit headers (:func:`~gateway.cors.edge_headers`), and the gateway's ``Server``
+    unless the upstream's answer brought its own."""
+    edge_headers(request, response)
+    response.headers.setdefault("Server", SERVER)
 
 
 def begin(

@@ -55,6 +55,12 @@ def error_headers(error: GatewayError) -> dict[str, str]:
     return headers
 
 
+# The gateway's answers name the product, not the framework and interpreter versions (aiohttp
+# writes "Python/3.11 aiohttp/3.x" where no Server header was set): nothing to look up a
+# vulnerability by.
+SERVER = "health-gateway"
+
+
 def error_response(error: GatewayError) -> web.Response:
     """JSON ``{"error","message","details"}`` with the class's status and headers (the decision
     listener writes the same status, headers and body without aiohttp's objects:
@@ -63,4 +69,5 @@ def error_response(error: GatewayError) -> web.Response:
         status=error.status, body=error_body(error), content_type="application/json"
     )
     response.headers.update(error_headers(error))
+    response.headers["Server"] = SERVER
     return response

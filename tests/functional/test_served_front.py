@@ -121,3 +121,19 @@ async def test_a_decision_is_answered_with_the_identity(served: tuple[GatewayPro
         assert response.status == 200
         assert response.headers["X-Auth-Credential"] == "api_key"
         assert response.headers["X-Auth-Account"] == "acc_1"
+
+
+async def test_the_gateways_own_answers_name_no_framework_version(
+    served: tuple[GatewayProcess, str],
+) -> None:
+    """An error, a refusal by the HTTP parser and the admin listener's answers say
+    ``Server: health-gateway``, not aiohttp's ``Python/3.x aiohttp/3.x``."""
+    proc, _ = served
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{proc.port}{SCORES}") as refused:
+            assert refused.status == 401 and refused.headers["Server"] == "health-gateway"
+        async with session.get(f"http://127.0.0.1:{proc.admin_port}/healthz") as health:
+            assert health.status == 200 and health.headers["Server"] == "health-gateway"
+    raw = await raw_http(proc.port, b"GET /x HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+    assert status_of(raw) == 400 and b"\r\nServer: health-gateway\r\n" in raw, raw[:300]
+    assert b"aiohttp" not in raw
