@@ -18,8 +18,8 @@ class Exchange:
         "request_id",
         "route",
         "started",
-        "timings",
         "upstream",
+        "upstream_seconds",
     )
 
     def __init__(self, request_id: str, started: float) -> None:
@@ -34,7 +34,8 @@ class Exchange:
         self.principal: Principal | None = None
         self.error: str | None = None
         self.upstream: str | None = None
-        self.timings: dict[str, float] = {}
+        # How long the upstream took to answer (set by the forwarder once it has).
+        self.upstream_seconds: float | None = None
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)

@@ -209,7 +209,7 @@ def record(
     route, error = exchange.route, exchange.error
     span.finish(status, route, kind, error)
     metrics.request_done(route, method, kind, status, elapsed)
-    upstream_seconds = exchange.timings.get("upstream")
+    upstream_seconds = exchange.upstream_seconds
     if exchange.upstream is not None and upstream_seconds is not None:
         metrics.upstream_done(exchange.upstream, upstream_seconds)
     p = exchange.principal

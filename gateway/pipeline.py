@@ -327,5 +327,5 @@ async def proxy(
             (runtime.settings.headers.assertion, runtime.assertions.render(principal)),
         )
     return await runtime.forwarder.forward(
-        request, upstream, identity, exchange.request_id, exchange.timings, before_start
+        request, upstream, identity, exchange, before_start
     )

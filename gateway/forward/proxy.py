@@ -25,6 +25,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.exchange import Exchange
 from gateway.forward import headers as hdrs
 from gateway.forward.upstream import Answer, ConnectTimeout, UpstreamLost, framing
 from gateway.observe.metrics import Metrics
@@ -86,13 +87,14 @@ class Forwarder:
         request: web.Request,
         upstream: Upstream,
         identity: tuple[tuple[str, str], ...],
-        request_id: str,
-        timings: dict[str, float],
+        exchange: Exchange,
         before_start: Callable[[web.StreamResponse], None] | None = None,
     ) -> web.StreamResponse:
         """Forward ``request`` with the ``identity`` headers and stream the answer back;
-        ``before_start`` gets the answer's headers last, just before they are sent."""
+        ``before_start`` gets the answer's headers last, just before they are sent. The
+        upstream's time is noted in ``exchange.upstream_seconds``."""
         settings = self._settings
+        request_id = exchange.request_id
         out = hdrs.request_headers(
             request.headers,
             owned=self._owned,
@@ -125,7 +127,7 @@ class Forwarder:
             )
         self._in_flight[upstream.name] = in_flight + 1
         try:
-            return await self._exchange(request, upstream, out, request_id, timings, before_start)
+            return await self._exchange(request, upstream, out, exchange, before_start)
         finally:
             self._in_flight[upstream.name] -= 1
 
@@ -134,8 +136,7 @@ class Forwarder:
         request: web.Request,
         upstream: Upstream,
         out: CIMultiDict[str],
-        request_id: str,
-        timings: dict[str, float],
+        exchange: Exchange,
         before_start: Callable[[web.StreamResponse], None] | None,
     ) -> web.StreamResponse:
         client = self.pools.forwarding(upstream.name)
@@ -161,11 +162,11 @@ class Forwarder:
             span.set(STATUS, answer.status)
             try:
                 return await self._relay(
-                    request, answer, request_id, upstream.name, span, before_start
+                    request, answer, exchange.request_id, upstream.name, span, before_start
                 )
             finally:
                 await answer.close()
-                timings["upstream"] = time.perf_counter() - started
+                exchange.upstream_seconds = time.perf_counter() - started
 
     async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
         # SECURITY: the body is invited (Expect: 100-continue) only now, once the request was
