@@ -326,6 +326,4 @@ async def proxy(
             *identity,
             (runtime.settings.headers.assertion, runtime.assertions.render(principal)),
         )
-    return await runtime.forwarder.forward(
-        request, upstream, identity, exchange, before_start
-    )
+    return await runtime.forwarder.forward(request, upstream, identity, exchange, before_start)
