@@ -12,7 +12,6 @@ import asyncio
 import gc
 import os
 import signal
-import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -25,31 +24,9 @@ from gateway.observe import logs
 from gateway.protocol import GatewayRunner
 from gateway.reload import reload
 from gateway.runtime import Current, Runtime, build_runtime, close_resources
+from gateway.tls import TlsContexts
 
 SHUTDOWN_TIMEOUT = 30.0
-
-
-class TlsContexts:
-    """Server TLS contexts, reloadable in place: the certificate files are read again on SIGHUP
-    and new handshakes use them, while established connections keep theirs."""
-
-    def __init__(self) -> None:
-        self._contexts: list[tuple[ssl.SSLContext, Listener]] = []
-
-    def context(self, listener: Listener) -> ssl.SSLContext | None:
-        if listener.tls_cert is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(listener.tls_cert), str(listener.tls_key))
-        self._contexts.append((context, listener))
-        return context
-
-    def reload(self, listeners: dict[int, Listener]) -> None:
-        for context, old in self._contexts:
-            new = listeners.get(old.port, old)
-            if new.tls_cert is not None:
-                context.load_cert_chain(str(new.tls_cert), str(new.tls_key))
 
 
 async def run(
@@ -120,7 +97,7 @@ async def run(
                     runners[0],
                     settings.listen.host,
                     settings.listen.port,
-                    ssl_context=tls.context(settings.listen),
+                    ssl_context=tls.context("listen", settings.listen),
                     reuse_port=share_port,
                 ).start(),
                 "listen",
@@ -131,7 +108,7 @@ async def run(
             await _bind(
                 decisions.start(
                     settings.decision.listen,
-                    tls.context(settings.decision.listen),
+                    tls.context("decision.listen", settings.decision.listen),
                     reuse_port=share_port,
                 ),
                 "decision.listen",
@@ -143,7 +120,7 @@ async def run(
                     runners[-1],
                     settings.admin.host,
                     settings.admin.port,
-                    ssl_context=tls.context(settings.admin),
+                    ssl_context=tls.context("admin", settings.admin),
                 ).start(),
                 "admin",
                 settings.admin,
@@ -189,12 +166,8 @@ async def _bind(starting: Awaitable[None], field: str, listener: Listener) -> No
 
 async def _reload(current: Current, settings: Settings, tls: TlsContexts) -> None:
     assert settings.source is not None
-    if await reload(current, settings.source):
-        new = current.runtime.settings
-        listeners = {new.listen.port: new.listen, new.admin.port: new.admin}
-        if new.decision.listen is not None:
-            listeners[new.decision.listen.port] = new.decision.listen
-        tls.reload(listeners)
+    if await reload(current, settings.source, started=settings):
+        tls.reload(current.runtime.settings)
 
 
 def settle_heap() -> None:

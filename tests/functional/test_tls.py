@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ import trustme
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import GatewayFactory, make_settings
-from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, base_url, raw_http, write_config
+from tests.support import (
+    ADMIN_TOKEN,
+    GatewayProcess,
+    Recorder,
+    base_url,
+    gateway_command,
+    raw_http,
+    write_config,
+)
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -128,6 +137,58 @@ async def test_https_client_to_gateway(
                 await asyncio.sleep(0.1)
         else:
             pytest.fail("the renewed certificate was not served after SIGHUP")
+        # A renewal gone wrong (the certificate of one pair, the key of another) is a failed
+        # reload: the running certificate is still served, and the failure is counted and
+        # names the field. Loaded into the running context, it broke every handshake.
+        other, _ = server_files(trustme.CA(), tmp_path, "other")
+        cert.write_bytes(other.read_bytes())
+        proc.proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if "config reload failed" in proc.output():
+                break
+            await asyncio.sleep(0.05)
+        failed = [line for line in proc.output().splitlines() if "config reload failed" in line]
+        assert failed and "listen.tls_cert: the certificate and tls_key do not match" in failed[0]
+        async with s.get(
+            f"https://127.0.0.1:{proc.port}{SCORES}",
+            ssl=renewed_context,
+            headers={"Authorization": f"Bearer {api_key}"},
+        ) as r:
+            assert r.status == 200
+        async with s.get(f"http://127.0.0.1:{proc.admin_port}/metrics") as r:
+            assert 'gateway_config_reloads_total{result="error"} 1.0' in await r.text()
+        assert "Task exception" not in proc.output()
+
+
+@pytest.mark.parametrize("spoil", ["mismatch", "not_pem"])
+def test_check_config_refuses_a_certificate_that_cannot_be_served(
+    tmp_path: Path, ca: trustme.CA, spoil: str
+) -> None:
+    """``check-config`` loads each listener's certificate with its key, as ``serve`` will: a
+    pair that does not match or a file that is not PEM is exit 2 and one line naming the
+    field, not an OK followed by a traceback at ``serve``."""
+    cert, key = server_files(ca, tmp_path, "gateway")
+    if spoil == "mismatch":
+        other, _ = server_files(ca, tmp_path, "other")
+        cert.write_bytes(other.read_bytes())
+    elif spoil == "not_pem":
+        cert.write_text("not a certificate\n")
+    proc = write_config(
+        tmp_path,
+        "http://127.0.0.1:9",
+        extra={
+            "admin": {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert), "tls_key": str(key)}
+        },
+    )
+    result = subprocess.run(
+        gateway_command("check-config", str(proc.config)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("gateway: admin.tls_cert: the certificate"), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_gateway_to_https_upstream(

@@ -1,0 +1,99 @@
+"""Server TLS: the listeners' certificate and key, checked before anything uses them and
+reloaded without ever breaking the context new handshakes use.
+
+A certificate and key are loaded into a new context first (:func:`server_context`); only a pair
+that loads is used. ``check-config``, ``serve`` and a reload check every listener's pair this
+way (:func:`check_tls`, from :func:`gateway.requirements.check_runtime_requirements`), so a
+certificate renewed with the wrong key, or a file that is not PEM, is a config error naming the
+field, and a reload that meets one keeps the running config and certificate
+(docs/operations.md, Reloading)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+from gateway.config import ConfigError, Listener, Settings
+from gateway.observe import logs
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A TLS 1.2+ server context holding ``cert`` and ``key``; raises ``ssl.SSLError`` (a pair
+    that does not match, a file that is not PEM) or ``OSError`` (a file that cannot be read)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def _listeners(settings: Settings) -> Iterator[tuple[str, Listener]]:
+    yield "listen", settings.listen
+    yield "admin", settings.admin
+    if settings.decision.listen is not None:
+        yield "decision.listen", settings.decision.listen
+
+
+def problem(exc: Exception) -> str:
+    """What is wrong with a pair, in words that name no file content: OpenSSL's reason
+    (``KEY_VALUES_MISMATCH``, ``PEM lib``) or the operating system's."""
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or exc.__class__.__name__
+        if reason == "KEY_VALUES_MISMATCH":
+            return "the certificate and tls_key do not match (KEY_VALUES_MISMATCH)"
+        return f"the certificate or tls_key cannot be loaded ({reason})"
+    if isinstance(exc, OSError):
+        return f"cannot be read: {exc.strerror or type(exc).__name__}"
+    return type(exc).__name__
+
+
+def check_tls(settings: Settings) -> None:
+    """Every listener's certificate and key load together, or a :class:`ConfigError` names the
+    listener's ``tls_cert``."""
+    for field, listener in _listeners(settings):
+        if listener.tls_cert is None or listener.tls_key is None:
+            continue
+        try:
+            server_context(listener.tls_cert, listener.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"{field}.tls_cert", problem(exc)) from None
+
+
+class TlsContexts:
+    """The listeners' TLS contexts, reloadable in place: on SIGHUP new handshakes use the files
+    the new config names, while established connections keep theirs."""
+
+    def __init__(self) -> None:
+        self._contexts: list[tuple[ssl.SSLContext, str, Listener]] = []
+
+    def context(self, field: str, listener: Listener) -> ssl.SSLContext | None:
+        if listener.tls_cert is None or listener.tls_key is None:
+            return None
+        context = server_context(listener.tls_cert, listener.tls_key)
+        self._contexts.append((context, field, listener))
+        return context
+
+    def reload(self, settings: Settings) -> None:
+        """Load each listener's pair from ``settings`` into its running context. A pair is
+        loaded into a new context first: one that fails (the files changed again since the
+        reload checked them) is logged and leaves the running context as it was.
+
+        SECURITY: loading a bad pair straight into the running context leaves it half loaded,
+        and every handshake after that fails: a renewal gone wrong would take TLS down."""
+        listeners = dict(_listeners(settings))
+        for context, field, _ in self._contexts:
+            new = listeners.get(field)
+            if new is None or new.tls_cert is None or new.tls_key is None:
+                continue
+            try:
+                server_context(new.tls_cert, new.tls_key)
+            except (ssl.SSLError, OSError) as exc:
+                logs.event(
+                    "TLS certificate reload failed; keeping the running certificate",
+                    logging.ERROR,
+                    field=f"{field}.tls_cert",
+                    error=problem(exc),
+                )
+                continue
+            context.load_cert_chain(str(new.tls_cert), str(new.tls_key))
