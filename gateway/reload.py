@@ -4,8 +4,11 @@ The new file is parsed and validated completely first; an invalid file keeps the
 configuration, logs why and counts ``gateway_config_reloads_total{result="error"}``. A valid one
 is built into a new runtime (new policy, keys, limits, caches and upstream pools), which replaces
 the old one in a single synchronous step, so each request sees one configuration or the other,
-never a mix. Listener addresses and the worker count need a restart; a change to them is logged
-and ignored.
+never a mix. ``log_level`` and the listeners' certificate files (:mod:`gateway.tls`) apply at
+once. Listener addresses, decision mode's routing (``enabled``, ``prefix``, ``proxy``, its
+listener's address) and the worker count need a restart: a reload whose file differs from what
+the process started with in any of them says so in a warning, every time, and keeps the running
+ones.
 
 Replaced pools are closed as soon as the requests using them are done, never earlier and not
 much later: after the swap no new request reaches the old forwarder, so its in-flight count
@@ -23,7 +26,7 @@ import logging
 from pathlib import Path
 
 from gateway.authz.policy import Policy
-from gateway.config import ConfigError
+from gateway.config import ConfigError, Settings
 from gateway.errors import StoreUnavailable
 from gateway.observe import logs
 from gateway.observe.tracing import build_tracer
@@ -35,9 +38,29 @@ IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight co
 STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
 
 
-async def reload(current: Current, path: Path) -> bool:
+def needs_restart(settings: Settings) -> dict[str, object]:
+    """What a reload cannot change, by setting: the listeners' addresses, the decision routing
+    the listeners were built with, the worker count."""
+    decision = settings.decision
+    listener = decision.listen
+    return {
+        "listen": (settings.listen.host, settings.listen.port),
+        "admin": (settings.admin.host, settings.admin.port),
+        "workers": settings.workers,
+        "decision": (
+            decision.enabled,
+            decision.prefix,
+            decision.proxy,
+            None if listener is None else (listener.host, listener.port),
+        ),
+    }
+
+
+async def reload(current: Current, path: Path, *, started: Settings) -> bool:
     """Build a runtime from ``path`` and make it ``current``; False (and the old one kept) on
-    any error in the file, its requirements or its resources."""
+    any error in the file, its requirements or its resources. ``started``: the settings the
+    process bound its listeners with, which the settings that need a restart are compared to
+    (not the last file read: after a reload that changed one, it still differs from what runs)."""
     runtime = current.runtime
     metrics = runtime.metrics
     try:
@@ -47,8 +70,9 @@ async def reload(current: Current, path: Path) -> bool:
         _failed(runtime, path, exc)
         return False
     old_settings = runtime.settings
-    for name in ("listen", "admin", "workers", "decision"):
-        if getattr(settings, name) != getattr(old_settings, name):
+    running, wanted = needs_restart(started), needs_restart(settings)
+    for name, value in wanted.items():
+        if value != running[name]:
             logs.event(
                 "config reload: this setting needs a restart; ignored",
                 logging.WARNING,
@@ -72,7 +96,7 @@ async def reload(current: Current, path: Path) -> bool:
             tracer=tracer,
         )
         if not same_store or settings.master_key != old_settings.master_key:
-            await _check_master_key(new)
+            await _check_master_key(new, store_changed=not same_store)
     except Exception as exc:  # any failure, as above
         _failed(runtime, path, exc)
         if not same_store and store is not None:
@@ -82,6 +106,8 @@ async def reload(current: Current, path: Path) -> bool:
         return False
     # SECURITY: one synchronous assignment: a request reads either runtime whole, never a mix.
     old, current.runtime = runtime, new
+    if settings.log_level != old_settings.log_level:
+        logs.set_level(settings.log_level)
     metrics.reloads.labels("ok").inc()
     logs.event(
         "config reloaded", file=str(path), routes=len(settings.section("policy", Policy).rules)
@@ -138,13 +164,21 @@ async def retire(old: Runtime, *, close_store: bool, close_tracer: bool = False)
             await old.tracer.close()  # idempotent
 
 
-async def _check_master_key(new: Runtime) -> None:
+async def _check_master_key(new: Runtime, *, store_changed: bool) -> None:
     """A new master key (or store) must be the store's: a mismatch fails the reload (a config
-    error naming both fingerprints). A store that cannot answer now does not: the key service
-    compares again before it seals a key."""
+    error naming both fingerprints). A new store that cannot answer fails it too: every request
+    would get 503 until it did, and the store the gateway runs on answers now. The same store
+    with a new master key, unavailable now, does not fail it: the key service compares again
+    before it seals a key."""
     try:
         await new.keys.ensure_master_key()
     except StoreUnavailable:
+        if store_changed:
+            raise ConfigError(
+                "store",
+                "the new store does not answer; keeping the running store (reload again once "
+                "it does)",
+            ) from None
         logs.event(
             "config reload: cannot compare the master key with the store's now (store "
             "unavailable); it is compared again before a key is created",

@@ -265,6 +265,11 @@ def configure(level: str = "INFO", stream: Any = None) -> logging.handlers.Queue
     return listener
 
 
+def set_level(level: str) -> None:
+    """The gateway's own loggers' level from now on (a reload's ``log_level``)."""
+    logging.getLogger("gateway").setLevel(level)
+
+
 _UNCAUGHT = logging.getLogger("gateway.uncaught")
 
 

@@ -19,7 +19,14 @@ import yaml
 from aiohttp.test_utils import TestServer
 
 from gateway.keys.sealing import new_master_key
-from tests.support import ADMIN_TOKEN, GatewayProcess, Recorder, base_url, write_config
+from tests.support import (
+    ADMIN_TOKEN,
+    GatewayProcess,
+    Recorder,
+    base_url,
+    free_port,
+    write_config,
+)
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -272,3 +279,100 @@ async def test_a_broken_file_is_a_counted_reload_error_that_quotes_nothing(
         async with s.get(proc.base + SCORES, headers={"Authorization": f"Bearer {key}"}) as r:
             assert r.status == 200  # the running config serves on
     assert 'gateway_config_reloads_total{result="error"} 1.0' in metrics
+
+
+def restart_warnings(proc: GatewayProcess) -> list[str]:
+    return [
+        line["setting"]
+        for line in map(orjson.loads, (t for t in proc.output().splitlines() if t.startswith("{")))
+        if line["msg"] == "config reload: this setting needs a restart; ignored"
+    ]
+
+
+async def test_restart_warnings_compare_the_file_with_what_runs(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    """A changed listener address is ignored, and said so on every reload while the file
+    differs from what the process listens on (not only on the first); putting it back warns no
+    more. A new admin token applies on reload: no warning says it was ignored."""
+    proc = write_config(tmp_path, base_url(upstream[1]))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    original = yaml.safe_load(proc.config.read_text())
+    moved = {**original, "listen": {**original["listen"], "port": proc.port + 1}}
+    for count, document in enumerate((moved, moved, original), start=1):
+        proc.config.write_text(yaml.safe_dump(document))
+        proc.proc.send_signal(signal.SIGHUP)
+        await reloaded(proc, count)
+    assert restart_warnings(proc) == ["listen", "listen"]
+    token = "a-new-admin-token-" + uuid.uuid4().hex
+    proc.config.write_text(
+        yaml.safe_dump({**original, "admin": {**original["admin"], "token": token}})
+    )
+    proc.proc.send_signal(signal.SIGHUP)
+    await reloaded(proc, 4)
+    assert restart_warnings(proc) == ["listen", "listen"]
+    async with aiohttp.ClientSession() as s:
+        keys = f"http://127.0.0.1:{proc.admin_port}/admin/keys?account=acc_1"
+        async with s.get(keys, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+            assert r.status == 401
+        async with s.get(keys, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+        async with s.get(proc.base + SCORES) as r:
+            assert r.status == 401  # still listening where it started
+
+
+async def test_a_reload_applies_log_level(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    """``log_level`` applies on reload: from ERROR (no access lines) to INFO (access lines,
+    and the reload's own line)."""
+    proc = write_config(tmp_path, base_url(upstream[1]), extra={"log_level": "ERROR"})
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    async with aiohttp.ClientSession() as s:
+        async with s.get(proc.base + SCORES) as r:
+            assert r.status == 401
+        assert '"gateway.access"' not in proc.output()
+        document = yaml.safe_load(proc.config.read_text())
+        proc.config.write_text(yaml.safe_dump({**document, "log_level": "INFO"}))
+        proc.proc.send_signal(signal.SIGHUP)
+        await reloaded(proc, 1)
+        async with s.get(proc.base + SCORES) as r:
+            assert r.status == 401
+    deadline = time.monotonic() + 5
+    while '"gateway.access"' not in proc.output():
+        assert time.monotonic() < deadline, proc.output()[-2000:]
+        await asyncio.sleep(0.05)
+
+
+async def test_a_reload_to_a_store_that_does_not_answer_keeps_the_running_one(
+    tmp_path: Path,
+    redis_url: str,
+    upstream: tuple[Recorder, TestServer],
+    processes: list[GatewayProcess],
+) -> None:
+    """A typo in store.url must not take the service down: a new store that does not answer
+    fails the reload (counted, one line naming ``store``), and requests are served on."""
+    proc = write_config(
+        tmp_path, base_url(upstream[1]), store=redis_url, name=f"reload-{uuid.uuid4().hex[:8]}"
+    )
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    async with aiohttp.ClientSession() as s:
+        key = await admin_key(s, proc)
+        document = yaml.safe_load(proc.config.read_text())
+        document["store"] = {**document["store"], "url": f"redis://127.0.0.1:{free_port()}/0"}
+        proc.config.write_text(yaml.safe_dump(document))
+        proc.proc.send_signal(signal.SIGHUP)
+        await reloaded(proc, 1, '"config reload failed; keeping the running config"')
+        async with s.get(proc.base + SCORES, headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 200
+    failed = [
+        orjson.loads(line) for line in proc.output().splitlines() if '"config reload failed' in line
+    ]
+    assert failed[0]["error"].startswith("store: the new store does not answer"), failed
+    assert '"config reloaded"' not in proc.output()
