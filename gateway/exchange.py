@@ -8,7 +8,13 @@ from gateway.principal import CredentialKind, Principal
 
 
 class Exchange:
+    """``admitted``: the pipeline let the request through (authenticated, authorized, within
+    its limits). What fails after that (the upstream, an endpoint's own checks) is not an
+    authentication's refusal: the metrics and the audit line say ``allow`` for it, so that a
+    backend outage does not look like credential stuffing."""
+
     __slots__ = (
+        "admitted",
         "credential",
         "credential_present",
         "error",
@@ -31,6 +37,7 @@ class Exchange:
         self.rate: tuple[int, int, float] | None = None
         self.credential: CredentialKind | None = None
         self.credential_present = False
+        self.admitted = False
         self.principal: Principal | None = None
         self.error: str | None = None
         self.upstream: str | None = None

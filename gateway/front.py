@@ -213,9 +213,10 @@ def record(
     if exchange.upstream is not None and upstream_seconds is not None:
         metrics.upstream_done(exchange.upstream, upstream_seconds)
     p = exchange.principal
-    outcome = "allow" if error is None else "deny"
+    # An admitted request that failed later (its upstream, say) was allowed: see Exchange.
+    outcome = "allow" if exchange.admitted else "deny"
     if exchange.credential_present:
-        metrics.auth_decision(kind, outcome, error or "ok")
+        metrics.auth_decision(kind, outcome, "ok" if exchange.admitted else error or "ok")
     # SECURITY: a client chooses its method: folded to the known set before it is logged (a
     # key sent as the method must not reach the access or audit line).
     method = metrics.method_label(method)

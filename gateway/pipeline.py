@@ -172,6 +172,7 @@ def use_at_once(
     """Count and note a decision :func:`reusable_at_once` found, as :func:`admit` would."""
     runtime.decisions.count_hit()
     _reusing(exchange, principal, match)
+    exchange.admitted = True
 
 
 async def _decide(
@@ -317,9 +318,11 @@ async def proxy(
         request.remote,
     )
     if match.rule.handler is not None:
+        exchange.admitted = True
         return await endpoints[match.rule.handler](request, runtime, principal)
     upstream = runtime.upstream_for(principal)
     exchange.upstream = upstream.name
+    exchange.admitted = True
     identity = runtime.identity.render(principal)
     if runtime.assertions is not None:
         identity = (

@@ -145,6 +145,7 @@ async def admitted(
             details={"reason": "gateway_endpoint"},
         )
     runtime.upstream_for(principal)  # SECURITY: an environment with no upstream is refused here too
+    exchange.admitted = True
     return principal
 
 

@@ -184,6 +184,14 @@ async def test_upstream_refusing_connections_is_502(make_gateway: GatewayFactory
     response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
     assert response.status == 502
     assert (await response.json())["error"] == "upstream_unavailable"
+    # The key was accepted: an upstream outage is not counted as refused credentials (the
+    # shipped GatewayAuthFailureSpike alert sums outcome="deny").
+    gw.runtime.metrics.flush()
+    registry = gw.runtime.metrics.registry
+    decisions = {"credential": "api_key", "outcome": "allow", "reason": "ok"}
+    assert registry.get_sample_value("gateway_auth_decisions_total", decisions) == 1.0
+    denied = {**decisions, "outcome": "deny", "reason": "upstream_unavailable"}
+    assert registry.get_sample_value("gateway_auth_decisions_total", denied) is None
 
 
 async def test_slow_upstream_is_504(
