@@ -152,13 +152,40 @@ def _record(
         )
 
 
-async def _body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
+def _shown(name: str, instead: str) -> str:
+    """``name`` as an error may show it: only when it is a plain name, never what might be a
+    secret (an API key sent where a name goes)."""
+    return name if name.isidentifier() and len(name) <= 40 else instead
+
+
+def _query(request: web.Request, names: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The query parameters sent, none but ``names`` and each at most once (a misspelt filter,
+    such as ``?acount=``, would otherwise list every account's keys, and one of the values of
+    a parameter given twice would be dropped silently)."""
+    query = request.query
+    for name in query:
+        if name not in names:
+            shown = _shown(name, "a parameter")
+            expected = f"expected: {', '.join(sorted(names))}" if names else "it takes none"
+            raise InvalidRequest(
+                f"Unknown query parameter {shown}; {expected}.", details={"parameter": shown}
+            )
+        if len(query.getall(name)) > 1:
+            raise InvalidRequest(
+                f"Query parameter {name} is given more than once.", details={"parameter": name}
+            )
+    return {name: query[name] for name in query}
+
+
+async def _body(request: web.Request, fields: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The JSON object sent, with no field but ``fields`` (a misspelt one, such as
-    ``lifetime_second``, would otherwise be ignored silently)."""
-    if not request.body_exists:
+    ``lifetime_second``, would otherwise be ignored silently). No body, or one of no bytes, is
+    ``{}``: also the whole body an endpoint that takes no fields accepts."""
+    raw = await request.read() if request.body_exists else b""
+    if not raw:
         return {}
     try:
-        data = orjson.loads(await request.read())
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("The body must be a JSON object.") from None
     if not isinstance(data, dict):
@@ -166,11 +193,9 @@ async def _body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
     unknown = sorted(name for name in data if name not in fields)
     if unknown:
         # Named only when it is a plain field name: never echo what might be a secret.
-        shown = unknown[0] if unknown[0].isidentifier() and len(unknown[0]) <= 40 else "a field"
-        raise InvalidRequest(
-            f"Unknown field {shown}; expected: {', '.join(sorted(fields))}.",
-            details={"field": shown},
-        )
+        shown = _shown(unknown[0], "a field")
+        expected = f"expected: {', '.join(sorted(fields))}" if fields else "it takes none"
+        raise InvalidRequest(f"Unknown field {shown}; {expected}.", details={"field": shown})
     return data
 
 
@@ -182,6 +207,7 @@ def _str(data: dict[str, Any], name: str, default: str | None = None) -> str:
 
 
 async def create_key(request: web.Request, runtime: Runtime) -> web.Response:
+    _query(request)
     data = await _body(
         request, frozenset({"account", "environment", "label", "test", "lifetime_seconds"})
     )
@@ -205,7 +231,8 @@ async def create_key(request: web.Request, runtime: Runtime) -> web.Response:
 
 
 async def list_keys(request: web.Request, runtime: Runtime) -> web.Response:
-    account = request.query.get("account")
+    account = _query(request, frozenset({"account"})).get("account")
+    await _body(request)
     records = await runtime.keys.list(account)
     if account is not None:
         request[ACTED_ON] = {"account": account}
@@ -214,6 +241,7 @@ async def list_keys(request: web.Request, runtime: Runtime) -> web.Response:
 
 
 async def rotate_key(request: web.Request, runtime: Runtime) -> web.Response:
+    _query(request)
     data = await _body(request, frozenset({"grace_seconds"}))
     grace = data.get("grace_seconds", 0)
     if isinstance(grace, bool) or not isinstance(grace, int | float):
@@ -225,6 +253,10 @@ async def rotate_key(request: web.Request, runtime: Runtime) -> web.Response:
 
 
 async def revoke_key(request: web.Request, runtime: Runtime) -> web.Response:
+    # Revocation is at once and takes nothing: a body that asks for more (a grace period, say)
+    # is refused rather than ignored, and the key stays as it was.
+    _query(request)
+    await _body(request)
     record = await runtime.keys.revoke(request.match_info["key_id"])
     request[ACTED_ON] = {"account": record.account, "key_id": record.key_id}
     return json_response(record.public(runtime.clock.now()))
@@ -233,6 +265,7 @@ async def revoke_key(request: web.Request, runtime: Runtime) -> web.Response:
 async def set_relationship(request: web.Request, runtime: Runtime) -> web.Response:
     from gateway.identifiers import is_identifier
 
+    _query(request)
     data = await _body(request, frozenset({"account", "subject", "actor"}))
     fields = {name: _str(data, name) for name in ("account", "subject", "actor")}
     for name, value in fields.items():

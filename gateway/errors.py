@@ -103,6 +103,15 @@ class MethodNotAllowed(GatewayError):
     default_message = "This method is not allowed on this endpoint."
 
 
+class Conflict(GatewayError):
+    """A change the current state does not allow (409): rotating a key that a rotation already
+    replaced."""
+
+    status = 409
+    code = "conflict"
+    default_message = "The current state does not allow this change."
+
+
 class RequestTimeout(GatewayError):
     """The client sent its body too slowly."""
 

@@ -9,6 +9,7 @@ used for at most ``api_keys.stale_window`` more seconds (0 by default: fail clos
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from gateway.clock import Clock
 from gateway.config import ApiKeySettings
 from gateway.errors import (
+    Conflict,
     InvalidRequest,
     InvalidToken,
     NotFound,
@@ -69,6 +71,11 @@ class KeyService:
         self._master_key_confirmed = False
         # Counts the changes this process made to keys (revoked, rotated): see _forget.
         self.generation = 0
+        # A revocation or rotation reads a record and writes it back: one at a time in this
+        # process, so that neither writes over the other (a rotation that read the key before a
+        # revocation would otherwise make it active again for its grace period, and two
+        # rotations of one key would both pass the check for a successor).
+        self._changing = asyncio.Lock()
 
     # -- authentication --------------------------------------------------------------------
     async def authenticate(self, presented: str) -> KeyRecord:
@@ -303,45 +310,58 @@ class KeyService:
         in its rotation's grace period, or one a rotation already replaced (a key that leaked
         is revoked whatever else was done with it; its record then no longer names its
         successor)."""
-        record = await self._get(key_id)
-        now = self._clock.now()
-        if record.status(now) != "revoked":
-            ended = record.revoked_at if record.revoked_at is not None else now
-            # SECURITY: a rotated key loses its rotation (a record revoked and not rotated is
-            # what every release reads as revoked): its tokens end with it, where a rotation
-            # alone lets them live out their lifetime so as not to log every browser out.
-            record = record.with_changes(revoked_at=min(ended, now), rotated_to=None)
-            await self._store.put_key(
-                record.key_id, record.digest, record.to_blob(), record.account
-            )
-        self._forget(record)
-        return record
+        async with self._changing:
+            record = await self._get(key_id)
+            now = self._clock.now()
+            if record.status(now) != "revoked":
+                ended = record.revoked_at if record.revoked_at is not None else now
+                # SECURITY: a rotated key loses its rotation (a record revoked and not rotated
+                # is what every release reads as revoked): its tokens end with it, where a
+                # rotation alone lets them live out their lifetime so as not to log every
+                # browser out.
+                record = record.with_changes(revoked_at=min(ended, now), rotated_to=None)
+                await self._store.put_key(
+                    record.key_id, record.digest, record.to_blob(), record.account
+                )
+            self._forget(record)
+            return record
 
     async def rotate(self, key_id: str, *, grace: float = 0.0) -> tuple[str, KeyRecord, KeyRecord]:
         """A new key for the same account and environment, with the old one's lifetime. The old
         key stops working at once, or after ``grace`` seconds when a zero-downtime rotation asks
-        for it (at most 24 h)."""
+        for it (at most 24 h). A key is rotated once: rotating it again, during its grace period
+        or after it, is a :class:`Conflict` naming its successor (the key to rotate instead),
+        and changes nothing."""
         if not 0 <= grace <= 86400:
             raise InvalidRequest(
                 "grace must be between 0 and 86400 seconds.", details={"field": "grace"}
             )
-        old = await self._get(key_id)
-        if old.status(self._clock.now()) != "active":
-            raise InvalidRequest(f"Key {key_id} is not active.", details={"field": "key_id"})
-        # The successor lives as long as its predecessor was made to (a 10-day key is not
-        # replaced by a 90-day one), within api_keys.lifetime.
-        span = min(old.expires_at - old.created_at, self._settings.lifetime)
-        key, new = await self.create(
-            old.account,
-            old.environment,
-            label=old.label,
-            test=old.prefix == "sk_test_",
-            lifetime=span if span > 0 else None,
-        )
-        old = old.with_changes(revoked_at=self._clock.now() + grace, rotated_to=new.key_id)
-        await self._store.put_key(old.key_id, old.digest, old.to_blob(), old.account)
-        self._forget(old)
-        return key, new, old
+        async with self._changing:
+            old = await self._get(key_id)
+            if old.rotated_to is not None:
+                # One successor per key: a second would replace the first in this record and
+                # leave the first active and linked to nothing.
+                raise Conflict(
+                    f"Key {key_id} has already been rotated to {old.rotated_to}; "
+                    f"rotate {old.rotated_to} instead.",
+                    details={"reason": "already_rotated", "rotated_to": old.rotated_to},
+                )
+            if old.status(self._clock.now()) != "active":
+                raise InvalidRequest(f"Key {key_id} is not active.", details={"field": "key_id"})
+            # The successor lives as long as its predecessor was made to (a 10-day key is not
+            # replaced by a 90-day one), within api_keys.lifetime.
+            span = min(old.expires_at - old.created_at, self._settings.lifetime)
+            key, new = await self.create(
+                old.account,
+                old.environment,
+                label=old.label,
+                test=old.prefix == "sk_test_",
+                lifetime=span if span > 0 else None,
+            )
+            old = old.with_changes(revoked_at=self._clock.now() + grace, rotated_to=new.key_id)
+            await self._store.put_key(old.key_id, old.digest, old.to_blob(), old.account)
+            self._forget(old)
+            return key, new, old
 
     def _forget(self, record: KeyRecord) -> None:
         # Anything decided with what this process knew of its keys is decided again.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import orjson
@@ -9,6 +10,7 @@ import pytest
 
 from gateway.config import ApiKeySettings
 from gateway.errors import (
+    Conflict,
     InvalidRequest,
     InvalidToken,
     ServiceUnavailable,
@@ -20,6 +22,7 @@ from gateway.keys.record import KeyRecord
 from gateway.keys.sealing import Sealer
 from gateway.keys.service import KeyService
 from gateway.stores.base import Store
+from gateway.stores.memory import MemoryStore
 from gateway.stores.redis import RedisStore
 from tests.support import FakeClock, RedisServer
 
@@ -146,8 +149,79 @@ async def test_rotation_with_an_explicit_grace_period(store: Store, clock: FakeC
     clock.advance(1)
     with pytest.raises(InvalidToken):
         await keys.authenticate(old_key)
-    with pytest.raises(InvalidRequest):
-        await keys.rotate(old.key_id)  # no longer active
+    with pytest.raises(Conflict):
+        await keys.rotate(old.key_id)  # rotated already: its successor is the one to rotate
+
+
+@pytest.mark.parametrize("after", [0, 60, 90 * DAY])  # in the grace period, after it, expired
+async def test_a_rotated_key_is_not_rotated_again(
+    store: Store, clock: FakeClock, after: float
+) -> None:
+    """A second rotation would name a second successor and leave the first active and linked
+    to nothing: a 409 naming the successor, and nothing written."""
+    keys = service(store, clock)
+    _, old = await keys.create("acc_1", "live")
+    _, first, _ = await keys.rotate(old.key_id, grace=60)
+    stored = sorted(await store.list_keys())
+    clock.advance(after)
+    for grace in (0.0, 60.0):
+        with pytest.raises(Conflict) as info:
+            await keys.rotate(old.key_id, grace=grace)
+        assert (info.value.status, info.value.code) == (409, "conflict")
+        assert info.value.details == {"reason": "already_rotated", "rotated_to": first.key_id}
+        assert info.value.message == (
+            f"Key {old.key_id} has already been rotated to {first.key_id}; "
+            f"rotate {first.key_id} instead."
+        )
+        assert sorted(await store.list_keys()) == stored
+    if after < 90 * DAY:
+        _, second, previous = await keys.rotate(first.key_id)  # the successor rotates
+        assert (previous.key_id, previous.rotated_to) == (first.key_id, second.key_id)
+
+
+class Interleaving(MemoryStore):
+    """A memory store that lets other tasks run before each read and write of a key record, as
+    a network round trip to Redis does: two changes of one key started together interleave,
+    the same way every run."""
+
+    async def key_by_id(self, key_id: str) -> bytes | None:
+        await asyncio.sleep(0)
+        return await super().key_by_id(key_id)
+
+    async def put_key(
+        self, key_id: str, digest: str, blob: bytes, account: str | None = None
+    ) -> None:
+        await asyncio.sleep(0)
+        await super().put_key(key_id, digest, blob, account)
+
+
+async def test_concurrent_rotations_of_one_key_make_one_successor(clock: FakeClock) -> None:
+    store = Interleaving()
+    keys = service(store, clock)
+    _, old = await keys.create("acc_1", "live")
+    first, second = await asyncio.gather(
+        keys.rotate(old.key_id, grace=60), keys.rotate(old.key_id, grace=60), return_exceptions=True
+    )
+    assert isinstance(first, tuple) and isinstance(second, Conflict), (first, second)
+    successor = first[1].key_id
+    records = [KeyRecord.from_blob(b) for b in await store.list_keys()]
+    assert sorted(r.key_id for r in records) == sorted([old.key_id, successor])
+    assert next(r for r in records if r.key_id == old.key_id).rotated_to == successor
+
+
+async def test_a_rotation_does_not_undo_a_concurrent_revocation(clock: FakeClock) -> None:
+    """A leaked key revoked while it is being rotated stays revoked: the rotation, which read
+    the key before the revocation wrote it, must not write it back active for its grace
+    period."""
+    store = Interleaving()
+    keys = service(store, clock)
+    key, old = await keys.create("acc_1", "live")
+    _, revoked = await asyncio.gather(keys.rotate(old.key_id, grace=600), keys.revoke(old.key_id))
+    assert revoked.status(clock.now()) == "revoked"
+    record = KeyRecord.from_blob(await store.key_by_id(old.key_id) or b"")
+    assert (record.status(clock.now()), record.rotated_to) == ("revoked", None)
+    with pytest.raises(InvalidToken):
+        await keys.authenticate(key)
 
 
 async def test_active_by_id_returns_the_secret_for_member_tokens(
