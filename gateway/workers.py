@@ -10,6 +10,7 @@ multiprocess mode (each process writes its samples to a shared directory). It fo
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -65,7 +66,14 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
             for i, worker in enumerate(workers):
                 if worker.poll() is not None and not stopping:
                     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
-                    logs.event("worker exited; restarting", pid=worker.pid, code=worker.returncode)
+                    # A worker only exits on its own when something went wrong (a crash, the
+                    # OOM killer's SIGKILL: code -9): a warning, not an info line.
+                    logs.event(
+                        "worker exited; restarting",
+                        logging.WARNING,
+                        pid=worker.pid,
+                        code=worker.returncode,
+                    )
                     await asyncio.sleep(RESTART_DELAY)
                     workers[i] = spawn(command)
 

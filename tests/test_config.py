@@ -47,7 +47,11 @@ def test_minimal_config_has_secure_defaults() -> None:
 
 BAD = [
     (with_(upstreams={"live": {"url": "not a url"}}), "upstreams.live.url", "not a URL"),
-    (with_(upstreams={"live": {"url": "ftp://x"}}), "upstreams.live.url", "not a URL"),
+    (
+        with_(upstreams={"live": {"url": "ftp://x"}}),
+        "upstreams.live.url",
+        "must be http or https, not ftp",
+    ),
     (with_(upstreams={"live": {"url": "http://x/path"}}), "upstreams.live.url", "without a path"),
     (with_(upstreams={}), "upstreams", "at least one upstream"),
     (

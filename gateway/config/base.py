@@ -220,6 +220,9 @@ def _http_url(value: object) -> URL:
             url = URL(_str(value))
         except (ValueError, TypeError):
             raise problem("not a URL") from None
+    if url.scheme and url.scheme not in ("http", "https") and url.host:
+        # A URL, of another scheme: said so (the scheme names no secret; the rest is not quoted).
+        raise problem(f"the scheme must be http or https, not {url.scheme[:16]}")
     if url.scheme not in ("http", "https") or not url.host:
         raise problem("not a URL (expected http or https://host…)")
     return url

@@ -8,6 +8,7 @@ It mirrors the customer-side library of the Source auth document: header
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -20,6 +21,9 @@ from gateway.identifiers import is_identifier
 from gateway.keys.material import KEY_ID_SHAPE, KEY_SHAPE
 
 MAX_TTL = 86400.0
+# Where the signing key is read from when --key is not given: an argument is visible to every
+# user of the machine in the process list, the environment only to the process's owner.
+KEY_ENV = "GATEWAY_API_KEY"
 
 
 def member_token(
@@ -44,8 +48,14 @@ def member_token(
 
 def cmd_member(args: argparse.Namespace) -> int:
     problems = []
-    if not KEY_SHAPE.match(args.key):
-        problems.append("--key must be an API key (sk_live_…, sk_sandbox_…, sk_test_…)")
+    key = args.key if args.key is not None else os.environ.get(KEY_ENV)
+    if key is None:
+        problems.append(f"the signing key is needed: set {KEY_ENV} (or give --key)")
+    elif not KEY_SHAPE.match(key):
+        problems.append(
+            f"{'--key' if args.key is not None else KEY_ENV} must be an API key "
+            "(sk_live_…, sk_sandbox_…, sk_test_…)"
+        )
     if not KEY_ID_SHAPE.match(args.key_id):
         problems.append("--key-id must be a key id (key_…)")
     for name in ("sub", "act"):
@@ -57,27 +67,25 @@ def cmd_member(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         problems.append(f"{exc} (at most 24h)")
         ttl = 0.0
-    if problems:
+    if problems or key is None:
         sys.stderr.write("gateway: " + "; ".join(problems) + "\n")
         return 2
     scopes = tuple(s for s in (args.scopes or "").split(",") if s)
-    print(member_token(args.key, args.key_id, args.sub, act=args.act, ttl=ttl, scopes=scopes))
+    print(member_token(key, args.key_id, args.sub, act=args.act, ttl=ttl, scopes=scopes))
     return 0
 
 
 def add_member_command(sub: Any) -> None:
 
-    example = (
-        'gateway tokens member --key "$API_KEY" --key-id key_0123456789abcdef01234567 '
-        "--sub usr_1 --ttl 1h"
-    )
+    key_from_env = f'export {KEY_ENV}="$API_KEY"   # the API key that signs'
+    example = "gateway tokens member --key-id key_0123456789abcdef01234567 --sub usr_1 --ttl 1h"
     tokens = command(
         sub,
         "tokens",
         "sign tokens as a customer's server would",
         "Sign tokens the way a customer's own server does, for trying the gateway out and for\n"
         "tests. It needs no config: only the API key that signs.",
-        (example,),
+        (key_from_env, example),
     )
     tsub = tokens.add_subparsers(dest="action", required=True, metavar="KIND")
     m = command(
@@ -86,14 +94,20 @@ def add_member_command(sub: Any) -> None:
         "a member token (or a caregiver token with --act)",
         "Print a member token: an HS256 JWT signed with an API key, header kid = the key's id,\n"
         "payload sub, optional act (a caregiver acting for sub), iat, exp and scopes. A\n"
-        "caregiver token works only while the relationship (sub, act) is granted.",
+        "caregiver token works only while the relationship (sub, act) is granted. The API key\n"
+        f"that signs is read from {KEY_ENV}: an argument would show it to every user of the\n"
+        "machine in the process list.",
         (
+            key_from_env,
             example,
-            'gateway tokens member --key "$API_KEY" --key-id key_0123456789abcdef01234567 '
-            "--sub usr_1 --act usr_2 --scopes sleep:read,scores:read",
+            "gateway tokens member --key-id key_0123456789abcdef01234567 --sub usr_1 --act usr_2 "
+            "--scopes sleep:read,scores:read",
         ),
     )
-    m.add_argument("--key", required=True, help="the API key that signs (sk_…)")
+    m.add_argument(
+        "--key",
+        help=f"the API key that signs (sk_…), instead of {KEY_ENV}: visible in the process list",
+    )
     m.add_argument("--key-id", required=True, help="its key id (key_…), the JWT kid")
     m.add_argument("--sub", required=True, help="the member")
     m.add_argument("--act", help="the caregiver acting for --sub")

@@ -189,6 +189,7 @@ class RedisStore:
         self._ack = min_replicas_ack
         self._ack_ms = max(1, int(replica_ack_timeout * 1000))
         self._logged: dict[str, float] = {}
+        self._down = False  # a failure was logged and no operation has succeeded since
         # Called with (operation, seconds, ok) after every operation; set by the runtime.
         self.observer: Callable[[str, float, bool], None] | None = None
         self._put_mobile = client.register_script(_lua("put_mobile"))
@@ -226,9 +227,15 @@ class RedisStore:
                 # Bounded without a timer of its own: connecting and each command on the
                 # multiplexed connection carry their own bounds (Multiplexed). With
                 # acknowledgements, a consumption's WAIT goes through redis-py's pool instead.
-                return await self._attempt(call, idempotent)
-            async with asyncio.timeout(self._deadline), self._slot():
-                return await self._attempt(call, idempotent)
+                result = await self._attempt(call, idempotent)
+            else:
+                async with asyncio.timeout(self._deadline), self._slot():
+                    result = await self._attempt(call, idempotent)
+            if self._down:
+                self._down = False
+                self._logged.clear()
+                logs.event("store available again", operation=operation, topology=self.topology)
+            return result
         except GatewayError as exc:
             if exc.details.get("reason") == "not_replicated":
                 self._log(
@@ -262,7 +269,10 @@ class RedisStore:
             yield
 
     def _log(self, operation: str, kind: str, error: str) -> None:
-        """One warning per kind of failure a minute: what failed and how (never a value)."""
+        """One warning per kind of failure a minute: what failed and how (never a value). The
+        first operation that succeeds after one says so (``"store available again"``), and the
+        next failure is logged at once."""
+        self._down = True
         now = time.monotonic()
         if now - self._logged.get(kind, -LOG_EVERY) < LOG_EVERY:
             return

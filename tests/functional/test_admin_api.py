@@ -117,7 +117,11 @@ async def test_readyz_is_503_while_redis_is_down_and_recovers(
     upstream: tuple[Any, TestServer],
     aiohttp_client: Any,
     own_redis: RedisServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """/readyz follows the store, and so does the log: a warning when it stops answering, and
+    one line when it answers again (an operator otherwise saw only the outage)."""
+    caplog.set_level("INFO", logger="gateway")
     store = RedisStore(own_redis.url, prefix=f"ready{uuid.uuid4().hex[:6]}:", timeout=1.0)
     gw = await make_gateway(store=store)
     client = await admin_client(aiohttp_client, gw)
@@ -138,6 +142,9 @@ async def test_readyz_is_503_while_redis_is_down_and_recovers(
     own_redis.start()
     response = await client.get("/readyz")
     assert response.status == 200, await response.text()
+    messages = [record.getMessage() for record in caplog.records]
+    down = messages.index("store unavailable; requests that need it get 503 until it answers")
+    assert messages.index("store available again") > down
     await store.close()
 
 

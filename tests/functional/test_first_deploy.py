@@ -162,7 +162,8 @@ async def test_first_deploy_by_the_docs(
             # the master key from the environment file, so the server opens the key.
             signed = await asyncio.to_thread(
                 shell.run,
-                f"gateway tokens member --key {key['key']} --key-id {key['key_id']} --sub usr_1",
+                f"GATEWAY_API_KEY={key['key']} gateway tokens member --key-id {key['key_id']} "
+                "--sub usr_1",
             )
             member = signed.stdout.strip()
             async with s.get(
