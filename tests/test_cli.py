@@ -209,3 +209,32 @@ def test_workers_do_not_start_on_a_port_in_use(
         "use; stop what holds it (another gateway?) or choose another port\n"
     )
     assert "worker exited" not in result.stdout
+
+
+# `gateway keys rotate` on a key already rotated: the key service's refusal as an operator reads it
+# (exit 2, the successor to rotate instead), and nothing written to the shared store.
+def test_rotating_a_rotated_key_names_its_successor(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, created, _ = gateway(capsys, "keys", "create", "--config", str(config), "--account", "a")
+    old = created["key_id"]
+    code, rotated, _ = gateway(
+        capsys, "keys", "rotate", "--config", str(config), old, "--grace", "300"
+    )
+    assert code == 0
+    successor = rotated["key_id"]
+    _, before, _ = gateway(capsys, "keys", "list", "--config", str(config))
+    code, out, err = gateway(capsys, "keys", "rotate", "--config", str(config), old)
+    assert (code, out) == (2, None)
+    assert err == (
+        f"gateway: conflict: Key {old} has already been rotated to {successor}; "
+        f"rotate {successor} instead.\n"
+    )
+    _, after, _ = gateway(capsys, "keys", "list", "--config", str(config))
+    assert after == before  # no second successor, the first still the one named
+    assert [(k["key_id"], k["rotated_to"]) for k in after["keys"]] == [
+        (old, successor),
+        (successor, None),
+    ]
+    code, _, _ = gateway(capsys, "keys", "rotate", "--config", str(config), successor)
+    assert code == 0
