@@ -16,6 +16,7 @@ from gateway.commands import command
 from gateway.config import ConfigError
 from gateway.errors import GatewayError
 from gateway.requirements import check_runtime_requirements
+from gateway.tls import check_tls
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -35,6 +36,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.file)
     check_runtime_requirements(settings)
+    check_tls(settings)
     rules = len(settings.section("policy", Policy).rules)
     print(
         f"{args.file}: OK ({len(settings.upstreams)} upstream(s), {rules} route rule(s), "
@@ -59,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     check_runtime_requirements(settings)
+    check_tls(settings)
     listener = logs.configure(settings.log_level)
     try:
         if settings.store.is_redis:

@@ -33,25 +33,27 @@ from gateway.observe.tracing import build_tracer
 from gateway.requirements import check_runtime_requirements
 from gateway.runtime import Current, Runtime, build_runtime, open_store
 from gateway.settings import load_settings
+from gateway.tls import check_tls
 
 IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight count
 STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
 
 
 def needs_restart(settings: Settings) -> dict[str, object]:
-    """What a reload cannot change, by setting: the listeners' addresses, the decision routing
-    the listeners were built with, the worker count."""
+    """What a reload cannot change, by setting: the listeners' addresses and whether they speak
+    TLS, the decision routing the listeners were built with, the worker count."""
     decision = settings.decision
     listener = decision.listen
     return {
-        "listen": (settings.listen.host, settings.listen.port),
-        "admin": (settings.admin.host, settings.admin.port),
+        # Whether a listener speaks TLS is fixed when it starts (its files are re-read).
+        "listen": (settings.listen.host, settings.listen.port, settings.listen.tls_cert is None),
+        "admin": (settings.admin.host, settings.admin.port, settings.admin.tls_cert is None),
         "workers": settings.workers,
         "decision": (
             decision.enabled,
             decision.prefix,
             decision.proxy,
-            None if listener is None else (listener.host, listener.port),
+            None if listener is None else (listener.host, listener.port, listener.tls_cert is None),
         ),
     }
 
@@ -66,6 +68,7 @@ async def reload(current: Current, path: Path, *, started: Settings) -> bool:
     try:
         settings = await asyncio.to_thread(load_settings, path)
         check_runtime_requirements(settings)
+        check_tls(settings)
     except Exception as exc:  # any failure: a reload never ends the reload task
         _failed(runtime, path, exc)
         return False

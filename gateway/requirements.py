@@ -8,15 +8,15 @@ import gateway.stores.redis_py  # noqa: F401  # first: redis-py without OpenTele
 from redis.asyncio.connection import parse_url
 
 from gateway.config import ConfigError, Settings
-from gateway.tls import check_tls
 
 
 def check_runtime_requirements(settings: Settings) -> None:
     """A shared store needs what lets every replica open the keys and verify the tokens the
     others sign; several workers need a shared store (each worker is its own process); a
     Redis URL must be one redis-py can open (checked as it will be opened, so that what
-    ``check-config`` passes, ``serve`` and a reload can open); each listener's certificate and
-    key must load together (:func:`gateway.tls.check_tls`)."""
+    ``check-config`` passes, ``serve`` and a reload can open). The listeners' certificates are
+    checked by :func:`gateway.tls.check_tls`, where listeners are served or checked (not by the
+    ``keys`` commands, which must work without reading the TLS private key)."""
     if settings.store.topology == "standalone":
         try:
             parse_url(settings.store.url)
@@ -44,4 +44,3 @@ def check_runtime_requirements(settings: Settings) -> None:
             "workers",
             "more than one worker needs a redis store (the memory store lives in one process)",
         )
-    check_tls(settings)

@@ -64,7 +64,10 @@ async def run(
     if admin:
         runners.append(
             GatewayRunner(
-                create_admin_app(current, metrics_registry), access_log=None, handle_signals=False
+                create_admin_app(current, metrics_registry),
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                access_log=None,
+                handle_signals=False,
             )
         )
     for runner in runners:
@@ -72,12 +75,15 @@ async def run(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
+    # One reload at a time, in the order the signals came: two at once would each retire the
+    # runtime it started from, and the one finishing last would win with whatever file it read.
+    reloading = asyncio.Lock()
 
     def hangup() -> None:
         if on_signal is not None:
             on_signal(signal.SIGHUP)
         if settings.source is not None:
-            task = loop.create_task(_reload(current, settings, tls))
+            task = loop.create_task(_reload(current, settings, tls, reloading))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
@@ -138,12 +144,11 @@ async def run(
         await stop.wait()
         logs.event("stopping: draining in-flight requests", timeout_s=SHUTDOWN_TIMEOUT)
     finally:
-        if admin:
-            await runners[-1].cleanup()
-        # The public listener and the decision listener stop accepting and drain together; the
-        # public app's cleanup closes the runtime's resources once neither has a request in
-        # flight (gateway.runtime.runtime_ctx).
-        closing = [runners[0].cleanup()] if public else []
+        # Every listener stops accepting and drains at once, each for at most SHUTDOWN_TIMEOUT
+        # (one after the other, an admin request held open would delay the public drain past
+        # the grace period). The public app's cleanup closes the runtime's resources once no
+        # request of either public listener is in flight (gateway.runtime.runtime_ctx).
+        closing = [runner.cleanup() for runner in runners]
         if decisions is not None:
             closing.append(decisions.close(SHUTDOWN_TIMEOUT))
         await asyncio.gather(*closing)
@@ -164,10 +169,13 @@ async def _bind(starting: Awaitable[None], field: str, listener: Listener) -> No
         ) from None
 
 
-async def _reload(current: Current, settings: Settings, tls: TlsContexts) -> None:
+async def _reload(
+    current: Current, settings: Settings, tls: TlsContexts, reloading: asyncio.Lock
+) -> None:
     assert settings.source is not None
-    if await reload(current, settings.source, started=settings):
-        tls.reload(current.runtime.settings)
+    async with reloading:
+        if await reload(current, settings.source, started=settings):
+            tls.reload(current.runtime.settings)
 
 
 def settle_heap() -> None:

@@ -11,7 +11,9 @@ field, and a reload that meets one keeps the running config and certificate
 from __future__ import annotations
 
 import logging
+import os
 import ssl
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +56,11 @@ def check_tls(settings: Settings) -> None:
     for field, listener in _listeners(settings):
         if listener.tls_cert is None or listener.tls_key is None:
             continue
+        for name, path in (("tls_cert", listener.tls_cert), ("tls_key", listener.tls_key)):
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"{field}.{name}", problem(exc)) from None
         try:
             server_context(listener.tls_cert, listener.tls_key)
         except (ssl.SSLError, OSError) as exc:
@@ -75,19 +82,22 @@ class TlsContexts:
         return context
 
     def reload(self, settings: Settings) -> None:
-        """Load each listener's pair from ``settings`` into its running context. A pair is
-        loaded into a new context first: one that fails (the files changed again since the
-        reload checked them) is logged and leaves the running context as it was.
+        """Load each listener's pair from ``settings`` into its running context. A pair that
+        does not load (the files changed again since the reload checked them) is logged and
+        leaves the running context as it was.
 
         SECURITY: loading a bad pair straight into the running context leaves it half loaded,
-        and every handshake after that fails: a renewal gone wrong would take TLS down."""
+        and every handshake after that fails: a renewal gone wrong would take TLS down. So the
+        files are read once, and those very bytes are loaded into a new context first and only
+        then into the running one (from a private copy: what a renewal writes meanwhile
+        cannot slip in between)."""
         listeners = dict(_listeners(settings))
         for context, field, _ in self._contexts:
             new = listeners.get(field)
             if new is None or new.tls_cert is None or new.tls_key is None:
                 continue
             try:
-                server_context(new.tls_cert, new.tls_key)
+                _load_checked(context, new.tls_cert.read_bytes(), new.tls_key.read_bytes())
             except (ssl.SSLError, OSError) as exc:
                 logs.event(
                     "TLS certificate reload failed; keeping the running certificate",
@@ -95,5 +105,19 @@ class TlsContexts:
                     field=f"{field}.tls_cert",
                     error=problem(exc),
                 )
-                continue
-            context.load_cert_chain(str(new.tls_cert), str(new.tls_key))
+
+
+def _load_checked(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """Load ``cert`` and ``key`` into ``context`` once they have loaded into a new one. ssl
+    loads only from files: they are written, readable by this user alone, to a directory of
+    this process's own that is removed at once."""
+    with tempfile.TemporaryDirectory(prefix="gateway-tls-") as directory:
+        paths = []
+        for name, data in (("cert.pem", cert), ("key.pem", key)):
+            path = Path(directory) / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            paths.append(path)
+        server_context(paths[0], paths[1])
+        context.load_cert_chain(str(paths[0]), str(paths[1]))

@@ -376,3 +376,27 @@ async def test_a_reload_to_a_store_that_does_not_answer_keeps_the_running_one(
     ]
     assert failed[0]["error"].startswith("store: the new store does not answer"), failed
     assert '"config reloaded"' not in proc.output()
+
+
+async def test_turning_tls_on_by_reload_is_said_to_need_a_restart(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    """A plain listener stays plain until a restart (its socket was opened without TLS): a
+    reload that gives the admin listener a certificate says so instead of reporting it
+    applied, and the admin token still travels over plain HTTP only because it was asked to."""
+    import trustme
+
+    proc = write_config(tmp_path, base_url(upstream[1]))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    assert proc.proc is not None
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    cert, key = tmp_path / "admin.crt", tmp_path / "admin.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    document = yaml.safe_load(proc.config.read_text())
+    document["admin"] = {**document["admin"], "tls_cert": str(cert), "tls_key": str(key)}
+    proc.config.write_text(yaml.safe_dump(document))
+    proc.proc.send_signal(signal.SIGHUP)
+    await reloaded(proc, 1)
+    assert restart_warnings(proc) == ["admin"]
