@@ -215,7 +215,9 @@ def record(
     p = exchange.principal
     # An admitted request that failed later (its upstream, say) was allowed: see Exchange.
     outcome = "allow" if exchange.admitted else "deny"
-    if exchange.credential_present:
+    # A request that ended before the pipeline decided (cancelled at shutdown, say) is no
+    # decision either way.
+    if exchange.credential_present and (exchange.admitted or error is not None):
         metrics.auth_decision(kind, outcome, "ok" if exchange.admitted else error or "ok")
     # SECURITY: a client chooses its method: folded to the known set before it is logged (a
     # key sent as the method must not reach the access or audit line).

@@ -21,11 +21,13 @@ from gateway.cors import is_preflight, preflight
 from gateway.credentials import Credential, extract
 from gateway.errors import (
     AuthenticationError,
+    AuthorizationError,
     GatewayError,
     InsufficientScope,
     InvalidRequest,
     InvalidToken,
     NotFound,
+    UserNotFound,
 )
 from gateway.exchange import Exchange
 from gateway.observe.tracing import CREDENTIAL_KIND
@@ -319,7 +321,13 @@ async def proxy(
     )
     if match.rule.handler is not None:
         exchange.admitted = True
-        return await endpoints[match.rule.handler](request, runtime, principal)
+        try:
+            return await endpoints[match.rule.handler](request, runtime, principal)
+        except (AuthenticationError, AuthorizationError, UserNotFound):
+            # The endpoint's own checks of who asks (a key's kind, the user's membership)
+            # refused it: a denial, counted as one, not an endpoint failing after admission.
+            exchange.admitted = False
+            raise
     upstream = runtime.upstream_for(principal)
     exchange.upstream = upstream.name
     exchange.admitted = True

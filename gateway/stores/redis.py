@@ -189,7 +189,10 @@ class RedisStore:
         self._ack = min_replicas_ack
         self._ack_ms = max(1, int(replica_ack_timeout * 1000))
         self._logged: dict[str, float] = {}
-        self._down = False  # a failure was logged and no operation has succeeded since
+        # The store failed to answer and no operation has succeeded since; when the recovery
+        # was last logged (at most once per LOG_EVERY, like each kind of failure).
+        self._down = False
+        self._recovery_logged = -LOG_EVERY
         # Called with (operation, seconds, ok) after every operation; set by the runtime.
         self.observer: Callable[[str, float, bool], None] | None = None
         self._put_mobile = client.register_script(_lua("put_mobile"))
@@ -232,9 +235,7 @@ class RedisStore:
                 async with asyncio.timeout(self._deadline), self._slot():
                     result = await self._attempt(call, idempotent)
             if self._down:
-                self._down = False
-                self._logged.clear()
-                logs.event("store available again", operation=operation, topology=self.topology)
+                self._recovered(operation)
             return result
         except GatewayError as exc:
             if exc.details.get("reason") == "not_replicated":
@@ -246,6 +247,7 @@ class RedisStore:
                 )
             raise
         except Exception as exc:
+            self._down = True
             self._log(operation, type(exc).__name__, str(exc)[:300])
             # SECURITY: whatever the client raised (redis-py can fail with AttributeError while
             # a failover tears a connection down), the decision fails closed: 503, never 500.
@@ -269,10 +271,7 @@ class RedisStore:
             yield
 
     def _log(self, operation: str, kind: str, error: str) -> None:
-        """One warning per kind of failure a minute: what failed and how (never a value). The
-        first operation that succeeds after one says so (``"store available again"``), and the
-        next failure is logged at once."""
-        self._down = True
+        """One warning per kind of failure a minute: what failed and how (never a value)."""
         now = time.monotonic()
         if now - self._logged.get(kind, -LOG_EVERY) < LOG_EVERY:
             return
@@ -285,6 +284,16 @@ class RedisStore:
             exc_type=kind,
             error=error,
         )
+
+    def _recovered(self, operation: str) -> None:
+        """The first operation to succeed after the store failed to answer says so, at most
+        once a minute (a store failing one call in a hundred would otherwise log twice for
+        each failure)."""
+        self._down = False
+        now = time.monotonic()
+        if now - self._recovery_logged >= LOG_EVERY:
+            self._recovery_logged = now
+            logs.event("store available again", operation=operation, topology=self.topology)
 
     async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run ``script``: on the multiplexed connection when there is one (by its digest,

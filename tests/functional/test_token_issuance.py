@@ -259,6 +259,16 @@ async def test_a_yes_and_a_no_are_cached_per_account_and_user(
     )
     assert response.status == 404 and backend[0].asked == 2
     assert (await response.json())["error"] == "user_not_found"
+    # A token refused to a user who is not the account's is a denial in the metrics (asking
+    # for users one by one must not look like success), the tokens issued before allowed.
+    gw.runtime.metrics.flush()
+    registry = gw.runtime.metrics.registry
+
+    def decided(outcome: str, reason: str) -> float | None:
+        labels = {"credential": "api_key", "outcome": outcome, "reason": reason}
+        return registry.get_sample_value("gateway_auth_decisions_total", labels)
+
+    assert (decided("deny", "user_not_found"), decided("allow", "ok")) == (2.0, 3.0)
 
 
 # --- an exception nobody expected -------------------------------------------------------------
