@@ -102,7 +102,11 @@ class Settings(Section):
     relationships: RelationshipSettings = Field(
         default_factory=RelationshipSettings, description="Caregiver relationships."
     )
-    log_level: Annotated[str, OneOf(LOG_LEVELS)] = Field("INFO", description="Log level.")
+    log_level: Annotated[str, OneOf(LOG_LEVELS)] = Field(
+        "INFO",
+        description="Log level (applies on reload); `WARNING` and `ERROR` turn the access and "
+        "audit lines off too.",
+    )
     decision: DecisionSettings = Field(
         default_factory=DecisionSettings,
         description="Decision mode (forward auth, see operations.md).",
