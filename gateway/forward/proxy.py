@@ -150,14 +150,17 @@ class Forwarder:
                 answer = await client.exchange(method, head, body, chunked)
             except _BodyError as exc:
                 raise exc.error from None
-            except ConnectTimeout:
+            except ConnectTimeout as exc:
                 self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
+                exchange.cause = str(exc)
                 raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
             except TimeoutError:
                 self._metrics.upstream_errors.labels(upstream.name, "timeout").inc()
+                exchange.cause = "no answer within read_timeout"
                 raise UpstreamTimeout(details={"upstream": upstream.name}) from None
-            except UpstreamLost:
+            except UpstreamLost as exc:
                 self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
+                exchange.cause = str(exc)  # the gateway's own words (forward/connection.py)
                 raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
             span.set(STATUS, answer.status)
             try:

@@ -175,7 +175,9 @@ async def test_method_no_rule_allows_is_403(gateway: Gateway) -> None:
     assert gateway.recorder.seen == []
 
 
-async def test_upstream_refusing_connections_is_502(make_gateway: GatewayFactory) -> None:
+async def test_upstream_refusing_connections_is_502(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     from tests.support import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
@@ -192,10 +194,19 @@ async def test_upstream_refusing_connections_is_502(make_gateway: GatewayFactory
     assert registry.get_sample_value("gateway_auth_decisions_total", decisions) == 1.0
     denied = {**decisions, "outcome": "deny", "reason": "upstream_unavailable"}
     assert registry.get_sample_value("gateway_auth_decisions_total", denied) is None
+    # The operator's line says which upstream and why, in the gateway's words (the client's
+    # answer does not say why).
+    (failed,) = [r for r in caplog.records if r.getMessage() == "request failed"]
+    fields = failed.fields  # type: ignore[attr-defined]
+    assert (fields["upstream"], fields["cause"]) == (
+        "live",
+        "cannot connect: ConnectionRefusedError",
+    )
+    assert "cause" not in (await response.json()).get("details", {})
 
 
 async def test_slow_upstream_is_504(
-    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     url = base_url(upstream[1])
     gw = await make_gateway(
@@ -209,6 +220,8 @@ async def test_slow_upstream_is_504(
     response = await gw.client.get(SCORES + "?slow=2", headers={"Authorization": f"Bearer {key}"})
     assert response.status == 504
     assert (await response.json())["error"] == "upstream_timeout"
+    (failed,) = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert failed.fields["cause"] == "no answer within read_timeout"  # type: ignore[attr-defined]
 
 
 async def test_body_over_the_limit_is_413(make_gateway: GatewayFactory) -> None:
