@@ -24,10 +24,13 @@ class GatewayError(Exception):
         *,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        cause: str | None = None,
     ) -> None:
         self.message = message or self.default_message
         self.details: dict[str, Any] = details or {}
         self.headers: dict[str, str] = headers or {}
+        # Why, in the gateway's own words, for the operator's log line; never rendered.
+        self.cause = cause
         super().__init__(self.message)
 
 

@@ -15,7 +15,6 @@ class Exchange:
 
     __slots__ = (
         "admitted",
-        "cause",
         "credential",
         "credential_present",
         "error",
@@ -44,9 +43,6 @@ class Exchange:
         self.upstream: str | None = None
         # How long the upstream took to answer (set by the forwarder once it has).
         self.upstream_seconds: float | None = None
-        # Why the upstream failed, in the gateway's own words (never the upstream's bytes):
-        # for the operator's log line, not the client's answer.
-        self.cause: str | None = None
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)

@@ -193,8 +193,8 @@ def refused(error: GatewayError, exchange: Exchange) -> None:
             request_id=exchange.request_id,
             error=error.code,
             route=exchange.route,
-            upstream=exchange.upstream,
-            cause=exchange.cause,
+            upstream=exchange.upstream or error.details.get("upstream"),
+            cause=error.cause,
         )
 
 

@@ -152,16 +152,20 @@ class Forwarder:
                 raise exc.error from None
             except ConnectTimeout as exc:
                 self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
-                exchange.cause = str(exc)
-                raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
+                raise UpstreamUnavailable(
+                    details={"upstream": upstream.name}, cause=str(exc)
+                ) from None
             except TimeoutError:
                 self._metrics.upstream_errors.labels(upstream.name, "timeout").inc()
-                exchange.cause = "no answer within read_timeout"
-                raise UpstreamTimeout(details={"upstream": upstream.name}) from None
+                raise UpstreamTimeout(
+                    details={"upstream": upstream.name}, cause="no answer within read_timeout"
+                ) from None
             except UpstreamLost as exc:
                 self._metrics.upstream_errors.labels(upstream.name, "unavailable").inc()
-                exchange.cause = str(exc)  # the gateway's own words (forward/connection.py)
-                raise UpstreamUnavailable(details={"upstream": upstream.name}) from None
+                # The gateway's own words (forward/connection.py), never the upstream's bytes.
+                raise UpstreamUnavailable(
+                    details={"upstream": upstream.name}, cause=str(exc)
+                ) from None
             span.set(STATUS, answer.status)
             try:
                 return await self._relay(

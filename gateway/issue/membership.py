@@ -68,12 +68,19 @@ class Membership:
                 if resp.status in (403, 404):
                     return False
         except TimeoutError:
-            raise UpstreamTimeout(details={"upstream": upstream_name}) from None
-        except aiohttp.ClientError:
-            raise UpstreamUnavailable(details={"upstream": upstream_name}) from None
+            raise UpstreamTimeout(
+                details={"upstream": upstream_name},
+                cause="the membership check had no answer within read_timeout",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                details={"upstream": upstream_name},
+                cause=f"the membership check failed: {type(exc).__name__}",
+            ) from None
         raise UpstreamUnavailable(
             "The upstream could not confirm the user.",
             details={"upstream": upstream_name, "status": resp.status},
+            cause=f"the membership check was answered {resp.status}",
         )
 
 

@@ -222,7 +222,9 @@ async def test_membership_is_never_assumed(
     assert (await response.json())["token"]
 
 
-async def test_membership_with_the_backend_down_is_502(make_gateway: GatewayFactory) -> None:
+async def test_membership_with_the_backend_down_is_502(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     gw = await make_gateway(settings=make_settings(dead))
     key = await gw.key()
@@ -230,7 +232,14 @@ async def test_membership_with_the_backend_down_is_502(make_gateway: GatewayFact
         "/v1/auth/user-token", json={"user_id": "usr_a"}, headers=bearer(key)
     )
     assert response.status == 502
-    assert (await response.json())["error"] == "upstream_unavailable"
+    body = await response.json()
+    assert body["error"] == "upstream_unavailable"
+    # The operator's line says which upstream and why; the client's answer does not say why.
+    (failed,) = [r for r in caplog.records if r.getMessage() == "request failed"]
+    fields = failed.fields  # type: ignore[attr-defined]
+    assert fields["upstream"] == "live"
+    assert fields["cause"] == "the membership check failed: ClientConnectorError"
+    assert "membership" not in str(body)
 
 
 async def test_a_yes_and_a_no_are_cached_per_account_and_user(
