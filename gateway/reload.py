@@ -40,22 +40,27 @@ STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the 
 
 
 def needs_restart(settings: Settings) -> dict[str, object]:
-    """What a reload cannot change, by setting: the listeners' addresses and whether they speak
-    TLS, the decision routing the listeners were built with, the worker count."""
+    """What a reload cannot change, by field: the listeners' addresses and whether they speak
+    TLS (``tls_cert`` set or not: its files are re-read), the decision routing the listeners
+    were built with, the worker count."""
     decision = settings.decision
-    listener = decision.listen
-    return {
-        # Whether a listener speaks TLS is fixed when it starts (its files are re-read).
-        "listen": (settings.listen.host, settings.listen.port, settings.listen.tls_cert is None),
-        "admin": (settings.admin.host, settings.admin.port, settings.admin.tls_cert is None),
+    fields: dict[str, object] = {
         "workers": settings.workers,
-        "decision": (
-            decision.enabled,
-            decision.prefix,
-            decision.proxy,
-            None if listener is None else (listener.host, listener.port, listener.tls_cert is None),
-        ),
+        "decision.enabled": decision.enabled,
+        "decision.prefix": decision.prefix,
+        "decision.proxy": decision.proxy,
+        "decision.listen": decision.listen is not None,
     }
+    for name, listener in (
+        ("listen", settings.listen),
+        ("admin", settings.admin),
+        ("decision.listen", decision.listen),
+    ):
+        if listener is not None:
+            fields[f"{name}.host"] = listener.host
+            fields[f"{name}.port"] = listener.port
+            fields[f"{name}.tls_cert"] = listener.tls_cert is not None
+    return fields
 
 
 async def reload(current: Current, path: Path, *, started: Settings) -> bool:
@@ -75,7 +80,7 @@ async def reload(current: Current, path: Path, *, started: Settings) -> bool:
     old_settings = runtime.settings
     running, wanted = needs_restart(started), needs_restart(settings)
     for name, value in wanted.items():
-        if value != running[name]:
+        if name in running and value != running[name]:
             logs.event(
                 "config reload: this setting needs a restart; ignored",
                 logging.WARNING,
