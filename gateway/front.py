@@ -217,10 +217,11 @@ def record(
     p = exchange.principal
     # An admitted request that failed later (its upstream, say) was allowed: see Exchange.
     outcome = "allow" if exchange.admitted else "deny"
-    # A request that ended before the pipeline decided (cancelled at shutdown, say) is no
-    # decision either way.
-    if exchange.credential_present and (exchange.admitted or error is not None):
-        metrics.auth_decision(kind, outcome, "ok" if exchange.admitted else error or "ok")
+    if exchange.credential_present:
+        if exchange.admitted:
+            metrics.auth_decision(kind, outcome, "ok")
+        elif error is not None:  # (None: ended before any decision, cancelled at shutdown)
+            metrics.auth_decision(kind, outcome, error)
     # SECURITY: a client chooses its method: folded to the known set before it is logged (a
     # key sent as the method must not reach the access or audit line).
     method = metrics.method_label(method)

@@ -33,7 +33,7 @@ from gateway.observe.tracing import build_tracer
 from gateway.requirements import check_runtime_requirements
 from gateway.runtime import Current, Runtime, build_runtime, open_store
 from gateway.settings import load_settings
-from gateway.tls import check_tls
+from gateway.tls import check_tls, listeners
 
 IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight count
 STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
@@ -51,15 +51,10 @@ def needs_restart(settings: Settings) -> dict[str, object]:
         "decision.proxy": decision.proxy,
         "decision.listen": decision.listen is not None,
     }
-    for name, listener in (
-        ("listen", settings.listen),
-        ("admin", settings.admin),
-        ("decision.listen", decision.listen),
-    ):
-        if listener is not None:
-            fields[f"{name}.host"] = listener.host
-            fields[f"{name}.port"] = listener.port
-            fields[f"{name}.tls_cert"] = listener.tls_cert is not None
+    for name, listener in listeners(settings):
+        fields[f"{name}.host"] = listener.host
+        fields[f"{name}.port"] = listener.port
+        fields[f"{name}.tls_cert"] = listener.tls_cert is not None
     return fields
 
 

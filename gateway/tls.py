@@ -3,10 +3,10 @@ reloaded without ever breaking the context new handshakes use.
 
 A certificate and key are loaded into a new context first (:func:`server_context`); only a pair
 that loads is used. ``check-config``, ``serve`` and a reload check every listener's pair this
-way (:func:`check_tls`, from :func:`gateway.requirements.check_runtime_requirements`), so a
-certificate renewed with the wrong key, or a file that is not PEM, is a config error naming the
-field, and a reload that meets one keeps the running config and certificate
-(docs/operations.md, Reloading)."""
+way (:func:`check_tls`; not the ``keys`` commands, which must work without reading the TLS
+private key), so a certificate renewed with the wrong key, or a file that is not PEM, is a
+config error naming the field, and a reload that meets one keeps the running config and
+certificate (docs/operations.md, Reload)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-def _listeners(settings: Settings) -> Iterator[tuple[str, Listener]]:
+def listeners(settings: Settings) -> Iterator[tuple[str, Listener]]:
+    """Each listener the config names, with its field: ``listen``, ``admin`` and, when there is
+    one, ``decision.listen``."""
     yield "listen", settings.listen
     yield "admin", settings.admin
     if settings.decision.listen is not None:
@@ -52,8 +54,8 @@ def problem(exc: Exception) -> str:
 
 def check_tls(settings: Settings) -> None:
     """Every listener's certificate and key load together, or a :class:`ConfigError` names the
-    listener's ``tls_cert``."""
-    for field, listener in _listeners(settings):
+    field: the ``tls_cert`` or ``tls_key`` that cannot be read, else ``tls_cert``."""
+    for field, listener in listeners(settings):
         if listener.tls_cert is None or listener.tls_key is None:
             continue
         for name, path in (("tls_cert", listener.tls_cert), ("tls_key", listener.tls_key)):
@@ -72,13 +74,13 @@ class TlsContexts:
     the new config names, while established connections keep theirs."""
 
     def __init__(self) -> None:
-        self._contexts: list[tuple[ssl.SSLContext, str, Listener]] = []
+        self._contexts: list[tuple[ssl.SSLContext, str]] = []  # each with its listener's field
 
     def context(self, field: str, listener: Listener) -> ssl.SSLContext | None:
         if listener.tls_cert is None or listener.tls_key is None:
             return None
         context = server_context(listener.tls_cert, listener.tls_key)
-        self._contexts.append((context, field, listener))
+        self._contexts.append((context, field))
         return context
 
     def reload(self, settings: Settings) -> None:
@@ -91,9 +93,9 @@ class TlsContexts:
         files are read once, and those very bytes are loaded into a new context first and only
         then into the running one (from a private copy: what a renewal writes meanwhile
         cannot slip in between)."""
-        listeners = dict(_listeners(settings))
-        for context, field, _ in self._contexts:
-            new = listeners.get(field)
+        named = dict(listeners(settings))
+        for context, field in self._contexts:
+            new = named.get(field)
             if new is None or new.tls_cert is None or new.tls_key is None:
                 continue
             try:
