@@ -59,6 +59,12 @@ async def settle(port: int, expected: int, timeout: float = 5.0) -> int:
     return count
 
 
+async def started(proc: GatewayProcess, processes: list[GatewayProcess]) -> None:
+    """Start ``gateway serve`` (stopped by the ``processes`` fixture after the test)."""
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+
+
 async def reloaded(proc: GatewayProcess, times: int, message: str = '"config reloaded"') -> None:
     deadline = time.monotonic() + 10
     while proc.output().count(message) < times:
@@ -83,8 +89,7 @@ async def test_reloads_do_not_grow_upstream_connections(
     server = upstream[1]
     assert server.port is not None
     proc = write_config(tmp_path, base_url(server))
-    await asyncio.to_thread(proc.start)
-    processes.append(proc)
+    await started(proc, processes)
     assert proc.proc is not None
     async with aiohttp.ClientSession() as s:
         auth = {"Authorization": f"Bearer {await admin_key(s, proc)}"}
@@ -128,8 +133,7 @@ async def test_a_reload_with_another_master_key_keeps_the_running_config(
         store=redis_url,
         name=f"reload-{uuid.uuid4().hex[:8]}",
     )
-    await asyncio.to_thread(proc.start)
-    processes.append(proc)
+    await started(proc, processes)
     assert proc.proc is not None
     async with aiohttp.ClientSession() as s:
         key = await admin_key(s, proc)
@@ -259,8 +263,7 @@ async def test_a_broken_file_is_a_counted_reload_error_that_quotes_nothing(
     gateway_config_reloads_total), and nothing of the file reaches the log: here the admin
     token written inline."""
     proc = write_config(tmp_path, base_url(upstream[1]))
-    await asyncio.to_thread(proc.start)
-    processes.append(proc)
+    await started(proc, processes)
     assert proc.proc is not None
     text = proc.config.read_text()
     assert "store: memory" in text and ADMIN_TOKEN in text
@@ -296,8 +299,7 @@ async def test_restart_warnings_compare_the_file_with_what_runs(
     differs from what the process listens on (not only on the first); putting it back warns no
     more. A new admin token applies on reload: no warning says it was ignored."""
     proc = write_config(tmp_path, base_url(upstream[1]))
-    await asyncio.to_thread(proc.start)
-    processes.append(proc)
+    await started(proc, processes)
     assert proc.proc is not None
     original = yaml.safe_load(proc.config.read_text())
     moved = {**original, "listen": {**original["listen"], "port": proc.port + 1}}
@@ -329,8 +331,7 @@ async def test_a_reload_applies_log_level(
     """``log_level`` applies on reload: from ERROR (no access lines) to INFO (access lines,
     and the reload's own line)."""
     proc = write_config(tmp_path, base_url(upstream[1]), extra={"log_level": "ERROR"})
-    await asyncio.to_thread(proc.start)
-    processes.append(proc)
+    await started(proc, processes)
     assert proc.proc is not None
     async with aiohttp.ClientSession() as s:
         async with s.get(proc.base + SCORES) as r:
@@ -359,8 +360,7 @@ async def test_a_reload_to_a_store_that_does_not_answer_keeps_the_running_one(
     proc = write_config(
         tmp_path, base_url(upstream[1]), store=redis_url, name=f"reload-{uuid.uuid4().hex[:8]}"
     )
-    await asyncio.to_thread(proc.start)
-    processes.append(proc)
+    await started(proc, processes)
     assert proc.proc is not None
     async with aiohttp.ClientSession() as s:
         key = await admin_key(s, proc)
@@ -387,8 +387,7 @@ async def test_turning_tls_on_by_reload_is_said_to_need_a_restart(
     import trustme
 
     proc = write_config(tmp_path, base_url(upstream[1]))
-    await asyncio.to_thread(proc.start)
-    processes.append(proc)
+    await started(proc, processes)
     assert proc.proc is not None
     issued = trustme.CA().issue_cert("127.0.0.1")
     cert, key = tmp_path / "admin.crt", tmp_path / "admin.key"
