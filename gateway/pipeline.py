@@ -59,11 +59,13 @@ async def admit(
     verification it came from is still fresh (:mod:`gateway.authz.decisions`); the
     relationship check and the rate limits still run on every request.
     """
-    if not raw_target.isascii():
+    if not raw_target.isascii() or "#" in raw_target:
         # SECURITY: a target is ASCII on the wire; anything else (raw UTF-8 or undecodable
         # bytes in the query) would be forwarded differently than it was judged, or fail.
+        # A '#' is never part of a request target (a fragment stays in the client): one that
+        # arrives would be read as a fragment's start by some backends and not by others.
         raise InvalidRequest(
-            "The request target must be ASCII (percent-encode the rest).",
+            "The request target must be ASCII, without a '#' (percent-encode the rest).",
             details={"reason": "path"},
         )
     max_bytes = runtime.settings.limits.max_token_bytes

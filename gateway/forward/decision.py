@@ -85,17 +85,41 @@ def original_target(
             )
         method, target = methods[0], targets[0]
         if whole_url:
-            try:
-                target = URL(target, encoded=True).raw_path_qs
-            except ValueError:
-                # SECURITY: ingress-nginx builds this from the client's Host header: a URL that
-                # does not parse is the client's bad input (400), never a 500.
-                raise InvalidRequest(
-                    "The original URL is not valid.", details={"reason": "path"}
-                ) from None
+            target = _path_of_url(target)
     if not method.isalpha() or not method.isascii() or not method.isupper() or len(method) > 16:
         raise InvalidRequest("The original method is not valid.", details={"reason": "method"})
     return method, target
+
+
+def _path_of_url(url: str) -> str:
+    """The request target (path and query) of ingress-nginx's ``X-Original-URL``
+    (``$scheme://$http_host$request_uri``): exactly the text after the authority, which is the
+    ``$request_uri`` nginx forwards byte for byte.
+
+    SECURITY: judged as forwarded, or refused. A URL parser reads more into the text than
+    nginx does: yarl drops a fragment and tabs, so ``/v1/users/usr_a/scores#/../../usr_b/
+    scores`` was judged as usr_a's path while the backend got (and normalized) all of it. The
+    URL must parse, hold visible ASCII only and no ``#``, and the parser's path and query must
+    be the text after the authority (the client's Host header, which cannot move the path)."""
+    invalid = InvalidRequest("The original URL is not valid.", details={"reason": "path"})
+    _, sep, rest = url.partition("://")
+    slash = rest.find("/")
+    if not sep or slash < 0 or "#" in url or not _visible(url):
+        raise invalid
+    try:
+        parsed = URL(url, encoded=True).raw_path_qs
+    except ValueError:
+        # ingress-nginx builds this from the client's Host header: a URL that does not parse
+        # is the client's bad input (400), never a 500.
+        raise invalid from None
+    target = rest[slash:]
+    if parsed != target:
+        raise invalid  # (the Host header held a '?': the parser's path is not nginx's)
+    return target
+
+
+def _visible(text: str) -> bool:
+    return text.isascii() and text.isprintable() and " " not in text
 
 
 _NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())

@@ -299,6 +299,57 @@ async def test_a_client_cannot_name_the_request_in_another_proxys_headers(
     assert allowed.status == 200
 
 
+@pytest.mark.parametrize("style", sorted(STYLES))
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/v1/users/usr_a/scores#/../../usr_b/scores",
+        "/v1/users/usr_a/scores?days=7#/../../usr_b/scores",
+        "/v1/users/usr_a/scores?days=7#",
+    ],
+    ids=["fragment after the path", "fragment after the query", "empty fragment"],
+)
+async def test_a_fragment_in_the_original_target_is_400(
+    gw: Gateway, ask: Decider, style: str, uri: str
+) -> None:
+    """A '#' is never in a request target. Behind ingress-nginx the gateway's URL parser once
+    dropped it and what followed, and judged usr_a's path while nginx forwarded the whole
+    ``$request_uri``, which the backend normalized to usr_b's: usr_a's token read usr_b's
+    data. Refused in every style."""
+    token = await user_token_of_usr_a(gw)
+    m, path, headers = STYLES[style]("GET", uri)
+    answer = await raw_http(
+        ask.port, raw_request(m, path, [*headers.items(), *bearer(token).items()])
+    )
+    assert status_of(answer) == 400, (style, answer[:300])
+    if style != "envoy":  # (envoy's is the request line: the HTTP parser may refuse it first)
+        body = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert body["details"]["reason"] == "path", body
+
+
+@pytest.mark.parametrize("style", ["ingress-nginx"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.example.com/v1/users/usr_a/sc\tores",  # a parser drops the tab
+        "https://api.example.com?/v1/users/usr_b/scores",  # a Host header ending in '?'
+        "https://api.example.com/v1/users/usr_a/scores /../usr_b",
+        "api.example.com/v1/users/usr_a/scores",  # no scheme
+        "https://api.example.com",  # no path
+    ],
+)
+async def test_an_original_url_is_judged_as_nginx_forwards_it_or_refused(
+    gw: Gateway, ask: Decider, style: str, url: str
+) -> None:
+    """The path judged is exactly the text after the URL's authority (nginx's
+    ``$request_uri``, forwarded byte for byte), or the decision is 400."""
+    key = await gw.key()
+    headers = {"X-Original-Method": "GET", "X-Original-URL": url}
+    answer = await raw_http(ask.port, raw_request("GET", "/decisions", headers | bearer(key)))
+    assert status_of(answer) == 400, (url, answer[:300])
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["details"]["reason"] == "path"
+
+
 @pytest.mark.parametrize("style", ["nginx", "ingress-nginx", "traefik"])
 async def test_the_proxys_headers_must_each_come_once(
     gw: Gateway, ask: Decider, style: str

@@ -175,6 +175,18 @@ async def test_absolute_form_and_other_targets_are_refused(
     assert target.recorder.seen == []
 
 
+@pytest.mark.parametrize(
+    "path",
+    [f"{SCORES}#/../../usr_b/scores", f"{SCORES}?days=7#/../../usr_b/scores", f"{SCORES}#"],
+)
+async def test_a_fragment_in_the_target_is_refused_not_forwarded(target: Target, path: str) -> None:
+    """A '#' is never part of a request target; one that arrives is refused (400), not
+    forwarded for a backend to read as the start of a fragment, or not."""
+    answer = await target.send(request(target.keys[0], ["Connection: close"], b"", "GET", path))
+    assert status_of(answer) == 400, answer[:300]
+    assert target.recorder.seen == []
+
+
 async def test_host_header_never_chooses_the_upstream(target: Target) -> None:
     data = request(target.keys[0], ["Connection: close"], method="GET", path=SCORES)
     answer = await target.send(data.replace(b"Host: gateway.test", b"Host: evil.example:25"))
