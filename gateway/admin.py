@@ -4,7 +4,9 @@ It listens on its own address (127.0.0.1:9090 by default), never on the public o
 is disabled unless ``admin.token`` is configured; the token is compared in constant time. Every
 admin API request writes an access line, and every one the token admitted an audit line (actor
 ``admin``, route ``admin:<action>``, the account and key it acted on), as the public listener
-and the dashboard do: a key created or revoked with a leaked admin token leaves a trace.
+and the dashboard do: a key created or revoked with a leaked admin token leaves a trace. The
+``gateway keys`` commands write theirs with the same functions (:func:`audit_action`,
+:func:`key_acted_on`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from gateway.keys.record import KeyRecord
 from gateway.observe import logs
 from gateway.render import error_response
 from gateway.runtime import CURRENT, Runtime
@@ -143,13 +146,24 @@ def _record(
     }
     logs.access(**fields)
     if admitted:
-        acted_on = request.get(ACTED_ON, {})
-        logs.audit(
-            **fields,
-            actor="admin",
-            outcome="allow" if status < 400 else "error",
-            **acted_on,
-        )
+        audit_action(fields, actor="admin", ok=status < 400, acted_on=request.get(ACTED_ON, {}))
+
+
+def audit_action(fields: dict[str, Any], *, actor: str, ok: bool, acted_on: dict[str, str]) -> None:
+    """The audit line of an administrative action (the admin API's, the CLI's): ``fields``
+    say which action and how it came (request id, route, credential, error…), ``actor`` who
+    took it, ``ok`` whether it was done (``outcome`` ``allow``, else ``error``) and
+    ``acted_on`` what it acted on. Ids and names only: never a key, a token or a body."""
+    logs.audit(**fields, actor=actor, outcome="allow" if ok else "error", **acted_on)
+
+
+def key_acted_on(record: KeyRecord, successor: KeyRecord | None = None) -> dict[str, str]:
+    """What a key change acted on, for its audit line: the key's account and id, and a
+    rotation's new key id (the ids, never the keys)."""
+    acted_on = {"account": record.account, "key_id": record.key_id}
+    if successor is not None:
+        acted_on["new_key_id"] = successor.key_id
+    return acted_on
 
 
 def _shown(name: str, instead: str) -> str:
@@ -226,7 +240,7 @@ async def create_key(request: web.Request, runtime: Runtime) -> web.Response:
         test=test,
         lifetime=lifetime,
     )
-    request[ACTED_ON] = {"account": record.account, "key_id": record.key_id}
+    request[ACTED_ON] = key_acted_on(record)
     return json_response({"key": key, **record.public(runtime.clock.now())}, 201)
 
 
@@ -247,7 +261,7 @@ async def rotate_key(request: web.Request, runtime: Runtime) -> web.Response:
     if isinstance(grace, bool) or not isinstance(grace, int | float):
         raise InvalidRequest("grace_seconds must be a number.", details={"field": "grace_seconds"})
     key, new, old = await runtime.keys.rotate(request.match_info["key_id"], grace=float(grace))
-    request[ACTED_ON] = {"account": old.account, "key_id": old.key_id, "new_key_id": new.key_id}
+    request[ACTED_ON] = key_acted_on(old, new)
     now = runtime.clock.now()
     return json_response({"key": key, **new.public(now), "previous": old.public(now)}, 201)
 
@@ -258,7 +272,7 @@ async def revoke_key(request: web.Request, runtime: Runtime) -> web.Response:
     _query(request)
     await _body(request)
     record = await runtime.keys.revoke(request.match_info["key_id"])
-    request[ACTED_ON] = {"account": record.account, "key_id": record.key_id}
+    request[ACTED_ON] = key_acted_on(record)
     return json_response(record.public(runtime.clock.now()))
 
 

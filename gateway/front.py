@@ -19,6 +19,7 @@ the body (:func:`gateway.bodies.expect_continue`), once the request has been adm
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -45,6 +46,9 @@ from gateway.runtime import REQUEST_RUNTIME, Current, Runtime
 
 _AIOHTTP_STATUS = {400: InvalidRequest, 404: NotFound}
 JWKS_PATH = "/.well-known/jwks.json"
+# The access line's status of a request cut off unanswered (its error: "shutdown"): nginx's
+# 499 for a request that ended without an answer; not a 5xx the gateway answered.
+CUT_OFF = 499
 
 Route = Callable[[web.Request, Runtime, Exchange], Awaitable[web.StreamResponse]]
 
@@ -112,6 +116,11 @@ def front_handler(
                 response.force_close()
             status = response.status
             return response
+        except asyncio.CancelledError:
+            # Cut off by the drain at shutdown (the production listener's one canceller: it
+            # leaves aiohttp's handler_cancellation off), whether its answer had begun or not.
+            status, exchange.error = CUT_OFF, "shutdown"
+            raise
         finally:
             runtime.requests.active -= 1
             record(runtime, exchange, request.method, status, span)
@@ -220,7 +229,7 @@ def record(
     if exchange.credential_present:
         if exchange.admitted:
             metrics.auth_decision(kind, outcome, "ok")
-        elif error is not None:  # (None: ended before any decision, cancelled at shutdown)
+        elif error is not None and status != CUT_OFF:  # (None, or cut off: no decision)
             metrics.auth_decision(kind, outcome, error)
     # SECURITY: a client chooses its method: folded to the known set before it is logged (a
     # key sent as the method must not reach the access or audit line).

@@ -88,6 +88,9 @@ async def reload(current: Current, path: Path, *, started: Settings) -> bool:
     try:
         if store is None:
             store = open_store(settings)
+            # Until the check below, its failures are this reload's (its failure line names
+            # them), not a "store unavailable" warning that reads as the running store's.
+            store.quiet = True
         if tracer is None:
             tracer = build_tracer(settings.tracing)
         new = build_runtime(
@@ -100,6 +103,7 @@ async def reload(current: Current, path: Path, *, started: Settings) -> bool:
         )
         if not same_store or settings.master_key != old_settings.master_key:
             await _check_master_key(new, store_changed=not same_store)
+        store.quiet = False  # the store requests are served from after the swap reports again
     except Exception as exc:  # any failure, as above
         _failed(runtime, path, exc)
         if not same_store and store is not None:
@@ -175,15 +179,26 @@ async def _check_master_key(new: Runtime, *, store_changed: bool) -> None:
     before it seals a key."""
     try:
         await new.keys.ensure_master_key()
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
         if store_changed:
             raise ConfigError(
                 "store",
-                "the new store does not answer; keeping the running store (reload again once "
-                "it does)",
+                f"the new store does not answer ({_why(exc)}); keeping the running store "
+                "(reload again once it does)",
             ) from None
         logs.event(
             "config reload: cannot compare the master key with the store's now (store "
             "unavailable); it is compared again before a key is created",
             logging.WARNING,
         )
+
+
+def _why(exc: StoreUnavailable) -> str:
+    """Why a candidate store did not answer, in the words its own warning would have used
+    (that warning is not written for a candidate: see the Store protocol's ``quiet``)."""
+    cause = exc.__cause__
+    if cause is None:
+        return str(exc.details.get("reason", "no answer"))
+    # redis-py's words (an address and a reason, as the running store's warnings write
+    # them), cut short: never the config file's, and redacted like every line.
+    return f"{type(cause).__name__}: {str(cause)[:200]}"

@@ -172,7 +172,7 @@ def build_runtime(
         identity=IdentityHeaders(settings.headers),
         tokens=GatewayTokens(signing, tokens, clock),
         mobile=MobileTokens(store, clock, tokens.mobile_token_ttl),
-        membership=Membership(clock, tokens.membership_cache_ttl),
+        membership=Membership(clock, tokens.membership_cache_ttl, metrics),
         relationships=build_relationships(settings, store, clock, helper),
         authenticators=Registry.build(Dependencies(settings, clock, keys, store, signing, helper)),
         forwarder=Forwarder(settings, UpstreamPools(settings.upstreams), metrics, tracer),

@@ -87,6 +87,87 @@ def test_revoke_and_rotate_print_the_status_after_the_change(
     assert [k["status"] for k in listed["keys"]] == ["revoked", "rotated", "active"]
 
 
+def keys_command(config: Path, *argv: str) -> tuple[int, Any, list[dict[str, Any]], str]:
+    """``gateway keys ARGV --config CONFIG`` as an operator runs it, a process of its own:
+    (exit code, its JSON stdout or None, the audit lines of its stderr, all of its stderr)."""
+    proc = OwnedProcess(
+        gateway_command("keys", *argv, "--config", str(config)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.stop()
+    text = err.decode()
+    audit = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert all(line["logger"] == "gateway.audit" for line in audit), text
+    return proc.returncode, orjson.loads(out) if out.strip() else None, audit, text
+
+
+def test_key_changes_from_the_cli_are_audited_as_the_admin_api_audits_them(
+    config: Path,
+) -> None:
+    """Each key change (create, rotate, revoke), and each one refused, writes one
+    ``gateway.audit`` line on stderr naming the account and key ids like the admin API's
+    (actor ``cli``); never a key, not even one pasted where a key id goes. Listing is no
+    change: no line."""
+    code, created, audit, err = keys_command(config, "create", "--account", "acc_cli")
+    assert code == 0
+    (line,) = audit
+    assert {k: line.get(k) for k in ("route", "credential", "actor", "outcome", "error")} == {
+        "route": "cli:create_key",
+        "credential": "cli",
+        "actor": "cli",
+        "outcome": "allow",
+        "error": None,
+    }
+    assert (line["account"], line["key_id"]) == ("acc_cli", created["key_id"])
+    assert line["os_user"] and line["request_id"]
+    assert created["key"] not in err
+    old = created["key_id"]
+
+    code, rotated, audit, err = keys_command(config, "rotate", old, "--grace", "300")
+    assert code == 0
+    (line,) = audit
+    assert (line["route"], line["outcome"], line["account"]) == (
+        "cli:rotate_key",
+        "allow",
+        "acc_cli",
+    )
+    assert (line["key_id"], line["new_key_id"]) == (old, rotated["key_id"])
+    assert rotated["key"] not in err
+
+    code, revoked, audit, _ = keys_command(config, "revoke", rotated["key_id"])
+    assert code == 0 and revoked["status"] == "revoked"
+    (line,) = audit
+    assert (line["route"], line["outcome"], line["key_id"]) == (
+        "cli:revoke_key",
+        "allow",
+        rotated["key_id"],
+    )
+
+    # Refused: on record, without what was asked for.
+    code, out, audit, err = keys_command(config, "rotate", old)
+    assert (code, out) == (2, None)
+    (line,) = audit
+    assert (line["route"], line["outcome"], line["error"]) == (
+        "cli:rotate_key",
+        "error",
+        "conflict",
+    )
+    assert "key_id" not in line and "account" not in line
+    assert err.splitlines()[-1].startswith("gateway: conflict: ")
+    code, _, audit, err = keys_command(config, "revoke", created["key"])
+    assert code == 2
+    assert [(line["route"], line["outcome"]) for line in audit] == [("cli:revoke_key", "error")]
+    assert created["key"] not in err
+
+    code, listed, audit, _ = keys_command(config, "list", "--account", "acc_cli")
+    assert code == 0 and len(listed["keys"]) == 2
+    assert audit == []
+
+
 def test_signing_key_creates_missing_directories_and_never_overwrites(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -226,9 +307,11 @@ def test_rotating_a_rotated_key_names_its_successor(
     _, before, _ = gateway(capsys, "keys", "list", "--config", str(config))
     code, out, err = gateway(capsys, "keys", "rotate", "--config", str(config), old)
     assert (code, out) == (2, None)
-    assert err == (
+    *audit, message = err.splitlines()  # the refusal's audit line first (see above)
+    assert [orjson.loads(line)["outcome"] for line in audit] == ["error"]
+    assert message == (
         f"gateway: conflict: Key {old} has already been rotated to {successor}; "
-        f"rotate {successor} instead.\n"
+        f"rotate {successor} instead."
     )
     _, after, _ = gateway(capsys, "keys", "list", "--config", str(config))
     assert after == before  # no second successor, the first still the one named

@@ -562,3 +562,37 @@ def test_an_identity_block_is_kept_per_principal_object_and_renderer(gw: Gateway
     for i in range(decision_server.MAX_BLOCKS + 1):
         server._identity_block(runtime, replace(principal, token_id=str(i)))
     assert len(server._blocks) <= decision_server.MAX_BLOCKS
+
+
+async def test_a_decision_cut_off_at_shutdown_is_logged_as_such(
+    gw: Gateway, log_lines: Any
+) -> None:
+    """A decision still running when :meth:`DecisionServer.close` runs out of time (here: its
+    body never comes) is cut off: its access line says so (status 499, error ``shutdown``),
+    as the public listener's, and the metrics count no 500 for it."""
+    server = DecisionServer(gw.current, gw.runtime.settings)
+    await server.start(Listener(host="127.0.0.1", port=0), None, reuse_port=False)
+    key = await gw.key()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(ask(key).removesuffix(b"\r\n\r\n") + b"\r\nContent-Length: 10\r\n\r\nabc")
+    await writer.drain()
+    await asyncio.sleep(0.05)  # the body is being waited for (body_timeout: 300 ms)
+    await server.close(timeout=0.05)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # no answer: cut off
+    writer.close()
+    access = [
+        line
+        for line in map(json.loads, log_lines.getvalue().splitlines())
+        if line["logger"] == "gateway.access"
+    ]
+    assert [(line["status"], line["error"]) for line in access] == [(499, "shutdown")]
+    metrics = gw.runtime.metrics
+    metrics.flush()
+    statuses = {
+        s.labels["status"]
+        for family in metrics.registry.collect()
+        if family.name == "gateway_requests"
+        for s in family.samples
+        if s.name == "gateway_requests_total"
+    }
+    assert statuses == {"499"}, statuses

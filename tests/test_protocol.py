@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 
 import aiohttp
+import orjson
 from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import generate_latest
 
+from gateway.app import create_app
 from gateway.protocol import GatewayRunner
-from tests.support import free_port
+from gateway.runtime import Current, build_runtime, close_resources
+from gateway.stores.memory import MemoryStore
+from tests.conftest import make_settings
+from tests.support import Recorder, base_url, free_port
 
 
 async def test_a_drain_ends_a_request_still_running_after_the_shutdown_timeout() -> None:
@@ -48,3 +56,44 @@ async def test_a_drain_ends_a_request_still_running_after_the_shutdown_timeout()
         # The connection was closed under the request: that is what the client sees.
         with contextlib.suppress(aiohttp.ClientError):
             await request
+
+
+async def test_a_request_cut_off_at_shutdown_is_logged_as_such(
+    upstream: tuple[Recorder, TestServer], log_lines: io.StringIO
+) -> None:
+    """The gateway's own listener, cut off by the drain while its request waits on the
+    upstream: the access line says so (status 499, error ``shutdown``), as nginx logs a
+    request that ended without an answer, and the metrics count no 500 for it."""
+    recorder, server = upstream
+    current = Current(build_runtime(make_settings(base_url(server)), store=MemoryStore()))
+    key, _ = await current.runtime.keys.create("acc_1", "live")
+    runner = GatewayRunner(
+        create_app(current), shutdown_timeout=1.0, access_log=None, handle_signals=False
+    )
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            request = asyncio.create_task(
+                session.get(
+                    f"http://127.0.0.1:{port}/v1/users/usr_a/scores?slow=30",
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+            )
+            while not recorder.seen:  # the request is at the upstream, waiting on it
+                await asyncio.sleep(0.01)
+            await runner.cleanup()
+            with contextlib.suppress(aiohttp.ClientError):
+                await request
+    finally:
+        await close_resources(current)
+    (line,) = [
+        orjson.loads(text)
+        for text in log_lines.getvalue().splitlines()
+        if '"gateway.access"' in text
+    ]
+    assert (line["status"], line["error"]) == (499, "shutdown"), line
+    assert line["account"] == "acc_1"  # who it was, as for any request
+    exported = generate_latest(current.runtime.metrics.registry).decode()
+    assert 'status="499"' in exported and 'status="500"' not in exported

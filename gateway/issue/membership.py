@@ -3,7 +3,9 @@
 Before issuing a token for a user, the gateway asks the upstream ``GET /v1/users/{user_id}`` with
 the API key's identity headers: 2xx means the user is in the account, 404 (or 403) means not.
 Answers are cached for ``tokens.membership_cache_ttl`` per (account, environment, user).
-Anything else is an upstream failure, never a yes.
+Anything else is an upstream failure, never a yes; each is counted in
+``gateway_upstream_errors_total`` with the labels a proxied request's failure gets (the
+upstream's name; ``timeout`` for a 504, ``unavailable`` for a 502).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from yarl import URL
 
 from gateway.clock import Clock
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable, UserNotFound
+from gateway.observe.metrics import Metrics
 from gateway.principal import Principal
 from gateway.ttlcache import TTLCache
 
@@ -20,9 +23,10 @@ Session = aiohttp.ClientSession
 
 
 class Membership:
-    def __init__(self, clock: Clock, ttl: float) -> None:
+    def __init__(self, clock: Clock, ttl: float, metrics: Metrics) -> None:
         self._clock = clock
         self._ttl = ttl
+        self._metrics = metrics
         self.cache: TTLCache[tuple[str, str, str], bool] = TTLCache(100_000)
 
     def confirmed(self, principal: Principal, user_id: str) -> bool:
@@ -50,8 +54,8 @@ class Membership:
         if not known:
             raise _not_found(user_id)
 
-    @staticmethod
     async def _ask(
+        self,
         session: Session,
         base: URL,
         user_id: str,
@@ -68,15 +72,18 @@ class Membership:
                 if resp.status in (403, 404):
                     return False
         except TimeoutError:
+            self._metrics.upstream_errors.labels(upstream_name, "timeout").inc()
             raise UpstreamTimeout(
                 details={"upstream": upstream_name},
                 cause="the membership check had no answer within read_timeout",
             ) from None
         except aiohttp.ClientError as exc:
+            self._metrics.upstream_errors.labels(upstream_name, "unavailable").inc()
             raise UpstreamUnavailable(
                 details={"upstream": upstream_name},
                 cause=f"the membership check failed: {type(exc).__name__}",
             ) from None
+        self._metrics.upstream_errors.labels(upstream_name, "unavailable").inc()
         raise UpstreamUnavailable(
             "The upstream could not confirm the user.",
             details={"upstream": upstream_name, "status": resp.status},

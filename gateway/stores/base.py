@@ -96,6 +96,10 @@ class Store(KeyStore, MobileTokenStore, RelationshipStore, RateLimitStore, Proto
     """Everything the gateway keeps outside its own process."""
 
     name: str
+    # While True, the store's failures to answer are not reported (no log line, no metric):
+    # it is a candidate being tried (a reload's new store, before it serves anything), and
+    # its caller reports the failure. Reported, they would read as the running store's.
+    quiet: bool
 
     async def ping(self) -> None:
         """Raise :class:`~gateway.errors.StoreUnavailable` unless the store answers."""

@@ -22,6 +22,7 @@ class _Mobile:
 
 class MemoryStore:
     name = "memory"
+    quiet = False  # (the Store protocol's; this store never fails to answer)
 
     def __init__(self) -> None:
         self._keys: dict[str, bytes] = {}

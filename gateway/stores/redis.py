@@ -124,7 +124,7 @@ def _operation(
                 ok = True
                 return result
             finally:
-                if self.observer is not None:
+                if self.observer is not None and not self.quiet:
                     self.observer(operation, time.perf_counter() - started, ok)
 
         return wrapper
@@ -195,6 +195,8 @@ class RedisStore:
         self._recovery_logged = -LOG_EVERY
         # Called with (operation, seconds, ok) after every operation; set by the runtime.
         self.observer: Callable[[str, float, bool], None] | None = None
+        # A candidate's failures are its caller's to report (the Store protocol's `quiet`).
+        self.quiet = False
         self._put_mobile = client.register_script(_lua("put_mobile"))
         self._consume = client.register_script(_lua("consume_mobile"))
         self._unconsume = client.register_script(_lua("unconsume_mobile"))
@@ -247,7 +249,7 @@ class RedisStore:
                 )
             raise
         except Exception as exc:
-            self._down = True
+            self._down = not self.quiet  # a candidate's recovery is not news either
             self._log(operation, type(exc).__name__, str(exc)[:300])
             # SECURITY: whatever the client raised (redis-py can fail with AttributeError while
             # a failover tears a connection down), the decision fails closed: 503, never 500.
@@ -271,7 +273,10 @@ class RedisStore:
             yield
 
     def _log(self, operation: str, kind: str, error: str) -> None:
-        """One warning per kind of failure a minute: what failed and how (never a value)."""
+        """One warning per kind of failure a minute: what failed and how (never a value);
+        none while the store is ``quiet`` (a candidate, whose caller reports its failure)."""
+        if self.quiet:
+            return
         now = time.monotonic()
         if now - self._logged.get(kind, -LOG_EVERY) < LOG_EVERY:
             return

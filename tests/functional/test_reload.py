@@ -356,7 +356,10 @@ async def test_a_reload_to_a_store_that_does_not_answer_keeps_the_running_one(
     processes: list[GatewayProcess],
 ) -> None:
     """A typo in store.url must not take the service down: a new store that does not answer
-    fails the reload (counted, one line naming ``store``), and requests are served on."""
+    fails the reload (counted, one line naming ``store`` and why), and requests are served on.
+    That line is the only report: the candidate's failure is neither a "store unavailable"
+    warning nor a store error in the metrics, which an operator (and the shipped alert) would
+    read as the running store being down."""
     proc = write_config(
         tmp_path, base_url(upstream[1]), store=redis_url, name=f"reload-{uuid.uuid4().hex[:8]}"
     )
@@ -374,8 +377,17 @@ async def test_a_reload_to_a_store_that_does_not_answer_keeps_the_running_one(
     failed = [
         orjson.loads(line) for line in proc.output().splitlines() if '"config reload failed' in line
     ]
-    assert failed[0]["error"].startswith("store: the new store does not answer"), failed
+    assert failed[0]["error"].startswith("store: the new store does not answer ("), failed
+    assert "ConnectionError" in failed[0]["error"], failed
     assert '"config reloaded"' not in proc.output()
+    assert "store unavailable" not in proc.output(), proc.output()[-2000:]
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"http://127.0.0.1:{proc.admin_port}/metrics") as r,
+    ):
+        metrics = await r.text()
+    assert 'gateway_config_reloads_total{result="error"} 1.0' in metrics
+    assert "gateway_store_errors_total{" not in metrics
 
 
 async def test_turning_tls_on_by_reload_is_said_to_need_a_restart(

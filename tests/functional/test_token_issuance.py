@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.app import create_admin_app
 from gateway.pipeline import ENDPOINTS
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.functional.test_team_sessions import AUDIENCE, ISSUER, IdentityProvider
@@ -240,6 +241,39 @@ async def test_membership_with_the_backend_down_is_502(
     assert fields["upstream"] == "live"
     assert fields["cause"] == "the membership check failed: ClientConnectorError"
     assert "membership" not in str(body)
+
+
+async def test_membership_failures_are_upstream_errors_in_the_metrics(
+    gw: Gateway, backend: tuple[Backend, TestServer], aiohttp_client: Any
+) -> None:
+    """A backend failing the membership check is an upstream failure an operator sees where a
+    proxied request's is: ``gateway_upstream_errors_total``, by upstream and error (a 502 is
+    ``unavailable``, a 504 ``timeout``), scraped from the admin listener's ``/metrics``."""
+    admin = await aiohttp_client(create_admin_app(gw.current))
+    key = await gw.key()
+    for mode, status in ((500, 502), ("reset", 502), ("stall", 504)):
+        backend[0].mode = mode
+        response = await gw.client.post(
+            "/v1/auth/user-token", json={"user_id": "usr_a"}, headers=bearer(key)
+        )
+        assert response.status == status, mode
+    scrape = await admin.get("/metrics")
+    lines = (await scrape.text()).splitlines()
+    assert 'gateway_upstream_errors_total{error="unavailable",upstream="live"} 2.0' in lines
+    assert 'gateway_upstream_errors_total{error="timeout",upstream="live"} 1.0' in lines
+    # A clear no is an answer, not a failure: not counted.
+    backend[0].mode = 404
+    response = await gw.client.post(
+        "/v1/auth/user-token", json={"user_id": "usr_b"}, headers=bearer(key)
+    )
+    assert response.status == 404
+    scrape = await admin.get("/metrics")
+    assert [
+        line for line in (await scrape.text()).splitlines() if "upstream_errors_total{" in line
+    ] == [
+        'gateway_upstream_errors_total{error="unavailable",upstream="live"} 2.0',
+        'gateway_upstream_errors_total{error="timeout",upstream="live"} 1.0',
+    ]
 
 
 async def test_a_yes_and_a_no_are_cached_per_account_and_user(
