@@ -7,7 +7,9 @@ baseline, nginx ``proxy_pass``, HAProxy ``jwt_verify`` RS256, and the gateway (p
 each credential kind, decision mode behind nginx ``auth_request``, the decision endpoint alone),
 drives each with ``wrk`` over loopback for a fixed time, and prints requests/s, p50/p99
 latency, server CPU µs per request (from /proc, the servers' own CPU time: the figure that
-survives a noisy machine), peak RSS, and each row's CPU ratio to the bare proxy. The server
+survives a noisy machine), peak RSS, and each row's CPU ratio to the bare proxy. The proxy rows
+and the decision-alone rows are measured in ROUNDS interleaved rounds, each right after its
+anchor (the bare proxy, HAProxy), and the ratios are taken between medians. The server
 under test is pinned to core 0; wrk and the upstream to core 1. Needs: wrk, nginx, haproxy,
 redis-server (Debian packages). Never part of the test suite.
 """
@@ -47,6 +49,10 @@ from tests.support import free_port, wait_for_port  # noqa: E402
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CORE, LOAD_CORE = "0", "1"
 OPEN_LOOP_ROUNDS = 3
+# The proxy rows and the decision-alone rows are measured in this many interleaved rounds, each
+# gateway row right after its anchor (the bare proxy, HAProxy); a row's figure is the median of
+# its rounds, and each anchor's the median of all its measurements.
+ROUNDS = 3
 SCORES = "/v1/users/usr_a/scores"  # the path every proxied row asks for
 ADMIN = "bench-admin-token-0123456789"
 MASTER = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -151,7 +157,11 @@ class Row:
     cpu_us: float
     rss_mib: float
     note: str = ""
-    baseline_us: float | None = None  # the bare proxy measured just before this row
+    # Rows measured in rounds (ROUNDS): the anchor measured just before this row in each round
+    # (the bare proxy for a proxy row, HAProxy for a decision row), and the row's own figures.
+    baselines: tuple[float, ...] = ()
+    anchors: tuple[float, ...] = ()
+    samples: tuple[float, ...] = ()
 
 
 def wrk(
@@ -614,7 +624,6 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
 
             haproxy, rs_token = haproxy_jwt(tmp, ctx)
             rows.append(haproxy_row(haproxy, rs_token, seconds))
-            haproxy.stop()
 
             trees = [("before: ", compare)] if compare is not None else []
             trees.append(("", None))
@@ -642,23 +651,26 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
                 ("gateway proxy: member token (HS256)", "member", ""),
                 ("gateway proxy: caregiver token", "caregiver", "relationship cached"),
             ]
-            for name, which, note in proxy_rows:
-                paired = measure("bare (paired)", [bare], bare_url, seconds)
-                for label, server, _, creds in gateways:
-                    credential = (
-                        creds["user_tokens"][0] if which == "user" else creds[which]  # type: ignore[index]
-                    )
-                    row = measure(
-                        label + name,
-                        [server],
-                        f"http://127.0.0.1:{server.port}{path}",
-                        seconds,
-                        note=(note + "; " if note else "") + f"paired bare: {paired.cpu_us:.0f} µs",
-                        headers={"Authorization": f"Bearer {credential}"},
-                        warm=True,
-                    )
-                    row.baseline_us = paired.cpu_us
-                    rows.append(row)
+            proxied: dict[str, list[Row]] = {}
+            for _ in range(ROUNDS):
+                for name, which, note in proxy_rows:
+                    paired = measure("bare (paired)", [bare], bare_url, seconds)
+                    for label, server, _, creds in gateways:
+                        credential = (
+                            creds["user_tokens"][0] if which == "user" else creds[which]  # type: ignore[index]
+                        )
+                        row = measure(
+                            label + name,
+                            [server],
+                            f"http://127.0.0.1:{server.port}{path}",
+                            seconds,
+                            note=note,
+                            headers={"Authorization": f"Bearer {credential}"},
+                            warm=True,
+                        )
+                        row.baselines = (paired.cpu_us,)
+                        proxied.setdefault(label + name, []).append(row)
+            rows.extend(median_row(measured, "bare") for measured in proxied.values())
             bare.stop()
 
             for label, server, _, creds in gateways:
@@ -668,8 +680,11 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
                 if not label:
                     listeners.append((" listener", decision_port))
                 for where, port in listeners:
-                    rows.append(
-                        measure(
+                    decided: list[Row] = []
+                    for _ in range(ROUNDS):
+                        # As the proxy rows are with the bare proxy: HAProxy right before.
+                        paired_anchor = haproxy_row(haproxy, rs_token, seconds).cpu_us
+                        row = measure(
                             label + f"gateway decision{where or ' endpoint'} alone, "
                             "1,000 user tokens",
                             [server],
@@ -678,7 +693,9 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
                             script=script,
                             warm=True,
                         )
-                    )
+                        row.anchors = (paired_anchor,)
+                        decided.append(row)
+                    rows.append(median_row(decided, "HAProxy"))
                     auth_port = free_port()
                     auth_front = nginx(tmp, "auth", auth_port, AUTH_BODY, up_port, port)  # type: ignore[arg-type]
                     ctx["started"].append(auth_front)  # type: ignore[attr-defined]
@@ -695,6 +712,21 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
                         )
                     )
                     auth_front.stop()
+            haproxy.stop()
+            for anchor, figures_of in (("bare proxy", bare_figures), ("HAProxy", anchor_figures)):
+                measured = figures_of(rows)
+                notes.append(
+                    f"{anchor} measured {len(measured)} times (its own row, then before each "
+                    "gateway row of each round): "
+                    + ", ".join(f"{a:.0f}" for a in measured)
+                    + f" µs CPU a request; median {statistics.median(measured):.1f} µs"
+                )
+            first = next(r for r in rows if r.name.startswith("gateway decision listener"))
+            notes.append(
+                "the decision listener's first round alone, against HAProxy's own row alone: "
+                f"{anchor_figures(rows)[0] / first.samples[0]:.2f}x (the one-measurement ratio "
+                "of the runs before the tenth round)"
+            )
             # The floor: the same stacks with the least an aiohttp decision service can do.
             script = token_script(tmp, gateways[-1][3]["user_tokens"], "users")  # type: ignore[arg-type]
             floor = python_server("floor", "minimal_decision.py", str(tmp / "users.txt"))
@@ -821,23 +853,72 @@ def memory_peak(
     return start_up, peak, seen
 
 
+def median_row(measured: list[Row], anchor: str) -> Row:
+    """One row for a row measured in rounds: the median round's figures (an odd number of
+    rounds: a real measurement), every round's CPU and anchor kept, all said in its note."""
+    ordered = sorted(measured, key=lambda r: r.cpu_us)
+    middle = ordered[len(ordered) // 2]
+    paired = [a for r in measured for a in (*r.baselines, *r.anchors)]
+    note = (middle.note + "; " if middle.note else "") + (
+        f"median of {len(measured)} rounds: "
+        + " / ".join(f"{r.cpu_us:.0f}" for r in measured)
+        + f" µs; paired {anchor}: "
+        + " / ".join(f"{a:.0f}" for a in paired)
+        + " µs"
+    )
+    return Row(
+        middle.name,
+        middle.rps,
+        middle.p50_ms,
+        middle.p99_ms,
+        middle.cpu_us,
+        max(r.rss_mib for r in measured),
+        note,
+        baselines=tuple(a for r in measured for a in r.baselines),
+        anchors=tuple(a for r in measured for a in r.anchors),
+        samples=tuple(r.cpu_us for r in measured),
+    )
+
+
+def bare_figures(rows: list[Row]) -> list[float]:
+    """Every bare-proxy measurement of the run: its own row first, then the one taken just
+    before each gateway proxy row of each round."""
+    return [r.cpu_us for r in rows if "baseline" in r.name] + [a for r in rows for a in r.baselines]
+
+
 def bare_median(rows: list[Row]) -> float:
     """The baseline: the median of every bare-proxy measurement of the run (the first row and
     the one taken just before each gateway proxy row). The VM's speed drifts by tens of percent
     between minutes; one measurement would make every ratio a coin toss."""
-    return statistics.median(
-        [r.cpu_us for r in rows if "baseline" in r.name]
-        + [r.baseline_us for r in rows if r.baseline_us is not None]
-    )
+    return statistics.median(bare_figures(rows))
+
+
+def anchor_figures(rows: list[Row]) -> list[float]:
+    """Every HAProxy ``jwt_verify`` measurement of the run: its own row first, then the one
+    taken just before each decision-alone row of each round."""
+    return [r.cpu_us for r in rows if r.name.startswith("HAProxy")] + [
+        a for r in rows for a in r.anchors
+    ]
+
+
+def anchor_median(rows: list[Row]) -> float:
+    """The decision anchor: the median of every HAProxy measurement of the run. HAProxy's own
+    figure moves between minutes as the bare proxy's does (34-41 µs a request within one hour
+    here, docs/performance.md, ninth round), and a ratio to one of them moved with it."""
+    return statistics.median(anchor_figures(rows))
+
+
+def _cpu(rows: list[Row], prefix: str) -> float:
+    return next(r for r in rows if r.name.startswith(prefix)).cpu_us
 
 
 def targets(rows: list[Row], figures: dict[str, float]) -> str:
     """The issue's targets against this run's figures."""
 
     def cpu(prefix: str) -> float:
-        return next(r for r in rows if r.name.startswith(prefix)).cpu_us
+        return _cpu(rows, prefix)
 
-    base, haproxy = bare_median(rows), cpu("HAProxy")
+    base, haproxy = bare_median(rows), anchor_median(rows)
     checks = [
         ("proxy, API key: CPU vs bare proxy (median)", "≤ 1.15x", cpu("gateway proxy: API") / base),
         (
@@ -898,11 +979,10 @@ def targets(rows: list[Row], figures: dict[str, float]) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    base = bare_median(rows)
-    haproxy = next(r for r in rows if r.name.startswith("HAProxy")).cpu_us
+    base, haproxy = bare_median(rows), anchor_median(rows)
     lines = [
         "| row | req/s | p50 ms | p99 ms | CPU µs/req | x bare proxy CPU (median) "
-        "| req per CPU-s vs HAProxy | peak RSS MiB | note |",
+        "| req per CPU-s vs HAProxy (median) | peak RSS MiB | note |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
