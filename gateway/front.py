@@ -224,8 +224,9 @@ def record(
     if exchange.upstream is not None and upstream_seconds is not None:
         metrics.upstream_done(exchange.upstream, upstream_seconds)
     p = exchange.principal
-    # An admitted request that failed later (its upstream, say) was allowed: see Exchange.
-    outcome = "allow" if exchange.admitted else "deny"
+    # An admitted request that failed later (its upstream, say) was allowed: see Exchange. One
+    # cut off at shutdown before any decision was neither allowed nor denied: an error.
+    outcome = "allow" if exchange.admitted else "error" if status == CUT_OFF else "deny"
     if exchange.credential_present:
         if exchange.admitted:
             metrics.auth_decision(kind, outcome, "ok")

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -894,3 +896,20 @@ async def served_as_in_production(settings: Any) -> AsyncIterator[tuple[int, Any
     finally:
         await runner.cleanup()
         await close_resources(current)
+
+
+@contextlib.asynccontextmanager
+async def redis_asleep(port: int, seconds: float) -> AsyncIterator[threading.Thread]:
+    """Redis stuck in ``DEBUG SLEEP`` (sent from a thread) for ``seconds`` from the block's
+    start; the block's end waits until it answers again. Yields the sleeping thread."""
+    client = redis.Redis(port=port)
+    sleeper = threading.Thread(
+        target=lambda: client.execute_command("DEBUG", "SLEEP", str(seconds))  # type: ignore[no-untyped-call]
+    )
+    sleeper.start()
+    await asyncio.sleep(0.1)
+    try:
+        yield sleeper
+    finally:
+        sleeper.join()
+        client.close()

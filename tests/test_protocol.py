@@ -17,8 +17,11 @@ from gateway.app import create_app
 from gateway.protocol import GatewayRunner
 from gateway.runtime import Current, build_runtime, close_resources
 from gateway.stores.memory import MemoryStore
+from gateway.stores.redis import RedisStore
 from tests.conftest import make_settings
-from tests.support import Recorder, base_url, free_port
+from tests.support import Recorder, RedisServer, base_url, free_port, redis_asleep
+
+SCORES = "/v1/users/usr_a/scores"
 
 
 async def test_a_drain_ends_a_request_still_running_after_the_shutdown_timeout() -> None:
@@ -97,3 +100,57 @@ async def test_a_request_cut_off_at_shutdown_is_logged_as_such(
     assert line["account"] == "acc_1"  # who it was, as for any request
     exported = generate_latest(current.runtime.metrics.registry).decode()
     assert 'status="499"' in exported and 'status="500"' not in exported
+
+
+async def test_a_request_cut_off_before_its_decision_counts_no_decision(
+    upstream: tuple[Recorder, TestServer],
+    redis_server: RedisServer,
+    redis_url: str,
+    log_lines: io.StringIO,
+) -> None:
+    """Authenticated, then cut off at shutdown while its rate limit waits on a stalled store:
+    no decision was made, so none is counted (no ``gateway_auth_decisions_total`` sample) and
+    its audit line's outcome is ``error``, not ``deny``."""
+    _, server = upstream
+    store = RedisStore(redis_url, prefix=f"cut-{free_port()}:", timeout=5.0)
+    limits = {"rules": [{"group": "default", "per": "credential", "limit": 100, "period": "10s"}]}
+    current = Current(
+        build_runtime(make_settings(base_url(server), rate_limits=limits), store=store)
+    )
+    key, _ = await current.runtime.keys.create("acc_1", "live")
+    runner = GatewayRunner(
+        create_app(current), shutdown_timeout=0.5, access_log=None, handle_signals=False
+    )
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url, headers = f"http://127.0.0.1:{port}{SCORES}", {"Authorization": f"Bearer {key}"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, headers=headers) as first:
+                assert first.status == 200  # the key is now cached: authenticated in memory
+            async with redis_asleep(redis_server.port, 2.0):
+                request = asyncio.create_task(session.get(url, headers=headers))
+                await asyncio.sleep(0.2)  # authenticated, waiting on the rate limit's store
+                await runner.cleanup()
+                with contextlib.suppress(aiohttp.ClientError):
+                    await request
+    finally:
+        await close_resources(current)
+    lines = [orjson.loads(text) for text in log_lines.getvalue().splitlines()]
+    access = [line for line in lines if line["logger"] == "gateway.access"]
+    assert [(line["status"], line["error"]) for line in access] == [
+        (200, None),
+        (499, "shutdown"),
+    ]
+    audit = [line["outcome"] for line in lines if line["logger"] == "gateway.audit"]
+    assert audit == ["allow", "error"], audit
+    current.runtime.metrics.flush()
+    decisions = [
+        (s.labels["outcome"], s.labels["reason"], s.value)
+        for family in current.runtime.metrics.registry.collect()
+        if family.name == "gateway_auth_decisions"
+        for s in family.samples
+        if s.name == "gateway_auth_decisions_total"
+    ]
+    assert decisions == [("allow", "ok", 1.0)], decisions

@@ -113,12 +113,15 @@ def _path_of_url(url: str) -> str:
         # is the client's bad input (400), never a 500.
         raise invalid from None
     target = rest[slash:]
-    if parsed != target:
-        raise invalid  # (the Host header held a '?': the parser's path is not nginx's)
+    # (yarl drops an empty query's '?', which changes nothing judged; any other difference
+    # is a Host header holding a '?': the parser's path is not nginx's.)
+    if parsed != target and parsed + "?" != target:
+        raise invalid
     return target
 
 
 def _visible(text: str) -> bool:
+    """Printable ASCII without spaces: what a request line can carry unencoded."""
     return text.isascii() and text.isprintable() and " " not in text
 
 

@@ -327,6 +327,30 @@ async def test_a_fragment_in_the_original_target_is_400(
         assert body["details"]["reason"] == "path", body
 
 
+@pytest.mark.parametrize("style", ["ingress-nginx"])  # (the gw fixture's decision.proxy)
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://api.example.com/v1/users/usr_a/scores", True),
+        ("HTTPS://api.example.com:8443/v1/users/usr_a/scores?days=7", True),
+        ("http://[2001:db8::1]:8080/v1/users/usr_a/scores?", True),
+        ("https:///v1/users/usr_a/scores", True),  # (no Host header: an empty authority)
+        ("https://api.example.com/v1/users/usr_b/scores?u=/v1/users/usr_a/scores", False),
+        ("https://api.example.com/v1/users/usr_a/scores/../../usr_b/scores", False),
+    ],
+)
+async def test_an_original_url_is_judged_by_the_text_after_its_authority(
+    gw: Gateway, ask: Decider, style: str, url: str, allowed: bool
+) -> None:
+    """Whatever the scheme's case, the port or the host's form (ingress-nginx writes
+    ``$scheme://$http_host$request_uri``), the path judged is the text after the authority:
+    usr_a's token is allowed on usr_a's path and on nothing else."""
+    token = await user_token_of_usr_a(gw)
+    headers = {"X-Original-Method": "GET", "X-Original-URL": url}
+    answer = await raw_http(ask.port, raw_request("GET", "/decisions", headers | bearer(token)))
+    assert (status_of(answer) == 200) is allowed, (url, answer[:300])
+
+
 @pytest.mark.parametrize("style", ["ingress-nginx"])
 @pytest.mark.parametrize(
     "url",

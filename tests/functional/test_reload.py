@@ -23,6 +23,7 @@ from tests.support import (
     ADMIN_TOKEN,
     GatewayProcess,
     Recorder,
+    RedisServer,
     base_url,
     free_port,
     write_config,
@@ -388,6 +389,38 @@ async def test_a_reload_to_a_store_that_does_not_answer_keeps_the_running_one(
         metrics = await r.text()
     assert 'gateway_config_reloads_total{result="error"} 1.0' in metrics
     assert "gateway_store_errors_total{" not in metrics
+
+
+async def test_after_a_reload_to_a_new_store_that_store_reports_its_failures(
+    tmp_path: Path,
+    redis_url: str,
+    upstream: tuple[Recorder, TestServer],
+    processes: list[GatewayProcess],
+) -> None:
+    """A new store is quiet only while the reload tries it: once it serves, its failures are
+    the running store's, warned about and counted (the shipped alert reads the count)."""
+    proc = write_config(
+        tmp_path, base_url(upstream[1]), store=redis_url, name=f"reload-{uuid.uuid4().hex[:8]}"
+    )
+    await started(proc, processes)
+    assert proc.proc is not None
+    other = RedisServer()
+    try:
+        document = yaml.safe_load(proc.config.read_text())
+        document["store"] = {**document["store"], "url": other.url}
+        proc.config.write_text(yaml.safe_dump(document))
+        proc.proc.send_signal(signal.SIGHUP)
+        await reloaded(proc, 1)
+    finally:
+        other.stop()
+    async with aiohttp.ClientSession() as s:
+        unknown = "sk_live_" + "A" * 43  # looked up in the store: it does not answer
+        async with s.get(proc.base + SCORES, headers={"Authorization": f"Bearer {unknown}"}) as r:
+            assert r.status == 503, await r.text()
+        async with s.get(f"http://127.0.0.1:{proc.admin_port}/metrics") as r:
+            metrics = await r.text()
+    assert "store unavailable" in proc.output(), proc.output()[-2000:]
+    assert "gateway_store_errors_total{" in metrics
 
 
 async def test_turning_tls_on_by_reload_is_said_to_need_a_restart(

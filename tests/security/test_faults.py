@@ -8,18 +8,16 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import redis
 from aiohttp.test_utils import TestServer
 from prometheus_client import generate_latest
 
 from gateway.stores.redis import RedisStore
 from tests.conftest import GatewayFactory, make_settings
-from tests.support import RedisServer, base_url, free_port, status_of
+from tests.support import RedisServer, base_url, free_port, redis_asleep, status_of
 
 SCORES = "/v1/users/usr_a/scores"
 
@@ -254,23 +252,6 @@ async def test_a_client_pausing_mid_body_is_never_the_upstreams_504(
     await asyncio.sleep(0.2)  # what the server does once the handler returned
     errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     assert not errors, [r.getMessage() for r in errors]
-
-
-@contextlib.asynccontextmanager
-async def redis_asleep(port: int, seconds: float) -> AsyncIterator[threading.Thread]:
-    """Redis stuck in ``DEBUG SLEEP`` (sent from a thread) for ``seconds`` from the block's
-    start; the block's end waits until it answers again. Yields the sleeping thread."""
-    client = redis.Redis(port=port)
-    sleeper = threading.Thread(
-        target=lambda: client.execute_command("DEBUG", "SLEEP", str(seconds))  # type: ignore[no-untyped-call]
-    )
-    sleeper.start()
-    await asyncio.sleep(0.1)
-    try:
-        yield sleeper
-    finally:
-        sleeper.join()
-        client.close()
 
 
 async def test_redis_slow_is_bounded_and_other_routes_are_unharmed(
