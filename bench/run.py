@@ -671,7 +671,6 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
                         row.baselines = (paired.cpu_us,)
                         proxied.setdefault(label + name, []).append(row)
             rows.extend(median_row(measured, "bare") for measured in proxied.values())
-            bare.stop()
 
             for label, server, _, creds in gateways:
                 script = token_script(tmp, creds["user_tokens"], "users")  # type: ignore[arg-type]
@@ -722,6 +721,14 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
                     + f" µs CPU a request; median {statistics.median(measured):.1f} µs"
                 )
             first = next(r for r in rows if r.name.startswith("gateway decision listener"))
+            paired = [a / c for a, c in zip(first.anchors, first.samples, strict=True)]
+            notes.append(
+                "the decision listener's ratio round by round, each to the HAProxy measured "
+                "just before it: "
+                + " / ".join(f"{r:.2f}" for r in paired)
+                + f"x (median {statistics.median(paired):.2f}x; not the target's figure, which "
+                "divides the medians)"
+            )
             notes.append(
                 "the decision listener's first round alone, against HAProxy's own row alone: "
                 f"{anchor_figures(rows)[0] / first.samples[0]:.2f}x (the one-measurement ratio "
@@ -766,13 +773,26 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
             added: dict[str, list[float]] = {label: [] for label, _, _, _ in gateways}
             for round_ in range(OPEN_LOOP_ROUNDS):
                 direct = open_loop(f"http://127.0.0.1:{up_port}{path}", rate, seconds, {})
+                # The framework's floor at the same rate: how loaded the rate leaves a worker
+                # whose requests arrive one by one (a closed loop's 32 batch their wake-ups).
+                used = bare.cpu_seconds()
+                floor_at = open_loop(f"http://127.0.0.1:{bare_port}{path}", rate, seconds, {})
+                used = (bare.cpu_seconds() - used) / seconds * 100
+                notes.append(
+                    f"open loop round {round_ + 1}, the bare proxy at the same rate: p50/p99/"
+                    f"p99.9 {floor_at['p50']:.2f}/{floor_at['p99']:.2f}/"
+                    f"{floor_at['p99.9']:.2f} ms, p99 +{floor_at['p99'] - direct['p99']:.2f} ms "
+                    f"over direct, {used:.0f} % of its core"
+                )
                 for label, server, _, creds in gateways:
+                    used = server.cpu_seconds()
                     through = open_loop(
                         f"http://127.0.0.1:{server.port}{path}",
                         rate,
                         seconds,
                         {"Authorization": f"Bearer {creds['key']}"},
                     )
+                    used = (server.cpu_seconds() - used) / seconds * 100
                     added[label].append(through["p99"] - direct["p99"])
                     notes.append(
                         f"{label}open loop round {round_ + 1} at {rate:,.0f} req/s (half of one "
@@ -783,8 +803,10 @@ def run(seconds: int, compare: Path | None = None) -> tuple[list[Row], list[str]
                         f"+{through['p99'] - direct['p99']:.2f} ms ({through['errors']:.0f} "
                         f"errors; the generator's send lag p99 {direct['lag_p99']:.2f} / "
                         f"{through['lag_p99']:.2f} ms; steal {direct['steal %']:.1f} / "
-                        f"{through['steal %']:.1f} % of the machine's CPU time)"
+                        f"{through['steal %']:.1f} % of the machine's CPU time; the gateway "
+                        f"used {used:.0f} % of its core)"
                     )
+            bare.stop()
             for label, deltas in added.items():
                 if not label:
                     figures["p99 added ms"] = statistics.median(deltas)

@@ -90,19 +90,11 @@ def test_revoke_and_rotate_print_the_status_after_the_change(
 def keys_command(config: Path, *argv: str) -> tuple[int, Any, list[dict[str, Any]], str]:
     """``gateway keys ARGV --config CONFIG`` as an operator runs it, a process of its own:
     (exit code, its JSON stdout or None, the audit lines of its stderr, all of its stderr)."""
-    proc = OwnedProcess(
-        gateway_command("keys", *argv, "--config", str(config)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.stop()
+    returncode, out, err = run_gateway("keys", *argv, "--config", str(config))
     text = err.decode()
     audit = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert all(line["logger"] == "gateway.audit" for line in audit), text
-    return proc.returncode, orjson.loads(out) if out.strip() else None, audit, text
+    return returncode, orjson.loads(out) if out.strip() else None, audit, text
 
 
 def test_key_changes_from_the_cli_are_audited_as_the_admin_api_audits_them(
@@ -193,19 +185,23 @@ def held_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def serve(config: Path) -> subprocess.CompletedProcess[str]:
-    """``gateway serve`` expected to exit by itself; on a timeout it and everything it started
-    (workers) are stopped, and the test fails."""
-    proc = OwnedProcess(
-        gateway_command("serve", "--config", str(config)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def run_gateway(*argv: str) -> tuple[int, bytes, bytes]:
+    """``gateway ARGV`` in a process of its own, expected to exit by itself: its exit code,
+    stdout and stderr. On a timeout it and everything it started (workers) are stopped, and
+    the test fails."""
+    proc = OwnedProcess(gateway_command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=60)
     finally:
         proc.stop()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
+    return proc.returncode, out, err
+
+
+def serve(config: Path) -> subprocess.CompletedProcess[str]:
+    """``gateway serve`` expected to exit by itself (:func:`run_gateway`)."""
+    command = ["serve", "--config", str(config)]
+    returncode, out, err = run_gateway(*command)
+    return subprocess.CompletedProcess(command, returncode, out.decode(), err.decode())
 
 
 def _listener_on(listener: str, port: int) -> dict[str, Any]:

@@ -61,6 +61,21 @@ async def test_a_drain_ends_a_request_still_running_after_the_shutdown_timeout()
             await request
 
 
+async def listening(current: Current, shutdown_timeout: float) -> tuple[GatewayRunner, int]:
+    """The gateway's app served as ``gateway serve`` serves it (:class:`GatewayRunner`, whose
+    ``cleanup`` drains for ``shutdown_timeout`` and then cuts off what is left), and its port."""
+    runner = GatewayRunner(
+        create_app(current),
+        shutdown_timeout=shutdown_timeout,
+        access_log=None,
+        handle_signals=False,
+    )
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
 async def test_a_request_cut_off_at_shutdown_is_logged_as_such(
     upstream: tuple[Recorder, TestServer], log_lines: io.StringIO
 ) -> None:
@@ -70,12 +85,7 @@ async def test_a_request_cut_off_at_shutdown_is_logged_as_such(
     recorder, server = upstream
     current = Current(build_runtime(make_settings(base_url(server)), store=MemoryStore()))
     key, _ = await current.runtime.keys.create("acc_1", "live")
-    runner = GatewayRunner(
-        create_app(current), shutdown_timeout=1.0, access_log=None, handle_signals=False
-    )
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await listening(current, shutdown_timeout=1.0)
     try:
         async with aiohttp.ClientSession() as session:
             request = asyncio.create_task(
@@ -118,12 +128,7 @@ async def test_a_request_cut_off_before_its_decision_counts_no_decision(
         build_runtime(make_settings(base_url(server), rate_limits=limits), store=store)
     )
     key, _ = await current.runtime.keys.create("acc_1", "live")
-    runner = GatewayRunner(
-        create_app(current), shutdown_timeout=0.5, access_log=None, handle_signals=False
-    )
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await listening(current, shutdown_timeout=0.5)
     url, headers = f"http://127.0.0.1:{port}{SCORES}", {"Authorization": f"Bearer {key}"}
     try:
         async with aiohttp.ClientSession() as session:
