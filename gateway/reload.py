@@ -201,4 +201,5 @@ def _why(exc: StoreUnavailable) -> str:
         return str(exc.details.get("reason", "no answer"))
     # redis-py's words (an address and a reason, as the running store's warnings write
     # them), cut short: never the config file's, and redacted like every line.
-    return f"{type(cause).__name__}: {str(cause)[:200]}"
+    words = str(cause)[:200]
+    return f"{type(cause).__name__}: {words}" if words else type(cause).__name__

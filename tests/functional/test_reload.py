@@ -391,6 +391,35 @@ async def test_a_reload_to_a_store_that_does_not_answer_keeps_the_running_one(
     assert "gateway_store_errors_total{" not in metrics
 
 
+async def test_a_reload_to_a_store_that_accepts_but_never_answers_says_it_timed_out(
+    tmp_path: Path, upstream: tuple[Recorder, TestServer], processes: list[GatewayProcess]
+) -> None:
+    """An address that takes the connection and then says nothing (a wrong port behind a
+    proxy, a firewall): the reload fails within the store's timeout, naming the timeout."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; the client gives up
+        writer.close()
+
+    proc = write_config(tmp_path, base_url(upstream[1]))
+    await started(proc, processes)
+    assert proc.proc is not None
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        document = yaml.safe_load(proc.config.read_text())
+        document["store"] = {"url": f"redis://127.0.0.1:{port}/0", "timeout": "300ms"}
+        proc.config.write_text(yaml.safe_dump(document))
+        proc.proc.send_signal(signal.SIGHUP)
+        await reloaded(proc, 1, '"config reload failed; keeping the running config"')
+    finally:
+        server.close()
+    (failed,) = [
+        orjson.loads(line) for line in proc.output().splitlines() if '"config reload failed' in line
+    ]
+    assert failed["error"].startswith("store: the new store does not answer (TimeoutError"), failed
+
+
 async def test_after_a_reload_to_a_new_store_that_store_reports_its_failures(
     tmp_path: Path,
     redis_url: str,
