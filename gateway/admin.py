@@ -166,6 +166,12 @@ def key_acted_on(record: KeyRecord, successor: KeyRecord | None = None) -> dict[
     return acted_on
 
 
+def relationship_acted_on(account: str, subject: str, caregiver: str) -> dict[str, str]:
+    """What a relationship change acted on, for its audit line: the account, the member and
+    the caregiver acting for them."""
+    return {"account": account, "subject": subject, "caregiver": caregiver}
+
+
 def _shown(name: str, instead: str) -> str:
     """``name`` as an error may show it: only when it is a plain name, never what might be a
     secret (an API key sent where a name goes)."""
@@ -288,11 +294,7 @@ async def set_relationship(request: web.Request, runtime: Runtime) -> web.Respon
                 f"{name} must be 1-128 letters, digits, '_' or '-'.", details={"field": name}
             )
     active = request.method == "PUT"
-    request[ACTED_ON] = {
-        "account": fields["account"],
-        "subject": fields["subject"],
-        "caregiver": fields["actor"],
-    }
+    request[ACTED_ON] = relationship_acted_on(fields["account"], fields["subject"], fields["actor"])
     await runtime.store.set_relationship(
         fields["account"], fields["subject"], fields["actor"], active
     )

@@ -202,18 +202,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
         except GatewayError as exc:
             # Refused (an unknown key, a key rotated already): on record too, as the admin
             # API's refusals are; without what was asked for (a key pasted for its id).
-            _audit_key_change(route, exc.code, {})
+            _audit_change(route, exc.code, {})
             raise
-        _audit_key_change(route, None, acted_on)
+        _audit_change(route, None, acted_on)
         return result
 
     return _with_runtime(args, action)
 
 
-def _audit_key_change(route: str, error: str | None, acted_on: dict[str, str]) -> None:
-    """The audit line of a key change made with this command, as the admin API writes one
-    (:func:`gateway.admin.audit_action`; ``credential`` and ``actor`` ``cli``, ``os_user`` the
-    local account running it), as a JSON line on stderr: stdout is the command's answer."""
+def _audit_change(route: str, error: str | None, acted_on: dict[str, str]) -> None:
+    """The audit line of a key or relationship change made with a command, as the admin API
+    writes one (:func:`gateway.admin.audit_action`; ``credential`` and ``actor`` ``cli``,
+    ``os_user`` the local account running it), as a JSON line on stderr: stdout is the
+    command's answer."""
     import getpass
     import logging
     import uuid
@@ -252,8 +253,16 @@ def cmd_relationships(args: argparse.Namespace) -> int:
             return _fail(f"--{name} must be 1-128 letters, digits, '_' or '-'")
 
     async def action(runtime: Any) -> Any:
+        from gateway.admin import relationship_acted_on
+
         active = args.action == "grant"
-        await runtime.store.set_relationship(args.account, args.subject, args.actor, active)
+        route = f"cli:{args.action}_relationship"
+        try:
+            await runtime.store.set_relationship(args.account, args.subject, args.actor, active)
+        except GatewayError as exc:
+            _audit_change(route, exc.code, {})
+            raise
+        _audit_change(route, None, relationship_acted_on(args.account, args.subject, args.actor))
         return {
             "account": args.account,
             "subject": args.subject,

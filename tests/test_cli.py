@@ -87,10 +87,10 @@ def test_revoke_and_rotate_print_the_status_after_the_change(
     assert [k["status"] for k in listed["keys"]] == ["revoked", "rotated", "active"]
 
 
-def keys_command(config: Path, *argv: str) -> tuple[int, Any, list[dict[str, Any]], str]:
-    """``gateway keys ARGV --config CONFIG`` as an operator runs it, a process of its own:
+def cli_change(config: Path, *argv: str) -> tuple[int, Any, list[dict[str, Any]], str]:
+    """``gateway ARGV --config CONFIG`` as an operator runs it, a process of its own:
     (exit code, its JSON stdout or None, the audit lines of its stderr, all of its stderr)."""
-    returncode, out, err = run_gateway("keys", *argv, "--config", str(config))
+    returncode, out, err = run_gateway(*argv, "--config", str(config))
     text = err.decode()
     audit = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert all(line["logger"] == "gateway.audit" for line in audit), text
@@ -104,7 +104,7 @@ def test_key_changes_from_the_cli_are_audited_as_the_admin_api_audits_them(
     ``gateway.audit`` line on stderr naming the account and key ids like the admin API's
     (actor ``cli``); never a key, not even one pasted where a key id goes. Listing is no
     change: no line."""
-    code, created, audit, err = keys_command(config, "create", "--account", "acc_cli")
+    code, created, audit, err = cli_change(config, "keys", "create", "--account", "acc_cli")
     assert code == 0
     (line,) = audit
     assert {k: line.get(k) for k in ("route", "credential", "actor", "outcome", "error")} == {
@@ -119,7 +119,7 @@ def test_key_changes_from_the_cli_are_audited_as_the_admin_api_audits_them(
     assert created["key"] not in err
     old = created["key_id"]
 
-    code, rotated, audit, err = keys_command(config, "rotate", old, "--grace", "300")
+    code, rotated, audit, err = cli_change(config, "keys", "rotate", old, "--grace", "300")
     assert code == 0
     (line,) = audit
     assert (line["route"], line["outcome"], line["account"]) == (
@@ -130,7 +130,7 @@ def test_key_changes_from_the_cli_are_audited_as_the_admin_api_audits_them(
     assert (line["key_id"], line["new_key_id"]) == (old, rotated["key_id"])
     assert rotated["key"] not in err
 
-    code, revoked, audit, _ = keys_command(config, "revoke", rotated["key_id"])
+    code, revoked, audit, _ = cli_change(config, "keys", "revoke", rotated["key_id"])
     assert code == 0 and revoked["status"] == "revoked"
     (line,) = audit
     assert (line["route"], line["outcome"], line["key_id"]) == (
@@ -140,7 +140,7 @@ def test_key_changes_from_the_cli_are_audited_as_the_admin_api_audits_them(
     )
 
     # Refused: on record, without what was asked for.
-    code, out, audit, err = keys_command(config, "rotate", old)
+    code, out, audit, err = cli_change(config, "keys", "rotate", old)
     assert (code, out) == (2, None)
     (line,) = audit
     assert (line["route"], line["outcome"], line["error"]) == (
@@ -150,14 +150,36 @@ def test_key_changes_from_the_cli_are_audited_as_the_admin_api_audits_them(
     )
     assert "key_id" not in line and "account" not in line
     assert err.splitlines()[-1].startswith("gateway: conflict: ")
-    code, _, audit, err = keys_command(config, "revoke", created["key"])
+    code, _, audit, err = cli_change(config, "keys", "revoke", created["key"])
     assert code == 2
     assert [(line["route"], line["outcome"]) for line in audit] == [("cli:revoke_key", "error")]
     assert created["key"] not in err
 
-    code, listed, audit, _ = keys_command(config, "list", "--account", "acc_cli")
+    code, listed, audit, _ = cli_change(config, "keys", "list", "--account", "acc_cli")
     assert code == 0 and len(listed["keys"]) == 2
     assert audit == []
+
+
+def test_relationship_changes_from_the_cli_are_audited_as_the_admin_api_audits_them(
+    config: Path,
+) -> None:
+    """``relationships grant|revoke`` write one ``gateway.audit`` line each on stderr naming
+    the account, the member and the caregiver, as the admin API's line does."""
+    who = ("--account", "acc_cli", "--subject", "usr_a", "--actor", "usr_carer")
+    for action in ("grant", "revoke"):
+        code, answer, audit, _ = cli_change(config, "relationships", action, *who)
+        assert code == 0 and answer["active"] is (action == "grant"), answer
+        (line,) = audit
+        assert {
+            k: line.get(k) for k in ("route", "actor", "outcome", "account", "subject", "caregiver")
+        } == {
+            "route": f"cli:{action}_relationship",
+            "actor": "cli",
+            "outcome": "allow",
+            "account": "acc_cli",
+            "subject": "usr_a",
+            "caregiver": "usr_carer",
+        }
 
 
 def test_signing_key_creates_missing_directories_and_never_overwrites(
