@@ -104,6 +104,7 @@ def _path_of_url(url: str) -> str:
     invalid = InvalidRequest("The original URL is not valid.", details={"reason": "path"})
     _, sep, rest = url.partition("://")
     slash = rest.find("/")
+    # SECURITY: a fragment, a tab or a space is dropped or read otherwise by a URL parser.
     if not sep or slash < 0 or "#" in url or not _visible(url):
         raise invalid
     try:
@@ -113,8 +114,8 @@ def _path_of_url(url: str) -> str:
         # is the client's bad input (400), never a 500.
         raise invalid from None
     target = rest[slash:]
-    # (yarl drops an empty query's '?', which changes nothing judged; any other difference
-    # is a Host header holding a '?': the parser's path is not nginx's.)
+    # SECURITY: the text judged is the text forwarded (yarl drops an empty query's '?', which
+    # changes nothing judged; any other difference is a Host header holding a '?').
     if parsed != target and parsed + "?" != target:
         raise invalid
     return target
