@@ -99,14 +99,14 @@ def _path_of_url(url: str) -> str:
     SECURITY: judged as forwarded, or refused. A URL parser reads more into the text than
     nginx does: yarl drops a fragment and tabs, so ``/v1/users/usr_a/scores#/../../usr_b/
     scores`` was judged as usr_a's path while the backend got (and normalized) all of it. The
-    URL must parse, hold visible ASCII only and no ``#``, and the parser's path and query must
-    be the text after the authority (the client's Host header, which cannot move the path)."""
+    URL must parse, and the parser's path and query must be the text after the authority (the
+    client's Host header, which cannot move the path); a ``#`` is also refused by
+    :func:`~gateway.pipeline.admit`, in every mode."""
     invalid = InvalidRequest("The original URL is not valid.", details={"reason": "path"})
     _, sep, rest = url.partition("://")
-    slash = rest.find("/")
-    # SECURITY: a fragment, a tab or a space is dropped or read otherwise by a URL parser.
-    if not sep or slash < 0 or "#" in url or not _visible(url):
-        raise invalid
+    slash = rest.find("/") if sep else -1
+    if slash < 0:
+        raise invalid  # no scheme, or no path after the authority
     try:
         parsed = URL(url, encoded=True).raw_path_qs
     except ValueError:
@@ -119,11 +119,6 @@ def _path_of_url(url: str) -> str:
     if parsed != target and parsed + "?" != target:
         raise invalid
     return target
-
-
-def _visible(text: str) -> bool:
-    """Printable ASCII without spaces: what a request line can carry unencoded."""
-    return text.isascii() and text.isprintable() and " " not in text
 
 
 _NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
