@@ -3,6 +3,7 @@ pure-Python parser (AIOHTTP_NO_EXTENSIONS=1), in front of a recording upstream."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -177,13 +178,23 @@ async def test_absolute_form_and_other_targets_are_refused(
 
 @pytest.mark.parametrize(
     "path",
-    [f"{SCORES}#/../../usr_b/scores", f"{SCORES}?days=7#/../../usr_b/scores", f"{SCORES}#"],
+    [
+        f"{SCORES}#/../../usr_b/scores",
+        f"{SCORES}?days=7#/../../usr_b/scores",
+        f"{SCORES}#",
+        f"{SCORES}?name=caf\u00e9",  # raw UTF-8, not percent-encoded
+    ],
 )
-async def test_a_fragment_in_the_target_is_refused_not_forwarded(target: Target, path: str) -> None:
-    """A '#' is never part of a request target; one that arrives is refused (400), not
-    forwarded for a backend to read as the start of a fragment, or not."""
+async def test_a_target_a_backend_could_read_otherwise_is_refused_not_forwarded(
+    target: Target, path: str
+) -> None:
+    """A '#' is never part of a request target, and a target is ASCII on the wire; one that
+    arrives otherwise is refused (400), not forwarded for a backend to read as the start of a
+    fragment, or to decode in its own way. The answer is the gateway's JSON, never a parser's
+    text quoting the request line back."""
     answer = await target.send(request(target.keys[0], ["Connection: close"], b"", "GET", path))
     assert status_of(answer) == 400, answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "invalid_request", answer
     assert target.recorder.seen == []
 
 
