@@ -930,15 +930,11 @@ def anchor_median(rows: list[Row]) -> float:
     return statistics.median(anchor_figures(rows))
 
 
-def _cpu(rows: list[Row], prefix: str) -> float:
-    return next(r for r in rows if r.name.startswith(prefix)).cpu_us
-
-
 def targets(rows: list[Row], figures: dict[str, float]) -> str:
     """The issue's targets against this run's figures."""
 
     def cpu(prefix: str) -> float:
-        return _cpu(rows, prefix)
+        return next(r for r in rows if r.name.startswith(prefix)).cpu_us
 
     base, haproxy = bare_median(rows), anchor_median(rows)
     checks = [

@@ -46,7 +46,7 @@ from gateway.errors import (
 )
 from gateway.exchange import Exchange
 from gateway.forward.decision import admitted, admitted_at_once, answer_headers, under
-from gateway.front import CUT_OFF, begin, record, refused
+from gateway.front import begin, cut_off, record, refused
 from gateway.mutate.headers import IdentityHeaders
 from gateway.observe import logs
 from gateway.pipeline import use_at_once
@@ -165,8 +165,8 @@ class DecisionServer:
             return data, keep_alive
         except asyncio.CancelledError:
             # Cut off by close() after its timeout: logged and counted as the public
-            # listener's cut-offs are (gateway.front.CUT_OFF), not as a 500 answered.
-            status, exchange.error = CUT_OFF, "shutdown"
+            # listener's cut-offs are, not as a 500 answered.
+            status = cut_off(exchange)
             raise
         finally:
             runtime.requests.active -= 1

@@ -119,7 +119,7 @@ def front_handler(
         except asyncio.CancelledError:
             # Cut off by the drain at shutdown (the production listener's one canceller: it
             # leaves aiohttp's handler_cancellation off), whether its answer had begun or not.
-            status, exchange.error = CUT_OFF, "shutdown"
+            status = cut_off(exchange)
             raise
         finally:
             runtime.requests.active -= 1
@@ -189,6 +189,14 @@ def _render(error: GatewayError, exchange: Exchange, header: str) -> web.Respons
     response = error_response(error)
     response.headers[header] = exchange.request_id
     return response
+
+
+def cut_off(exchange: Exchange) -> int:
+    """Note a request cut off at shutdown before its answer was done, for both listeners: its
+    error is ``shutdown`` and its status :data:`CUT_OFF` (returned), which :func:`record`
+    counts as no decision."""
+    exchange.error = "shutdown"
+    return CUT_OFF
 
 
 def refused(error: GatewayError, exchange: Exchange) -> None:
