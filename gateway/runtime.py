@@ -38,6 +38,7 @@ from gateway.forward.proxy import Forwarder
 from gateway.issue.gateway_tokens import GatewayTokens
 from gateway.issue.membership import Membership
 from gateway.issue.mobile import MobileTokens
+from gateway.keys import watch
 from gateway.keys.sealing import Sealer
 from gateway.keys.service import KeyService
 from gateway.keys.signing import SigningKeys
@@ -264,17 +265,34 @@ async def flush_metrics(current: Current, interval: float = FLUSH_INTERVAL) -> N
             logs.event("metrics flush failed", logging.ERROR, error=repr(exc))
 
 
+async def watch_store(current: Current) -> None:
+    """Look at the current runtime's store every :data:`gateway.keys.watch.INTERVAL` seconds
+    for a loss of its data or a claim by another master key (:mod:`gateway.keys.watch`), until
+    cancelled. A failing look (a bug) is logged, every time, and the next one tried."""
+    alarms = watch.StoreWatch(current.runtime.metrics.store_alarms)  # reloads keep the metrics
+    while True:
+        await asyncio.sleep(watch.INTERVAL)
+        runtime = current.runtime
+        try:
+            await alarms.look(runtime.store, runtime.keys.sealer)
+        except Exception as exc:  # a broken look must not end the watch
+            logs.event("store watch failed", logging.ERROR, error=repr(exc))
+
+
 def runtime_ctx(current: Current) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The public app's ``cleanup_ctx``: the request metrics are flushed every second while
-    the app runs, and whatever is open is closed at shutdown (the flushing task first)."""
+    """The public app's ``cleanup_ctx``: while the app runs, the request metrics are flushed
+    every second and the store is watched; whatever is open is closed at shutdown (those two
+    tasks first)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        flusher = asyncio.get_running_loop().create_task(flush_metrics(current))
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(flush_metrics(current)), loop.create_task(watch_store(current))]
         try:
             yield
         finally:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await requests_done(current)
             await close_resources(current)
 

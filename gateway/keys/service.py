@@ -221,6 +221,12 @@ class KeyService:
         return record
 
     # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def sealer(self) -> Sealer:
+        """What seals this service's keys (its fingerprint is public: see
+        :mod:`gateway.keys.watch`)."""
+        return self._sealer
+
     async def ensure_master_key(self) -> None:
         """Confirm once that this process's master key is the store's (recording its
         fingerprint on first use): :class:`~gateway.keys.fingerprint.MasterKeyMismatch` (a

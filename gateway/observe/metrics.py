@@ -113,6 +113,15 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.store_alarms = Counter(
+            "gateway_store_alarms",
+            "The store lost its data (data_lost) or is claimed by another master key "
+            "(master_key_mismatch): see gateway.keys.watch.",
+            ["alarm"],
+            registry=r,
+        )
+        for alarm in ("data_lost", "master_key_mismatch"):  # at 0 from the start, so that
+            self.store_alarms.labels(alarm)  # the first one is an increase Prometheus sees
         self.cache = Counter(
             "gateway_cache_lookups",
             "Verification cache lookups, by cache and result.",
@@ -155,6 +164,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        for result in ("ok", "error"):  # at 0 from the start: see store_alarms
+            self.reloads.labels(result)
         self.build = Gauge(
             "gateway_build_info",
             "Build information.",

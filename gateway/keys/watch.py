@@ -1,0 +1,97 @@
+"""Noticing a store that lost its data, and a store claimed by another master key.
+
+A Redis without persistence that restarts, a master promoted without the writes it had, an
+eviction policy that evicts, a ``FLUSHALL``: the store then holds none of the API keys, caregiver
+relationships and mobile tokens it held. The gateway fails closed (every API key and every token
+derived from one is refused, 401), which reads to clients as a wave of revocations and to an
+operator as nothing at all unless it is said. The master-key fingerprint
+(:mod:`gateway.keys.fingerprint`) is recorded the first time a master key meets a store and is
+never deleted, so a store that held it and no longer does has lost its data.
+
+:class:`StoreWatch` looks every few seconds (``runtime.watch_store``). When the fingerprint this
+process saw is gone it writes one ERROR line and counts ``gateway_store_alarms_total{alarm=
+"data_lost"}``, then records its own fingerprint again at once. SECURITY: recording it again is
+what stops a CLI run holding another master key from claiming the emptied store (it would seal
+keys that no replica could open); between the loss and the next look, such a claim can win, and
+is then reported as the other alarm, ``master_key_mismatch``, once per fingerprint seen.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from prometheus_client import Counter
+
+from gateway.errors import StoreUnavailable
+from gateway.keys.fingerprint import MasterKeyMismatch, ensure_master_key
+from gateway.keys.sealing import Sealer
+from gateway.observe import logs
+from gateway.stores.base import KeyStore
+
+INTERVAL = 5.0  # seconds between two looks at the store
+
+LOST = (
+    "the store lost its data: the master-key fingerprint this gateway saw there is gone, and "
+    "with it every API key, caregiver relationship and mobile token the store held; requests "
+    "with them are refused (401) until keys are restored from a backup or created again"
+)
+
+
+class StoreWatch:
+    """What one process saw of its store's fingerprint, from one look to the next. A look at
+    another store (a reload replaced it) starts over: the reload compared the master key."""
+
+    def __init__(self, alarms: Counter) -> None:
+        self._alarms = alarms
+        self._store: KeyStore | None = None
+        self._fingerprint = ""  # this process's, at the last look
+        self._seen = False  # this process saw its own fingerprint in ``_store``
+        self._reported: str | None = None  # the mismatch last reported
+
+    async def look(self, store: KeyStore, sealer: Sealer) -> None:
+        """One look at ``store`` with this process's master key; never raises for a store that
+        does not answer (its own warnings say so, and the next look tries again)."""
+        if store is not self._store or sealer.fingerprint != self._fingerprint:
+            self._store, self._fingerprint = store, sealer.fingerprint
+            self._seen, self._reported = False, None
+        try:
+            recorded = await store.master_fingerprint()
+            if recorded is None:
+                if self._seen:
+                    self._seen = False
+                    self._alarms.labels("data_lost").inc()
+                    logs.event(LOST, logging.ERROR, alarm="data_lost")
+                # SECURITY: recorded again at once, before a CLI run with another master key
+                # can claim the emptied store and seal keys no replica could open.
+                await ensure_master_key(store, sealer)
+                recorded = sealer.fingerprint
+        except StoreUnavailable:
+            return
+        except MasterKeyMismatch as exc:
+            self._mismatch(exc.problem)
+            return
+        # SECURITY: constant-time comparison, though a fingerprint is not a secret.
+        if hmac.compare_digest(recorded.encode(), sealer.fingerprint.encode()):
+            self._seen, self._reported = True, None
+        else:
+            self._mismatch(
+                f"this master key (fingerprint {sealer.fingerprint}) is not the one the "
+                f"store's API keys are sealed under (fingerprint {recorded})"
+            )
+
+    def _mismatch(self, problem: str) -> None:
+        """Keys created under the other master key cannot be opened here (their member tokens
+        are refused): said once for each problem seen, since it lasts until an operator acts."""
+        self._seen = False
+        if problem == self._reported:
+            return
+        self._reported = problem
+        self._alarms.labels("master_key_mismatch").inc()
+        logs.event(
+            "the store is claimed by another master key: keys created under it cannot be "
+            "opened by this gateway",
+            logging.ERROR,
+            alarm="master_key_mismatch",
+            error=problem,
+        )
