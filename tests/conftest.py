@@ -28,6 +28,7 @@ from gateway.stores.memory import MemoryStore
 from gateway.stores.redis import RedisStore
 from tests.support import (
     FakeClock,
+    GatewayProcess,
     Recorder,
     RedisServer,
     ThreadedUpstream,
@@ -77,6 +78,16 @@ def upstream_thread() -> Iterator[ThreadedUpstream]:
     upstream = ThreadedUpstream()
     yield upstream
     upstream.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[GatewayProcess]]:
+    """Gateway processes a test starts (it appends each one): all stopped when it ends, also
+    when it fails."""
+    started: list[GatewayProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
 
 
 @pytest.fixture

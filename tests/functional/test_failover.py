@@ -299,14 +299,6 @@ class Load:
         await asyncio.gather(*(again(token) for token in self.drill.issued))
 
 
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
-
 async def admin(session: aiohttp.ClientSession, proc: GatewayProcess, path: str, **kw: Any) -> Any:
     async with session.post(
         f"http://127.0.0.1:{proc.admin_port}{path}",

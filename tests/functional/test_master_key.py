@@ -7,25 +7,15 @@ import asyncio
 import base64
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.issue.member_cli import member_token
 from gateway.keys.sealing import Sealer, new_master_key
 from tests.support import GatewayProcess, Recorder, base_url, gateway_command, write_config
-
-
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

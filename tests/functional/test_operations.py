@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,6 @@ from tests.support import (
 )
 
 SCORES = "/v1/users/usr_a/scores"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def url_of(upstream: tuple[Recorder, TestServer]) -> str:

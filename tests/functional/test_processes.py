@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.support import (
@@ -25,14 +24,6 @@ from tests.support import (
 )
 
 SCORES = "/v1/users/usr_a/scores"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def upstream_url(upstream: tuple[Recorder, TestServer]) -> str:

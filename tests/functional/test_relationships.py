@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,14 +136,6 @@ async def test_admin_api_relationships_need_the_admin_token(
 
 
 # --- the CLI against a running gateway's Redis store ------------------------------------------
-
-
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

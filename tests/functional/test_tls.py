@@ -6,7 +6,6 @@ import asyncio
 import signal
 import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +31,6 @@ SCORES = "/v1/users/usr_a/scores"
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def server_files(ca: trustme.CA, directory: Path, name: str) -> tuple[Path, Path]:

@@ -8,12 +8,10 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
@@ -21,14 +19,6 @@ from tests.otlp import PATH, OtlpReceiver
 from tests.support import GatewayProcess, Recorder, admin_create_key, base_url, write_config
 
 SCORES = "/v1/users/usr_a/scores"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 async def until_logged(proc: GatewayProcess, message: str, times: int = 1) -> None:

@@ -101,14 +101,6 @@ async def test_wrong_credentials_fail_closed(topology: Any) -> None:
         await right.close()
 
 
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
-
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         gateway_command(*args),
