@@ -62,18 +62,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     check_runtime_requirements(settings)
     check_tls(settings)
-    listener = logs.configure(settings.log_level)
+    listener = logs.configure(settings.log_level, worker=args.worker)
     try:
         if settings.store.is_redis:
             asyncio.run(_check_master_key(settings))
-        if settings.workers > 1 and not args.worker:
+        if settings.workers > 1 and args.worker is None:
             from gateway.workers import supervise
 
             return supervise(Path(args.config), settings)
         from gateway.server import install_event_loop_policy, run
 
         install_event_loop_policy()
-        asyncio.run(run(settings, admin=not args.worker, share_port=args.worker))
+        worker = args.worker is not None
+        asyncio.run(run(settings, admin=not worker, share_port=worker))
     finally:
         listener.stop()
     return 0
@@ -313,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("gateway serve --config config/gateway.yaml",),
     )
     p.add_argument("--config", required=True, metavar="FILE", help=CONFIG_HELP)
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    # A worker of `workers: N`, started by the supervisor with its index (1 to N).
+    p.add_argument("--worker", type=int, metavar="N", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = command(

@@ -137,6 +137,7 @@ async def run(
             admin=f"{settings.admin.host}:{settings.admin.port}" if admin else None,
             decision=decisions.address if decisions is not None else None,
             store=current.runtime.store.name,
+            pid=os.getpid(),
         )
         settle_heap()
         if on_ready is not None:

@@ -50,7 +50,9 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--worker"]
-    workers: list[subprocess.Popen[bytes]] = [spawn(command) for _ in range(settings.workers)]
+    # Worker i (1 to N) is started with its index, which its log lines carry; a restarted
+    # worker keeps the index of the one it replaces.
+    workers = [spawn([*command, str(i + 1)]) for i in range(settings.workers)]
     stopping = False
 
     def forward(sig: signal.Signals) -> None:
@@ -71,11 +73,12 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
                     logs.event(
                         "worker exited; restarting",
                         logging.WARNING,
+                        index=i + 1,
                         pid=worker.pid,
                         code=worker.returncode,
                     )
                     await asyncio.sleep(RESTART_DELAY)
-                    workers[i] = spawn(command)
+                    workers[i] = spawn([*command, str(i + 1)])
 
     watcher = asyncio.create_task(watch())
     try:

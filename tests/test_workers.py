@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support import (
@@ -59,3 +62,54 @@ def test_a_reload_while_workers_start_does_not_end_them(tmp_path: Path, redis_ur
     text = log.read_text()
     assert text.count('"msg":"listening"') >= 3, text  # the supervisor and both workers
     assert "worker exited" not in text, text
+
+
+def test_each_workers_lines_name_it_and_a_restarted_worker_keeps_its_index(
+    tmp_path: Path, redis_url: str
+) -> None:
+    proc = write_config(
+        tmp_path,
+        "http://127.0.0.1:1",
+        store=redis_url,
+        name=f"workers-{uuid.uuid4().hex[:8]}",
+        extra={"workers": 2},
+    )
+    log = tmp_path / "supervisor.log"
+
+    def listening() -> list[dict[str, object]]:
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        return [line for line in lines if line["msg"] == "listening"]
+
+    def until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 20
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    with log.open("wb") as out:
+        supervisor = OwnedProcess(
+            gateway_command("serve", "--config", str(proc.config)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(proc.admin_port)
+        until(lambda: len(listening()) >= 3)
+        # The supervisor's lines name no worker; each worker's name its index.
+        assert sorted(str(line.get("worker")) for line in listening()) == ["1", "2", "None"]
+        children = subprocess.run(
+            ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        by_pid = {line["pid"]: line["worker"] for line in listening() if "worker" in line}
+        victim = next(int(pid) for pid in children if int(pid) in by_pid)
+        index = by_pid[victim]
+        os.kill(victim, signal.SIGKILL)
+        until(lambda: len(listening()) >= 4)
+    finally:
+        supervisor.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    exited = [line for line in lines if line["msg"] == "worker exited; restarting"]
+    assert [(line["index"], line["pid"], line.get("worker")) for line in exited] == [
+        (index, victim, None)
+    ]
+    restarted = listening()[3]
+    assert restarted["worker"] == index and restarted["pid"] != victim

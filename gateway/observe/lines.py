@@ -27,13 +27,28 @@ def _second(whole: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
+# What tells this process's lines from another's, right after the message on every line:
+# ``worker`` (its index, 1 to N, kept by a restarted worker) in a worker of ``workers: N``,
+# nothing otherwise. Set once, before the first line (logs.configure).
+_PROCESS: dict[str, int] = {}
+
+
+def mark_worker(index: int | None) -> None:
+    """Every line this process writes from now on names worker ``index`` (None: no worker)."""
+    _PROCESS.clear()
+    if index is not None:
+        _PROCESS["worker"] = index
+
+
 def json_line(created: float, level: str, logger: str, msg: str, fields: Any) -> str:
-    """One log line: time, level, logger and message, then the record's fields."""
+    """One log line: time, level, logger and message, the process's worker index (in a worker
+    of ``workers: N``), then the record's fields."""
     line: dict[str, Any] = {
         "ts": f"{_second(int(created))}.{int(created * 1000) % 1000:03d}Z",
         "level": level,
         "logger": logger,
         "msg": msg,
+        **_PROCESS,
     }
     if isinstance(fields, dict):
         line.update(fields)
@@ -73,9 +88,11 @@ class BatchLines:
             return escaped(json_line(created, "info", logger, message_of(logger), fields))
         tail = self._tails.get(logger)
         if tail is None:
+            process = orjson.dumps(_PROCESS)[1:-1]
             tail = self._tails[logger] = (
-                f'Z","level":"info","logger":"{logger}","msg":"{message_of(logger)}"'
-            ).encode()
+                f'Z","level":"info","logger":"{logger}","msg":"{message_of(logger)}"'.encode()
+                + (b"," + process if process else b"")
+            )
         head = b'{"ts":"%s.%s%s' % (self._second, _MILLIS[int(created * 1000) % 1000], tail)
         return head + b"}\n" if body == b"{}" else b"%s,%s\n" % (head, body[1:])
 

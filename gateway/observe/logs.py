@@ -38,6 +38,7 @@ from gateway.observe.lines import (
     audit_fields,
     escaped,
     json_line,
+    mark_worker,
     message_of,
 )
 from gateway.observe.redact import redact
@@ -237,14 +238,18 @@ class _Listener(logging.handlers.QueueListener):
             root.handlers[:] = [self._stream_handler]
 
 
-def configure(level: str = "INFO", stream: Any = None) -> logging.handlers.QueueListener:
-    """Route every logger of the process through a queue to one JSON stream handler.
+def configure(
+    level: str = "INFO", stream: Any = None, *, worker: int | None = None
+) -> logging.handlers.QueueListener:
+    """Route every logger of the process through a queue to one JSON stream handler; in a
+    worker of ``workers: N``, every line names the ``worker`` (its index).
 
     The root logger gets the queue handler, so aiohttp's and asyncio's loggers write JSON too;
     ``warnings`` are captured into logging; uncaught exceptions (main thread, other threads) and
     unraisable ones (``__del__`` at shutdown) are logged as records instead of printed. Third
     parties log at ``WARNING`` and above; the gateway's own loggers at ``level``.
     """
+    mark_worker(worker)
     handler = _JsonStreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     q: queue.SimpleQueue[Any] = queue.SimpleQueue()

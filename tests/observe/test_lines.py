@@ -4,6 +4,7 @@ audit lines as the writer thread makes them, the same text for any fields."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -45,18 +46,40 @@ def test_line_timestamps_are_utc_milliseconds(created: float, ts: str) -> None:
     ],
 )
 @pytest.mark.parametrize("created", [1700000000.0123, 1700000000.9999, 1700000001.0])
+@pytest.mark.parametrize("worker", [None, 3])
 def test_batched_access_and_audit_lines_are_json_line_text(
-    fields: dict[str, Any], created: float
+    fields: dict[str, Any], created: float, worker: int | None, marked: None
 ) -> None:
     """The writer thread's batch lines are built without a dictionary of their own: the text
-    must be exactly what json_line gives for them (the same keys, order, time and escapes)."""
-    from gateway.observe.lines import BatchLines, json_line
+    must be exactly what json_line gives for them (the same keys, order, time and escapes),
+    also in a worker of ``workers: N``, whose lines name it."""
+    from gateway.observe.lines import BatchLines, json_line, mark_worker
 
+    mark_worker(worker)
     batch = BatchLines()
     for logger in ("gateway.access", "gateway.audit"):
         expected = json_line(created, "info", logger, logger.rpartition(".")[2], fields)
         assert batch(created, logger, fields) == (expected + "\n").encode()
         assert json.loads(expected)["ts"].startswith("2023-11-14T22:13:2")
+        assert json.loads(expected).get("worker") == worker
+
+
+@pytest.fixture
+def marked() -> Iterator[None]:
+    """This process's lines name no worker again after the test."""
+    from gateway.observe.lines import mark_worker
+
+    yield
+    mark_worker(None)
+
+
+def test_a_workers_lines_name_it_right_after_the_message(marked: None) -> None:
+    from gateway.observe.lines import json_line, mark_worker
+
+    assert "worker" not in json_line(1700000000.0, "info", "gateway", "m", {"a": 1})
+    mark_worker(2)
+    line = json_line(1700000000.0, "info", "gateway", "m", {"a": 1})
+    assert line.endswith('"msg":"m","worker":2,"a":1}')
 
 
 # One request's fields as gateway.front.record leaves them (lines.ExchangeFields), and the
