@@ -66,14 +66,16 @@ _Parsed = tuple[RawRequestMessage | HttpProcessingError, StreamReader]
 class DecisionServer:
     """The listener: accepts connections and answers their decision requests.
 
-    Listener-level settings (prefix, proxy, limits) are read once, as the public listener's are; the
-    runtime (keys, policy, stores) is read per request from ``current``, so a reload applies."""
+    Listener-level settings (prefix, proxy, the HTTP parser's limits, ``header_timeout``) are
+    read once, as the public listener's are; the runtime (keys, policy, stores, and the limits
+    the listener checks itself: header and body sizes, ``body_timeout``) is read per request
+    from ``current``, so a reload applies."""
 
     def __init__(self, current: Current, settings: Settings) -> None:
         self.current = current
         self.prefix = settings.decision.prefix
         self.proxy = settings.decision.proxy
-        self.limits: Limits = settings.limits
+        self.limits: Limits = settings.limits  # the parser's and connections', from the start
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._server: asyncio.Server | None = None
@@ -215,8 +217,9 @@ class DecisionServer:
     def _refusal(self, message: RawRequestMessage) -> GatewayError | None:
         """The listener's own refusal of a request, before any credential is read: headers
         over ``limits.max_header_bytes`` (431), a path outside the prefix (404)."""
-        if header_bytes(message.raw_headers) > self.limits.max_header_bytes:
-            return HeadersTooLarge(details={"limit": self.limits.max_header_bytes})
+        limit = self.current.runtime.settings.limits.max_header_bytes
+        if header_bytes(message.raw_headers) > limit:
+            return HeadersTooLarge(details={"limit": limit})
         if not under(self.prefix, message.path.partition("?")[0]):
             return NotFound()
         return None
@@ -272,7 +275,7 @@ class DecisionServer:
         self, message: RawRequestMessage, payload: StreamReader, conn: _Connection
     ) -> None:
         """Read a decision request's body and drop it (a decision never looks at a body)."""
-        limits = self.limits
+        limits = self.current.runtime.settings.limits
         close = {"Connection": "close"}
         length = message.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:

@@ -6,7 +6,8 @@ is built into a new runtime (new policy, keys, limits, caches and upstream pools
 the old one in a single synchronous step, so each request sees one configuration or the other,
 never a mix. ``log_level`` and the listeners' certificate files (:mod:`gateway.tls`) apply at
 once. Listener addresses, decision mode's routing (``enabled``, ``prefix``, ``proxy``, its
-listener's address) and the worker count need a restart: a reload whose file differs from what
+listener's address), the worker count and ``limits.header_timeout`` need a restart: a reload
+whose file differs from what
 the process started with in any of them says so in a warning, every time, and keeps the running
 ones.
 
@@ -42,10 +43,12 @@ STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the 
 def needs_restart(settings: Settings) -> dict[str, object]:
     """What a reload cannot change, by field: the listeners' addresses and whether they speak
     TLS (``tls_cert`` set or not: its files are re-read), the decision routing the listeners
-    were built with, the worker count."""
+    were built with, the worker count, and how long their connections may take to send
+    headers (the other limits are checked per request, with the current config)."""
     decision = settings.decision
     fields: dict[str, object] = {
         "workers": settings.workers,
+        "limits.header_timeout": settings.limits.header_timeout,
         "decision.enabled": decision.enabled,
         "decision.prefix": decision.prefix,
         "decision.proxy": decision.proxy,

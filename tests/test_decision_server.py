@@ -440,6 +440,34 @@ async def test_a_reload_does_not_move_the_prefix_a_listener_routes_by(
     assert status == 200 and headers["X-Auth-Account"] == "acc_1"
 
 
+async def test_a_reload_applies_the_size_limits_the_listener_checks(
+    gw: Gateway, listener: DecisionServer, upstream: tuple[Any, TestServer]
+) -> None:
+    """The header and body sizes are checked with the current config, as on the public
+    listener (they used to stay what the listener started with, with no warning)."""
+    key = await gw.key()
+    padding = "X-Padding: " + "a" * 3000
+    with_body = ask(key, SCORES, "Content-Length: 800") + b"b" * 800
+    for request in (ask(key, SCORES, padding), with_body):
+        fits, _ = await exchange(listener.port, request, expect=1)
+        assert answers(fits)[0][0] == 200
+    url = base_url(upstream[1])
+    limits = {"header_timeout": "300ms", "body_timeout": "300ms"}
+    tighter = make_settings(
+        url,
+        url,
+        decision={"enabled": True, "proxy": "nginx"},
+        limits={**limits, "max_header_bytes": 2048, "max_body_bytes": 500},
+    )
+    gw.current.runtime = build_runtime(tighter, clock=gw.clock, store=gw.runtime.store)
+    raw, _ = await exchange(listener.port, ask(key, SCORES, padding), expect=1)
+    status, _, answer = answers(raw)[0]
+    assert (status, json.loads(answer)["details"]["limit"]) == (431, 2048)
+    raw, _ = await exchange(listener.port, with_body, expect=1)
+    status, _, answer = answers(raw)[0]
+    assert (status, json.loads(answer)["details"]["limit"]) == (413, 500)
+
+
 async def test_the_parser_holds_a_bounded_number_of_unanswered_requests(
     gw: Gateway, listener: DecisionServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

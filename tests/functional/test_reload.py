@@ -300,13 +300,19 @@ async def test_restart_warnings_compare_the_file_with_what_runs(
         proc.proc.send_signal(signal.SIGHUP)
         await reloaded(proc, count)
     assert restart_warnings(proc) == ["listen.port", "listen.port"]
+    # Connections are started with the header deadline: a new one needs a restart too.
+    slower = {**original, "limits": {**original.get("limits", {}), "header_timeout": "42s"}}
+    proc.config.write_text(yaml.safe_dump(slower))
+    proc.proc.send_signal(signal.SIGHUP)
+    await reloaded(proc, 4)
+    assert restart_warnings(proc) == ["listen.port", "listen.port", "limits.header_timeout"]
     token = "a-new-admin-token-" + uuid.uuid4().hex
     proc.config.write_text(
         yaml.safe_dump({**original, "admin": {**original["admin"], "token": token}})
     )
     proc.proc.send_signal(signal.SIGHUP)
-    await reloaded(proc, 4)
-    assert restart_warnings(proc) == ["listen.port", "listen.port"]
+    await reloaded(proc, 5)
+    assert restart_warnings(proc) == ["listen.port", "listen.port", "limits.header_timeout"]
     async with aiohttp.ClientSession() as s:
         keys = f"http://127.0.0.1:{proc.admin_port}/admin/keys?account=acc_1"
         async with s.get(keys, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
