@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 from gateway.config.base import Bool, Int, OneOf, Section
 from gateway.config.errors import problem
 from gateway.config.listeners import Listener
+from gateway.config.upstreams import Environment
 
 # The front proxies decision mode serves, each naming the headers it writes the original request
 # into (gateway.forward.decision.ORIGINAL reads only those).
@@ -43,6 +44,17 @@ class DecisionSettings(Section):
         "(the request itself, below `prefix`). Only that proxy's headers are read; a client's "
         "copies of the others, which the proxy passes on untouched, are ignored.",
     )
+    environments: list[Environment] = Field(
+        ["live"],
+        min_length=1,
+        description="The key environments whose credentials a decision admits (default: live "
+        "only). The front proxy sends what it is told to allow to the backend it is configured "
+        "with, whatever `X-Auth-Environment` says: list `sandbox` only when it routes sandbox "
+        "requests to a sandbox backend (operations.md, Decision mode), or alone for a front "
+        "proxy before a sandbox backend. Any other credential is refused (503 `no_upstream`), "
+        "as in proxy mode for an environment with no upstream; each one listed needs an "
+        "upstream (`environments`).",
+    )
     listen: DecisionListener | None = Field(
         None,
         description="A listener of its own for decisions (operations.md, Decision mode): the fast "
@@ -62,6 +74,22 @@ class DecisionSettings(Section):
                 "proxy",
             )
         return self
+
+
+def routed(decision: DecisionSettings, environments: dict[str, str] | None) -> DecisionSettings:
+    """Every environment decisions admit has an upstream (``environments``, the routed map):
+    a credential of one that has none would only ever be refused."""
+    if not decision.enabled or environments is None:  # None: that field's error is reported
+        return decision
+    for i, environment in enumerate(decision.environments):
+        if environment not in environments:
+            raise problem(
+                f"{environment!r} has no upstream: define upstreams.{environment}, or route it "
+                "with environments",
+                "environments",
+                i,
+            )
+    return decision
 
 
 def own_port(

@@ -30,7 +30,7 @@ from gateway.config.base import (
     decode_master_key,
 )
 from gateway.config.cors import CorsPolicy
-from gateway.config.decision import DecisionSettings, own_port
+from gateway.config.decision import DecisionSettings, own_port, routed
 from gateway.config.errors import problem
 from gateway.config.headers import HeaderSettings
 from gateway.config.limits import Limits
@@ -168,6 +168,7 @@ class Settings(Section):
     @field_validator("decision")
     @classmethod
     def _decision_port(cls, decision: DecisionSettings, info: ValidationInfo) -> DecisionSettings:
+        decision = routed(decision, info.data.get("environments"))
         return own_port(decision, info.data.get("listen"), info.data.get("admin"))
 
     @field_validator("environments")

@@ -31,7 +31,13 @@ from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy, istr
 from yarl import URL
 
 from gateway.authz.policy import RouteMatch
-from gateway.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from gateway.exchange import Exchange
 from gateway.pipeline import admit_client, reusable_at_once
 from gateway.principal import Principal
@@ -167,9 +173,25 @@ async def admitted(
             "not through forward auth.",
             details={"reason": "gateway_endpoint"},
         )
-    runtime.upstream_for(principal)  # SECURITY: an environment with no upstream is refused here too
+    served(runtime, principal)
     exchange.admitted = True
     return principal
+
+
+def served(runtime: Runtime, principal: Principal) -> None:
+    """Refuse a credential of an environment this decision endpoint does not admit
+    (``decision.environments``) or that has no upstream, as proxy mode refuses the latter:
+    503 ``no_upstream``, with no identity headers for the front proxy to copy."""
+    environment = principal.environment
+    # SECURITY: the front proxy forwards what it is told to allow to its one backend, whatever
+    # X-Auth-Environment says: a sandbox credential allowed here would reach live data.
+    if environment not in runtime.settings.decision.environments:
+        raise ServiceUnavailable(
+            f"Decisions here admit {' and '.join(runtime.settings.decision.environments)} "
+            f"credentials only, not {environment} ones (decision.environments).",
+            details={"reason": "no_upstream"},
+        )
+    runtime.upstream_for(principal)  # SECURITY: an environment with no upstream is refused here too
 
 
 def admitted_at_once(
@@ -197,9 +219,9 @@ def admitted_at_once(
     if match.rule.handler is not None:
         return None  # a gateway endpoint: refused by admitted
     try:
-        runtime.upstream_for(principal)
+        served(runtime, principal)
     except GatewayError:
-        return None  # an environment with no upstream: refused by admitted
+        return None  # an environment not served here: refused by admitted
     return decided
 
 

@@ -10,6 +10,8 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
+from gateway.config import ConfigError, Settings
+from gateway.runtime import build_runtime
 from tests.conftest import Decider, Gateway, GatewayFactory, decision_listener, make_settings
 from tests.support import base_url, raw_http, status_of
 
@@ -260,6 +262,103 @@ async def test_sandbox_credential_without_a_sandbox_upstream_is_503(
         method, path, headers={**headers, "Authorization": f"Bearer {live}"}
     )
     assert response.status == 200 and response.headers["X-Auth-Environment"] == "live"
+
+
+async def sandbox_credentials(gw: Gateway) -> dict[str, str]:
+    """A sandbox key, a sandbox test key, and what a sandbox key derives: a user token, and a
+    member token signed with it."""
+    key, record = await gw.runtime.keys.create("acc_1", "sandbox")
+    test_key, _ = await gw.runtime.keys.create("acc_1", "sandbox", test=True)
+    issued = await gw.client.post(
+        "/v1/auth/user-token", json={"user_id": "usr_a"}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert issued.status == 200
+    now = int(gw.clock.now())
+    member = jwt.encode(
+        {"sub": "usr_a", "iat": now, "exp": now + 300, "scopes": []},
+        key.encode(),
+        "HS256",
+        headers={"kid": record.key_id},
+    )
+    return {
+        "api_key": key,
+        "test_key": test_key,
+        "user_token": (await issued.json())["token"],
+        "member_token": member,
+    }
+
+
+async def decide(gw: Gateway, where: str, style: str, token: str) -> tuple[int, Any, Any]:
+    """Ask ``where`` (the public listener or the decision listener) about usr_a's scores."""
+    method, path, headers = STYLES[style]("GET", "/v1/users/usr_a/scores")
+    headers = {**headers, "Authorization": f"Bearer {token}"}
+    if where == "public":
+        response = await gw.client.request(method, path, headers=headers)
+        return response.status, response.headers, await response.json(content_type=None)
+    async with (
+        decision_listener(gw) as decider,
+        decider.request(method, path, headers=headers) as response,
+    ):
+        return response.status, response.headers, await response.json(content_type=None)
+
+
+async def swap(gw: Gateway, settings: Settings) -> None:
+    """A reload to ``settings`` (same store): the replaced runtime's pools are closed."""
+    old = gw.runtime
+    gw.current.runtime = build_runtime(settings, clock=gw.clock, store=old.store)
+    await old.helper.close()
+    await old.forwarder.pools.close()
+
+
+@pytest.mark.parametrize("where", ["public", "decision listener"])
+@pytest.mark.parametrize("style", sorted(STYLES))
+async def test_sandbox_credentials_are_refused_unless_the_front_proxy_routes_them(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], style: str, where: str
+) -> None:
+    """The front proxy sends what it is told to allow to its one backend, whatever
+    X-Auth-Environment says: with a sandbox upstream configured (as the shipped ingress overlay
+    has), a sandbox credential used to get 200, and the documented nginx setup forwarded it to
+    the live backend. Decisions admit live credentials only unless decision.environments says
+    the front proxy routes sandbox ones."""
+    url = base_url(upstream[1])
+    gw = await make_gateway(
+        settings=make_settings(url, url, decision={"enabled": True, "proxy": style})
+    )
+    for kind, token in (await sandbox_credentials(gw)).items():
+        status, headers, body = await decide(gw, where, style, token)
+        assert (status, body["error"], body["details"]["reason"]) == (
+            503,
+            "service_unavailable",
+            "no_upstream",
+        ), kind
+        assert "X-Auth-Account" not in headers and "X-Auth-Environment" not in headers, kind
+    status, headers, _ = await decide(gw, where, style, await gw.key("acc_1", "live"))
+    assert status == 200 and headers["X-Auth-Environment"] == "live"
+
+    both = make_settings(
+        url, url, decision={"enabled": True, "proxy": style, "environments": ["live", "sandbox"]}
+    )
+    await swap(gw, both)
+    for kind, token in (await sandbox_credentials(gw)).items():
+        status, headers, _ = await decide(gw, where, style, token)
+        assert status == 200 and headers["X-Auth-Environment"] == "sandbox", kind
+
+    sandbox_only = make_settings(
+        url, url, decision={"enabled": True, "proxy": style, "environments": ["sandbox"]}
+    )
+    await swap(gw, sandbox_only)
+    status, headers, body = await decide(gw, where, style, await gw.key("acc_1", "live"))
+    assert (status, body["details"]["reason"]) == (503, "no_upstream")
+    assert "X-Auth-Account" not in headers
+
+
+def test_an_admitted_environment_needs_an_upstream(upstream: tuple[Any, TestServer]) -> None:
+    url = base_url(upstream[1])
+    with pytest.raises(ConfigError) as caught:
+        make_settings(
+            url, decision={"enabled": True, "proxy": "nginx", "environments": ["live", "sandbox"]}
+        )
+    assert str(caught.value).startswith("decision.environments[1]: 'sandbox' has no upstream")
 
 
 # --- which request is decided: only the configured proxy's headers name it ---------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import time
@@ -299,8 +300,6 @@ async def test_decision_mode_behind_a_real_nginx(
     decider = decision["listen"]["port"] if "listen" in decision else proc.port
     await asyncio.to_thread(wait_for_port, decider)
     port = free_port()
-    import os
-
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         NGINX_CONF.format(
@@ -366,5 +365,90 @@ async def test_decision_mode_behind_a_real_nginx(
             async with s.get(base + SCORES, headers={"Authorization": f"Bearer {token}"}) as r:
                 assert r.status == 200
             assert recorder.last.headers["x-auth-user"] == ["usr_a"]
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+# operations.md, "Sandbox credentials in decision mode": nginx routes on the decision's
+# environment, each environment to its own backend.
+ROUTED = {
+    "    proxy_pass {upstream};\n    }}": "    proxy_pass http://$backend_of_environment;\n    }}",
+    "  server {{\n": "  upstream backend {{ server {live}; }}\n"
+    "  upstream sandbox-backend {{ server {sandbox}; }}\n"
+    "  map $auth_environment $backend_of_environment {{ live backend; sandbox sandbox-backend; }}\n"
+    "  server {{\n",
+}
+
+
+@pytest.mark.parametrize("admitted", [["live"], ["live", "sandbox"]])
+async def test_sandbox_credentials_behind_a_real_nginx_reach_the_sandbox_backend_or_nothing(
+    tmp_path: Path,
+    aiohttp_server: Any,
+    processes: list[GatewayProcess],
+    admitted: list[str],
+) -> None:
+    """The hostile try-out of 4 December: with the documented nginx front, a sandbox key's
+    request was allowed and forwarded to the live backend. Now it is refused unless
+    decision.environments admits it, and then nginx routes it to the sandbox backend."""
+    nginx = require_binary("nginx", "nginx")
+    live, sandbox = Recorder(), Recorder()
+    live_server, sandbox_server = (
+        await aiohttp_server(live.app()),
+        await aiohttp_server(sandbox.app()),
+    )
+    decision = {"enabled": True, "proxy": "nginx", "environments": admitted}
+    proc = write_config(
+        tmp_path,
+        base_url(live_server),
+        extra={
+            "decision": decision,
+            "upstreams": {
+                "live": {"url": base_url(live_server)},
+                "sandbox": {"url": base_url(sandbox_server)},
+            },
+        },
+    )
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    template = NGINX_CONF
+    for old, new in ROUTED.items():
+        assert old in template
+        template = template.replace(old, new)
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        template.format(
+            tmp=tmp_path,
+            port=port,
+            upstream="unused",
+            live=f"127.0.0.1:{live_server.port}",
+            sandbox=f"127.0.0.1:{sandbox_server.port}",
+            gateway=proc.port,
+            decider=proc.port,
+            user="user root;" if os.geteuid() == 0 else "",
+        )
+    )
+    server = OwnedProcess(
+        [nginx, "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        async with aiohttp.ClientSession() as s:
+            for env in ("live", "sandbox"):
+                key = await new_key(s, proc, env)
+                async with s.delete(
+                    f"http://127.0.0.1:{port}/v1/users/usr_1",
+                    headers={"Authorization": f"Bearer {key}"},
+                ) as r:
+                    if env in admitted:
+                        assert r.status == 200, env
+                    else:
+                        assert r.status == 500, env  # auth_request's answer to the 503
+        assert [r.headers["x-auth-environment"] for r in live.seen] == [["live"]]
+        assert [r.headers["x-auth-environment"] for r in sandbox.seen] == (
+            [["sandbox"]] if "sandbox" in admitted else []
+        )
     finally:
         await asyncio.to_thread(server.stop)
