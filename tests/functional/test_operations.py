@@ -282,6 +282,19 @@ http {{
 """
 
 
+def nginx_front(nginx: str, tmp: Path, template: str, **values: object) -> OwnedProcess:
+    """nginx with ``template`` filled in, its master and worker in a process group of their own
+    (``stop()`` ends exactly those)."""
+    conf = tmp / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(template.format(tmp=tmp, user=user, **values))
+    return OwnedProcess(
+        [nginx, "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.mark.parametrize("where", ["public listener", "decision listener"])
 async def test_decision_mode_behind_a_real_nginx(
     tmp_path: Path,
@@ -300,23 +313,10 @@ async def test_decision_mode_behind_a_real_nginx(
     decider = decision["listen"]["port"] if "listen" in decision else proc.port
     await asyncio.to_thread(wait_for_port, decider)
     port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            tmp=tmp_path,
-            port=port,
-            upstream=url_of(upstream),
-            gateway=proc.port,
-            decider=decider,
-            user="user root;" if os.geteuid() == 0 else "",
-        )
-    )
-    # The master and its worker in a process group of their own: stop() ends exactly those.
-    server = OwnedProcess(
-        [nginx, "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = nginx_front(
+        nginx, tmp_path, NGINX_CONF, port=port, upstream=url_of(upstream), gateway=proc.port,
+        decider=decider,
+    )  # fmt: skip
     try:
         await asyncio.to_thread(wait_for_port, port)
         base = f"http://127.0.0.1:{port}"
@@ -415,24 +415,11 @@ async def test_sandbox_credentials_behind_a_real_nginx_reach_the_sandbox_backend
         assert old in template
         template = template.replace(old, new)
     port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        template.format(
-            tmp=tmp_path,
-            port=port,
-            upstream="unused",
-            live=f"127.0.0.1:{live_server.port}",
-            sandbox=f"127.0.0.1:{sandbox_server.port}",
-            gateway=proc.port,
-            decider=proc.port,
-            user="user root;" if os.geteuid() == 0 else "",
-        )
-    )
-    server = OwnedProcess(
-        [nginx, "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = nginx_front(
+        nginx, tmp_path, template, port=port, upstream="unused", gateway=proc.port,
+        decider=proc.port, live=f"127.0.0.1:{live_server.port}",
+        sandbox=f"127.0.0.1:{sandbox_server.port}",
+    )  # fmt: skip
     try:
         await asyncio.to_thread(wait_for_port, port)
         async with aiohttp.ClientSession() as s:
