@@ -33,6 +33,7 @@ import orjson
 from pydantic import Field, PlainValidator, WithJsonSchema
 
 from gateway.authn.base import Dependencies, Kind, KindSection, never
+from gateway.authn.claims import numeric_date, scope_tokens
 from gateway.bodies import read_at_most
 from gateway.clock import Clock
 from gateway.config.base import Duration, HttpUrl, Int, Label, Section
@@ -54,7 +55,6 @@ KIND = CredentialKind(
     narrowing="resource_required",
 )
 MAX_RESPONSE_BYTES = 64 * 1024
-MAX_SCOPES = 64
 
 
 def _pattern(value: object) -> re.Pattern[str]:
@@ -216,10 +216,10 @@ class IntrospectionAuthenticator:
             return _bad("The token is not active.", "inactive"), until
         exp, nbf = answer.get("exp"), answer.get("nbf")
         if exp is not None:
-            if not isinstance(exp, int) or isinstance(exp, bool):
+            if not numeric_date(exp):
                 return _bad("The token's exp is not a NumericDate.", "claims"), until
             until = min(until, float(exp))
-        if nbf is not None and (not isinstance(nbf, int) or isinstance(nbf, bool) or nbf > now):
+        if nbf is not None and (not numeric_date(nbf) or nbf > now):
             return _bad("The token is not valid yet.", "claims"), until
         if settings.audience is not None:
             aud = answer.get("aud")
@@ -236,8 +236,9 @@ class IntrospectionAuthenticator:
                 f"The token's {settings.account_claim} is not an account id.", "claims"
             ), until
         scope = answer.get("scope", "")
-        scopes = tuple(scope.split()) if isinstance(scope, str) else ()
-        if not isinstance(scope, str) or len(scopes) > MAX_SCOPES:
+        # RFC 7662 §2.2: scope-tokens separated by single spaces (RFC 6749 §3.3), nothing else.
+        scopes = scope_tokens(scope.split(" ") if scope else []) if isinstance(scope, str) else None
+        if scopes is None:
             return _bad("The token's scope is not a list of scopes.", "claims"), until
         assert isinstance(sub, str) and isinstance(account, str)
         principal = Principal(

@@ -22,7 +22,7 @@ from jwt.exceptions import InvalidSubjectError
 from pydantic import Field
 
 from gateway.authn.base import Dependencies, Kind, KindSection
-from gateway.authn.claims import check_times
+from gateway.authn.claims import check_times, scope_tokens
 from gateway.authn.jws_checks import check_jws
 from gateway.clock import Clock
 from gateway.config.base import Duration, Section
@@ -56,8 +56,6 @@ SECTION = KindSection(
     MemberTokenSettings,
     Field(default_factory=MemberTokenSettings, description="Member-token claim rules."),
 )
-MAX_SCOPES = 64
-MAX_SCOPE_LENGTH = 128
 
 
 def _bad(message: str, reason: str) -> InvalidToken:
@@ -193,19 +191,9 @@ class MemberTokenAuthenticator:
             if not isinstance(act, str) or not is_identifier(act):
                 raise _bad("The token's act must be a member id.", "claims")
             actor = act
-        scopes = payload.get("scopes", [])
-        if (
-            not isinstance(scopes, list)
-            or len(scopes) > MAX_SCOPES
-            or not all(
-                isinstance(s, str)
-                and 0 < len(s) <= MAX_SCOPE_LENGTH
-                and s.isprintable()
-                and " " not in s
-                for s in scopes
-            )
-        ):
-            raise _bad("The token's scopes must be an array of strings.", "claims")
+        scopes = scope_tokens(payload.get("scopes", []))
+        if scopes is None:
+            raise _bad("The token's scopes must be an array of scope strings.", "claims")
         # Interned: 100,000 cached tokens of a few members share their strings (memory bound).
         return Principal(
             account=account,
@@ -213,7 +201,7 @@ class MemberTokenAuthenticator:
             environment=environment,
             actor=sys.intern(actor),
             user=sys.intern(sub),
-            scopes=tuple(scopes),
+            scopes=scopes,
             key_id=sys.intern(kid),
             expires_at=exp,
         )

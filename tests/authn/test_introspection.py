@@ -164,8 +164,22 @@ async def test_an_active_token_reaches_its_users_data_with_its_identity(
         ({"sub": "usr_a\n"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
         ({"account": None}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
         ({"scope": ["scores:read"]}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        # Scopes are RFC 6749 scope tokens separated by single spaces (a hostile try-out: a NUL
+        # was a 500 on the decision listener, other control bytes reached X-Auth-Scopes, and
+        # any Unicode space split "custom\u00a0*:*" into a "*:*" that allowed everything).
+        ({"scope": "scores:read x\u0000y"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"scope": "scores:read x\u0001\u007fy"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),  # noqa: E501
+        ({"scope": "custom\u00a0*:*"}, "/v1/users/usr_a/sleep", "GET", 401, "invalid_token"),
+        ({"scope": "custom\u001f*:*"}, "/v1/users/usr_a/sleep", "GET", 401, "invalid_token"),
+        ({"scope": "custom\t*:*"}, "/v1/users/usr_a/sleep", "GET", 401, "invalid_token"),
+        ({"scope": "scores:read  sleep:read"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),  # noqa: E501
+        ({"scope": 'scores:read "x"'}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"scope": "scores:read " + "a" * 60_000}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),  # noqa: E501
+        ({"scope": " ".join(["scores:read"] * 65)}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),  # noqa: E501
+        ({"exp": 2**62}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),  # past year 9999
+        ({"nbf": -1}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
     ],
-)
+)  # fmt: skip
 async def test_what_the_answer_and_the_policy_refuse(
     gw: Gateway,
     idp: tuple[IntrospectionServer, TestServer],

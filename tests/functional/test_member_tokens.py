@@ -114,7 +114,7 @@ async def test_cli_signs_like_the_customer_library(gw: Gateway) -> None:
 CLAIM_CASES = [
     ("exp as a string", {"exp": "9999999999"}, "claims"),
     ("exp as a float", {"exp": 1.5e9}, "claims"),
-    ("exp huge", {"exp": 10**20}, "lifetime"),
+    ("exp huge", {"exp": 10**20}, "claims"),  # past year 9999: no NumericDate here
     ("exp true", {"exp": True}, "claims"),
     ("iat as a string", {"iat": "0"}, "claims"),
     ("no sub", {"sub": None}, "claims"),
@@ -128,6 +128,14 @@ CLAIM_CASES = [
     ("act null", {"act": "__null__"}, "claims"),
     ("scopes a string", {"scopes": "sleep:read"}, "claims"),
     ("scopes with a number", {"scopes": ["sleep:read", 3]}, "claims"),
+    # RFC 6749 scope tokens only: they become X-Auth-Scopes, split on spaces by the backend.
+    ("a scope with a space", {"scopes": ["sleep:read *:*"]}, "claims"),
+    ("a scope with a control byte", {"scopes": ["sleep:read\u0000"]}, "claims"),
+    ("a scope with a quote", {"scopes": ['sleep:"read"']}, "claims"),
+    ("a scope not ASCII", {"scopes": ["sleep:l\u00e9ger"]}, "claims"),
+    ("a scope too long", {"scopes": ["s" * 129]}, "claims"),
+    ("an empty scope", {"scopes": [""]}, "claims"),
+    ("65 scopes", {"scopes": ["sleep:read"] * 65}, "claims"),
     ("longer than 24 h", {"exp": "__iat+86401"}, "lifetime"),
     ("iat in the future", {"iat": "__now+120", "exp": "__now+300"}, "iat"),
     ("nbf in the future", {"nbf": "__now+120"}, "nbf"),
