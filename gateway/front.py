@@ -143,12 +143,13 @@ def begin(
     secret, else a new one: :func:`~gateway.forward.headers.request_id`), and its span; for
     both listeners (this module's handler and :mod:`gateway.decision_server`)."""
     incoming = headers.get(runtime.settings.headers.request_id)
-    exchange = Exchange(
-        next(_ids)
-        if incoming is None
-        else request_id(incoming, next(_ids), headers.get("Authorization", "")),
-        time.perf_counter(),
-    )
+    if incoming is not None:
+        incoming = request_id(incoming, next(_ids), headers.get("Authorization", ""))
+        # SECURITY: a credential of a shape only the config knows (an opaque OAuth2 token of
+        # introspection.token_pattern), someone else's, would be echoed and logged otherwise.
+        if runtime.authenticators.claims(incoming):
+            incoming = None
+    exchange = Exchange(next(_ids) if incoming is None else incoming, time.perf_counter())
     return exchange, runtime.tracer.request(headers, method, exchange.request_id)
 
 

@@ -18,6 +18,7 @@ MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 MAX_SCOPES = 64
 MAX_SCOPE_LENGTH = 128
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), printable ASCII less '"' and '\'.
+# SECURITY: no other byte: a scope is header text, and a separator inside one would split it.
 _SCOPE_TOKEN = re.compile(rf"[\x21\x23-\x5b\x5d-\x7e]{{1,{MAX_SCOPE_LENGTH}}}")
 
 

@@ -20,6 +20,7 @@ gateway's revocation bound), inactive ones too, so a flood of one bad token cost
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -90,6 +91,10 @@ _JWS_SAMPLES: Final = (
     "eyJhbGciOiJIUzI1NiIsImtpZCI6ImtleV8xIn0.e30." + "c" * 43,
     "ICB7ImFsZyI6IlJTMjU2In0.eyJzdWIiOiJ1In0." + "d" * 43,
     "ab.cd.ef",
+    # A team session of a few claims and an RS256 signature is 500-700 characters; some
+    # identity providers' are several kilobytes.
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImlkcC0xIn0." + "e" * 300 + "." + "f" * 342,
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImlkcC0xIn0." + "g" * 3000 + "." + "h" * 683,
 )
 
 TokenPattern = Annotated[
@@ -161,22 +166,46 @@ class IntrospectionAuthenticator:
             settings.cache_size, key=token_key
         )
         self.calls = 0
+        # token -> the call in flight for it (bounded by the requests in flight)
+        self._pending: dict[str, asyncio.Future[Principal | InvalidToken]] = {}
 
     def claims(self, token: str, header: Mapping[str, Any] | None) -> bool:
-        return self._settings.token_pattern.fullmatch(token) is not None
+        # SECURITY: a JWS is never an opaque token, whatever the pattern admits: it is verified
+        # by its own kind, never posted to a third party (check-config refuses such patterns
+        # too, for the JWS shapes it knows).
+        return header is None and self._settings.token_pattern.fullmatch(token) is not None
 
     async def authenticate(self, credential: Credential) -> Principal:
         now = self._clock.now()
         cached = self.cache.get(credential.value, now)
         if cached is None:
-            answer = await self._introspect(credential.value)
-            cached, until = self._judge(answer, now)
-            self.cache.put(credential.value, cached, until)
+            cached = await self._shared(credential.value, now)
         if isinstance(cached, InvalidToken):
             raise InvalidToken(cached.message, details=dict(cached.details))
         if cached.expires_at is not None and now >= cached.expires_at:
             raise TokenExpired(details={"reason": "expired"})
         return cached
+
+    async def _shared(self, token: str, now: float) -> Principal | InvalidToken:
+        """The endpoint's verdict on ``token``, asked once however many requests carry it at
+        the same time: SECURITY: a flood of one token (a bad one included) costs the endpoint
+        one call per ``cache_ttl``, not one per request. The call runs as a task of its own,
+        so a requester that goes away does not cancel it for the others."""
+        pending = self._pending.get(token)
+        if pending is None:
+            pending = self._pending[token] = asyncio.ensure_future(self._verdict(token, now))
+            pending.add_done_callback(lambda done: self._settled(token, done))
+        return await asyncio.shield(pending)
+
+    def _settled(self, token: str, done: asyncio.Future[Principal | InvalidToken]) -> None:
+        self._pending.pop(token, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: every requester of it may have gone away
+
+    async def _verdict(self, token: str, now: float) -> Principal | InvalidToken:
+        verdict, until = self._judge(await self._introspect(token), now)
+        self.cache.put(token, verdict, until)
+        return verdict
 
     async def _introspect(self, token: str) -> dict[str, Any]:
         self.calls += 1
@@ -214,6 +243,12 @@ class IntrospectionAuthenticator:
         # SECURITY: exactly the JSON boolean true; "true", 1 or a missing member are inactive.
         if answer.get("active") is not True:
             return _bad("The token is not active.", "inactive"), until
+        # SECURITY: only an access token is a credential here; a refresh token (Ory's token_use,
+        # Keycloak's token_type) that the endpoint calls active is refused like any other kind.
+        if answer.get("token_use", "access_token") != "access_token" or str(
+            answer.get("token_type", "")
+        ).lower() in ("refresh_token", "refresh"):
+            return _bad("This is not an access token.", "wrong_token_type"), until
         exp, nbf = answer.get("exp"), answer.get("nbf")
         if exp is not None:
             if not numeric_date(exp):

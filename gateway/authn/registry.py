@@ -90,6 +90,14 @@ class Registry:
         entry = self._by_name.get(name)
         return entry.authenticator if entry is not None else None
 
+    def claims(self, text: str) -> bool:
+        """Whether some kind would take ``text`` for its credential, by its shape alone."""
+        try:
+            self.classify(text)
+        except InvalidToken:
+            return False
+        return True
+
     def classify(self, token: str) -> Credential:
         """The credential's kind, by its shape alone."""
         header = jws_header(token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from typing import Any
 
@@ -129,11 +130,15 @@ async def call(
     return response.status, await response.json()
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [{}, {"token_type": "Bearer"}, {"token_type": "access_token"}, {"token_use": "access_token"}],
+)
 async def test_an_active_token_reaches_its_users_data_with_its_identity(
-    gw: Gateway, idp: tuple[IntrospectionServer, TestServer]
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer], kind: dict[str, str]
 ) -> None:
     server, _ = idp
-    server.tokens[ACTIVE] = answer(gw)
+    server.tokens[ACTIVE] = answer(gw, **kind)
     status, _ = await call(gw, ACTIVE)
     assert status == 200
     headers = gw.recorder.last.headers
@@ -177,6 +182,9 @@ async def test_an_active_token_reaches_its_users_data_with_its_identity(
         ({"scope": "scores:read " + "a" * 60_000}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),  # noqa: E501
         ({"scope": " ".join(["scores:read"] * 65)}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),  # noqa: E501
         ({"exp": 2**62}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),  # past year 9999
+        ({"token_use": "refresh_token"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"token_type": "refresh_token"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
+        ({"token_type": "Refresh"}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
         ({"nbf": -1}, "/v1/users/usr_a/scores", "GET", 401, "invalid_token"),
     ],
 )  # fmt: skip
@@ -294,6 +302,36 @@ async def test_only_tokens_of_the_configured_shape_are_introspected(
     assert idp[0].calls == []
 
 
+LONG_JWS_ONLY = "eyJ[A-Za-z0-9_.-]{5000,6000}"
+
+
+async def test_a_jws_is_never_posted_for_introspection_whatever_the_pattern(
+    make_gateway: GatewayFactory,
+    upstream: tuple[Any, TestServer],
+    idp: tuple[IntrospectionServer, TestServer],
+) -> None:
+    """check-config refuses a pattern that takes the JWS shapes it knows; one that takes only
+    longer ones still never sends a JWS to the introspection endpoint at run time."""
+    settings = make_settings(
+        base_url(upstream[1]),
+        policy=POLICY,
+        introspection={
+            "url": str(idp[1].make_url("/introspect")),
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "token_pattern": LONG_JWS_ONLY,
+        },
+    )
+    gw = await make_gateway(settings=settings)
+    header = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImlkcC0xIn0"  # {"alg":"RS256","kid":"idp-1"}
+    token = f"{header}.{'a' * 4000}.{'b' * 1000}"
+    assert re.fullmatch(LONG_JWS_ONLY, token)
+    idp[0].tokens[token] = answer(gw)
+    status, _ = await call(gw, token)
+    assert status == 401
+    assert idp[0].calls == []
+
+
 async def test_the_kind_is_off_without_its_section(gateway: Gateway) -> None:
     status, body = await call(gateway, ACTIVE)
     assert (status, body["details"]["reason"]) == (401, "malformed")
@@ -313,6 +351,7 @@ async def test_the_kind_is_off_without_its_section(gateway: Gateway) -> None:
         r"[a-z]+\.[a-z]+\.[a-z]+",  # the shortest JWS shape, two characters a segment
         "[A-Za-z0-9_.-]+",
         "[^ ]+",
+        "[A-Za-z0-9_.-]{200,4096}",  # long JWTs only (a hostile try-out: it passed the check)
     ],
 )
 def test_a_pattern_that_takes_another_kinds_tokens_is_a_config_error(pattern: str) -> None:
@@ -342,3 +381,45 @@ async def test_an_opaque_token_sent_as_the_request_id_is_never_echoed_or_logged(
     assert response.headers["X-Request-Id"] != ACTIVE
     assert gw.recorder.last.headers["x-request-id"] != [ACTIVE]
     assert ACTIVE not in log_lines.getvalue()
+
+
+async def test_someone_elses_opaque_token_sent_as_the_request_id_is_replaced(
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer], log_lines: Any
+) -> None:
+    """The request authenticates with an API key; the request id is an OAuth2 token of the
+    configured shape (a hostile try-out: it was echoed and logged, only the request's own
+    credential was recognized)."""
+    other = "at_" + "z" * 40
+    key = await gw.key()
+    response = await gw.client.get(
+        "/v1/users/usr_a/scores", headers={"Authorization": f"Bearer {key}", "X-Request-Id": other}
+    )
+    assert response.status == 200
+    assert response.headers["X-Request-Id"] != other
+    assert gw.recorder.last.headers["x-request-id"] != [other]
+    assert other not in log_lines.getvalue()
+    kept = await gw.client.get(
+        "/v1/users/usr_a/scores", headers={"Authorization": f"Bearer {key}", "X-Request-Id": "r-1"}
+    )
+    assert kept.headers["X-Request-Id"] == "r-1"
+
+
+@pytest.mark.parametrize(("mode", "status"), [("ok", 401), ("error", 503)])
+async def test_concurrent_requests_with_one_token_make_one_call(
+    gw: Gateway, idp: tuple[IntrospectionServer, TestServer], mode: str, status: int
+) -> None:
+    """A hostile try-out: 50 concurrent requests with one unknown token made 50 calls. They
+    now share one, and its verdict (a refusal, or the endpoint's failure)."""
+    server = idp[0]
+    server.mode, server.gate = mode, asyncio.Event()
+    unknown = "at_" + "u" * 40
+    requests = [asyncio.ensure_future(call(gw, unknown)) for _ in range(30)]
+    for _ in range(200):
+        if server.calls:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # every request has reached the gateway and waits
+    server.gate.set()
+    statuses = [got for got, _ in await asyncio.gather(*requests)]
+    assert statuses == [status] * 30
+    assert len(server.calls) == 1
