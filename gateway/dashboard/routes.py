@@ -169,7 +169,10 @@ def signed_in(handler: SignedInHandler) -> Handler:
             )
         form = None
         if posting:
-            form = await request.post()
+            read = await _form(request)
+            if isinstance(read, web.Response):
+                return read
+            form = read
             # SECURITY: the session's CSRF token must come back in the form (constant time).
             if not same(_field(form, "csrf"), session.csrf):
                 return _refused(
@@ -178,6 +181,19 @@ def signed_in(handler: SignedInHandler) -> Handler:
         return await handler(request, Context(runtime, session, session_id, form))
 
     return impl
+
+
+async def _form(request: web.Request) -> MultiDictProxy[Any] | web.Response:
+    """The posted form, or the refusal to answer instead (with the dashboard's headers, like
+    every page): 413 past the admin listener's 1 MiB, 400 for a body aiohttp cannot read as a
+    form (a charset Python does not know, multipart without a boundary), which raised out of
+    the handler as a 500 before."""
+    try:
+        return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        return _refused(request, "too_large", "The form is too large.", 413)
+    except (LookupError, ValueError):  # UnicodeDecodeError is a ValueError
+        return _refused(request, "bad_form", "The form could not be read.", 400)
 
 
 def _field(form: MultiDictProxy[Any], name: str) -> str:
@@ -245,7 +261,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         )
         response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
         return response
-    form = await request.post()
+    form = await _form(request)
+    if isinstance(form, web.Response):
+        return form
     nonce = request.cookies.get(SIGN_IN_COOKIE, "")
     # SECURITY: the sign-in form's double-submit pair (cookie and field) must match, and be
     # one the gateway made (else no cookie and an empty field would be a "matching" pair).

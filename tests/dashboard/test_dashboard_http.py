@@ -477,6 +477,32 @@ async def test_every_dashboard_response_carries_the_security_headers(
             assert response.headers.get(name) == value, (response.url, name)
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("application/x-www-form-urlencoded; charset=x-nonexistent", b"token=x", 400),
+        ("multipart/form-data", b"token=x", 400),  # no boundary
+        ("application/x-www-form-urlencoded", b"token=" + b"x" * 2_000_000, 413),
+    ],
+)
+async def test_a_form_that_cannot_be_read_is_refused_with_the_pages_headers(
+    dash: Admin, content_type: str, body: bytes, status: int
+) -> None:
+    """A hostile try-out: these were 500s (an unknown charset, multipart without a boundary:
+    before any session or token was asked for) or a plain-text 413 without the headers."""
+    gw, client = dash
+    headers = {"Content-Type": content_type}
+    signed_out = await client.post("/dashboard/login", data=io.BytesIO(body), headers=headers)
+    csrf = await sign_in(client)
+    signed_in = await client.post("/dashboard/keys", data=io.BytesIO(body), headers=headers)
+    for response in (signed_out, signed_in):
+        assert response.status == status, await response.text()
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Cache-Control"] == "no-store"
+    assert await gw.runtime.keys.list() == []
+    assert (await create(client, csrf)).status == 303  # the session is fine
+
+
 async def test_pages_have_no_inline_script_or_style(dash: Admin) -> None:
     gw, client = dash
     await sign_in(client)
