@@ -88,14 +88,16 @@ async def _check_master_key(settings: Any) -> None:
     import logging
 
     from gateway.errors import StoreUnavailable
-    from gateway.keys.fingerprint import ensure_master_key
+    from gateway.keys.fingerprint import CLAIMED, ensure_master_key
     from gateway.keys.sealing import Sealer
     from gateway.observe import logs
     from gateway.stores.redis import open_redis_store
 
     store = open_redis_store(settings.store)
+    sealer = Sealer(settings.master_key)
     try:
-        await ensure_master_key(store, Sealer(settings.master_key))
+        if await ensure_master_key(store, sealer):
+            logs.event(CLAIMED.format(sealer.fingerprint))
     except StoreUnavailable:
         logs.event(
             "cannot compare the master key with the store's now (store unavailable); it is "
@@ -133,6 +135,7 @@ def cmd_master_key(args: argparse.Namespace) -> int:
 
 def _with_runtime(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> int:
     """Run ``action(runtime)`` against the store named by the config file."""
+    from gateway.keys.fingerprint import CLAIMED
     from gateway.runtime import build_runtime
     from gateway.settings import load_settings
 
@@ -148,7 +151,9 @@ def _with_runtime(args: argparse.Namespace, action: Callable[[Any], Awaitable[An
         runtime = build_runtime(settings)
         try:
             # Before anything else: a CLI run never seals a key the servers could not open.
-            await runtime.keys.ensure_master_key()
+            if await runtime.keys.ensure_master_key():
+                note = CLAIMED.format(runtime.keys.sealer.fingerprint)
+                sys.stderr.write(f"gateway: note: {note}\n")
             return await action(runtime)
         finally:
             await runtime.store.close()

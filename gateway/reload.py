@@ -29,6 +29,7 @@ from pathlib import Path
 from gateway.authz.policy import Policy
 from gateway.config import ConfigError, Settings
 from gateway.errors import StoreUnavailable
+from gateway.keys.fingerprint import CLAIMED
 from gateway.observe import logs
 from gateway.observe.tracing import build_tracer
 from gateway.requirements import check_runtime_requirements
@@ -181,7 +182,8 @@ async def _check_master_key(new: Runtime, *, store_changed: bool) -> None:
     with a new master key, unavailable now, does not fail it: the key service compares again
     before it seals a key."""
     try:
-        await new.keys.ensure_master_key()
+        if await new.keys.ensure_master_key():
+            logs.event(CLAIMED.format(new.keys.sealer.fingerprint))
     except StoreUnavailable as exc:
         if store_changed:
             raise ConfigError(

@@ -70,6 +70,18 @@ def test_keys_create_test_is_a_sandbox_test_key(
     assert [k["prefix"] for k in listed["keys"]] == ["sk_test_", "sk_test_", "sk_live_"]
 
 
+def test_the_first_run_on_a_store_says_it_recorded_the_master_key(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store with no fingerprint is new, or lost its data: the run that records one says so
+    (on stderr, the key's JSON on stdout stays clean); the runs after it do not."""
+    code, _, err = gateway(capsys, "keys", "create", "--config", str(config), "--account", "a")
+    assert code == 0
+    assert err.startswith("gateway: note: the store held no master-key fingerprint: recorded")
+    code, _, err = gateway(capsys, "keys", "create", "--config", str(config), "--account", "a")
+    assert code == 0 and "note" not in err
+
+
 def test_revoke_and_rotate_print_the_status_after_the_change(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

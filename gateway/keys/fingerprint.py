@@ -24,30 +24,42 @@ ADVICE = (
     "every gateway replica and every CLI run sharing this store must use the same master key "
     "(GATEWAY_MASTER_KEY); nothing was written"
 )
+CLAIMED = (
+    "the store held no master-key fingerprint: recorded this master key's (fingerprint {}). "
+    "A new store says this once; a store that lost its data (restarted without persistence, "
+    'flushed) says it too, and then holds none of its API keys (operations.md, "Redis that '
+    'comes back empty")'
+)
 
 
 class MasterKeyMismatch(ConfigError):
-    """This process's master key is not the one the store's API keys are sealed under."""
+    """This process's master key is not the one the store's API keys are sealed under;
+    ``detail`` says how, without the advice to a person running a command."""
 
     def __init__(self, problem: str) -> None:
         super().__init__("master_key", f"{problem}; {ADVICE}")
+        self.detail = problem
 
 
-async def ensure_master_key(store: KeyStore, sealer: Sealer) -> None:
-    """Return when ``sealer``'s master key is the store's (recording it if the store has none
-    yet); raise :class:`MasterKeyMismatch` otherwise, or
-    :class:`~gateway.errors.StoreUnavailable` when the store cannot answer."""
+async def ensure_master_key(store: KeyStore, sealer: Sealer) -> bool:
+    """Return when ``sealer``'s master key is the store's, True when this call recorded it (the
+    store had no fingerprint: its first use, or it lost its data); raise
+    :class:`MasterKeyMismatch` otherwise, or :class:`~gateway.errors.StoreUnavailable` when the
+    store cannot answer."""
     await store.upgrade_schema()  # keys an earlier version wrote, before they are looked at
     recorded = await store.master_fingerprint()
+    claimed = False
     if recorded is None:
         await _check_existing_keys(store, sealer)
         recorded = await store.claim_master_fingerprint(sealer.fingerprint)
+        claimed = True
     # SECURITY: constant-time comparison, though a fingerprint is not a secret.
     if not hmac.compare_digest(recorded.encode(), sealer.fingerprint.encode()):
         raise MasterKeyMismatch(
             f"this master key (fingerprint {sealer.fingerprint}) is not the one the store's "
             f"API keys are sealed under (fingerprint {recorded})"
         )
+    return claimed
 
 
 async def _check_existing_keys(store: KeyStore, sealer: Sealer) -> None:

@@ -227,15 +227,17 @@ class KeyService:
         :mod:`gateway.keys.watch`)."""
         return self._sealer
 
-    async def ensure_master_key(self) -> None:
+    async def ensure_master_key(self) -> bool:
         """Confirm once that this process's master key is the store's (recording its
-        fingerprint on first use): :class:`~gateway.keys.fingerprint.MasterKeyMismatch` (a
-        config error naming both fingerprints) or
-        :class:`~gateway.errors.StoreUnavailable` otherwise. The CLI and ``serve`` call it
-        before anything else; :meth:`create` before it seals a key."""
-        if not self._master_key_confirmed:
-            await ensure_master_key(self._store, self._sealer)
-            self._master_key_confirmed = True
+        fingerprint on first use: then True): :class:`~gateway.keys.fingerprint.MasterKeyMismatch`
+        (a config error naming both fingerprints) or :class:`~gateway.errors.StoreUnavailable`
+        otherwise. The CLI and ``serve`` call it before anything else; :meth:`create` before
+        it seals a key."""
+        if self._master_key_confirmed:
+            return False
+        claimed = await ensure_master_key(self._store, self._sealer)
+        self._master_key_confirmed = True
+        return claimed
 
     async def create(
         self,

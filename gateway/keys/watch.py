@@ -1,19 +1,22 @@
 """Noticing a store that lost its data, and a store claimed by another master key.
 
-A Redis without persistence that restarts, a master promoted without the writes it had, an
-eviction policy that evicts, a ``FLUSHALL``: the store then holds none of the API keys, caregiver
-relationships and mobile tokens it held. The gateway fails closed (every API key and every token
-derived from one is refused, 401), which reads to clients as a wave of revocations and to an
-operator as nothing at all unless it is said. The master-key fingerprint
-(:mod:`gateway.keys.fingerprint`) is recorded the first time a master key meets a store and is
-never deleted, so a store that held it and no longer does has lost its data.
+A Redis without persistence that restarts, a master promoted without the writes it had, a
+``FLUSHALL``: the store then holds none of the API keys, caregiver relationships and mobile
+tokens it held. The gateway fails closed (every API key and every token derived from one is
+refused, 401), which reads to clients as unknown keys and to an operator as nothing at all
+unless it is said. The master-key fingerprint (:mod:`gateway.keys.fingerprint`) is recorded the
+first time a master key meets a store and is never replaced, so a store where this process saw
+its own and finds none, or another, has lost its data. (An eviction of some keys keeps the
+fingerprint, which is read every few seconds: not seen here; operations.md asks for
+``noeviction``.)
 
 :class:`StoreWatch` looks every few seconds (``runtime.watch_store``). When the fingerprint this
-process saw is gone it writes one ERROR line and counts ``gateway_store_alarms_total{alarm=
-"data_lost"}``, then records its own fingerprint again at once. SECURITY: recording it again is
-what stops a CLI run holding another master key from claiming the emptied store (it would seal
-keys that no replica could open); between the loss and the next look, such a claim can win, and
-is then reported as the other alarm, ``master_key_mismatch``, once per fingerprint seen.
+process saw is gone or another's it writes one ERROR line and counts
+``gateway_store_alarms_total{alarm="data_lost"}``; gone, it records its own again at once.
+SECURITY: recording it again is what stops a CLI run holding another master key from claiming
+the emptied store (it would seal keys that no replica could open); between the loss and the
+next look such a claim can win, and is then reported as the other alarm too,
+``master_key_mismatch``, once per problem.
 """
 
 from __future__ import annotations
@@ -57,40 +60,49 @@ class StoreWatch:
             self._seen, self._reported = False, None
         try:
             recorded = await store.master_fingerprint()
+            # SECURITY: constant-time comparison, though a fingerprint is not a secret.
+            if recorded is not None and hmac.compare_digest(
+                recorded.encode(), sealer.fingerprint.encode()
+            ):
+                self._seen, self._reported = True, None
+                return
+            if self._seen:  # gone, or another key's: a fingerprint is never replaced otherwise
+                self._lost()
             if recorded is None:
-                if self._seen:
-                    self._seen = False
-                    self._alarms.labels("data_lost").inc()
-                    logs.event(LOST, logging.ERROR, alarm="data_lost")
                 # SECURITY: recorded again at once, before a CLI run with another master key
                 # can claim the emptied store and seal keys no replica could open.
                 await ensure_master_key(store, sealer)
-                recorded = sealer.fingerprint
+                self._seen = True
+                return
         except StoreUnavailable:
             return
         except MasterKeyMismatch as exc:
-            self._mismatch(exc.problem)
+            self._mismatch(exc.detail)
             return
-        # SECURITY: constant-time comparison, though a fingerprint is not a secret.
-        if hmac.compare_digest(recorded.encode(), sealer.fingerprint.encode()):
-            self._seen, self._reported = True, None
-        else:
-            self._mismatch(
-                f"this master key (fingerprint {sealer.fingerprint}) is not the one the "
-                f"store's API keys are sealed under (fingerprint {recorded})"
-            )
+        self._mismatch(
+            f"this master key (fingerprint {sealer.fingerprint}) is not the one the store's API "
+            f"keys are sealed under (fingerprint {recorded})"
+        )
+
+    def _lost(self) -> None:
+        self._seen = False
+        self._alarms.labels("data_lost").inc()
+        logs.event(LOST, logging.ERROR, alarm="data_lost")
 
     def _mismatch(self, problem: str) -> None:
-        """Keys created under the other master key cannot be opened here (their member tokens
-        are refused): said once for each problem seen, since it lasts until an operator acts."""
+        """Said once for each problem seen, since it lasts until an operator acts: keys
+        created under the other master key work as API keys here, but their secrets cannot be
+        opened (member tokens signed with them are refused), and this gateway creates no key
+        until the store is put right (operations.md)."""
         self._seen = False
         if problem == self._reported:
             return
         self._reported = problem
         self._alarms.labels("master_key_mismatch").inc()
         logs.event(
-            "the store is claimed by another master key: keys created under it cannot be "
-            "opened by this gateway",
+            "the store is claimed by another master key: member tokens signed with keys "
+            "created under it are refused here, and this gateway creates no key until the "
+            "store's fingerprint is this master key's again",
             logging.ERROR,
             alarm="master_key_mismatch",
             error=problem,

@@ -21,11 +21,11 @@ RULES = ROOT / "k8s/prometheusrule.yaml"
 CASES: dict[str, dict[str, Any]] = {
     "GatewayStoreDataLost": {
         "series": [
-            ('gateway_store_alarms_total{alarm="data_lost"}', "0 0 0 1 1 1 1 1"),
-            ('gateway_store_alarms_total{alarm="master_key_mismatch"}', "0x8"),
+            ('gateway_store_alarms_total{alarm="data_lost"}', "0 0 0 1x60"),
+            ('gateway_store_alarms_total{alarm="master_key_mismatch"}', "0x63"),
         ],
-        "at": "5m",
-        "labels": {"alarm": "data_lost"},
+        "at": "50m",  # an hour after the loss
+        "labels": {"alarm": "data_lost", "severity": "critical"},
     },
     "GatewayStoreUnavailable": {
         "series": [('gateway_store_errors_total{operation="key_by_digest"}', "0+60x10")],
@@ -88,6 +88,9 @@ def test_each_alert_fires_on_what_it_is_about_and_not_on_quiet_series(tmp_path: 
     names = {rule["alert"] for group in rules() for rule in group["rules"]}
     assert set(CASES) == names  # a new alert gets a case here
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rules()}))
+    rule_annotations = {
+        rule["alert"]: rule["annotations"] for group in rules() for rule in group["rules"]
+    }
     summaries = {
         rule["alert"]: rule["annotations"]["summary"] for g in rules() for rule in g["rules"]
     }
@@ -96,7 +99,8 @@ def test_each_alert_fires_on_what_it_is_about_and_not_on_quiet_series(tmp_path: 
         summary = summaries[name]
         for label, value in case["labels"].items():  # the template as Prometheus fills it
             summary = summary.replace(f"{{{{ $labels.{label} }}}}", value)
-        fired = {"exp_labels": case["labels"], "exp_annotations": {"summary": summary}}
+        annotations = {**rule_annotations[name], "summary": summary}
+        fired = {"exp_labels": case["labels"], "exp_annotations": annotations}
         tests.append(
             {
                 "interval": "1m",

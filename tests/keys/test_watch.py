@@ -134,6 +134,28 @@ async def test_another_master_key_claiming_a_lost_store_is_said_once(
     assert await store.master_fingerprint() == theirs.fingerprint  # the watch overwrites nothing
 
 
+async def test_a_store_lost_and_claimed_by_another_key_between_two_looks_is_both(
+    store: Store, log_lines: io.StringIO
+) -> None:
+    """An operator try-out: a CLI run with another master key won the few seconds after a
+    loss; the gateway said only "claimed by another master key", never that data was lost."""
+    metrics, ours, theirs = Metrics(), Sealer(os.urandom(32)), Sealer(os.urandom(32))
+    watcher = StoreWatch(metrics.store_alarms)
+    await watcher.look(store, ours)  # seen
+    if isinstance(store, MemoryStore):
+        store._fingerprint = None  # the loss, as a restart would make it
+    else:
+        assert isinstance(store, RedisStore)
+        await store._redis.delete(f"{store._keys}master_key_fingerprint")
+    await ensure_master_key(store, theirs)
+    await watcher.look(store, ours)
+    await watcher.look(store, ours)
+    said = [line["alarm"] for line in errors(log_lines)]
+    assert said == ["data_lost", "master_key_mismatch"]
+    assert alarms(metrics, "data_lost") == alarms(metrics, "master_key_mismatch") == 1
+    assert "nothing was written" not in log_lines.getvalue()  # the CLI's advice, not here
+
+
 async def test_a_reload_to_another_store_starts_over() -> None:
     metrics, sealer = Metrics(), Sealer(os.urandom(32))
     watcher = StoreWatch(metrics.store_alarms)
