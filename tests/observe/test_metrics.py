@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 
 from gateway.app import create_admin_app
 from gateway.observe.metrics import Metrics
-from gateway.runtime import Current, build_runtime, flush_metrics, runtime_ctx
+from gateway.runtime import Current, build_runtime, flush_metrics, runtime_ctx, watch_store
 from gateway.stores.memory import MemoryStore
 from tests.conftest import GatewayFactory, make_settings
 
@@ -128,8 +128,10 @@ async def test_the_runtime_flushes_every_second_until_it_closes() -> None:
     app.freeze()
     others = asyncio.all_tasks()
     await app.startup()
-    (flusher,) = asyncio.all_tasks() - others
-    assert flusher.get_coro().__qualname__ == flush_metrics.__qualname__  # type: ignore[union-attr]
+    started = {task.get_coro().__qualname__: task for task in asyncio.all_tasks() - others}  # type: ignore[union-attr]
+    # The runtime's two tasks: the metrics' flusher, and the store watch (gateway.keys.watch).
+    assert set(started) == {flush_metrics.__qualname__, watch_store.__qualname__}
+    flusher, watcher = started[flush_metrics.__qualname__], started[watch_store.__qualname__]
 
     def requests() -> float | None:
         labels = {"route": "r", "method": "GET", "credential": "api_key", "status": "200"}
@@ -142,5 +144,5 @@ async def test_the_runtime_flushes_every_second_until_it_closes() -> None:
     assert requests() == 1.0  # flushed by the task, nobody scraped
     metrics.request_done("r", "GET", "api_key", 200, 0.001)
     await app.cleanup()
-    assert flusher.cancelled()
+    assert flusher.cancelled() and watcher.cancelled()
     assert requests() == 2.0  # what was pending at shutdown was flushed
