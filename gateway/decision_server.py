@@ -142,8 +142,8 @@ class DecisionServer:
             try:
                 if payload is not EMPTY_PAYLOAD:
                     # Read (and dropped) whatever the answer: the connection then stays in step.
-                    await self._drop_body(message, payload, conn)
-                if (refused_here := self._refusal(message)) is not None:
+                    await self._drop_body(runtime, message, payload, conn)
+                if (refused_here := self._refusal(runtime, message)) is not None:
                     raise refused_here
                 principal = await admitted(
                     runtime,
@@ -185,9 +185,9 @@ class DecisionServer:
         proxy's questions are this one, asked again."""
         if self.stopping or message.upgrade:
             return None
-        if self._refusal(message) is not None:
-            return None  # the awaited path answers the listener's own refusals
         runtime = self.current.runtime
+        if self._refusal(runtime, message) is not None:
+            return None  # the awaited path answers the listener's own refusals
         headers = message.headers
         try:
             decided = admitted_at_once(
@@ -214,10 +214,11 @@ class DecisionServer:
         record(runtime, exchange, message.method, status, span)
         return data, keep_alive
 
-    def _refusal(self, message: RawRequestMessage) -> GatewayError | None:
+    def _refusal(self, runtime: Runtime, message: RawRequestMessage) -> GatewayError | None:
         """The listener's own refusal of a request, before any credential is read: headers
-        over ``limits.max_header_bytes`` (431), a path outside the prefix (404)."""
-        limit = self.current.runtime.settings.limits.max_header_bytes
+        over ``limits.max_header_bytes`` (431), a path outside the prefix (404). ``runtime``:
+        the request's, read once (a reload meanwhile does not mix two configs in it)."""
+        limit = runtime.settings.limits.max_header_bytes
         if header_bytes(message.raw_headers) > limit:
             return HeadersTooLarge(details={"limit": limit})
         if not under(self.prefix, message.path.partition("?")[0]):
@@ -272,10 +273,14 @@ class DecisionServer:
         return block
 
     async def _drop_body(
-        self, message: RawRequestMessage, payload: StreamReader, conn: _Connection
+        self,
+        runtime: Runtime,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        conn: _Connection,
     ) -> None:
         """Read a decision request's body and drop it (a decision never looks at a body)."""
-        limits = self.current.runtime.settings.limits
+        limits = runtime.settings.limits
         close = {"Connection": "close"}
         length = message.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:

@@ -147,7 +147,7 @@ def begin(
         incoming = request_id(incoming, next(_ids), headers.get("Authorization", ""))
         # SECURITY: a credential of a shape only the config knows (an opaque OAuth2 token of
         # introspection.token_pattern), someone else's, would be echoed and logged otherwise.
-        if runtime.authenticators.claims(incoming):
+        if runtime.authenticators.configured_shape(incoming):
             incoming = None
     exchange = Exchange(next(_ids) if incoming is None else incoming, time.perf_counter())
     return exchange, runtime.tracer.request(headers, method, exchange.request_id)

@@ -269,14 +269,15 @@ async def watch_store(current: Current) -> None:
     """Look at the current runtime's store every :data:`gateway.keys.watch.INTERVAL` seconds
     for a loss of its data or a claim by another master key (:mod:`gateway.keys.watch`), until
     cancelled. A failing look (a bug) is logged, every time, and the next one tried."""
-    alarms = watch.StoreWatch(current.runtime.metrics.store_alarms)  # reloads keep the metrics
-    while True:
-        await asyncio.sleep(watch.INTERVAL)
+    metrics = current.runtime.metrics  # reloads keep the metrics
+    alarms = watch.StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
+    while True:  # the first look at once: a loss right after the start is one too
         runtime = current.runtime
         try:
             await alarms.look(runtime.store, runtime.keys.sealer)
         except Exception as exc:  # a broken look must not end the watch
             logs.event("store watch failed", logging.ERROR, error=repr(exc))
+        await asyncio.sleep(watch.INTERVAL)
 
 
 def runtime_ctx(current: Current) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -8,6 +8,7 @@ modules in the order their shapes are tried.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,6 +52,10 @@ class Kind:
     authenticator: Authenticator | None
     fresh_until: FreshUntil | None = None
     consume: Consume | None = None
+    # The shape of this kind's tokens when a config gives it (an opaque OAuth2 token's
+    # pattern): a request id of that shape is replaced (gateway.front.begin); the fixed
+    # shapes (keys, mobile tokens, JWTs) are gateway.observe.redact's.
+    configured_shape: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

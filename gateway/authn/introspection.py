@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import logging
 import re
 import sys
@@ -41,7 +42,7 @@ from gateway.config.base import Duration, HttpUrl, Int, Label, Section
 from gateway.config.errors import problem
 from gateway.config.upstreams import Environment
 from gateway.credentials import Credential
-from gateway.errors import InvalidToken, ServiceUnavailable, TokenExpired
+from gateway.errors import GatewayError, InvalidToken, ServiceUnavailable, TokenExpired
 from gateway.identifiers import is_identifier
 from gateway.observe import logs
 from gateway.pools import HelperPool
@@ -195,7 +196,10 @@ class IntrospectionAuthenticator:
         if pending is None:
             pending = self._pending[token] = asyncio.ensure_future(self._verdict(token, now))
             pending.add_done_callback(lambda done: self._settled(token, done))
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except GatewayError as exc:  # one instance shared: each waiter raises its own copy
+            raise copy.copy(exc) from None
 
     def _settled(self, token: str, done: asyncio.Future[Principal | InvalidToken]) -> None:
         self._pending.pop(token, None)
@@ -244,10 +248,11 @@ class IntrospectionAuthenticator:
         if answer.get("active") is not True:
             return _bad("The token is not active.", "inactive"), until
         # SECURITY: only an access token is a credential here; a refresh token (Ory's token_use,
-        # Keycloak's token_type) that the endpoint calls active is refused like any other kind.
-        if answer.get("token_use", "access_token") != "access_token" or str(
-            answer.get("token_type", "")
-        ).lower() in ("refresh_token", "refresh"):
+        # Keycloak's typ) that the endpoint calls active is refused like any other kind.
+        if answer.get("token_use", "access_token") != "access_token" or (
+            str(answer.get("token_type", "")).lower() in ("refresh_token", "refresh")
+            or str(answer.get("typ", "")).lower() in ("refresh", "offline")
+        ):
             return _bad("This is not an access token.", "wrong_token_type"), until
         exp, nbf = answer.get("exp"), answer.get("nbf")
         if exp is not None:
@@ -271,8 +276,11 @@ class IntrospectionAuthenticator:
                 f"The token's {settings.account_claim} is not an account id.", "claims"
             ), until
         scope = answer.get("scope", "")
-        # RFC 7662 §2.2: scope-tokens separated by single spaces (RFC 6749 §3.3), nothing else.
-        scopes = scope_tokens(scope.split(" ") if scope else []) if isinstance(scope, str) else None
+        # RFC 7662 §2.2: scope-tokens separated by spaces (RFC 6749 §3.3: one; a run of them is
+        # tolerated), never by another character.
+        scopes = (
+            scope_tokens([s for s in scope.split(" ") if s]) if isinstance(scope, str) else None
+        )
         if scopes is None:
             return _bad("The token's scope is not a list of scopes.", "claims"), until
         assert isinstance(sub, str) and isinstance(account, str)
@@ -299,4 +307,5 @@ def build(deps: Dependencies) -> Kind:
         authenticator,
         # As long as its own cache keeps the endpoint's answer (at most `cache_ttl`).
         fresh_until=lambda credential, _: authenticator.cache.fresh_until(credential.value),
+        configured_shape=settings.token_pattern,
     )

@@ -44,8 +44,8 @@ class DecisionSettings(Section):
         "(the request itself, below `prefix`). Only that proxy's headers are read; a client's "
         "copies of the others, which the proxy passes on untouched, are ignored.",
     )
-    environments: list[Environment] = Field(
-        ["live"],
+    environments: tuple[Environment, ...] = Field(
+        ("live",),
         min_length=1,
         description="The key environments whose credentials a decision admits (default: live "
         "only). The front proxy sends what it is told to allow to the backend it is configured "

@@ -273,7 +273,9 @@ class KeyService:
                 details={"field": "test"},
             )
         try:
-            await self.ensure_master_key()
+            # Every time, not once: the store may have lost its data and been claimed by
+            # another master key since (gateway.keys.watch); creating keys is rare.
+            await ensure_master_key(self._store, self._sealer)
         except MasterKeyMismatch as exc:
             logs.event("refused to create an API key", logging.ERROR, error=str(exc))
             # SECURITY: never seal a key that the other replicas could not open.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from gateway.errors import StoreUnavailable
 from gateway.keys.fingerprint import MasterKeyMismatch, ensure_master_key
@@ -45,8 +45,9 @@ class StoreWatch:
     """What one process saw of its store's fingerprint, from one look to the next. A look at
     another store (a reload replaced it) starts over: the reload compared the master key."""
 
-    def __init__(self, alarms: Counter) -> None:
+    def __init__(self, alarms: Counter, mismatch: Gauge) -> None:
         self._alarms = alarms
+        self._mismatch_now = mismatch
         self._store: KeyStore | None = None
         self._fingerprint = ""  # this process's, at the last look
         self._seen = False  # this process saw its own fingerprint in ``_store``
@@ -65,6 +66,7 @@ class StoreWatch:
                 recorded.encode(), sealer.fingerprint.encode()
             ):
                 self._seen, self._reported = True, None
+                self._mismatch_now.set(0)
                 return
             if self._seen:  # gone, or another key's: a fingerprint is never replaced otherwise
                 self._lost()
@@ -72,7 +74,8 @@ class StoreWatch:
                 # SECURITY: recorded again at once, before a CLI run with another master key
                 # can claim the emptied store and seal keys no replica could open.
                 await ensure_master_key(store, sealer)
-                self._seen = True
+                self._seen, self._reported = True, None
+                self._mismatch_now.set(0)
                 return
         except StoreUnavailable:
             return
@@ -95,6 +98,7 @@ class StoreWatch:
         opened (member tokens signed with them are refused), and this gateway creates no key
         until the store is put right (operations.md)."""
         self._seen = False
+        self._mismatch_now.set(1)
         if problem == self._reported:
             return
         self._reported = problem

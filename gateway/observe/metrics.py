@@ -122,6 +122,13 @@ class Metrics:
         )
         for alarm in ("data_lost", "master_key_mismatch"):  # at 0 from the start, so that
             self.store_alarms.labels(alarm)  # the first one is an increase Prometheus sees
+        self.master_key_mismatch = Gauge(
+            "gateway_store_master_key_mismatch",
+            "1 while the store's master-key fingerprint is another key's (this process creates "
+            "no key then), else 0.",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.cache = Counter(
             "gateway_cache_lookups",
             "Verification cache lookups, by cache and result.",

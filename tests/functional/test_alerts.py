@@ -24,8 +24,13 @@ CASES: dict[str, dict[str, Any]] = {
             ('gateway_store_alarms_total{alarm="data_lost"}', "0 0 0 1x60"),
             ('gateway_store_alarms_total{alarm="master_key_mismatch"}', "0x63"),
         ],
-        "at": "50m",  # an hour after the loss
-        "labels": {"alarm": "data_lost", "severity": "critical"},
+        "at": "50m",  # 47 minutes after the loss: it stays an hour
+        "labels": {"severity": "critical"},
+    },
+    "GatewayMasterKeyMismatch": {
+        "series": [("gateway_store_master_key_mismatch", "0 0 1x10")],
+        "at": "5m",
+        "labels": {"severity": "critical"},
     },
     "GatewayStoreUnavailable": {
         "series": [('gateway_store_errors_total{operation="key_by_digest"}', "0+60x10")],
@@ -147,3 +152,4 @@ def test_what_an_alert_on_one_event_reads_is_exported_at_zero_from_the_start() -
     ]:
         assert any(name in rule["expr"] for rule in one_event), name
         assert (name, tuple(sorted(labels.items()))) in exported, (name, labels)
+    assert ("gateway_store_master_key_mismatch", ()) in exported  # a state, at 0 until it is

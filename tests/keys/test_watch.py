@@ -36,6 +36,10 @@ def alarms(metrics: Metrics, alarm: str) -> float:
     return value or 0.0
 
 
+def mismatched(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("gateway_store_master_key_mismatch")
+
+
 def errors(log_lines: io.StringIO) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
     return [line for line in lines if line.get("level") == "error"]
@@ -111,18 +115,19 @@ async def test_a_redis_restarted_empty_is_said_once_and_claimed_again(
 
 async def test_a_first_look_at_an_empty_store_claims_it_without_an_alarm(store: Store) -> None:
     metrics, sealer = Metrics(), Sealer(os.urandom(32))
-    watcher = StoreWatch(metrics.store_alarms)
+    watcher = StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
     await watcher.look(store, sealer)  # a new store, or one the start could not reach
     assert await store.master_fingerprint() == sealer.fingerprint
     await watcher.look(store, sealer)
     assert alarms(metrics, "data_lost") == alarms(metrics, "master_key_mismatch") == 0
+    assert mismatched(metrics) == 0
 
 
 async def test_another_master_key_claiming_a_lost_store_is_said_once(
     store: Store, log_lines: io.StringIO
 ) -> None:
     metrics, ours, theirs = Metrics(), Sealer(os.urandom(32)), Sealer(os.urandom(32))
-    watcher = StoreWatch(metrics.store_alarms)
+    watcher = StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
     await ensure_master_key(store, theirs)  # the store was lost, and a CLI run claimed it first
     for _ in range(3):
         await watcher.look(store, ours)
@@ -132,6 +137,7 @@ async def test_another_master_key_claiming_a_lost_store_is_said_once(
     assert alarms(metrics, "master_key_mismatch") == 1
     assert alarms(metrics, "data_lost") == 0
     assert await store.master_fingerprint() == theirs.fingerprint  # the watch overwrites nothing
+    assert mismatched(metrics) == 1  # while it lasts, for an alert that lasts as long
 
 
 async def test_a_store_lost_and_claimed_by_another_key_between_two_looks_is_both(
@@ -140,7 +146,7 @@ async def test_a_store_lost_and_claimed_by_another_key_between_two_looks_is_both
     """An operator try-out: a CLI run with another master key won the few seconds after a
     loss; the gateway said only "claimed by another master key", never that data was lost."""
     metrics, ours, theirs = Metrics(), Sealer(os.urandom(32)), Sealer(os.urandom(32))
-    watcher = StoreWatch(metrics.store_alarms)
+    watcher = StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
     await watcher.look(store, ours)  # seen
     if isinstance(store, MemoryStore):
         store._fingerprint = None  # the loss, as a restart would make it
@@ -153,12 +159,39 @@ async def test_a_store_lost_and_claimed_by_another_key_between_two_looks_is_both
     said = [line["alarm"] for line in errors(log_lines)]
     assert said == ["data_lost", "master_key_mismatch"]
     assert alarms(metrics, "data_lost") == alarms(metrics, "master_key_mismatch") == 1
+    assert mismatched(metrics) == 1
     assert "nothing was written" not in log_lines.getvalue()  # the CLI's advice, not here
+
+
+async def test_a_process_that_created_keys_creates_none_once_another_key_claimed_the_store(
+    store: Store,
+) -> None:
+    """A review: the service confirmed its master key once and then sealed keys whatever the
+    store said, so the mismatch line's "creates no key" was false."""
+    ours, theirs = Sealer(os.urandom(32)), Sealer(os.urandom(32))
+    service = KeyService(store, ours, FakeClock(), ApiKeySettings())
+    await service.create("acc_1", "live")  # confirmed
+    await lose_everything(store)
+    await ensure_master_key(store, theirs)  # a CLI run with another key, first after the loss
+    with pytest.raises(ServiceUnavailable) as caught:
+        await service.create("acc_1", "live")
+    assert caught.value.details["reason"] == "master_key_mismatch"
+    assert await store.list_keys() == []
+
+
+async def lose_everything(store: Store) -> None:
+    """What a restart without persistence does to the store's data."""
+    if isinstance(store, MemoryStore):
+        MemoryStore.__init__(store)
+        return
+    assert isinstance(store, RedisStore)
+    async for name in store._redis.scan_iter(match=f"{store._p}*"):
+        await store._redis.delete(name)
 
 
 async def test_a_reload_to_another_store_starts_over() -> None:
     metrics, sealer = Metrics(), Sealer(os.urandom(32))
-    watcher = StoreWatch(metrics.store_alarms)
+    watcher = StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
     first, second = MemoryStore(), MemoryStore()
     await watcher.look(first, sealer)
     await watcher.look(second, sealer)  # a new, empty store: not a loss
@@ -168,7 +201,7 @@ async def test_a_reload_to_another_store_starts_over() -> None:
 
 async def test_a_store_that_does_not_answer_is_no_alarm(log_lines: io.StringIO) -> None:
     metrics, sealer = Metrics(), Sealer(os.urandom(32))
-    watcher = StoreWatch(metrics.store_alarms)
+    watcher = StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
     dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
     try:
         await watcher.look(dead, sealer)  # no exception: the store's own warning says it
