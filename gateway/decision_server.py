@@ -218,7 +218,7 @@ class DecisionServer:
         """The listener's own refusal of a request, before any credential is read: headers
         over ``limits.max_header_bytes`` (431), a path outside the prefix (404). ``runtime``:
         the request's, read once (a reload meanwhile does not mix two configs in it)."""
-        limit = runtime.settings.limits.max_header_bytes
+        limit = runtime.max_header_bytes
         if header_bytes(message.raw_headers) > limit:
             return HeadersTooLarge(details={"limit": limit})
         if not under(self.prefix, message.path.partition("?")[0]):

@@ -92,8 +92,8 @@ def front_handler(
         status = 500
         try:
             try:
-                if header_bytes(request.raw_headers) > settings.limits.max_header_bytes:
-                    raise HeadersTooLarge(details={"limit": settings.limits.max_header_bytes})
+                if header_bytes(request.raw_headers) > runtime.max_header_bytes:
+                    raise HeadersTooLarge(details={"limit": runtime.max_header_bytes})
                 response = await route(request)(request, runtime, exchange)
             except GatewayError as error:
                 response = _render(error, exchange, header)

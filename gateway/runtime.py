@@ -92,6 +92,10 @@ class Runtime:
     rate_limiter: RateLimiter | None
     failure_budget: FailureBudget | None
     tracer: Tracer
+    # The environments whose credentials decisions admit and which have an upstream, read by
+    # every decision: a frozenset here, not three attribute reads through the settings models.
+    decided_environments: frozenset[str] = frozenset()
+    max_header_bytes: int = 0  # limits.max_header_bytes, for the same reason
     requests: RequestCount = field(default_factory=RequestCount)
     decisions: Decisions = field(default_factory=Decisions)
 
@@ -188,6 +192,8 @@ def build_runtime(
             FailureBudget(store, settings.abuse, clock, metrics) if settings.abuse.enabled else None
         ),
         tracer=tracer,
+        decided_environments=frozenset(settings.decision.environments) & set(settings.environments),
+        max_header_bytes=settings.limits.max_header_bytes,
     )
     attach_metrics(runtime)
     return runtime

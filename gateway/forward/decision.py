@@ -182,16 +182,16 @@ def served(runtime: Runtime, principal: Principal) -> None:
     """Refuse a credential of an environment this decision endpoint does not admit
     (``decision.environments``) or that has no upstream, as proxy mode refuses the latter:
     503 ``no_upstream``, with no identity headers for the front proxy to copy."""
-    environment = principal.environment
     # SECURITY: the front proxy forwards what it is told to allow to its one backend, whatever
     # X-Auth-Environment says: a sandbox credential allowed here would reach live data.
-    if environment not in runtime.settings.decision.environments:
+    if principal.environment not in runtime.decided_environments:
+        runtime.upstream_for(principal)  # SECURITY: no upstream for it: refused here too
+        admitted = runtime.settings.decision.environments
         raise ServiceUnavailable(
-            f"Decisions here admit {' and '.join(runtime.settings.decision.environments)} "
-            f"credentials only, not {environment} ones (decision.environments).",
+            f"Decisions here admit {' and '.join(admitted)} credentials only, not "
+            f"{principal.environment} ones (decision.environments).",
             details={"reason": "no_upstream"},
         )
-    runtime.upstream_for(principal)  # SECURITY: an environment with no upstream is refused here too
 
 
 def admitted_at_once(
