@@ -185,13 +185,18 @@ def served(runtime: Runtime, principal: Principal) -> None:
     # SECURITY: the front proxy forwards what it is told to allow to its one backend, whatever
     # X-Auth-Environment says: a sandbox credential allowed here would reach live data.
     if principal.environment not in runtime.decided_environments:
-        runtime.upstream_for(principal)  # SECURITY: no upstream for it: refused here too
-        admitted = runtime.settings.decision.environments
         raise ServiceUnavailable(
-            f"Decisions here admit {' and '.join(admitted)} credentials only, not "
-            f"{principal.environment} ones (decision.environments).",
-            details={"reason": "no_upstream"},
+            _not_served(runtime, principal.environment), details={"reason": "no_upstream"}
         )
+
+
+def _not_served(runtime: Runtime, environment: str) -> str:
+    """Why a decision refuses ``environment``: it has no upstream (the words proxy mode uses), or
+    decisions do not admit it (``decision.environments``)."""
+    if environment not in runtime.settings.environments:
+        return f"No upstream is configured for the {environment} environment."
+    admitted = " and ".join(runtime.settings.decision.environments)
+    return f"Decisions here admit {admitted} credentials only, not {environment} ones."
 
 
 def admitted_at_once(

@@ -360,6 +360,8 @@ async def test_the_kind_is_off_without_its_section(gateway: Gateway) -> None:
         "[A-Za-z0-9_.-]+",
         "[^ ]+",
         "[A-Za-z0-9_.-]{200,4096}",  # long JWTs only (a hostile try-out: it passed the check)
+        "[A-Za-z0-9_.-]{600,1000}",  # a team session's length only
+        "[A-Za-z0-9_.-]{3000,5000}",  # an identity provider's several-kilobyte tokens only
     ],
 )
 def test_a_pattern_that_takes_another_kinds_tokens_is_a_config_error(pattern: str) -> None:

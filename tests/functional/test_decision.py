@@ -255,6 +255,7 @@ async def test_sandbox_credential_without_a_sandbox_upstream_is_503(
     body = await response.json()
     assert (response.status, body["error"]) == (503, "service_unavailable")
     assert body["details"]["reason"] == "no_upstream"
+    assert body["message"] == "No upstream is configured for the sandbox environment."
     # No identity for the proxy in front to copy onto a request to the live backend.
     assert "X-Auth-Account" not in response.headers
     # The same request with a live key is allowed: only the missing environment is refused.
@@ -331,6 +332,9 @@ async def test_sandbox_credentials_are_refused_unless_the_front_proxy_routes_the
                 503,
                 "service_unavailable",
                 "no_upstream",
+            ), kind
+            assert body["message"] == (
+                "Decisions here admit live credentials only, not sandbox ones."
             ), kind
             assert "X-Auth-Account" not in headers and "X-Auth-Environment" not in headers, kind
     status, headers, _ = await decide(gw, where, style, await gw.key("acc_1", "live"))
