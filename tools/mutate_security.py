@@ -183,6 +183,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "the same verdict; a fingerprint is not a secret (the comment says so), so the time a "
         "plain comparison takes tells nothing"
     ),
+    (
+        "gateway/keys/watch.py",
+        "if recorded is not None and (recorded.encode() == sealer.fingerprint.encode()):",
+    ): "as in gateway/keys/fingerprint.py above: the same verdict on a fingerprint, no secret",
     ("gateway/keys/signing.py", "return (self._by_kid.get(kid))"): (
         "a token whose kid is not a string never gets here: PyJWT refuses its header when the "
         "credential is classified (401 malformed, test_a_kid_that_is_not_a_string_is_malformed)"

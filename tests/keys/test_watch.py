@@ -189,6 +189,16 @@ async def lose_everything(store: Store) -> None:
         await store._redis.delete(name)
 
 
+async def test_a_fingerprint_is_compared_whole(store: Store, log_lines: io.StringIO) -> None:
+    """One that merely holds this process's (a store written by hand, or by a bug) is another."""
+    metrics, ours = Metrics(), Sealer(os.urandom(32))
+    watcher = StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
+    await store.claim_master_fingerprint(ours.fingerprint + "0")
+    await watcher.look(store, ours)
+    assert [line["alarm"] for line in errors(log_lines)] == ["master_key_mismatch"]
+    assert mismatched(metrics) == 1
+
+
 async def test_a_reload_to_another_store_starts_over() -> None:
     metrics, sealer = Metrics(), Sealer(os.urandom(32))
     watcher = StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
