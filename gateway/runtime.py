@@ -104,10 +104,14 @@ class Runtime:
         if name is None:
             # SECURITY: no configured upstream for this environment: refuse rather than guess.
             raise ServiceUnavailable(
-                f"No upstream is configured for the {principal.environment} environment.",
-                details={"reason": "no_upstream"},
+                no_upstream(principal.environment), details={"reason": "no_upstream"}
             )
         return self.settings.upstreams[name]
+
+
+def no_upstream(environment: str) -> str:
+    """Why a credential of ``environment`` is refused when no upstream serves it."""
+    return f"No upstream is configured for the {environment} environment."
 
 
 @dataclass(slots=True)

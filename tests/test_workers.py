@@ -20,6 +20,14 @@ from tests.support import (
 )
 
 
+def serve(config: Path, log: Path) -> OwnedProcess:
+    """``gateway serve`` (a supervisor, with ``workers: N``), everything it writes in ``log``."""
+    with log.open("wb") as out:
+        return OwnedProcess(
+            gateway_command("serve", "--config", str(config)), stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 def test_a_reload_while_workers_start_does_not_end_them(tmp_path: Path, redis_url: str) -> None:
     """SIGHUP forwarded to a worker still importing (before it installs its own handler) used
     to end it (SIGHUP's default action): the supervisor logged "worker exited; restarting".
@@ -40,12 +48,7 @@ def test_a_reload_while_workers_start_does_not_end_them(tmp_path: Path, redis_ur
         },
     )
     log = tmp_path / "supervisor.log"
-    with log.open("wb") as out:
-        supervisor = OwnedProcess(
-            gateway_command("serve", "--config", str(proc.config)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    supervisor = serve(proc.config, log)
     try:
         wait_for_port(proc.admin_port)  # the supervisor serves; its workers are starting
         for _ in range(3):
@@ -85,12 +88,7 @@ def test_each_workers_lines_name_it_and_a_restarted_worker_keeps_its_index(
         while not done() and time.monotonic() < deadline:
             time.sleep(0.1)
 
-    with log.open("wb") as out:
-        supervisor = OwnedProcess(
-            gateway_command("serve", "--config", str(proc.config)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    supervisor = serve(proc.config, log)
     try:
         wait_for_port(proc.admin_port)
         until(lambda: len(listening()) >= 3)

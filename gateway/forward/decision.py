@@ -41,7 +41,7 @@ from gateway.errors import (
 from gateway.exchange import Exchange
 from gateway.pipeline import admit_client, reusable_at_once
 from gateway.principal import Principal
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, no_upstream
 
 # Looked up as istr: a case-insensitive lookup folds a plain str key on every call.
 _ORIGINAL_METHOD, _FORWARDED_METHOD = istr("X-Original-Method"), istr("X-Forwarded-Method")
@@ -194,7 +194,7 @@ def _not_served(runtime: Runtime, environment: str) -> str:
     """Why a decision refuses ``environment``: it has no upstream (the words proxy mode uses), or
     decisions do not admit it (``decision.environments``)."""
     if environment not in runtime.settings.environments:
-        return f"No upstream is configured for the {environment} environment."
+        return no_upstream(environment)
     admitted = " and ".join(runtime.settings.decision.environments)
     return f"Decisions here admit {admitted} credentials only, not {environment} ones."
 

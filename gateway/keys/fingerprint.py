@@ -41,6 +41,14 @@ class MasterKeyMismatch(ConfigError):
         self.detail = problem
 
 
+def not_this_key(sealer: Sealer, recorded: str) -> str:
+    """The problem when the store's fingerprint is ``recorded`` and not ``sealer``'s."""
+    return (
+        f"this master key (fingerprint {sealer.fingerprint}) is not the one the store's API "
+        f"keys are sealed under (fingerprint {recorded})"
+    )
+
+
 async def ensure_master_key(store: KeyStore, sealer: Sealer) -> bool:
     """Return when ``sealer``'s master key is the store's, True when this call recorded it (the
     store had no fingerprint: its first use, or it lost its data); raise
@@ -55,10 +63,7 @@ async def ensure_master_key(store: KeyStore, sealer: Sealer) -> bool:
         claimed = True
     # SECURITY: constant-time comparison, though a fingerprint is not a secret.
     if not hmac.compare_digest(recorded.encode(), sealer.fingerprint.encode()):
-        raise MasterKeyMismatch(
-            f"this master key (fingerprint {sealer.fingerprint}) is not the one the store's "
-            f"API keys are sealed under (fingerprint {recorded})"
-        )
+        raise MasterKeyMismatch(not_this_key(sealer, recorded))
     return claimed
 
 

@@ -27,7 +27,7 @@ import logging
 from prometheus_client import Counter, Gauge
 
 from gateway.errors import StoreUnavailable
-from gateway.keys.fingerprint import MasterKeyMismatch, ensure_master_key
+from gateway.keys.fingerprint import MasterKeyMismatch, ensure_master_key, not_this_key
 from gateway.keys.sealing import Sealer
 from gateway.observe import logs
 from gateway.stores.base import KeyStore
@@ -65,8 +65,7 @@ class StoreWatch:
             if recorded is not None and hmac.compare_digest(
                 recorded.encode(), sealer.fingerprint.encode()
             ):
-                self._seen, self._reported = True, None
-                self._mismatch_now.set(0)
+                self._own()
                 return
             if self._seen:  # gone, or another key's: a fingerprint is never replaced otherwise
                 self._lost()
@@ -74,18 +73,19 @@ class StoreWatch:
                 # SECURITY: recorded again at once, before a CLI run with another master key
                 # can claim the emptied store and seal keys no replica could open.
                 await ensure_master_key(store, sealer)
-                self._seen, self._reported = True, None
-                self._mismatch_now.set(0)
+                self._own()
                 return
         except StoreUnavailable:
             return
         except MasterKeyMismatch as exc:
             self._mismatch(exc.detail)
             return
-        self._mismatch(
-            f"this master key (fingerprint {sealer.fingerprint}) is not the one the store's API "
-            f"keys are sealed under (fingerprint {recorded})"
-        )
+        self._mismatch(not_this_key(sealer, recorded))
+
+    def _own(self) -> None:
+        """The store holds this process's fingerprint (found, or recorded again)."""
+        self._seen, self._reported = True, None
+        self._mismatch_now.set(0)
 
     def _lost(self) -> None:
         self._seen = False

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.authn.introspection import MAX_RESPONSE_BYTES
+from gateway.config import Settings
 from tests.conftest import Gateway, GatewayFactory, make_settings
 from tests.support import base_url
 
@@ -93,19 +94,26 @@ async def gw(
     upstream: tuple[Any, TestServer],
     idp: tuple[IntrospectionServer, TestServer],
 ) -> Gateway:
-    url = base_url(upstream[1])
-    settings = make_settings(
-        url,
+    return await make_gateway(settings=settings_for(upstream, idp))
+
+
+def settings_for(
+    upstream: tuple[Any, TestServer],
+    idp: tuple[IntrospectionServer, TestServer],
+    pattern: str = PATTERN,
+) -> Settings:
+    """The test policy, and introspection at ``idp`` for tokens of ``pattern``."""
+    return make_settings(
+        base_url(upstream[1]),
         policy=POLICY,
         introspection={
             "url": str(idp[1].make_url("/introspect")),
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
-            "token_pattern": PATTERN,
+            "token_pattern": pattern,
             "audience": "health-api",
         },
     )
-    return await make_gateway(settings=settings)
 
 
 def answer(gw: Gateway, **changes: Any) -> dict[str, Any]:
@@ -320,17 +328,7 @@ async def test_a_jws_is_never_posted_for_introspection_whatever_the_pattern(
 ) -> None:
     """check-config refuses a pattern that takes the JWS shapes it knows; one that takes only
     longer ones still never sends a JWS to the introspection endpoint at run time."""
-    settings = make_settings(
-        base_url(upstream[1]),
-        policy=POLICY,
-        introspection={
-            "url": str(idp[1].make_url("/introspect")),
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "token_pattern": LONG_JWS_ONLY,
-        },
-    )
-    gw = await make_gateway(settings=settings)
+    gw = await make_gateway(settings=settings_for(upstream, idp, LONG_JWS_ONLY))
     header = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImlkcC0xIn0"  # {"alg":"RS256","kid":"idp-1"}
     token = f"{header}.{'a' * 4000}.{'b' * 1000}"
     assert re.fullmatch(LONG_JWS_ONLY, token)
