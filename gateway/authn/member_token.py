@@ -42,6 +42,12 @@ KIND = CredentialKind(
 )
 
 
+Proved = tuple[str, str, tuple[str, ...], float]
+"""What a verified token's payload proved, as its cache entry keeps it: ``(user, actor, scopes,
+exp)``. A tuple of four (72 bytes) rather than the :class:`Principal` (112): 4 MiB less for
+the 100,000 tokens a worker may cache, for a Principal built on each hit (about 1.3 µs)."""
+
+
 class MemberTokenSettings(Section):
     """Member and caregiver tokens (HS256, signed by the customer, `kid` = key id)."""
 
@@ -98,11 +104,11 @@ class MemberTokenAuthenticator:
         self._keys = keys
         self._settings = settings
         self._clock = clock
-        # token -> principal, until its expiry (+ leeway); the key's status is checked on every
-        # request through its own 1 s cache.
+        # token -> what its payload proved, until its expiry (+ leeway); the key's status is
+        # checked on every request through its own 1 s cache.
         leeway = settings.leeway
-        self.cache: TTLCache[str, Principal] = TTLCache(
-            cache_size, key=token_key, deadline=lambda p: (p.expires_at or 0.0) + leeway
+        self.cache: TTLCache[str, Proved] = TTLCache(
+            cache_size, key=token_key, deadline=lambda p: p[3] + leeway
         )
 
     async def authenticate(self, credential: Credential) -> Principal:
@@ -132,19 +138,25 @@ class MemberTokenAuthenticator:
                 ) from None
             raise
         now = self._clock.now()
-        principal = self.cache.get(credential.value, now)
-        if principal is None:
+        proved = self.cache.get(credential.value, now)
+        if proved is None:
             check_jws(credential.value, header)
-            principal = self._verify(
-                credential.value,
-                active.secret,
-                active.record.account,
-                active.record.environment,
-                kid,
-                now,
-            )
-            self.cache.add(credential.value, principal)
-        return principal
+            proved = self._verify(credential.value, active.secret, now)
+            self.cache.add(credential.value, proved)
+        user, actor, scopes, exp = proved
+        record = active.record
+        # The account and environment are the signing key's (the kid is part of the token, so
+        # of its digest): read from the key's record, they need no bytes in the cache entry.
+        return Principal(
+            account=record.account,
+            credential=KIND,
+            environment=record.environment,
+            actor=actor,
+            user=user,
+            scopes=scopes,
+            key_id=record.key_id,
+            expires_at=exp,
+        )
 
     @staticmethod
     def _verify_unknown(token: str, header: Any) -> None:
@@ -155,9 +167,7 @@ class MemberTokenAuthenticator:
         with contextlib.suppress(jwt.PyJWTError):
             jwt.decode(token, _UNKNOWN_KEY_SECRET, algorithms=["HS256"])
 
-    def _verify(
-        self, token: str, secret: bytes, account: str, environment: str, kid: str, now: float
-    ) -> Principal:
+    def _verify(self, token: str, secret: bytes, now: float) -> Proved:
         try:
             payload: dict[str, Any] = jwt.decode(
                 token,
@@ -195,16 +205,7 @@ class MemberTokenAuthenticator:
         if scopes is None:
             raise _bad("The token's scopes must be an array of scope strings.", "claims")
         # Interned: 100,000 cached tokens of a few members share their strings (memory bound).
-        return Principal(
-            account=account,
-            credential=KIND,
-            environment=environment,
-            actor=sys.intern(actor),
-            user=sys.intern(sub),
-            scopes=scopes,
-            key_id=sys.intern(kid),
-            expires_at=exp,
-        )
+        return sys.intern(sub), sys.intern(actor), scopes, exp
 
 
 def build(deps: Dependencies) -> Kind:
