@@ -50,6 +50,7 @@ from gateway.observe.tracing import Tracer, build_tracer
 from gateway.pools import HelperPool, UpstreamPools
 from gateway.principal import Principal
 from gateway.stores.base import Store
+from gateway.stores.eviction import EvictionWatch
 from gateway.stores.memory import MemoryStore
 from gateway.ttlcache import TTLCache
 
@@ -281,10 +282,12 @@ async def watch_store(current: Current) -> None:
     cancelled. A failing look (a bug) is logged, every time, and the next one tried."""
     metrics = current.runtime.metrics  # reloads keep the metrics
     alarms = watch.StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
+    evictions = EvictionWatch(metrics.store_evicting)
     while True:  # the first look at once: a loss right after the start is one too
         runtime = current.runtime
         try:
             await alarms.look(runtime.store, runtime.keys.sealer)
+            await evictions.look(runtime.store)
         except Exception as exc:  # a broken look must not end the watch
             logs.event("store watch failed", logging.ERROR, error=repr(exc))
         await asyncio.sleep(watch.INTERVAL)

@@ -129,6 +129,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.store_evicting = Gauge(
+            "gateway_store_evicting",
+            "1 while a store node may evict keys when full (maxmemory with a policy other "
+            "than noeviction), else 0: see gateway.stores.eviction.",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.cache = Counter(
             "gateway_cache_lookups",
             "Verification cache lookups, by cache and result.",

@@ -9,6 +9,7 @@ answer raises :class:`~gateway.errors.StoreUnavailable` so the gateway fails clo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
@@ -20,6 +21,22 @@ class MobileState(StrEnum):
     USED = "used"
     EXPIRED = "expired"
     UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPolicy:
+    """What one store node does when it is full: ``maxmemory`` bytes (0: no limit) and its
+    ``maxmemory-policy``. ``node`` names it (``host:port``; empty for the one node of a
+    standalone or Sentinel store)."""
+
+    node: str
+    maxmemory: int
+    policy: str
+
+    @property
+    def evicts(self) -> bool:
+        """It may drop keys nobody deleted: a limit, and a policy other than ``noeviction``."""
+        return self.maxmemory > 0 and self.policy != "noeviction"
 
 
 class KeyStore(Protocol):
@@ -103,5 +120,9 @@ class Store(KeyStore, MobileTokenStore, RelationshipStore, RateLimitStore, Proto
 
     async def ping(self) -> None:
         """Raise :class:`~gateway.errors.StoreUnavailable` unless the store answers."""
+
+    async def memory_policies(self) -> list[MemoryPolicy] | None:
+        """Each writable node's memory limit and policy (``[]``: a store that never evicts);
+        None when the store will not say (``INFO`` refused by an ACL or renamed)."""
 
     async def close(self) -> None: ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from gateway.stores.base import MobileState
+from gateway.stores.base import MemoryPolicy, MobileState
 from gateway.stores.gcra import gcra_peek, gcra_step
 
 
@@ -66,6 +66,9 @@ class MemoryStore:
 
     async def master_fingerprint(self) -> str | None:
         return self._fingerprint
+
+    async def memory_policies(self) -> list[MemoryPolicy] | None:
+        return []  # bounded by the process, and never drops a key to make room
 
     async def claim_master_fingerprint(self, fingerprint: str) -> str:
         if self._fingerprint is None:

@@ -65,7 +65,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.observe import logs
-from gateway.stores.base import MobileState
+from gateway.stores.base import MemoryPolicy, MobileState
 from gateway.stores.gcra import gcra_peek
 from gateway.stores.multiplex import Multiplexed
 
@@ -369,6 +369,24 @@ class RedisStore:
             await self._redis.execute_command("PING", target_nodes=RedisCluster.PRIMARIES)
         else:
             await self._redis.ping()
+
+    @_operation(idempotent=True)
+    async def memory_policies(self) -> list[MemoryPolicy] | None:
+        try:
+            if isinstance(self._redis, RedisCluster):
+                # Replicas follow their master's deletions (replica-ignore-maxmemory).
+                found: Any = await self._redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            else:
+                found = await self._redis.info("memory")
+        except ResponseError as exc:
+            if isinstance(exc, (AskError, ClusterDownError, TryAgainError)):
+                raise
+            return None  # refused by an ACL, or renamed away: not a store failure
+        nodes = {"": found} if "maxmemory_policy" in found else found
+        return [
+            MemoryPolicy(node, int(info["maxmemory"]), str(info["maxmemory_policy"]))
+            for node, info in sorted(nodes.items())
+        ]
 
     async def close(self) -> None:
         if self._mux is not None:

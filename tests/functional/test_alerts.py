@@ -32,6 +32,11 @@ CASES: dict[str, dict[str, Any]] = {
         "at": "5m",
         "labels": {"severity": "critical"},
     },
+    "GatewayStoreMayEvict": {
+        "series": [("gateway_store_evicting", "0 0 1x20")],
+        "at": "18m",
+        "labels": {"severity": "warning"},
+    },
     "GatewayStoreUnavailable": {
         "series": [('gateway_store_errors_total{operation="key_by_digest"}', "0+60x10")],
         "at": "8m",
@@ -152,4 +157,5 @@ def test_what_an_alert_on_one_event_reads_is_exported_at_zero_from_the_start() -
     ]:
         assert any(name in rule["expr"] for rule in one_event), name
         assert (name, tuple(sorted(labels.items()))) in exported, (name, labels)
-    assert ("gateway_store_master_key_mismatch", ()) in exported  # a state, at 0 until it is
+    for state in ("gateway_store_master_key_mismatch", "gateway_store_evicting"):
+        assert (state, ()) in exported  # a state, at 0 until it is

@@ -160,3 +160,20 @@ def test_gcra_peek_reference() -> None:
     allowed, wait = gcra_peek(tat, 2, 1.0, NOW)
     assert not allowed and wait == pytest.approx(0.5)
     assert gcra_peek(tat, 2, 1.0, NOW + 0.5) == (True, 0.0)
+
+
+async def test_memory_policies_name_each_writable_node(store: Store) -> None:
+    """A fresh redis-server has no limit (maxmemory 0) and does not evict; a Cluster answers for
+    each master (``host:port``), the others for the one node they write to; memory never evicts."""
+    policies = await store.memory_policies()
+    assert policies is not None
+    assert not any(p.evicts for p in policies)
+    if store.name == "memory":
+        assert policies == []
+        return
+    assert all(p.policy == "noeviction" and p.maxmemory == 0 for p in policies)
+    nodes = [p.node for p in policies]
+    if store.topology == "cluster":  # type: ignore[attr-defined]
+        assert len(nodes) == 3 and all(n.startswith("127.0.0.1:") for n in nodes), nodes
+    else:
+        assert nodes == [""]
