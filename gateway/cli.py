@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         install_event_loop_policy()
         worker = args.worker is not None
-        asyncio.run(run(settings, admin=not worker, share_port=worker))
+        asyncio.run(run(settings, admin=not worker, share_port=worker, supervisor=args.supervisor))
     finally:
         listener.stop()
     return 0
@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="FILE", help=CONFIG_HELP)
     # A worker of `workers: N`, started by the supervisor with its index (1 to N).
     p.add_argument("--worker", type=int, metavar="N", help=argparse.SUPPRESS)
+    # ... and the supervisor's pid: the worker stops once that process is no longer its parent.
+    p.add_argument("--supervisor", type=int, metavar="PID", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = command(

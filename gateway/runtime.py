@@ -283,6 +283,7 @@ async def watch_store(current: Current) -> None:
     metrics = current.runtime.metrics  # reloads keep the metrics
     alarms = watch.StoreWatch(metrics.store_alarms, metrics.master_key_mismatch)
     evictions = EvictionWatch(metrics.store_evicting)
+    task = asyncio.current_task()
     while True:  # the first look at once: a loss right after the start is one too
         runtime = current.runtime
         try:
@@ -290,6 +291,11 @@ async def watch_store(current: Current) -> None:
             await evictions.look(runtime.store)
         except Exception as exc:  # a broken look must not end the watch
             logs.event("store watch failed", logging.ERROR, error=repr(exc))
+        if task is not None and task.cancelling():
+            # Python 3.11's asyncio.wait_for (redis-py connects with it) returns the result
+            # of a call that finished as the task was cancelled, and drops the cancellation:
+            # the watch would sleep on and the shutdown wait for it forever.
+            raise asyncio.CancelledError
         await asyncio.sleep(watch.INTERVAL)
 
 

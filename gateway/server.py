@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from gateway.runtime import Current, Runtime, build_runtime, close_resources
 from gateway.tls import TlsContexts
 
 SHUTDOWN_TIMEOUT = 30.0
+SUPERVISOR_CHECK = 1.0  # seconds between a worker's looks at its parent
 
 
 async def run(
@@ -40,13 +42,16 @@ async def run(
     on_signal: Callable[[signal.Signals], None] | None = None,
     share_port: bool = False,
     app_factory: Callable[[Current], web.Application] = create_app,
+    supervisor: int | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT. ``public``/``admin`` choose the listeners (a worker serves
     only the public one, a supervisor only the admin one). ``share_port`` binds the public
     listener with ``SO_REUSEPORT``, for the workers of one supervisor only: without it, a port
     another process (another gateway included) holds is an error. ``app_factory`` builds the
     public app from the current runtime (the demo wraps :func:`~gateway.app.create_app` to add
-    a middleware of its own). A listener that cannot be bound raises
+    a middleware of its own). ``supervisor``: the pid of the supervisor that started this
+    worker; once it is no longer this process's parent (killed, crashed), the worker stops as
+    on SIGTERM. A listener that cannot be bound raises
     :class:`~gateway.config.ConfigError` naming the field, the address and the reason
     (``listen.port: cannot listen on 0.0.0.0:8080: address already in use; …``)."""
     current = Current(runtime or build_runtime(settings))
@@ -93,6 +98,7 @@ async def run(
         stop.set()
 
     decisions: DecisionServer | None = None
+    following: asyncio.Task[None] | None = None
     loop.add_signal_handler(signal.SIGHUP, hangup)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, terminate, sig)
@@ -140,6 +146,8 @@ async def run(
             pid=os.getpid(),
         )
         settle_heap()
+        if supervisor is not None:
+            following = loop.create_task(_follow(supervisor, stop))
         if on_ready is not None:
             await on_ready(current.runtime)
         await stop.wait()
@@ -149,6 +157,8 @@ async def run(
         # (one after the other, an admin request held open would delay the public drain past
         # the grace period). The public app's cleanup closes the runtime's resources once no
         # request of either public listener is in flight (gateway.runtime.runtime_ctx).
+        if following is not None:
+            following.cancel()
         closing = [runner.cleanup() for runner in runners]
         if decisions is not None:
             closing.append(decisions.close(SHUTDOWN_TIMEOUT))
@@ -156,6 +166,16 @@ async def run(
         if not public:  # the public app's cleanup_ctx closes them otherwise
             await close_resources(current)
         logs.event("stopped")
+
+
+async def _follow(supervisor: int, stop: asyncio.Event) -> None:
+    """A worker's watch on its supervisor. Without it, workers outlived a supervisor killed
+    with SIGKILL (ppid 1), kept the public port and served with nobody to reload, restart or
+    stop them, and a new supervisor's workers would have shared the port with them."""
+    while os.getppid() == supervisor:
+        await asyncio.sleep(SUPERVISOR_CHECK)
+    logs.event("the supervisor is gone; stopping", logging.WARNING, supervisor=supervisor)
+    stop.set()
 
 
 async def _bind(starting: Awaitable[None], field: str, listener: Listener) -> None:

@@ -49,9 +49,12 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
     check_public_port(settings)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--worker"]
+    command = [
+        *(sys.executable, "-m", "gateway", "serve", "--config", str(config_path)),
+        *("--supervisor", str(os.getpid()), "--worker"),
+    ]
     # Worker i (1 to N) is started with its index, which its log lines carry; a restarted
-    # worker keeps the index of the one it replaces.
+    # worker keeps the index of the one it replaces. Each stops once this process is gone.
     workers = [spawn([*command, str(i + 1)]) for i in range(settings.workers)]
     stopping = False
 
@@ -108,10 +111,15 @@ def spawn(command: list[str]) -> subprocess.Popen[bytes]:
 
 
 def check_public_port(settings: Settings) -> None:
-    """Before starting workers: the public port (and the decision listener's) must be one
-    they can share (free, or held by sockets with ``SO_REUSEPORT`` of this user), else
-    :class:`~gateway.config.ConfigError` in one line, as a single process reports it, instead
-    of workers failing and being restarted forever."""
+    """Before starting workers: the public port (and the decision listener's) must be free,
+    else :class:`~gateway.config.ConfigError` in one line, as a single process reports it,
+    instead of workers failing and being restarted forever.
+
+    SECURITY: free, not merely shareable. The workers bind with ``SO_REUSEPORT``, which the
+    kernel grants any process of the same user that sets it too: a check that allowed a port
+    held by such sockets let a second gateway (another config, another store) join the first
+    one's port and take a share of its traffic, keys it does not know answered 401 at random.
+    A worker restarted later joins its siblings without this check."""
     _check_port("listen", settings.listen.host, settings.listen.port)
     if settings.decision.listen is not None:
         listener = settings.decision.listen
@@ -122,8 +130,9 @@ def _check_port(field: str, host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            # SO_REUSEADDR, as aiohttp binds: a port whose connections linger in TIME_WAIT is
+            # free; one that anything listens on (with SO_REUSEPORT or not) is not.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             probe.bind(infos[0][4])
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -111,3 +112,99 @@ def test_each_workers_lines_name_it_and_a_restarted_worker_keeps_its_index(
     ]
     restarted = listening()[3]
     assert restarted["worker"] == index and restarted["pid"] != victim
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not reaped yet) counts as gone.
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_workers_stop_once_their_supervisor_is_killed(tmp_path: Path, redis_url: str) -> None:
+    """A supervisor killed with SIGKILL cannot forward SIGTERM: its workers used to live on
+    (parent pid 1), holding the public port and serving with nobody to reload, restart or stop
+    them. Each now stops within a second or two, draining as on SIGTERM, and frees the port."""
+    proc = write_config(
+        tmp_path,
+        "http://127.0.0.1:1",
+        store=redis_url,
+        name=f"workers-{uuid.uuid4().hex[:8]}",
+        extra={"workers": 2},
+    )
+    log = tmp_path / "supervisor.log"
+    supervisor = serve(proc.config, log)
+    try:
+        wait_for_port(proc.admin_port)
+        wait_for_port(proc.port)
+        deadline = time.monotonic() + 20
+        while log.read_text().count('"msg":"listening"') < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [
+            int(pid)
+            for pid in subprocess.run(
+                ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True, check=False
+            ).stdout.split()
+        ]
+        assert len(workers) == 2
+        supervisor.kill()
+        supervisor.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), log.read_text()
+    finally:
+        for pid in workers if "workers" in locals() else []:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        supervisor.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    gone = [line for line in lines if line["msg"] == "the supervisor is gone; stopping"]
+    assert sorted(line["worker"] for line in gone) == [1, 2]
+    assert {line["supervisor"] for line in gone} == {supervisor.pid}
+    with socket.socket() as probe:  # the port is free again
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", proc.port))
+
+
+def test_a_second_gateway_with_workers_is_refused_the_port(tmp_path: Path, redis_url: str) -> None:
+    """Workers share their port with SO_REUSEPORT, which the kernel grants any process of the
+    same user that sets it: a second gateway with workers (another config, another store) used
+    to pass the supervisor's check and take a share of the first one's traffic. It is refused
+    now (one line, exit 2), as a single process is."""
+    first = write_config(
+        tmp_path,
+        "http://127.0.0.1:1",
+        store=redis_url,
+        name=f"first-{uuid.uuid4().hex[:8]}",
+        extra={"workers": 2},
+    )
+    supervisor = serve(first.config, tmp_path / "first.log")
+    try:
+        wait_for_port(first.port)
+        second = write_config(
+            tmp_path,
+            "http://127.0.0.1:1",
+            store=redis_url,
+            name=f"second-{uuid.uuid4().hex[:8]}",
+            extra={"workers": 2, "listen": {"host": "127.0.0.1", "port": first.port}},
+        )
+        other = OwnedProcess(
+            gateway_command("serve", "--config", str(second.config)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            out, err = other.communicate(timeout=60)
+        finally:
+            other.stop()
+    finally:
+        supervisor.stop()
+    assert other.returncode == 2, out + err
+    assert err.decode() == (
+        f"gateway: listen.port: cannot listen on 127.0.0.1:{first.port}: address already in "
+        "use; stop what holds it (another gateway?) or choose another port\n"
+    )
+    assert b'"msg":"listening"' not in out
