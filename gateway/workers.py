@@ -115,7 +115,7 @@ def check_public_port(settings: Settings) -> None:
     else :class:`~gateway.config.ConfigError` in one line, as a single process reports it,
     instead of workers failing and being restarted forever.
 
-    SECURITY: free, not merely shareable. The workers bind with ``SO_REUSEPORT``, which the
+    Free, not merely shareable. The workers bind with ``SO_REUSEPORT``, which the
     kernel grants any process of the same user that sets it too: a check that allowed a port
     held by such sockets let a second gateway (another config, another store) join the first
     one's port and take a share of its traffic, keys it does not know answered 401 at random.
@@ -133,6 +133,7 @@ def _check_port(field: str, host: str, port: int) -> None:
             # SO_REUSEADDR, as aiohttp binds: a port whose connections linger in TIME_WAIT is
             # free; one that anything listens on (with SO_REUSEPORT or not) is not.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # SECURITY: bound without SO_REUSEPORT, so another gateway's workers cannot share.
             probe.bind(infos[0][4])
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
