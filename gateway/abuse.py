@@ -29,10 +29,20 @@ peer is the front proxy: trust it, and have it send ``X-Forwarded-For``, or ever
 the proxy's budget. IPv6 addresses are counted per ``/ipv6_prefix`` network (default /64, what
 one subscriber usually holds), so rotating through one's own prefix does not buy new budgets.
 
+**Requests at once.** The check before authentication reads; only a failure writes. So that
+requests sent together cannot all pass the check before the first of them is counted, each
+process lets at most ``burst`` requests of one address be between the check and the end of
+their authentication at once, and one at a time once the address has failed within the last
+``burst / failures_per_minute`` minutes; the others wait their turn (a valid credential
+waits at most for the ones ahead of it) and are checked again when it comes. (200 bad keys
+sent at once from one address were 200 failures, wave after wave.)
+
 **When the store cannot answer**, ``on_store_error`` decides, as for rate limits: ``deny`` (503
 ``service_unavailable``, the default: fail closed) or ``allow`` (the request goes on to
 authentication). A failure that cannot be recorded is counted in the same metric and answered
-with its 401 regardless.
+with its 401 regardless; with ``deny`` the address then gets 503 from this process for
+:data:`UNRECORDED_TTL`, since its budget can no longer be kept (a full Redis refuses the
+write and still answers the read: the budget was off while valid keys got 503).
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from gateway.clock import Clock
 from gateway.config import AbuseSettings
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.observe.metrics import Metrics
+from gateway.slots import Slots
 from gateway.stores.base import RateLimitStore
 from gateway.ttlcache import TTLCache
 
@@ -56,6 +67,11 @@ Network = IPv4Network | IPv6Network
 
 # How long a process trusts "this address is within its budget" without asking the store.
 CLEAN_TTL = 1.0
+# How long an address whose failure the store did not record gets 503 here (on_store_error:
+# deny): about one failure a second per process, while the store refuses writes.
+UNRECORDED_TTL = 1.0
+# The local memory's value for such an address.
+UNRECORDED = -1.0
 # Addresses remembered per process (least recently used go first).
 LOCAL_ENTRIES = 65_536
 # X-Forwarded-For hops walked at most: a chain of trusted proxies is short.
@@ -132,8 +148,16 @@ class FailureBudget:
         self._limit = settings.burst
         self._interval = 60.0 / settings.failures_per_minute
         self._period = self._interval * settings.burst
-        # Per address: 0.0 while known to be within budget, else the time it is allowed again.
+        # Per address: 0.0 while known to be within budget, UNRECORDED while its failures
+        # cannot be recorded, else the time it is allowed again.
         self._local: TTLCache[str, float] = TTLCache(LOCAL_ENTRIES)
+        # Addresses that failed within the last period: their requests go one at a time.
+        self._failing: TTLCache[str, bool] = TTLCache(LOCAL_ENTRIES)
+        self._slots = Slots(self._concurrency)
+
+    def _concurrency(self, client: str) -> int:
+        failing = self._failing.get(client, self._clock.now(), count=False)
+        return 1 if failing else self._limit
 
     def client_of(self, peer: str | None, headers: CIMultiDictProxy[str]) -> str:
         forwarded = headers.getall("X-Forwarded-For", []) if self._settings.trusted_proxies else []
@@ -163,15 +187,35 @@ class FailureBudget:
 
     async def check(self, peer: str | None, headers: CIMultiDictProxy[str]) -> str:
         """Raise 429 when the client's address has spent its budget (503 when the store cannot
-        say and ``on_store_error`` is ``deny``); otherwise return the address, for
-        :meth:`failed`. Reads no credential."""
+        say and ``on_store_error`` is ``deny``); otherwise return the address, holding one of
+        its slots (module docstring): :meth:`failed` counts a failure, :meth:`settled` gives
+        the slot back, once the authentication is over either way. Reads no credential."""
         client = self.client_of(peer, headers)
+        await self._within(client)
+        # SECURITY: requests of one address sent at once wait their turn here, and are checked
+        # again when it comes, so they cannot all pass before the first failure is counted.
+        if await self._slots.acquire(client):
+            try:
+                await self._within(client)
+            except BaseException:
+                self._slots.release(client)
+                raise
+        return client
+
+    def settled(self, client: str) -> None:
+        """The authentication that :meth:`check` let through is over (its failure, if any,
+        counted): the next request of that address may go."""
+        self._slots.release(client)
+
+    async def _within(self, client: str) -> None:
         now = self._clock.now()
         known = self._local.get(client, now)
         if known is not None:
+            if known == UNRECORDED:
+                raise StoreUnavailable(details={"store": "redis"})
             if known > now:
                 raise self._refuse(known - now)
-            return client
+            return
         try:
             allowed, wait = await self._store.rate_limit_peek(
                 self._bucket(client), self._limit, self._period, now
@@ -179,25 +223,29 @@ class FailureBudget:
         except StoreUnavailable:
             self._metrics.abuse_store_failures.labels(self._settings.on_store_error).inc()
             if self._settings.on_store_error == "allow":
-                return client
+                return
             raise
         if not allowed:
             self._local.put(client, now + wait, now + wait)
             # SECURITY: past its budget, the address is refused before its credential is read.
             raise self._refuse(wait)
         self._local.put(client, 0.0, now + CLEAN_TTL)
-        return client
 
     async def failed(self, client: str) -> None:
         """Count one failed authentication against ``client``, in one atomic store step. Never
         raises: the request's own 401 is the answer either way."""
         now = self._clock.now()
+        self._failing.put(client, True, now + self._period)
         try:
             allowed, remaining, reset = await self._store.rate_limit(
                 self._bucket(client), self._limit, self._period, now
             )
         except StoreUnavailable:
             self._metrics.abuse_store_failures.labels(self._settings.on_store_error).inc()
+            if self._settings.on_store_error == "deny":
+                # SECURITY: a budget the store cannot spend is no bound: fail closed for this
+                # address here rather than let it fail without limit.
+                self._local.put(client, UNRECORDED, now + UNRECORDED_TTL)
             return
         self._metrics.abuse_failures.inc()
         if not allowed:

@@ -294,6 +294,8 @@ async def _admit_budgeted(
     except AuthenticationError:
         await budget.failed(client)
         raise
+    finally:
+        budget.settled(client)
 
 
 Endpoint = Callable[[web.Request, Runtime, Principal], Awaitable[web.StreamResponse]]

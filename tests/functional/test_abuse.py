@@ -4,6 +4,7 @@ decision mode."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestServer
 
+from gateway.keys.sealing import new_master_key
 from gateway.stores.base import Store
 from gateway.stores.redis import RedisStore
 from tests.conftest import Gateway, GatewayFactory, make_settings
@@ -136,7 +138,9 @@ async def test_replicas_share_the_budget_through_redis(
 ) -> None:
     url = base_url(upstream[1])
     prefix = f"abuse{uuid.uuid4().hex[:8]}:"
-    settings = make_settings(url, url, abuse=ABUSE)
+    # One master key, as replicas have: with one each, the first to look at the store claims it
+    # and the other cannot create keys there.
+    settings = make_settings(url, url, abuse=ABUSE, master_key=new_master_key())
     # Two replicas: their own runtimes and Redis connections, one Redis.
     a = await make_gateway(settings=settings, store=RedisStore(redis_url, prefix=prefix))
     b = await make_gateway(settings=settings, store=RedisStore(redis_url, prefix=prefix))
@@ -163,6 +167,65 @@ async def test_replicas_share_the_budget_through_redis(
     assert statuses == [401, 429, 429]
     for replica in (a, b):
         await replica.runtime.store.close()
+
+
+async def test_requests_sent_at_once_cannot_outrun_the_budget(gw: Gateway) -> None:
+    """The check before authentication only reads the budget; a failure is counted after. 200
+    bad keys sent at once from one address all passed the check (the store said "within
+    budget" to each before any failure was written): 189 failures in the first wave, 200 in
+    each wave after. Now an address's requests wait their turn: the burst, and no more."""
+    valid = await gw.key()
+
+    async def wave(size: int) -> list[int]:
+        requests = [
+            gw.client.get(SCORES, headers=from_(ATTACKER, unknown_key())) for _ in range(size)
+        ]
+        return sorted([r.status for r in await asyncio.gather(*requests)])
+
+    assert await wave(40) == [401] * 3 + [429] * 37
+    assert counter(gw, "gateway_abuse_failures_total") == 3
+    gw.clock.advance(10.01)  # one failure more allowed
+    assert await wave(40) == [401] + [429] * 39
+    # Valid credentials sent at once from another address are not held back.
+    statuses = await asyncio.gather(
+        *(gw.client.get(SCORES, headers=from_(OTHER, valid)) for _ in range(20))
+    )
+    assert [r.status for r in statuses] == [200] * 20
+    assert counter(gw, "gateway_abuse_failures_total") == 4
+
+
+@pytest.mark.parametrize(("policy", "statuses"), [("deny", [401, 503]), ("allow", [401, 401])])
+async def test_a_store_that_refuses_writes_keeps_the_budget_closed(
+    make_gateway: GatewayFactory,
+    upstream: tuple[Any, TestServer],
+    policy: str,
+    statuses: list[int],
+) -> None:
+    """A full Redis (maxmemory with noeviction, the policy operations.md asks for) refuses the
+    write that counts a failure and still answers the read that checks the budget: every
+    address was always within budget, failing without limit. With ``deny`` an address whose
+    failure was not recorded now gets 503 from this process for a second."""
+    redis = RedisServer()
+    url = base_url(upstream[1])
+    store = RedisStore(redis.url, prefix=f"abuse-full{uuid.uuid4().hex[:6]}:")
+    try:
+        gw = await make_gateway(
+            store=store,
+            settings=make_settings(url, url, abuse={**ABUSE, "on_store_error": policy}),
+        )
+        await store.client.config_set("maxmemory", "1")  # full from now on
+        seen = [
+            (await gw.client.get(SCORES, headers=from_(ATTACKER, unknown_key()))).status
+            for _ in range(2)
+        ]
+        assert seen == statuses
+        gw.clock.advance(1.01)  # a second later, one more failure may be tried
+        assert (await gw.client.get(SCORES, headers=from_(ATTACKER))).status == 401
+        assert counter(gw, "gateway_abuse_store_failures_total", policy=policy) >= 2
+        assert gw.recorder.seen == []
+    finally:
+        await store.close()
+        redis.stop()
 
 
 @pytest.mark.parametrize(("policy", "status"), [("deny", 503), ("allow", 401)])
