@@ -12,11 +12,12 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.cli import main
 from gateway.config import ConfigError, Node
 from gateway.config.loader import read_yaml
 from gateway.config.placeholders import expand_env
 from gateway.settings import load_settings, parse_settings
-from tests.support import gateway_command
+from tests.support import gateway_command, write_config
 
 MASTER = "A" * 43 + "="  # 32 zero-ish bytes, valid base64
 
@@ -408,3 +409,24 @@ def test_a_file_that_is_not_utf8_is_named_by_position_only(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         read_yaml(path, "")
     assert str(caught.value) == f"{path} is not UTF-8 text (byte 40 cannot be decoded)"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6390/0?password=s3cretPW", "redis://127.0.0.1:6390/0"),
+        ("rediss://:s3cretPW@redis.example:6380/0", "rediss://redis.example:6380/0"),
+        ("redis://gateway:s3cretPW@10.0.0.5:6379/2", "redis://10.0.0.5:6379/2"),
+        ("unix:///run/redis.sock?password=s3cretPW&db=1", "unix:///run/redis.sock"),
+    ],
+)
+def test_check_config_names_the_store_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, shown: str
+) -> None:
+    """The summary names the scheme (is TLS on?), the address and the database; a password in
+    the userinfo or the query (`?password=`) is never printed."""
+    proc = write_config(tmp_path, "http://127.0.0.1:1", store=url)
+    assert main(["check-config", str(proc.config)]) == 0
+    out, err = capsys.readouterr()
+    assert f"store {shown})" in out, out
+    assert "s3cretPW" not in out + err

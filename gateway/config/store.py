@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Final
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema, model_validator
 
@@ -242,5 +243,9 @@ class StoreSettings(Section):
         if self.cluster is not None:
             return "redis cluster via " + ", ".join(_address(h, p) for h, p in self.cluster.nodes)
         if self.is_redis:
-            return self.url.split("@")[-1]
+            # SECURITY: the scheme, address and path only: a password can be in the userinfo or
+            # in the query (`?password=`), and neither is printed.
+            url = urlsplit(self.url)
+            where = url.netloc.rpartition("@")[2]
+            return f"{url.scheme}://{where}{url.path}"
         return "memory"
