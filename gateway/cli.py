@@ -57,8 +57,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gateway.observe import logs
+    from gateway.server import EarlyHangup
     from gateway.settings import load_settings
 
+    early = EarlyHangup()  # before the file is read: a SIGHUP from now on is a reload
     settings = load_settings(args.config)
     check_runtime_requirements(settings)
     check_tls(settings)
@@ -69,12 +71,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.workers > 1 and args.worker is None:
             from gateway.workers import supervise
 
-            return supervise(Path(args.config), settings)
+            return supervise(Path(args.config), settings, early)
         from gateway.server import install_event_loop_policy, run
 
         install_event_loop_policy()
         worker = args.worker is not None
-        asyncio.run(run(settings, admin=not worker, share_port=worker, supervisor=args.supervisor))
+        asyncio.run(
+            run(
+                settings,
+                admin=not worker,
+                share_port=worker,
+                supervisor=args.supervisor,
+                early=early,
+            )
+        )
     finally:
         listener.stop()
     return 0

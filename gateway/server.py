@@ -31,6 +31,22 @@ SHUTDOWN_TIMEOUT = 30.0
 SUPERVISOR_CHECK = 1.0  # seconds between a worker's looks at its parent
 
 
+class EarlyHangup:
+    """SIGHUP from a process's start until it serves: remembered, then acted on as a reload
+    once the process serves (:func:`run`'s ``early``). Installed before the config is read.
+    Without it a SIGHUP then ended a single process or a supervisor (the signal's default),
+    and a worker (started with SIGHUP ignored, so that it would not end) that had already read
+    the file kept serving it after a reload that every other process made: a worker restarted
+    as a new policy was deployed kept admitting what the new one refuses."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        signal.signal(signal.SIGHUP, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.seen = True
+
+
 async def run(
     settings: Settings,
     *,
@@ -43,6 +59,7 @@ async def run(
     share_port: bool = False,
     app_factory: Callable[[Current], web.Application] = create_app,
     supervisor: int | None = None,
+    early: EarlyHangup | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT. ``public``/``admin`` choose the listeners (a worker serves
     only the public one, a supervisor only the admin one). ``share_port`` binds the public
@@ -51,7 +68,8 @@ async def run(
     public app from the current runtime (the demo wraps :func:`~gateway.app.create_app` to add
     a middleware of its own). ``supervisor``: the pid of the supervisor that started this
     worker; once it is no longer this process's parent (killed, crashed), the worker stops as
-    on SIGTERM. A listener that cannot be bound raises
+    on SIGTERM. ``early``: a SIGHUP that came while the process started is a reload as soon
+    as the handler is installed. A listener that cannot be bound raises
     :class:`~gateway.config.ConfigError` naming the field, the address and the reason
     (``listen.port: cannot listen on 0.0.0.0:8080: address already in use; …``)."""
     current = Current(runtime or build_runtime(settings))
@@ -102,6 +120,10 @@ async def run(
     loop.add_signal_handler(signal.SIGHUP, hangup)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, terminate, sig)
+    if early is not None and early.seen:
+        # SECURITY: the file may have changed since this process read it; every other process
+        # reloaded it.
+        hangup()
     try:
         if public:
             await _bind(

@@ -19,14 +19,18 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Settings
 from gateway.observe import logs
 
+if TYPE_CHECKING:
+    from gateway.server import EarlyHangup
+
 RESTART_DELAY = 1.0
 
 
-def supervise(config_path: Path, settings: Settings) -> int:
+def supervise(config_path: Path, settings: Settings, early: EarlyHangup | None = None) -> int:
     directory = tempfile.mkdtemp(prefix="gateway-metrics-")
     # prometheus_client picks its multiprocess value store when first imported, so the
     # directory is set before anything imports it, here and (inherited) in every worker.
@@ -35,13 +39,13 @@ def supervise(config_path: Path, settings: Settings) -> int:
         from gateway.server import install_event_loop_policy
 
         install_event_loop_policy()
-        asyncio.run(_supervise(config_path, settings))
+        asyncio.run(_supervise(config_path, settings, early))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
-async def _supervise(config_path: Path, settings: Settings) -> None:
+async def _supervise(config_path: Path, settings: Settings, early: EarlyHangup | None) -> None:
     from prometheus_client import CollectorRegistry, multiprocess
 
     from gateway.server import SHUTDOWN_TIMEOUT, run
@@ -85,7 +89,14 @@ async def _supervise(config_path: Path, settings: Settings) -> None:
 
     watcher = asyncio.create_task(watch())
     try:
-        await run(settings, public=False, admin=True, metrics_registry=registry, on_signal=forward)
+        await run(
+            settings,
+            public=False,
+            admin=True,
+            metrics_registry=registry,
+            on_signal=forward,
+            early=early,
+        )
     finally:
         stopping = True
         watcher.cancel()

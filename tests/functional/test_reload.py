@@ -5,6 +5,7 @@ another master key is refused (issue 12)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 import uuid
@@ -18,6 +19,8 @@ import yaml
 from aiohttp.test_utils import TestServer
 
 from gateway.keys.sealing import new_master_key
+from gateway.server import EarlyHangup, run
+from gateway.settings import load_settings
 from tests.support import (
     ADMIN_TOKEN,
     GatewayProcess,
@@ -470,3 +473,46 @@ async def test_turning_tls_on_by_reload_is_said_to_need_a_restart(
     proc.proc.send_signal(signal.SIGHUP)
     await reloaded(proc, 1)
     assert restart_warnings(proc) == ["admin.tls_cert"]
+
+
+async def test_a_hangup_while_starting_is_a_reload_once_serving(tmp_path: Path) -> None:
+    """A SIGHUP that comes after a process read its file and before it serves: it used to end
+    a single process (the signal's default) or, in a worker (started with SIGHUP ignored), be
+    lost, so a worker restarted as a new config was deployed served the old one while every
+    other process reloaded. It is now remembered from before the file is read and is a reload
+    once the process serves. In this process: the file changes (a new admin token) after it
+    was read, and the SIGHUP comes before ``run``."""
+    proc = write_config(tmp_path, "http://127.0.0.1:1")
+    previous = signal.getsignal(signal.SIGHUP)
+    early = EarlyHangup()
+    serving: asyncio.Future[None] | None = None
+    try:
+        settings = load_settings(proc.config)
+        document = yaml.safe_load(proc.config.read_text())
+        document["admin"]["token"] = new_token = "new-admin-token-" + uuid.uuid4().hex
+        proc.config.write_text(yaml.safe_dump(document))
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert early.seen
+
+        serving = asyncio.ensure_future(run(settings, early=early))
+        url = f"http://127.0.0.1:{proc.admin_port}/admin/keys?account=acc_1"
+        deadline = time.monotonic() + 10
+        statuses: tuple[int, int] = (0, 0)
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline and statuses != (200, 401):
+                await asyncio.sleep(0.05)
+                try:
+                    got = []
+                    for token in (new_token, ADMIN_TOKEN):
+                        headers = {"Authorization": f"Bearer {token}"}
+                        async with session.get(url, headers=headers) as r:
+                            got.append(r.status)
+                    statuses = (got[0], got[1])
+                except aiohttp.ClientConnectionError:
+                    continue
+        assert statuses == (200, 401)  # the file as it is now, not as it was read
+    finally:
+        if serving is not None:
+            os.kill(os.getpid(), signal.SIGTERM)  # run()'s own handler: drain and stop
+            await serving
+        signal.signal(signal.SIGHUP, previous)
