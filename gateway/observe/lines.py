@@ -76,6 +76,8 @@ class BatchLines:
         self._tails: dict[str, bytes] = {}
         # Per caller, route and outcome: the middles of its access and audit lines.
         self._middles: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        # The worker's index after the message (_PROCESS), read at the first line.
+        self._process: bytes | None = None
 
     def __call__(self, created: float, logger: str, fields: dict[str, Any]) -> bytes:
         """One line, newline-ended, UTF-8 (:func:`json_line`'s text, encoded)."""
@@ -128,18 +130,23 @@ class BatchLines:
         if whole != self._whole:
             self._new_second(whole)
         millis = _MILLIS[int(created * 1000) % 1000]
+        process = self._process
+        if process is None:
+            fragment = orjson.dumps(_PROCESS)[1:-1]
+            process = self._process = b"," + fragment if fragment else b""
         text = b""
         if access:
             text = _ACCESS_LINE % (
                 self._second,
                 millis,
+                process,
                 rid,
                 middles[0],
                 duration,
                 upstream_ms,
             )
         if audit:
-            text += _AUDIT_LINE % (self._second, millis, rid, middles[1])
+            text += _AUDIT_LINE % (self._second, millis, process, rid, middles[1])
         return text
 
     def _new_second(self, whole: int) -> None:
@@ -159,13 +166,14 @@ class BatchLines:
 
 
 # A request's access and audit lines around their middles (:func:`_middles`): json_line's head
-# (time, level, logger, message), the request id first among the fields, the durations last.
+# (time, level, logger, message, the worker's index), the request id first among the fields,
+# the durations last.
 _ACCESS_LINE = (
-    b'{"ts":"%s.%sZ","level":"info","logger":"gateway.access","msg":"access",'
+    b'{"ts":"%s.%sZ","level":"info","logger":"gateway.access","msg":"access"%s,'
     b'"request_id":%s,%s,"duration_ms":%s,"upstream_ms":%s}\n'
 )
 _AUDIT_LINE = (
-    b'{"ts":"%s.%sZ","level":"info","logger":"gateway.audit","msg":"audit","request_id":%s,%s}\n'
+    b'{"ts":"%s.%sZ","level":"info","logger":"gateway.audit","msg":"audit"%s,"request_id":%s,%s}\n'
 )
 MAX_MIDDLES = 2048  # kept middles (a few hundred bytes each) before they are all dropped
 

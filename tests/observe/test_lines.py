@@ -117,13 +117,28 @@ AUDIT_FIELDS = {
 @pytest.mark.parametrize("on", [(True, True), (True, False), (False, True), (False, False)])
 @pytest.mark.parametrize("user", ["usr_a", "bytes a client sent: \udcff"])
 @pytest.mark.parametrize("created", [1700000000.0123, 1700000000.9999, 1700000001.0])
+@pytest.mark.parametrize("worker", [None, 2])
 def test_a_requests_lines_from_one_tuple_are_the_access_and_audit_lines(
-    upstream: float | None, on: tuple[bool, bool], user: str, created: float
+    upstream: float | None,
+    on: tuple[bool, bool],
+    user: str,
+    created: float,
+    worker: int | None,
+    marked: None,
 ) -> None:
     """logs.exchange's entry becomes, on the writer thread, exactly json_line's text for the
     fields access() and audit() were given for the same request (keys, order, rounding, time,
-    the escaped fallback for text that is not valid Unicode)."""
-    from gateway.observe.lines import BatchLines, access_fields, audit_fields, json_line
+    the escaped fallback for text that is not valid Unicode), in a worker too: its access and
+    audit lines name it as its other lines do (they did not)."""
+    from gateway.observe.lines import (
+        BatchLines,
+        access_fields,
+        audit_fields,
+        json_line,
+        mark_worker,
+    )
+
+    mark_worker(worker)
 
     fields = (*EXCHANGE[:6], user, *EXCHANGE[7:10], upstream, *EXCHANGE[11:])
     access = {
@@ -138,6 +153,10 @@ def test_a_requests_lines_from_one_tuple_are_the_access_and_audit_lines(
         json_line(created, "info", "gateway.access", "access", access) + "\n" if on[0] else ""
     ) + (json_line(created, "info", "gateway.audit", "audit", audit) + "\n" if on[1] else "")
     assert BatchLines().exchange(created, (fields, *on)) == expected.encode()
+    if worker is not None and any(on):
+        assert f'"msg":"{"access" if on[0] else "audit"}","worker":{worker},'.encode() in (
+            BatchLines().exchange(created, (fields, *on))
+        )
 
 
 @given(st.floats(min_value=0, max_value=3600, allow_nan=False))
