@@ -36,6 +36,8 @@ from gateway.render import error_response
 from gateway.runtime import CURRENT, Runtime
 
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+# A supervisor's admin app: the listeners its workers serve, by field, which readiness checks.
+WORKER_LISTENERS = web.AppKey("worker_listeners", dict)
 # What an admin handler acted on (account, key_id, subject), for its audit line.
 ACTED_ON: web.RequestKey[dict[str, str]] = web.RequestKey("acted_on", dict)
 AdminHandler = Callable[[web.Request, Runtime], Awaitable[web.Response]]
@@ -50,9 +52,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store answers and every upstream accepts a TCP connection."""
+    """Ready when the store answers and every upstream accepts a TCP connection; served by a
+    supervisor (``workers: N``), also when its workers' listeners accept one: its own
+    process being alive says nothing of theirs (workers failing at every start, a bad file
+    read after a crash, left the pod ready with nothing listening)."""
     runtime = request.app[CURRENT].runtime
     checks: dict[str, str] = {}
+    for field, (host, port) in request.app.get(WORKER_LISTENERS, {}).items():
+        checks[field] = "ok" if await _accepts(host, port, 1.0) else "unavailable"
     try:
         await runtime.store.ping()
         checks["store"] = "ok"
@@ -60,18 +67,22 @@ async def readyz(request: web.Request) -> web.Response:
         checks["store"] = "unavailable"
     for name, upstream in runtime.settings.upstreams.items():
         host, port = upstream.url.host or "", upstream.url.port or 80
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), upstream.connect_timeout
-            )
-            writer.close()
-            checks[f"upstream:{name}"] = "ok"
-        except (OSError, TimeoutError):
-            checks[f"upstream:{name}"] = "unavailable"
+        accepts = await _accepts(host, port, upstream.connect_timeout)
+        checks[f"upstream:{name}"] = "ok" if accepts else "unavailable"
     ready = all(v == "ok" for v in checks.values())
     return json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
     )
+
+
+async def _accepts(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host:port`` accepts a TCP connection within ``timeout`` seconds."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.admin import METRICS_REGISTRY, admin_routes, json_errors
+from gateway.admin import METRICS_REGISTRY, WORKER_LISTENERS, admin_routes, json_errors
 from gateway.config import Settings
 from gateway.dashboard.routes import setup_dashboard
 from gateway.front import front_handler, no_expectation
@@ -40,15 +40,20 @@ def create_app(current: Current) -> web.Application:
 
 
 def create_admin_app(
-    current: Current, metrics_registry: CollectorRegistry | None = None
+    current: Current,
+    metrics_registry: CollectorRegistry | None = None,
+    worker_listeners: dict[str, tuple[str, int]] | None = None,
 ) -> web.Application:
     """The admin app, with the key dashboard under ``/dashboard``. ``metrics_registry``
     replaces the runtime's own registry on ``/metrics`` (a supervisor serves the registry that
-    aggregates its workers)."""
+    aggregates its workers); ``worker_listeners`` (a supervisor's: field to address) are
+    checked by ``/readyz``."""
     app = web.Application(middlewares=[json_errors])
     app.on_response_prepare.append(_server_header)
     app[CURRENT] = current
     app[METRICS_REGISTRY] = metrics_registry or current.runtime.metrics.registry
+    if worker_listeners:
+        app[WORKER_LISTENERS] = worker_listeners
     app.add_routes(admin_routes())
     setup_dashboard(app)
     return app

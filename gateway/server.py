@@ -87,7 +87,9 @@ async def run(
     if admin:
         runners.append(
             GatewayRunner(
-                create_admin_app(current, metrics_registry),
+                create_admin_app(
+                    current, metrics_registry, None if public else _listeners(settings)
+                ),
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
                 access_log=None,
                 handle_signals=False,
@@ -188,6 +190,16 @@ async def run(
         if not public:  # the public app's cleanup_ctx closes them otherwise
             await close_resources(current)
         logs.event("stopped")
+
+
+def _listeners(settings: Settings) -> dict[str, tuple[str, int]]:
+    """The listeners a supervisor's workers serve, as a client on this host reaches them."""
+    found = {"listen": settings.listen}
+    if settings.decision.listen is not None:
+        found["decision.listen"] = settings.decision.listen
+    # A wildcard address (every interface) is reached on the loopback.
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+    return {field: (local.get(lst.host, lst.host), lst.port) for field, lst in found.items()}
 
 
 async def _follow(supervisor: int, stop: asyncio.Event) -> None:

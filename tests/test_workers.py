@@ -8,12 +8,15 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.support import (
     OwnedProcess,
+    ThreadedUpstream,
     free_port,
     gateway_command,
     wait_for_port,
@@ -208,3 +211,60 @@ def test_a_second_gateway_with_workers_is_refused_the_port(tmp_path: Path, redis
         "use; stop what holds it (another gateway?) or choose another port\n"
     )
     assert b'"msg":"listening"' not in out
+
+
+UPSTREAMS_OK = {"upstream:live": "ok", "upstream:sandbox": "ok"}
+
+
+def _ready(admin_port: int) -> tuple[int, dict[str, str]]:
+    url = f"http://127.0.0.1:{admin_port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())["checks"]
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())["checks"]
+
+
+def test_a_supervisor_is_ready_only_while_its_workers_listen(
+    tmp_path: Path, redis_url: str, upstream_thread: ThreadedUpstream
+) -> None:
+    """The supervisor's own process being alive said nothing of its workers': with workers
+    that failed at every start (a file broken after a reload that kept the running config,
+    read again by workers restarted after a crash), /readyz was 200 while the public port
+    refused every connection, and Kubernetes kept sending traffic to the pod."""
+    proc = write_config(
+        tmp_path,
+        f"http://127.0.0.1:{upstream_thread.port}",
+        store=redis_url,
+        name=f"workers-{uuid.uuid4().hex[:8]}",
+        extra={"workers": 2},
+    )
+    log = tmp_path / "supervisor.log"
+    supervisor = serve(proc.config, log)
+
+    def until(want: int) -> tuple[int, dict[str, str]]:
+        deadline = time.monotonic() + 20
+        seen = _ready(proc.admin_port)
+        while seen[0] != want and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = _ready(proc.admin_port)
+        return seen
+
+    try:
+        wait_for_port(proc.admin_port)
+        wait_for_port(proc.port)
+        assert until(200) == (200, {"listen": "ok", "store": "ok", **UPSTREAMS_OK})
+        good = proc.config.read_text()
+        proc.config.write_text(good + "bogus_field: 1\n")
+        supervisor.send_signal(signal.SIGHUP)  # refused: every process keeps what it runs
+        time.sleep(0.5)
+        for pid in subprocess.run(
+            ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True, check=False
+        ).stdout.split():
+            os.kill(int(pid), signal.SIGKILL)  # restarted, they read the broken file and exit
+        status, checks = until(503)
+        assert (status, checks["listen"]) == (503, "unavailable"), log.read_text()
+        proc.config.write_text(good)  # put right: the next restart serves again
+        assert until(200)[0] == 200
+    finally:
+        supervisor.stop()
