@@ -71,35 +71,47 @@ def check_tls(settings: Settings) -> None:
 
 class TlsContexts:
     """The listeners' TLS contexts, reloadable in place: on SIGHUP new handshakes use the files
-    the new config names, while established connections keep theirs."""
+    the new config names, while established connections keep theirs.
+
+    The context a listener was started with is a dispatcher: on every ClientHello (with or
+    without SNI) its ``sni_callback`` hands the handshake the listener's current context, which
+    a reload replaces whole. SECURITY: loading a renewed pair into the running context instead
+    kept the replaced certificate and key of any other key type (OpenSSL keeps one of each):
+    after a move from ECDSA to RSA, or back, clients kept being served the replaced one."""
 
     def __init__(self) -> None:
-        self._contexts: list[tuple[ssl.SSLContext, str]] = []  # each with its listener's field
+        self._current: list[list[ssl.SSLContext]] = []  # per listener: [its current context]
+        self._fields: list[str] = []
 
     def context(self, field: str, listener: Listener) -> ssl.SSLContext | None:
         if listener.tls_cert is None or listener.tls_key is None:
             return None
-        context = server_context(listener.tls_cert, listener.tls_key)
-        self._contexts.append((context, field))
-        return context
+        dispatcher = server_context(listener.tls_cert, listener.tls_key)
+        current = [dispatcher]
+
+        def handshake(conn: ssl.SSLObject, name: str | None, used: ssl.SSLContext) -> None:
+            if current[0] is not used:
+                conn.context = current[0]
+
+        dispatcher.sni_callback = handshake
+        self._current.append(current)
+        self._fields.append(field)
+        return dispatcher
 
     def reload(self, settings: Settings) -> None:
-        """Load each listener's pair from ``settings`` into its running context. A pair that
-        does not load (the files changed again since the reload checked them) is logged and
-        leaves the running context as it was.
+        """Give each listener a new context with its pair from ``settings``. A pair that does
+        not load (the files changed again since the reload checked them) is logged and leaves
+        the running context as it was.
 
-        SECURITY: loading a bad pair straight into the running context leaves it half loaded,
-        and every handshake after that fails: a renewal gone wrong would take TLS down. So the
-        files are read once, and those very bytes are loaded into a new context first and only
-        then into the running one (from a private copy: what a renewal writes meanwhile
-        cannot slip in between)."""
+        The files are read once, and those very bytes are loaded (from a private copy: what a
+        renewal writes meanwhile cannot slip in between)."""
         named = dict(listeners(settings))
-        for context, field in self._contexts:
+        for current, field in zip(self._current, self._fields, strict=True):
             new = named.get(field)
             if new is None or new.tls_cert is None or new.tls_key is None:
                 continue
             try:
-                _load_checked(context, new.tls_cert.read_bytes(), new.tls_key.read_bytes())
+                current[0] = _loaded(new.tls_cert.read_bytes(), new.tls_key.read_bytes())
             except (ssl.SSLError, OSError) as exc:
                 logs.event(
                     "TLS certificate reload failed; keeping the running certificate",
@@ -109,10 +121,10 @@ class TlsContexts:
                 )
 
 
-def _load_checked(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    """Load ``cert`` and ``key`` into ``context`` once they have loaded into a new one. ssl
-    loads only from files: they are written, readable by this user alone, to a directory of
-    this process's own that is removed at once."""
+def _loaded(cert: bytes, key: bytes) -> ssl.SSLContext:
+    """A server context holding ``cert`` and ``key``. ssl loads only from files: they are
+    written, readable by this user alone, to a directory of this process's own that is removed
+    at once."""
     with tempfile.TemporaryDirectory(prefix="gateway-tls-") as directory:
         paths = []
         for name, data in (("cert.pem", cert), ("key.pem", key)):
@@ -121,5 +133,4 @@ def _load_checked(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             paths.append(path)
-        server_context(paths[0], paths[1])
-        context.load_cert_chain(str(paths[0]), str(paths[1]))
+        return server_context(paths[0], paths[1])

@@ -16,8 +16,10 @@ from gateway.tls import TlsContexts, check_tls
 from tests.conftest import make_settings
 
 
-def pair(ca: trustme.CA, directory: Path, name: str) -> tuple[Path, Path]:
-    issued = ca.issue_cert(f"{name}.example")
+def pair(
+    ca: trustme.CA, directory: Path, name: str, key_type: trustme.KeyType = trustme.KeyType.ECDSA
+) -> tuple[Path, Path]:
+    issued = ca.issue_cert(f"{name}.example", key_type=key_type)
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     issued.cert_chain_pems[0].write_to_path(str(cert))
     issued.private_key_pem.write_to_path(str(key))
@@ -70,6 +72,32 @@ def test_a_reload_serves_a_renewal_and_keeps_the_running_pair_on_a_bad_one(
     cert.write_bytes(pair(ca, tmp_path, "other")[0].read_bytes())
     contexts.reload(settings)
     assert served_name(context) == "renewed.example"
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [(trustme.KeyType.ECDSA, trustme.KeyType.RSA), (trustme.KeyType.RSA, trustme.KeyType.ECDSA)],
+)
+def test_a_renewal_with_another_key_type_replaces_the_running_certificate(
+    tmp_path: Path, first: trustme.KeyType, then: trustme.KeyType
+) -> None:
+    """OpenSSL keeps one certificate per key type in a context: loading an RSA pair into the
+    running context of an ECDSA one kept the ECDSA certificate and key, and clients that take
+    either (most) were served the replaced one until a restart."""
+    ca = trustme.CA()
+    cert, key = pair(ca, tmp_path, "old", first)
+    settings = make_settings("http://127.0.0.1:9", listen=listen(cert, key))
+    contexts = TlsContexts()
+    context = contexts.context("listen", settings.listen)
+    assert context is not None and served_name(context) == "old.example"
+    new_cert, new_key = pair(ca, tmp_path, "new", then)
+    cert.write_bytes(new_cert.read_bytes())
+    key.write_bytes(new_key.read_bytes())
+    contexts.reload(settings)
+    assert served_name(context) == "new.example"
+    cert.write_bytes(pair(ca, tmp_path, "third", first)[0].read_bytes())  # a mismatched pair
+    contexts.reload(settings)
+    assert served_name(context) == "new.example"
 
 
 @pytest.mark.parametrize("spoiled", ["tls_cert", "tls_key"])
