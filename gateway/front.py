@@ -150,7 +150,9 @@ def begin(
         if runtime.authenticators.configured_shape(incoming):
             incoming = None
     exchange = Exchange(next(_ids) if incoming is None else incoming, time.perf_counter())
-    return exchange, runtime.tracer.request(headers, method, exchange.request_id)
+    return exchange, runtime.tracer.request(
+        headers, method, exchange.request_id, runtime.authenticators.configured_shape
+    )
 
 
 _BATCH = 64

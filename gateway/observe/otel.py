@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Final
 
@@ -144,8 +144,14 @@ class OtelTracer:
         self._propagator = TraceContextTextMapPropagator()
         self._closed = False
 
-    def request(self, headers: Mapping[str, str], method: str, request_id: str) -> _Request:
-        parent = _without_secrets(self._propagator.extract(headers))
+    def request(
+        self,
+        headers: Mapping[str, str],
+        method: str,
+        request_id: str,
+        secret: Callable[[str], bool] | None = None,
+    ) -> _Request:
+        parent = _without_secrets(self._propagator.extract(headers), secret or _never)
         method = t.method_attribute(method)
         span = self._tracer.start_span(
             method,
@@ -224,15 +230,22 @@ class OtelTracer:
         await asyncio.to_thread(self._provider.shutdown)
 
 
-def _without_secrets(parent: Context) -> Context:
-    """``parent`` without the client's ``tracestate`` members that look like a credential
-    (the trace state travels with every span to the collector and on to the upstream)."""
+def _never(value: str) -> bool:
+    return False
+
+
+def _without_secrets(parent: Context, secret: Callable[[str], bool]) -> Context:
+    """``parent`` without the client's ``tracestate`` members that look like a credential or
+    that ``secret`` says are one (an opaque token of ``introspection.token_pattern``): the
+    trace state travels with every span to the collector and on to the upstream."""
     span_context = trace.get_current_span(parent).get_span_context()
     state = span_context.trace_state
-    if not state or not any(looks_secret(value) for value in state.values()):
+    if not state or not any(looks_secret(v) or secret(v) for v in state.values()):
         return parent
     # SECURITY: a credential a client put in tracestate is neither exported nor forwarded.
-    kept = TraceState([(key, value) for key, value in state.items() if not looks_secret(value)])
+    kept = TraceState(
+        [(key, value) for key, value in state.items() if not (looks_secret(value) or secret(value))]
+    )
     remote = trace.SpanContext(
         trace_id=span_context.trace_id,
         span_id=span_context.span_id,

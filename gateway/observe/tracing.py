@@ -102,9 +102,17 @@ class Tracer(Protocol):
 
     enabled: bool
 
-    def request(self, headers: Mapping[str, str], method: str, request_id: str) -> RequestSpan:
+    def request(
+        self,
+        headers: Mapping[str, str],
+        method: str,
+        request_id: str,
+        secret: Callable[[str], bool] | None = None,
+    ) -> RequestSpan:
         """Start the request's span, continuing the trace of the client's W3C
-        ``traceparent``/``tracestate`` when they are valid (a new trace otherwise)."""
+        ``traceparent``/``tracestate`` when they are valid (a new trace otherwise), without
+        ``tracestate`` members that look like a credential or that ``secret`` says are one
+        (a shape only the config knows)."""
 
     def authentication(self) -> Span:
         """The span of extracting and verifying the credential."""
@@ -164,7 +172,13 @@ class NoopTracer:
     __slots__ = ()
     enabled = False
 
-    def request(self, headers: Mapping[str, str], method: str, request_id: str) -> NoopSpan:
+    def request(
+        self,
+        headers: Mapping[str, str],
+        method: str,
+        request_id: str,
+        secret: Callable[[str], bool] | None = None,
+    ) -> NoopSpan:
         return NOOP_SPAN
 
     def authentication(self) -> NoopSpan:

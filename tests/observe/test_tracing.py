@@ -362,6 +362,38 @@ async def test_a_clients_credential_in_tracestate_is_dropped(
     secrets_absent(receiver[0], key)
 
 
+async def test_an_opaque_token_of_the_configured_shape_in_tracestate_is_dropped(
+    make_gateway: GatewayFactory, receiver: tuple[OtlpReceiver, str]
+) -> None:
+    """An opaque OAuth2 token (``introspection.token_pattern``) has no shape the gateway knows
+    by itself: in tracestate it was exported with every span and forwarded upstream, while
+    the same token as a request id was replaced."""
+    gw = await make_gateway(
+        tracing={"enabled": True, "endpoint": receiver[1]},
+        introspection={
+            "url": "http://127.0.0.1:9/introspect",
+            "client_id": "gateway",
+            "client_secret": "s" * 32,
+            "token_pattern": r"ory_at_[A-Za-z0-9]{16,64}",
+        },
+    )
+    key = await gw.key()
+    opaque = "ory_at_" + uuid.uuid4().hex
+    response = await gw.client.get(
+        SCORES,
+        headers=bearer(
+            key,
+            traceparent=f"00-{TRACE_ID}-{CLIENT_SPAN}-01",
+            tracestate=f"vendor=abc,v1={opaque}",
+        ),
+    )
+    assert response.status == 200
+    await exported(gw)
+    assert gw.recorder.last.headers["tracestate"] == ["vendor=abc"]
+    assert request_span(receiver[0], response.headers["X-Request-Id"]).trace_state == "vendor=abc"
+    secrets_absent(receiver[0], opaque)
+
+
 async def test_sampling_follows_the_clients_sampled_flag(
     make_gateway: GatewayFactory, receiver: tuple[OtlpReceiver, str]
 ) -> None:
