@@ -157,7 +157,15 @@ def _record(
     }
     logs.access(**fields)
     if admitted:
-        audit_action(fields, actor="admin", ok=status < 400, acted_on=request.get(ACTED_ON, {}))
+        acted_on = request.get(ACTED_ON) or failed_on(error)
+        audit_action(fields, actor="admin", ok=status < 400, acted_on=acted_on)
+
+
+def failed_on(error: GatewayError | None) -> dict[str, str]:
+    """What an action that failed still acted on, for its audit line: the key a write left
+    behind that no replica confirmed (revoked by the key service, but on record)."""
+    key_id = error.details.get("key_id") if error is not None else None
+    return {"key_id": key_id} if isinstance(key_id, str) else {}
 
 
 def audit_action(fields: dict[str, Any], *, actor: str, ok: bool, acted_on: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ import orjson
 
 from gateway.commands import command
 from gateway.config import ConfigError
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreUnavailable
 from gateway.requirements import check_runtime_requirements
 from gateway.tls import check_tls
 
@@ -23,6 +23,24 @@ Command = Callable[[argparse.Namespace], int]
 
 def _print(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _why(exc: GatewayError) -> str:
+    """What an operator needs to act on a refusal the message leaves general: the reason in
+    its details (``not_replicated``), and for a store that did not answer, what the client
+    library said (``AuthenticationError: invalid username-password pair…``; never a
+    password: redis-py's messages name none)."""
+    if not isinstance(exc, StoreUnavailable):
+        return ""  # the others' messages say what happened
+    parts = []
+    reason = exc.details.get("reason")
+    if isinstance(reason, str) and reason not in exc.message:
+        parts.append(f"reason: {reason}")
+    cause = exc.__cause__
+    if cause is not None and not isinstance(cause, GatewayError):
+        said = str(cause).splitlines()[0][:200] if str(cause) else ""
+        parts.append(f"{type(cause).__name__}: {said}" if said else type(cause).__name__)
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _fail(message: str) -> int:
@@ -188,7 +206,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         environment = environment or ("sandbox" if args.test else "live")
 
     async def action(runtime: Any) -> Any:
-        from gateway.admin import key_acted_on
+        from gateway.admin import failed_on, key_acted_on
 
         if args.action == "list":
             records = await runtime.keys.list(args.account)
@@ -218,7 +236,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         except GatewayError as exc:
             # Refused (an unknown key, a key rotated already): on record too, as the admin
             # API's refusals are; without what was asked for (a key pasted for its id).
-            _audit_change(route, exc.code, {})
+            _audit_change(route, exc.code, failed_on(exc))
             raise
         _audit_change(route, None, acted_on)
         return result
@@ -577,4 +595,4 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     except GatewayError as exc:
-        return _fail(f"{exc.code}: {exc.message}")
+        return _fail(f"{exc.code}: {exc.message}{_why(exc)}")

@@ -20,7 +20,7 @@ from gateway.app import create_admin_app
 from gateway.cli import main
 from gateway.runtime import Current, build_runtime
 from tests.conftest import make_settings
-from tests.support import ADMIN_TOKEN, OwnedProcess, gateway_command, write_config
+from tests.support import ADMIN_TOKEN, OwnedProcess, free_port, gateway_command, write_config
 
 
 @pytest.fixture
@@ -362,3 +362,14 @@ def test_rotating_a_rotated_key_names_its_successor(
     ]
     code, _, _ = gateway(capsys, "keys", "rotate", "--config", str(config), successor)
     assert code == 0
+
+
+def test_a_store_that_does_not_answer_is_said_with_what_the_client_said(tmp_path: Path) -> None:
+    """Every store failure printed the same line (``The credential store is unavailable``):
+    a wrong password, a stopped Redis, a missing replica. The line now says why."""
+    proc = write_config(tmp_path, "http://127.0.0.1:1", store=f"redis://127.0.0.1:{free_port()}/0")
+    code, _, err = run_gateway("keys", "list", "--config", str(proc.config))
+    assert code == 2
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("gateway: service_unavailable: The credential store is unavailable")
+    assert "(ConnectionError: Error 111 connecting to 127.0.0.1:" in last, last

@@ -10,6 +10,7 @@ used for at most ``api_keys.stale_window`` more seconds (0 by default: fail clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from gateway.clock import Clock
 from gateway.config import ApiKeySettings
 from gateway.errors import (
     Conflict,
+    GatewayError,
     InvalidRequest,
     InvalidToken,
     NotFound,
@@ -298,8 +300,30 @@ class KeyService:
             digest=material.digest(key),
             sealed=self._sealer.seal(key, key_id),
         )
-        await self._store.put_key(key_id, record.digest, record.to_blob(), record.account)
+        try:
+            await self._store.put_key(key_id, record.digest, record.to_blob(), record.account)
+        except StoreUnavailable as exc:
+            if exc.details.get("reason") != "not_replicated":
+                raise
+            # SECURITY: the key is on the master but no replica confirmed it, and its secret is
+            # never shown: revoked at once, not left active with nobody knowing it.
+            await self._undo(record.with_changes(revoked_at=now))
+            raise StoreUnavailable(
+                f"Key {key_id} was written but no replica confirmed it; it was revoked. "
+                "Create the key again.",
+                details={**exc.details, "key_id": key_id},
+            ) from exc
         return key, record
+
+    async def _undo(self, *records: KeyRecord) -> None:
+        """Write ``records`` back, as far as the store lets: what a write that was not
+        confirmed left behind (it is on the master, and may or may not outlive a failover)."""
+        for record in records:
+            with contextlib.suppress(GatewayError):
+                await self._store.put_key(
+                    record.key_id, record.digest, record.to_blob(), record.account
+                )
+            self._forget(record)
 
     async def list(self, account: str | None = None) -> list[KeyRecord]:
         records = [KeyRecord.from_blob(b) for b in await self._store.list_keys(account)]
@@ -361,15 +385,30 @@ class KeyService:
             # The successor lives as long as its predecessor was made to (a 10-day key is not
             # replaced by a 90-day one), within api_keys.lifetime.
             span = min(old.expires_at - old.created_at, self._settings.lifetime)
-            key, new = await self.create(
-                old.account,
-                old.environment,
-                label=old.label,
-                test=old.prefix == "sk_test_",
-                lifetime=span if span > 0 else None,
-            )
+            try:
+                key, new = await self.create(
+                    old.account,
+                    old.environment,
+                    label=old.label,
+                    test=old.prefix == "sk_test_",
+                    lifetime=span if span > 0 else None,
+                )
+            except StoreUnavailable as exc:  # the successor revoked by create() already
+                if exc.details.get("reason") != "not_replicated":
+                    raise
+                raise _rotation_unconfirmed(key_id, exc.details["key_id"]) from exc
+            before = old
             old = old.with_changes(revoked_at=self._clock.now() + grace, rotated_to=new.key_id)
-            await self._store.put_key(old.key_id, old.digest, old.to_blob(), old.account)
+            try:
+                await self._store.put_key(old.key_id, old.digest, old.to_blob(), old.account)
+            except StoreUnavailable as exc:
+                if exc.details.get("reason") != "not_replicated":
+                    raise
+                # SECURITY: nobody was told the successor's secret: revoked, and the old key
+                # left as it was (else a repeated rotation is refused as done, and the old
+                # key ends after its grace with no successor anyone holds).
+                await self._undo(new.with_changes(revoked_at=self._clock.now()), before)
+                raise _rotation_unconfirmed(key_id, new.key_id) from exc
             self._forget(old)
             return key, new, old
 
@@ -379,3 +418,11 @@ class KeyService:
         self._by_digest.discard(record.digest)
         self._by_id.discard(record.key_id)
         self._secrets.pop(record.key_id, None)
+
+
+def _rotation_unconfirmed(key_id: str, successor: str) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"The rotation of {key_id} was not confirmed by a replica; its successor {successor} "
+        f"was revoked and {key_id} left as it was. Rotate it again.",
+        details={"store": "redis", "reason": "not_replicated", "key_id": key_id},
+    )

@@ -282,7 +282,10 @@ class RedisStore:
             return
         self._logged[kind] = now
         logs.event(
-            "store unavailable; requests that need it get 503 until it answers",
+            # The store answered, and too few replicas confirmed the write: not an outage.
+            "store write not confirmed by enough replicas; such writes get 503 until they are"
+            if kind == "not_replicated"
+            else "store unavailable; requests that need it get 503 until it answers",
             logging.WARNING,
             operation=operation,
             topology=self.topology,

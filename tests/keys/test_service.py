@@ -18,6 +18,7 @@ from gateway.errors import (
     TokenExpired,
 )
 from gateway.keys import material
+from gateway.keys.fingerprint import ensure_master_key
 from gateway.keys.record import KeyRecord
 from gateway.keys.sealing import Sealer
 from gateway.keys.service import KeyService
@@ -298,3 +299,65 @@ def test_a_record_from_a_later_release_is_read() -> None:
     }
     record = KeyRecord.from_blob(orjson.dumps({**fields, "added_later": True}))
     assert record.key_id == fields["key_id"] and record.revoked_at is None
+
+
+async def test_a_create_no_replica_confirmed_leaves_no_active_key(
+    redis_url: str, clock: FakeClock
+) -> None:
+    """``min_replicas_ack`` with no replica to confirm (both lost): the write is on the master
+    and the caller gets 503 ``not_replicated``, never the key. The key used to stay active,
+    its secret known to nobody and its id nowhere (the audit line had none). It is revoked at
+    once now, and the error names it."""
+    prefix = f"t{os.urandom(4).hex()}:"
+    unconfirmed = RedisStore(redis_url, prefix=prefix, min_replicas_ack=1, replica_ack_timeout=0.05)
+    sealer = Sealer(os.urandom(32))
+    keys = KeyService(unconfirmed, sealer, clock, ApiKeySettings())
+    confirmed = RedisStore(redis_url, prefix=prefix)
+    try:
+        await ensure_master_key(confirmed, sealer)  # the store was claimed while replicas were up
+        with pytest.raises(StoreUnavailable) as caught:
+            await keys.create("acc_nr", "live")
+        key_id = caught.value.details["key_id"]
+        assert caught.value.details["reason"] == "not_replicated"
+        assert key_id in caught.value.message and "revoked" in caught.value.message
+        [left] = await keys.list("acc_nr")
+        assert (left.key_id, left.status(clock.now())) == (key_id, "revoked")
+    finally:
+        await unconfirmed.close()
+        await confirmed.close()
+
+
+async def test_a_rotation_no_replica_confirmed_leaves_the_old_key_as_it_was(
+    redis_url: str, clock: FakeClock
+) -> None:
+    """The successor was active and the old key rotated (ending after its grace) while the
+    caller got 503 and no secret; a rotation asked again was refused as done. Now the
+    successor is revoked and the old key left active and unrotated: rotating again works."""
+    prefix = f"t{os.urandom(4).hex()}:"
+    sealer = Sealer(os.urandom(32))
+    confirmed = RedisStore(redis_url, prefix=prefix)
+    unconfirmed = RedisStore(redis_url, prefix=prefix, min_replicas_ack=1, replica_ack_timeout=0.05)
+    try:
+        secret, old = await KeyService(confirmed, sealer, clock, ApiKeySettings()).create(
+            "acc_rot", "live"
+        )
+        keys = KeyService(unconfirmed, sealer, clock, ApiKeySettings())
+        with pytest.raises(StoreUnavailable) as caught:
+            await keys.rotate(old.key_id, grace=60)
+        assert caught.value.details == {
+            "store": "redis",
+            "reason": "not_replicated",
+            "key_id": old.key_id,
+        }
+        records = {r.key_id: r for r in await keys.list("acc_rot")}
+        assert records[old.key_id].status(clock.now()) == "active"
+        assert records[old.key_id].rotated_to is None
+        successors = [r for r in records.values() if r.key_id != old.key_id]
+        assert [r.status(clock.now()) for r in successors] in ([], ["revoked"])
+        assert (await keys.authenticate(secret)).key_id == old.key_id
+        again = KeyService(confirmed, sealer, clock, ApiKeySettings())
+        _, new, previous = await again.rotate(old.key_id)  # asked again, with replicas back
+        assert previous.rotated_to == new.key_id
+    finally:
+        await confirmed.close()
+        await unconfirmed.close()
