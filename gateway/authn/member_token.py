@@ -203,7 +203,11 @@ class MemberTokenAuthenticator:
             actor = act
         scopes = scope_tokens(payload.get("scopes", []))
         if scopes is None:
-            raise _bad("The token's scopes must be an array of scope strings.", "claims")
+            raise _bad(
+                "The token's scopes must be an array of at most 64 scopes, each printable "
+                "ASCII without space, '\"' or '\\'.",
+                "claims",
+            )
         # Interned: 100,000 cached tokens of a few members share their strings (memory bound).
         return sys.intern(sub), sys.intern(actor), scopes, exp
 

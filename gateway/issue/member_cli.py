@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt
 
+from gateway.authn.claims import MAX_SCOPE_LENGTH, MAX_SCOPES, scope_tokens
 from gateway.commands import command
 from gateway.config import ConfigError, Node
 from gateway.identifiers import is_identifier
@@ -67,10 +68,16 @@ def cmd_member(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         problems.append(f"{exc} (at most 24h)")
         ttl = 0.0
+    scopes = tuple(s for s in (args.scopes or "").split(",") if s)
+    if scope_tokens(list(scopes)) is None:
+        # What the gateway would refuse (401 `claims`): never signed.
+        problems.append(
+            f"--scopes must be at most {MAX_SCOPES} comma-separated scopes of printable ASCII "
+            f"without space, '\"' or '\\', each at most {MAX_SCOPE_LENGTH} characters"
+        )
     if problems or key is None:
         sys.stderr.write("gateway: " + "; ".join(problems) + "\n")
         return 2
-    scopes = tuple(s for s in (args.scopes or "").split(",") if s)
     print(member_token(key, args.key_id, args.sub, act=args.act, ttl=ttl, scopes=scopes))
     return 0
 

@@ -48,3 +48,28 @@ def test_a_malformed_key_in_the_environment_is_named_without_being_echoed() -> N
     assert result.returncode == 2
     assert "GATEWAY_API_KEY must be an API key" in result.stderr
     assert "not-a-key-at-all" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("scopes", "signed"),
+    [
+        ("sleep:read,scores:read", ["sleep:read", "scores:read"]),
+        ("a b", None),  # what the gateway refuses (401 claims) is not signed
+        ('sleep:read,"x', None),
+        ("back\\slash", None),
+        ("x" * 129, None),
+        (",".join(f"s{i}" for i in range(65)), None),
+    ],
+)
+def test_scopes_the_gateway_would_refuse_are_not_signed(
+    scopes: str, signed: list[str] | None
+) -> None:
+    env = {**os.environ, "GATEWAY_API_KEY": KEY}
+    result = run("--key-id", KEY_ID, "--sub", "usr_1", "--scopes", scopes, env=env)
+    if signed is None:
+        assert (result.returncode, result.stdout) == (2, "")
+        assert "--scopes must be at most 64 comma-separated scopes" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), KEY.encode(), algorithms=["HS256"])
+    assert claims["scopes"] == signed
