@@ -172,6 +172,19 @@ class UpstreamTimeout(GatewayError):
 
 
 class StoreUnavailable(ServiceUnavailable):
-    """The credential store (Redis) could not be reached or timed out."""
+    """The credential store (Redis) could not be reached or timed out. Answered with
+    ``Retry-After: 1``: most outages a client meets are a timeout or a failover of seconds."""
 
     default_message = "The credential store is unavailable. Retry later."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        cause: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, details=details, headers={"Retry-After": "1", **(headers or {})}, cause=cause
+        )

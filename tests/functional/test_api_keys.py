@@ -137,6 +137,7 @@ async def test_redis_down_is_503_and_nothing_is_forwarded(
         response = await gw.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
         assert response.status == 503
         assert (await response.json())["error"] == "service_unavailable"
+        assert response.headers["Retry-After"] == "1"  # a failover is seconds
         assert len(gw.recorder.seen) == 1
     finally:
         redis_server.start()
