@@ -93,6 +93,9 @@ class DecisionServer:
             listener.port,
             ssl=ssl_context,
             reuse_port=reuse_port or None,
+            # SECURITY: a handshake never finished holds its connection no longer than
+            # header_timeout (asyncio's default is 60 s; header_timeout starts after it).
+            ssl_handshake_timeout=self.limits.header_timeout if ssl_context else None,
         )
 
     @property

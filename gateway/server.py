@@ -25,7 +25,7 @@ from gateway.observe import logs
 from gateway.protocol import GatewayRunner
 from gateway.reload import reload
 from gateway.runtime import Current, Runtime, build_runtime, close_resources
-from gateway.tls import TlsContexts
+from gateway.tls import BoundedSite, TlsContexts
 
 SHUTDOWN_TIMEOUT = 30.0
 SUPERVISOR_CHECK = 1.0  # seconds between a worker's looks at its parent
@@ -129,12 +129,13 @@ async def run(
     try:
         if public:
             await _bind(
-                web.TCPSite(
+                BoundedSite(
                     runners[0],
                     settings.listen.host,
                     settings.listen.port,
                     ssl_context=tls.context("listen", settings.listen),
                     reuse_port=share_port,
+                    handshake_timeout=settings.limits.header_timeout,
                 ).start(),
                 "listen",
                 settings.listen,
@@ -152,11 +153,12 @@ async def run(
             )
         if admin:
             await _bind(
-                web.TCPSite(
+                BoundedSite(
                     runners[-1],
                     settings.admin.host,
                     settings.admin.port,
                     ssl_context=tls.context("admin", settings.admin),
+                    handshake_timeout=settings.limits.header_timeout,
                 ).start(),
                 "admin",
                 settings.admin,

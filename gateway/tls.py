@@ -10,12 +10,16 @@ certificate (docs/operations.md, Reload)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from aiohttp import web
 
 from gateway.config import ConfigError, Listener, Settings
 from gateway.observe import logs
@@ -134,3 +138,34 @@ def _loaded(cert: bytes, key: bytes) -> ssl.SSLContext:
                 out.write(data)
             paths.append(path)
         return server_context(paths[0], paths[1])
+
+
+class BoundedSite(web.TCPSite):
+    """aiohttp's TCP site, with each TLS handshake bounded by ``handshake_timeout`` (aiohttp
+    leaves asyncio's 60 s). SECURITY: ``limits.header_timeout`` starts once the handshake is
+    over, so a client that opened connections and never finished their handshake held each
+    for 60 s whatever the config said (a slowloris four times longer than the bound)."""
+
+    __slots__ = ("_handshake_timeout",)
+
+    def __init__(self, *args: Any, handshake_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        # What TCPSite.start does, with the handshake's bound (aiohttp takes none).
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

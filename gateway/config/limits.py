@@ -32,7 +32,8 @@ class Limits(Section):
         ge=0.1,
         le=3600,
         description="A connection must send complete request headers within this time of "
-        "opening (or of its previous response), else it is closed.",
+        "opening (or of its previous response), else it is closed; on a TLS listener the "
+        "handshake must end within it too, and the headers within it of the handshake.",
     )
     body_timeout: Duration = Field(
         30.0,

@@ -20,6 +20,7 @@ from tests.support import (
     GatewayProcess,
     Recorder,
     base_url,
+    free_port,
     gateway_command,
     raw_http,
     write_config,
@@ -245,3 +246,47 @@ async def test_client_certificate_toward_the_upstream(
     response = await with_cert.client.get(SCORES, headers={"Authorization": f"Bearer {key}"})
     assert response.status == 200
     assert len(recorder.seen) == 1
+
+
+async def test_a_tls_handshake_never_finished_is_closed_at_header_timeout(
+    tmp_path: Path, ca: trustme.CA, processes: list[GatewayProcess]
+) -> None:
+    """``limits.header_timeout`` starts once a TLS handshake is over, and aiohttp left the
+    handshake itself to asyncio's 60 s: a connection that sent nothing, or half a ClientHello,
+    was held 60 s whatever the config said. Each TLS listener now bounds the handshake by
+    ``header_timeout`` (1 s here) too."""
+    cert, key = server_files(ca, tmp_path, "gateway")
+    tls = {"host": "127.0.0.1", "tls_cert": str(cert), "tls_key": str(key)}
+    decision_port = free_port()
+    proc = write_config(
+        tmp_path,
+        "http://127.0.0.1:1",
+        extra={
+            "limits": {"header_timeout": "1s"},
+            "decision": {
+                "enabled": True,
+                "proxy": "nginx",
+                "listen": {**tls, "port": decision_port},
+            },
+        },
+    )
+    import yaml
+
+    document = yaml.safe_load(proc.config.read_text())
+    for field in ("listen", "admin"):
+        document[field] = {**tls, "port": document[field]["port"]}
+    proc.config.write_text(yaml.safe_dump(document))
+    await asyncio.to_thread(proc.start)
+    processes.append(proc)
+    for port in (proc.port, proc.admin_port, decision_port):
+        for opening in (b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):  # half a hello
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(opening)
+            await writer.drain()
+            # Closed by the gateway (EOF, or a reset), well before asyncio's 60 s.
+            try:
+                closed = await asyncio.wait_for(reader.read(), 10)
+            except ConnectionResetError:
+                closed = b""
+            assert closed == b"", port
+            writer.close()
