@@ -60,6 +60,7 @@ async def run(
     app_factory: Callable[[Current], web.Application] = create_app,
     supervisor: int | None = None,
     early: EarlyHangup | None = None,
+    draining: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT. ``public``/``admin`` choose the listeners (a worker serves
     only the public one, a supervisor only the admin one). ``share_port`` binds the public
@@ -68,8 +69,10 @@ async def run(
     public app from the current runtime (the demo wraps :func:`~gateway.app.create_app` to add
     a middleware of its own). ``supervisor``: the pid of the supervisor that started this
     worker; once it is no longer this process's parent (killed, crashed), the worker stops as
-    on SIGTERM. ``early``: a SIGHUP that came while the process started is a reload as soon
-    as the handler is installed. A listener that cannot be bound raises
+    on SIGTERM. ``draining``: awaited once SIGTERM or SIGINT came, before the listeners stop
+    (a supervisor's: its workers' drain). ``early``: a SIGHUP that came while the process
+    started is a reload as soon as the handler is installed. A listener that cannot be bound
+    raises
     :class:`~gateway.config.ConfigError` naming the field, the address and the reason
     (``listen.port: cannot listen on 0.0.0.0:8080: address already in use; …``)."""
     current = Current(runtime or build_runtime(settings))
@@ -178,6 +181,8 @@ async def run(
             await on_ready(current.runtime)
         await stop.wait()
         logs.event("stopping: draining in-flight requests", timeout_s=SHUTDOWN_TIMEOUT)
+        if draining is not None:
+            await draining()
     finally:
         # Every listener stops accepting and drains at once, each for at most SHUTDOWN_TIMEOUT
         # (one after the other, an admin request held open would delay the public drain past

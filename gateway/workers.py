@@ -87,20 +87,8 @@ async def _supervise(config_path: Path, settings: Settings, early: EarlyHangup |
                     await asyncio.sleep(RESTART_DELAY)
                     workers[i] = spawn([*command, str(i + 1)])
 
-    watcher = asyncio.create_task(watch())
-    try:
-        await run(
-            settings,
-            public=False,
-            admin=True,
-            metrics_registry=registry,
-            on_signal=forward,
-            early=early,
-        )
-    finally:
-        stopping = True
-        watcher.cancel()
-        forward(signal.SIGTERM)
+    async def workers_stopped() -> None:
+        """Every worker has drained and exited (SIGKILL past the grace period and 5 s)."""
         deadline = asyncio.get_running_loop().time() + SHUTDOWN_TIMEOUT + 5
         for worker in workers:
             remaining = max(0.1, deadline - asyncio.get_running_loop().time())
@@ -108,6 +96,25 @@ async def _supervise(config_path: Path, settings: Settings, early: EarlyHangup |
                 await asyncio.to_thread(worker.wait, remaining)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        # The admin listener (health, metrics) stays up while the workers drain: it used to
+        # close at once, and the supervisor said "stopped" while workers still served.
+        await run(
+            settings,
+            public=False,
+            admin=True,
+            metrics_registry=registry,
+            on_signal=forward,
+            early=early,
+            draining=workers_stopped,
+        )
+    finally:
+        stopping = True
+        watcher.cancel()
+        forward(signal.SIGTERM)
+        await workers_stopped()
 
 
 def spawn(command: list[str]) -> subprocess.Popen[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from tests.support import (
     OwnedProcess,
     ThreadedUpstream,
+    admin_create_key,
     free_port,
     gateway_command,
     wait_for_port,
@@ -268,3 +270,47 @@ def test_a_supervisor_is_ready_only_while_its_workers_listen(
         assert until(200)[0] == 200
     finally:
         supervisor.stop()
+
+
+def test_the_supervisor_serves_health_until_its_workers_have_drained(
+    tmp_path: Path, redis_url: str, upstream_thread: ThreadedUpstream
+) -> None:
+    """On SIGTERM the supervisor closed its admin listener at once and said "stopped" while
+    its workers were still answering what was in flight: nothing could be scraped during the
+    drain, and the log read as if it were over. Its admin listener now stays up until every
+    worker has stopped, and its "stopped" line comes last."""
+    proc = write_config(
+        tmp_path,
+        f"http://127.0.0.1:{upstream_thread.port}",
+        store=redis_url,
+        name=f"workers-{uuid.uuid4().hex[:8]}",
+        extra={"workers": 2},
+    )
+    log = tmp_path / "supervisor.log"
+    supervisor = serve(proc.config, log)
+    try:
+        wait_for_port(proc.admin_port)
+        wait_for_port(proc.port)
+        key = admin_create_key(proc, "acc_1")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{proc.port}/v1/users/usr_a/scores?slow=3",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(urllib.request.urlopen, request, timeout=20)
+            time.sleep(1.0)  # in flight at a worker
+            supervisor.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            health = f"http://127.0.0.1:{proc.admin_port}/healthz"
+            with urllib.request.urlopen(health, timeout=5) as answer:
+                assert answer.status == 200  # the worker is still draining
+            assert slow.result().status == 200
+        assert supervisor.wait(timeout=30) == 0
+    finally:
+        supervisor.stop()
+    stopped = [
+        json.loads(line).get("worker")
+        for line in log.read_text().splitlines()
+        if json.loads(line)["msg"] == "stopped"
+    ]
+    assert sorted(stopped[:-1]) == [1, 2] and stopped[-1] is None, stopped
