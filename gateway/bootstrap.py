@@ -30,6 +30,7 @@ from typing import Any
 from gateway.config import ConfigError
 from gateway.config.loader import read_yaml
 from gateway.config.placeholders import PLACEHOLDER, check_written
+from gateway.config.store import REDIS_SCHEMES
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -140,6 +141,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     :class:`~gateway.config.ConfigError` when the file cannot be read."""
     from gateway.keys.sealing import new_master_key
 
+    if not args.redis_url.startswith(REDIS_SCHEMES):
+        # Written to the environment file, it would fail only at `serve`.
+        raise ConfigError("--redis-url", "must be a redis://, rediss:// or unix:// URL")
     config = Path(args.config)
     document = read_yaml(config, "") or {}
     # A broken placeholder would name a file or a variable that is not the one meant.

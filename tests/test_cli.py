@@ -373,3 +373,12 @@ def test_a_store_that_does_not_answer_is_said_with_what_the_client_said(tmp_path
     last = err.decode().strip().splitlines()[-1]
     assert last.startswith("gateway: service_unavailable: The credential store is unavailable")
     assert "(ConnectionError: Error 111 connecting to 127.0.0.1:" in last, last
+
+
+def test_init_refuses_a_redis_url_serve_could_not_open(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("store: {url: '${REDIS_URL}'}\n")
+    code, _, err = run_gateway("init", "--config", str(config), "--redis-url", "http://nope")
+    assert code == 2
+    assert err.decode() == "gateway: --redis-url: must be a redis://, rediss:// or unix:// URL\n"
+    assert not (tmp_path / "gateway.env").exists()

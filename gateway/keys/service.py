@@ -326,6 +326,11 @@ class KeyService:
             self._forget(record)
 
     async def list(self, account: str | None = None) -> list[KeyRecord]:
+        if account is not None and not is_identifier(account):
+            # What create() refuses: no key has such an account (an empty list said otherwise).
+            raise InvalidRequest(
+                "account must be 1-128 letters, digits, '_' or '-'.", details={"field": "account"}
+            )
         records = [KeyRecord.from_blob(b) for b in await self._store.list_keys(account)]
         return sorted(
             (r for r in records if account is None or r.account == account),

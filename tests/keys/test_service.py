@@ -361,3 +361,13 @@ async def test_a_rotation_no_replica_confirmed_leaves_the_old_key_as_it_was(
     finally:
         await confirmed.close()
         await unconfirmed.close()
+
+
+@pytest.mark.parametrize("account", ["bad acc", "", "a" * 129, "acc/1"])
+async def test_listing_an_account_no_key_could_have_is_refused(
+    store: Store, clock: FakeClock, account: str
+) -> None:
+    """An empty list read as "this account has no keys"; create() refuses such an account."""
+    with pytest.raises(InvalidRequest) as caught:
+        await service(store, clock).list(account)
+    assert caught.value.details == {"field": "account"}
