@@ -67,7 +67,9 @@ class Slots:
         self._drop_if_idle(key, entry)
 
     def _drop_if_idle(self, key: str, entry: _Entry) -> None:
-        if entry.held <= 0 and not entry.waiting:
+        # Only this very entry: a cancelled waiter may come back to one that was dropped and
+        # replaced by a new one for the same key meanwhile.
+        if entry.held <= 0 and not entry.waiting and self._entries.get(key) is entry:
             del self._entries[key]
 
     def __len__(self) -> int:

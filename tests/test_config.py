@@ -16,6 +16,7 @@ from gateway.cli import main
 from gateway.config import ConfigError, Node
 from gateway.config.loader import read_yaml
 from gateway.config.placeholders import expand_env
+from gateway.config.store import StoreSettings
 from gateway.settings import load_settings, parse_settings
 from tests.support import gateway_command, write_config
 
@@ -418,15 +419,28 @@ def test_a_file_that_is_not_utf8_is_named_by_position_only(tmp_path: Path) -> No
         ("rediss://:s3cretPW@redis.example:6380/0", "rediss://redis.example:6380/0"),
         ("redis://gateway:s3cretPW@10.0.0.5:6379/2", "redis://10.0.0.5:6379/2"),
         ("unix:///run/redis.sock?password=s3cretPW&db=1", "unix:///run/redis.sock"),
+        # An '@' past the host (here in the query): the address is not guessed around it.
+        ("redis://10.0.0.5:6379/0?password=s3cretPW@x", "redis:// (address not shown"),
+        # Passwords with an unencoded '/', '?' or '#' end the host before the '@': redis-py
+        # cannot open such a URL, and check-config says so without quoting it.
+        ("redis://:s3cretPW/x@redis:6379/0", None),
+        ("redis://:s3cretPW#x@redis:6379/0", None),
+        ("redis://:s3cretPW?x@redis:6379/0", None),
     ],
 )
 def test_check_config_names_the_store_without_its_password(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, shown: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, shown: str | None
 ) -> None:
     """The summary names the scheme (is TLS on?), the address and the database; a password in
-    the userinfo or the query (`?password=`) is never printed."""
+    the userinfo or the query (`?password=`) is never printed, nor by the refusal of a URL
+    that cannot be opened, nor by the description itself."""
     proc = write_config(tmp_path, "http://127.0.0.1:1", store=url)
-    assert main(["check-config", str(proc.config)]) == 0
+    code = main(["check-config", str(proc.config)])
     out, err = capsys.readouterr()
-    assert f"store {shown})" in out, out
     assert "s3cretPW" not in out + err
+    assert "s3cretPW" not in StoreSettings.model_validate({"url": url}).describe()
+    if shown is None:
+        assert code == 2 and "store.url: is not a Redis URL that can be opened" in err
+        return
+    assert code == 0
+    assert f"store {shown}" in out, out

@@ -65,3 +65,30 @@ async def test_a_cancelled_waiter_leaves_the_line() -> None:
     assert len(slots) == 0
     assert await slots.acquire("b") is False  # keys are independent
     assert await slots.acquire("a") is False
+
+
+async def test_a_waiter_cancelled_after_its_entry_was_replaced_leaves_the_new_one() -> None:
+    """B waits and is cancelled; before B's task runs again, A's release hands nothing to it
+    (it is cancelled), the key's entry is dropped, and C and D make a new one. B used to
+    delete that new entry on its way out: D then waited for ever, and later requests got
+    slots past the limit."""
+    slots = Slots(lambda _: 1)
+    await slots.acquire("a")  # A
+    b = asyncio.ensure_future(slots.acquire("a"))
+    await asyncio.sleep(0)
+
+    async def c_then_release() -> None:
+        slots.release("a")  # A is done
+        await slots.acquire("a")  # C
+        await asyncio.sleep(0.05)
+        slots.release("a")
+
+    c = asyncio.ensure_future(c_then_release())
+    d = asyncio.ensure_future(slots.acquire("a"))
+    b.cancel()  # its wake-up runs after C's and D's first steps
+    await asyncio.sleep(0.01)
+    assert b.cancelled()  # the cancellation stands (no KeyError in its place)
+    await c
+    assert await asyncio.wait_for(d, 2) is True  # D got C's slot
+    slots.release("a")
+    assert len(slots) == 0

@@ -243,9 +243,12 @@ class StoreSettings(Section):
         if self.cluster is not None:
             return "redis cluster via " + ", ".join(_address(h, p) for h, p in self.cluster.nodes)
         if self.is_redis:
-            # SECURITY: the scheme, address and path only: a password can be in the userinfo or
-            # in the query (`?password=`), and neither is printed.
             url = urlsplit(self.url)
-            where = url.netloc.rpartition("@")[2]
-            return f"{url.scheme}://{where}{url.path}"
+            # SECURITY: the scheme, address and path only: a password can be in the userinfo or
+            # in the query (`?password=`), and neither is printed. An '@' the parser did not
+            # take as the userinfo's end (a password with an unencoded '/', '?' or '#') leaves
+            # the address unknown: not shown, rather than guessed around the password.
+            if "@" in self.url and "@" not in url.netloc:
+                return f"{url.scheme}:// (address not shown: the URL has an '@' past its host)"
+            return f"{url.scheme}://{url.netloc.rpartition('@')[2]}{url.path}"
         return "memory"

@@ -127,14 +127,14 @@ class Metrics:
             "1 while the store's master-key fingerprint is another key's (this process creates "
             "no key then), else 0.",
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.store_evicting = Gauge(
             "gateway_store_evicting",
             "1 while a store node may evict keys when full (maxmemory with a policy other "
             "than noeviction), else 0: see gateway.stores.eviction.",
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.cache = Counter(
             "gateway_cache_lookups",

@@ -385,11 +385,19 @@ class RedisStore:
             if isinstance(exc, (AskError, ClusterDownError, TryAgainError)):
                 raise
             return None  # refused by an ACL, or renamed away: not a store failure
-        nodes = {"": found} if "maxmemory_policy" in found else found
-        return [
-            MemoryPolicy(node, int(info["maxmemory"]), str(info["maxmemory_policy"]))
-            for node, info in sorted(nodes.items())
-        ]
+        if "maxmemory_policy" in found:  # one node's own answer
+            nodes = {"": found}
+        elif isinstance(self._redis, RedisCluster):  # each node's, by name
+            nodes = found
+        else:
+            return None  # a server that does not say (not every Redis-compatible one does)
+        policies = []
+        for node, info in sorted(nodes.items()):
+            if not isinstance(info, dict) or "maxmemory_policy" not in info:
+                return None
+            limit, policy = int(info["maxmemory"]), str(info["maxmemory_policy"])
+            policies.append(MemoryPolicy(node, limit, policy))
+        return policies
 
     async def close(self) -> None:
         if self._mux is not None:
