@@ -162,10 +162,14 @@ def _record(
 
 
 def failed_on(error: GatewayError | None) -> dict[str, str]:
-    """What an action that failed still acted on, for its audit line: the key a write left
-    behind that no replica confirmed (revoked by the key service, but on record)."""
-    key_id = error.details.get("key_id") if error is not None else None
-    return {"key_id": key_id} if isinstance(key_id, str) else {}
+    """What an action that failed still acted on, for its audit line: the keys a write left
+    behind that no replica confirmed (undone by the key service, but on record)."""
+    details = error.details if error is not None else {}
+    return {
+        name: value
+        for name in ("key_id", "new_key_id")
+        if isinstance(value := details.get(name), str)
+    }
 
 
 def audit_action(fields: dict[str, Any], *, actor: str, ok: bool, acted_on: dict[str, str]) -> None:

@@ -44,8 +44,11 @@ async def admit(
     raw_target: str,
     *,
     serve: bool = True,
+    authenticated: Callable[[], None] | None = None,
 ) -> tuple[Principal, RouteMatch]:
     """Extract, authenticate, match and authorize; the principal and route, or an error.
+    ``authenticated`` is called once the credential is known to be valid (the failure
+    budget's turn is then over: :func:`admit_client`).
 
     The route is looked up first (for the metrics' route label) but its verdict is only told to
     an authenticated principal: a request without a valid credential gets 401 on every path and
@@ -79,6 +82,8 @@ async def admit(
         reused := runtime.decisions.get(token, method, raw_target, now, runtime.keys.generation)
     ):
         principal, match = reused
+        if authenticated is not None:
+            authenticated()
         _reusing(exchange, principal, match)
         tracer = runtime.tracer
         if tracer.enabled:
@@ -90,7 +95,7 @@ async def admit(
             await require_caregiver_relationship(runtime.relationships, principal)
     else:
         principal, match, credential = await _decide(
-            runtime, exchange, headers, query, method, raw_target, token, serve
+            runtime, exchange, headers, query, method, raw_target, token, serve, authenticated
         )
         fresh_until = runtime.authenticators.fresh_until(credential, principal)
         runtime.decisions.put(
@@ -188,6 +193,7 @@ async def _decide(
     raw_target: str,
     token: str | None,
     serve: bool,
+    authenticated: Callable[[], None] | None = None,
 ) -> tuple[Principal, RouteMatch, Credential]:
     """Match, authenticate and authorize from scratch (``token``: the one :func:`extract`
     found, or None to extract it here, where a malformed credential is refused)."""
@@ -226,6 +232,8 @@ async def _decide(
         else:
             principal = await runtime.authenticators.authenticate(credential)
         exchange.principal = principal
+    if authenticated is not None:
+        authenticated()
     with tracer.authorization(exchange.route, None if refusal else match.template):
         if refusal is not None:
             raise refusal
@@ -289,13 +297,24 @@ async def _admit_budgeted(
 ) -> tuple[Principal, RouteMatch]:
     # SECURITY: before any credential lookup; a flood without valid credentials stops here.
     client = await budget.check(peer, headers)
+    turn = [True]  # this request holds one of the address's turns (gateway.abuse)
+
+    def over() -> None:
+        if turn[0]:
+            turn[0] = False
+            budget.settled(client)
+
     try:
-        return await admit(runtime, exchange, headers, query, method, raw_target, serve=serve)
+        # The turn ends with the authentication: what follows (the policy, a relationship,
+        # rate limits) cannot fail it, and holds up nobody else from that address.
+        return await admit(
+            runtime, exchange, headers, query, method, raw_target, serve=serve, authenticated=over
+        )
     except AuthenticationError:
         await budget.failed(client)
         raise
     finally:
-        budget.settled(client)
+        over()
 
 
 Endpoint = Callable[[web.Request, Runtime, Principal], Awaitable[web.StreamResponse]]

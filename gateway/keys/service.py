@@ -10,7 +10,6 @@ used for at most ``api_keys.stale_window`` more seconds (0 by default: fail clos
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 from dataclasses import dataclass
@@ -307,23 +306,42 @@ class KeyService:
                 raise
             # SECURITY: the key is on the master but no replica confirmed it, and its secret is
             # never shown: revoked at once, not left active with nobody knowing it.
-            await self._undo(record.with_changes(revoked_at=now))
+            revoked = await self._undo((record, record.with_changes(revoked_at=now)))
+            said = (
+                "it was revoked. Create the key again."
+                if revoked
+                else f"revoking it failed: revoke {key_id}, then create the key again."
+            )
             raise StoreUnavailable(
-                f"Key {key_id} was written but no replica confirmed it; it was revoked. "
-                "Create the key again.",
-                details={**exc.details, "key_id": key_id},
+                f"Key {key_id} was written but no replica confirmed it; {said}",
+                details={
+                    "store": "redis",
+                    "reason": "not_replicated",
+                    "key_id": key_id,
+                    "revoked": revoked,
+                },
             ) from exc
         return key, record
 
-    async def _undo(self, *records: KeyRecord) -> None:
-        """Write ``records`` back, as far as the store lets: what a write that was not
-        confirmed left behind (it is on the master, and may or may not outlive a failover)."""
-        for record in records:
-            with contextlib.suppress(GatewayError):
-                await self._store.put_key(
-                    record.key_id, record.digest, record.to_blob(), record.account
+    async def _undo(self, *changes: tuple[KeyRecord, KeyRecord]) -> bool:
+        """Put each ``(written, then)`` pair's record back to ``then``, each only while the
+        store still holds what this process wrote (``written``): what a write no replica
+        confirmed left behind (on the master, it may or may not outlive a failover). True when
+        every one was put back. SECURITY: never over a change made meanwhile by another
+        process (a revocation of the key would be undone)."""
+        undone = True
+        for written, then in changes:
+            try:
+                done = await self._store.replace_key(
+                    then.key_id, then.digest, written.to_blob(), then.to_blob(), then.account
                 )
-            self._forget(record)
+            except StoreUnavailable as exc:
+                done = bool(exc.details.get("written"))
+            except GatewayError:
+                done = False
+            undone = undone and done
+            self._forget(then)
+        return undone
 
     async def list(self, account: str | None = None) -> list[KeyRecord]:
         if account is not None and not is_identifier(account):
@@ -398,10 +416,11 @@ class KeyService:
                     test=old.prefix == "sk_test_",
                     lifetime=span if span > 0 else None,
                 )
-            except StoreUnavailable as exc:  # the successor revoked by create() already
+            except StoreUnavailable as exc:  # create() has revoked the successor, or said not
                 if exc.details.get("reason") != "not_replicated":
                     raise
-                raise _rotation_unconfirmed(key_id, exc.details["key_id"]) from exc
+                successor, revoked = exc.details["key_id"], bool(exc.details.get("revoked"))
+                raise _rotation_unconfirmed(key_id, successor, revoked) from exc
             before = old
             old = old.with_changes(revoked_at=self._clock.now() + grace, rotated_to=new.key_id)
             try:
@@ -412,8 +431,10 @@ class KeyService:
                 # SECURITY: nobody was told the successor's secret: revoked, and the old key
                 # left as it was (else a repeated rotation is refused as done, and the old
                 # key ends after its grace with no successor anyone holds).
-                await self._undo(new.with_changes(revoked_at=self._clock.now()), before)
-                raise _rotation_unconfirmed(key_id, new.key_id) from exc
+                undone = await self._undo(
+                    (new, new.with_changes(revoked_at=self._clock.now())), (old, before)
+                )
+                raise _rotation_unconfirmed(key_id, new.key_id, undone) from exc
             self._forget(old)
             return key, new, old
 
@@ -425,9 +446,19 @@ class KeyService:
         self._secrets.pop(record.key_id, None)
 
 
-def _rotation_unconfirmed(key_id: str, successor: str) -> StoreUnavailable:
+def _rotation_unconfirmed(key_id: str, successor: str, undone: bool) -> StoreUnavailable:
+    said = (
+        f"its successor {successor} was revoked and {key_id} left as it was. Rotate it again."
+        if undone
+        else f"it could not be undone: see both keys in `gateway keys list`, and revoke "
+        f"{successor} unless {key_id} is rotated to it."
+    )
     return StoreUnavailable(
-        f"The rotation of {key_id} was not confirmed by a replica; its successor {successor} "
-        f"was revoked and {key_id} left as it was. Rotate it again.",
-        details={"store": "redis", "reason": "not_replicated", "key_id": key_id},
+        f"The rotation of {key_id} was not confirmed by a replica; {said}",
+        details={
+            "store": "redis",
+            "reason": "not_replicated",
+            "key_id": key_id,
+            "new_key_id": successor,
+        },
     )

@@ -47,6 +47,13 @@ class KeyStore(Protocol):
         under ``account``. Where replicas must acknowledge writes, raises
         :class:`~gateway.errors.StoreUnavailable` when too few did (the write may remain)."""
 
+    async def replace_key(
+        self, key_id: str, digest: str, expected: bytes, blob: bytes, account: str | None = None
+    ) -> bool:
+        """:meth:`put_key`, in one atomic step with the check that the stored record is still
+        ``expected``: False, and nothing written, when it is not. Too few acknowledgements
+        raise as :meth:`put_key` does, with ``details["written"]`` saying which it was."""
+
     async def key_by_digest(self, digest: str) -> bytes | None: ...
 
     async def key_by_id(self, key_id: str) -> bytes | None: ...

@@ -53,6 +53,14 @@ class MemoryStore:
         if account is not None:
             self._accounts.setdefault(account, set()).add(key_id)
 
+    async def replace_key(
+        self, key_id: str, digest: str, expected: bytes, blob: bytes, account: str | None = None
+    ) -> bool:
+        if self._keys.get(key_id) != expected:
+            return False
+        await self.put_key(key_id, digest, blob, account)
+        return True
+
     async def key_by_digest(self, digest: str) -> bytes | None:
         key_id = self._digests.get(digest)
         return self._keys.get(key_id) if key_id is not None else None

@@ -485,6 +485,20 @@ class RedisStore:
         # SECURITY: a revocation no replica holds could be undone by a failover: not confirmed.
         self._replicated(acked)
 
+    @_operation(idempotent=False)
+    async def replace_key(
+        self, key_id: str, digest: str, expected: bytes, blob: bytes, account: str | None = None
+    ) -> bool:
+        keys = [f"{self._keys}id:{key_id}", f"{self._keys}digest:{digest}", f"{self._keys}all"]
+        if account is not None:
+            keys.append(f"{self._keys}account:{account}")
+        written, acked = await self._acked(self._put_key, keys, [key_id, blob, expected])
+        if acked < self._ack:
+            raise StoreUnavailable(
+                details={"store": "redis", "reason": "not_replicated", "written": bool(written)},
+            )
+        return bool(written)
+
     @_operation(idempotent=True)
     async def key_by_digest(self, digest: str) -> bytes | None:
         found: Any = await self._by_digest(

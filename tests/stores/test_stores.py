@@ -177,3 +177,14 @@ async def test_memory_policies_name_each_writable_node(store: Store) -> None:
         assert len(nodes) == 3 and all(n.startswith("127.0.0.1:") for n in nodes), nodes
     else:
         assert nodes == [""]
+
+
+async def test_replace_key_writes_only_over_the_expected_record(store: Store) -> None:
+    await store.put_key("key_1", "d1", b"first", "acc_1")
+    assert await store.replace_key("key_1", "d1", b"other", b"second", "acc_1") is False
+    assert await store.key_by_id("key_1") == b"first"
+    assert await store.replace_key("key_1", "d1", b"first", b"second", "acc_1") is True
+    assert await store.key_by_id("key_1") == b"second"
+    assert await store.key_by_digest("d1") == b"second"
+    assert await store.replace_key("key_2", "d2", b"anything", b"x") is False  # none stored
+    assert await store.key_by_id("key_2") is None
