@@ -74,11 +74,11 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from gateway import hangup
     from gateway.observe import logs
-    from gateway.server import EarlyHangup
     from gateway.settings import load_settings
 
-    early = EarlyHangup()  # before the file is read: a SIGHUP from now on is a reload
+    early = hangup.install()  # (by the entry point already) before the file is read
     settings = load_settings(args.config)
     check_runtime_requirements(settings)
     check_tls(settings)

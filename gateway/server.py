@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from gateway.app import create_admin_app, create_app
 from gateway.config import ConfigError, Listener, Settings
 from gateway.decision_server import DecisionServer
+from gateway.hangup import EarlyHangup
 from gateway.observe import logs
 from gateway.protocol import GatewayRunner
 from gateway.reload import reload
@@ -29,22 +30,6 @@ from gateway.tls import BoundedSite, TlsContexts
 
 SHUTDOWN_TIMEOUT = 30.0
 SUPERVISOR_CHECK = 1.0  # seconds between a worker's looks at its parent
-
-
-class EarlyHangup:
-    """SIGHUP from a process's start until it serves: remembered, then acted on as a reload
-    once the process serves (:func:`run`'s ``early``). Installed before the config is read.
-    Without it a SIGHUP then ended a single process or a supervisor (the signal's default),
-    and a worker (started with SIGHUP ignored, so that it would not end) that had already read
-    the file kept serving it after a reload that every other process made: a worker restarted
-    as a new policy was deployed kept admitting what the new one refuses."""
-
-    def __init__(self) -> None:
-        self.seen = False
-        signal.signal(signal.SIGHUP, self._note)
-
-    def _note(self, signum: int, frame: object) -> None:
-        self.seen = True
 
 
 async def run(

@@ -25,7 +25,7 @@ from gateway.config import ConfigError, Settings
 from gateway.observe import logs
 
 if TYPE_CHECKING:
-    from gateway.server import EarlyHangup
+    from gateway.hangup import EarlyHangup
 
 RESTART_DELAY = 1.0
 

@@ -314,3 +314,22 @@ def test_the_supervisor_serves_health_until_its_workers_have_drained(
         if json.loads(line)["msg"] == "stopped"
     ]
     assert sorted(stopped[:-1]) == [1, 2] and stopped[-1] is None, stopped
+
+
+def test_a_sighup_as_the_process_starts_is_a_reload_not_its_end(tmp_path: Path) -> None:
+    """Importing the CLI takes about half a second; a SIGHUP then (a reload sent as a pod
+    starts) ended the process: SIGHUP's default action. The entry point remembers it now."""
+    proc = write_config(tmp_path, "http://127.0.0.1:1")
+    log = tmp_path / "single.log"
+    process = serve(proc.config, log)
+    try:
+        time.sleep(0.05)  # still importing
+        process.send_signal(signal.SIGHUP)
+        wait_for_port(proc.port, alive=process)
+        deadline = time.monotonic() + 10
+        while '"msg":"config reloaded"' not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process.poll() is None, log.read_text()
+        assert '"msg":"config reloaded"' in log.read_text()
+    finally:
+        process.stop()

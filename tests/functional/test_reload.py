@@ -18,8 +18,9 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
+from gateway.hangup import EarlyHangup
 from gateway.keys.sealing import new_master_key
-from gateway.server import EarlyHangup, run
+from gateway.server import run
 from gateway.settings import load_settings
 from tests.support import (
     ADMIN_TOKEN,
