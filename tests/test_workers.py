@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.support import (
+    GatewayProcess,
     OwnedProcess,
     ThreadedUpstream,
     admin_create_key,
@@ -32,6 +33,19 @@ def serve(config: Path, log: Path) -> OwnedProcess:
         return OwnedProcess(
             gateway_command("serve", "--config", str(config)), stdout=out, stderr=subprocess.STDOUT
         )
+
+
+def two_workers(
+    tmp_path: Path, redis_url: str, upstream: str = "http://127.0.0.1:1"
+) -> GatewayProcess:
+    """The config of a gateway with two workers on the test Redis (a prefix of its own)."""
+    return write_config(
+        tmp_path,
+        upstream,
+        store=redis_url,
+        name=f"workers-{uuid.uuid4().hex[:8]}",
+        extra={"workers": 2},
+    )
 
 
 def test_a_reload_while_workers_start_does_not_end_them(tmp_path: Path, redis_url: str) -> None:
@@ -76,13 +90,7 @@ def test_a_reload_while_workers_start_does_not_end_them(tmp_path: Path, redis_ur
 def test_each_workers_lines_name_it_and_a_restarted_worker_keeps_its_index(
     tmp_path: Path, redis_url: str
 ) -> None:
-    proc = write_config(
-        tmp_path,
-        "http://127.0.0.1:1",
-        store=redis_url,
-        name=f"workers-{uuid.uuid4().hex[:8]}",
-        extra={"workers": 2},
-    )
+    proc = two_workers(tmp_path, redis_url)
     log = tmp_path / "supervisor.log"
 
     def listening() -> list[dict[str, object]]:
@@ -132,13 +140,7 @@ def test_workers_stop_once_their_supervisor_is_killed(tmp_path: Path, redis_url:
     """A supervisor killed with SIGKILL cannot forward SIGTERM: its workers used to live on
     (parent pid 1), holding the public port and serving with nobody to reload, restart or stop
     them. Each now stops within a second or two, draining as on SIGTERM, and frees the port."""
-    proc = write_config(
-        tmp_path,
-        "http://127.0.0.1:1",
-        store=redis_url,
-        name=f"workers-{uuid.uuid4().hex[:8]}",
-        extra={"workers": 2},
-    )
+    proc = two_workers(tmp_path, redis_url)
     log = tmp_path / "supervisor.log"
     supervisor = serve(proc.config, log)
     try:
@@ -234,13 +236,7 @@ def test_a_supervisor_is_ready_only_while_its_workers_listen(
     that failed at every start (a file broken after a reload that kept the running config,
     read again by workers restarted after a crash), /readyz was 200 while the public port
     refused every connection, and Kubernetes kept sending traffic to the pod."""
-    proc = write_config(
-        tmp_path,
-        f"http://127.0.0.1:{upstream_thread.port}",
-        store=redis_url,
-        name=f"workers-{uuid.uuid4().hex[:8]}",
-        extra={"workers": 2},
-    )
+    proc = two_workers(tmp_path, redis_url, f"http://127.0.0.1:{upstream_thread.port}")
     log = tmp_path / "supervisor.log"
     supervisor = serve(proc.config, log)
 
@@ -279,13 +275,7 @@ def test_the_supervisor_serves_health_until_its_workers_have_drained(
     its workers were still answering what was in flight: nothing could be scraped during the
     drain, and the log read as if it were over. Its admin listener now stays up until every
     worker has stopped, and its "stopped" line comes last."""
-    proc = write_config(
-        tmp_path,
-        f"http://127.0.0.1:{upstream_thread.port}",
-        store=redis_url,
-        name=f"workers-{uuid.uuid4().hex[:8]}",
-        extra={"workers": 2},
-    )
+    proc = two_workers(tmp_path, redis_url, f"http://127.0.0.1:{upstream_thread.port}")
     log = tmp_path / "supervisor.log"
     supervisor = serve(proc.config, log)
     try:
