@@ -444,3 +444,19 @@ def test_check_config_names_the_store_without_its_password(
         return
     assert code == 0
     assert f"store {shown}" in out, out
+
+
+@pytest.mark.parametrize("field", ["store.password", "store.sentinel.password"])
+def test_an_empty_store_password_names_its_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str
+) -> None:
+    """``init`` asks for the passwords; left empty, check-config passed and every request
+    was 503 once serving (Redis refuses an empty password as a wrong one)."""
+    store: dict[str, Any] = (
+        {"url": "redis://127.0.0.1:6379/0", "password": ""}
+        if field == "store.password"
+        else {"sentinel": {"master": "mymaster", "nodes": ["127.0.0.1:26379"], "password": ""}}
+    )
+    proc = write_config(tmp_path, "http://127.0.0.1:1", store=store)
+    assert main(["check-config", str(proc.config)]) == 2
+    assert capsys.readouterr().err.startswith(f"gateway: {field}: is empty (an ${{ENV}}")

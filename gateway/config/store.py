@@ -65,6 +65,17 @@ def _not_empty(value: str) -> str:
     return value
 
 
+def _password(value: str) -> str:
+    if not value:
+        # Redis refuses an empty password as it refuses a wrong one: every request would be
+        # 503 once serving, where this names the field before a deploy.
+        raise problem("is empty (an ${ENV} placeholder whose variable is set but empty?)")
+    return value
+
+
+Password = Annotated[str, AfterValidator(_password)]
+
+
 def _check_prefix(prefix: str) -> str:
     if not _PREFIX.match(prefix):
         raise problem("'{' and '}' only as one whole hash tag, such as {gw}:")
@@ -112,7 +123,7 @@ class SentinelSettings(Section):
     username: str | None = Field(
         None, description="ACL user of the sentinels themselves, if they require one."
     )
-    password: str | None = Field(
+    password: Password | None = Field(
         None, description="Password of the sentinels themselves (their `requirepass`), if any."
     )
     db: Int = Field(0, ge=0, le=15, description="Database number on the master.")
@@ -144,7 +155,7 @@ class StoreSettings(Section):
         None,
         description="ACL user on the Redis data nodes (with `url`, also possible in the URL).",
     )
-    password: str | None = Field(
+    password: Password | None = Field(
         None,
         description="Password on the Redis data nodes (`requirepass`, or the ACL user's); "
         "use an `${ENV}` placeholder.",
