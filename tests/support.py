@@ -373,18 +373,20 @@ class SentinelTopology:
         _, port = self._ask("GET-MASTER-ADDR-BY-NAME", self.MASTER)
         return next(node for node in self.data if node.port == int(port))
 
+    def _state(self, sentinel: RedisNode) -> dict[str, str]:
+        """``SENTINEL MASTER``'s fields, as one sentinel sees the master."""
+        flat = sentinel.command("SENTINEL", "MASTER", self.MASTER, password=SENTINEL_PASSWORD)
+        # A map (RESP3) or a flat list of pairs (RESP2).
+        pairs = zip(flat[::2], flat[1::2], strict=True) if isinstance(flat, list) else ()
+        return flat if isinstance(flat, dict) else dict(pairs)
+
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Every sentinel knows the master, the replica and the two other sentinels, and the
         replica is in sync: a failover can happen."""
 
         def ready() -> bool:
             for sentinel in self.sentinels:
-                flat = sentinel.command(
-                    "SENTINEL", "MASTER", self.MASTER, password=SENTINEL_PASSWORD
-                )
-                # A map (RESP3) or a flat list of pairs (RESP2).
-                pairs = zip(flat[::2], flat[1::2], strict=True) if isinstance(flat, list) else ()
-                state = flat if isinstance(flat, dict) else dict(pairs)
+                state = self._state(sentinel)
                 if state["num-slaves"] != "1" or state["num-other-sentinels"] != "2":
                     return False
             replica = next(node for node in self.data if node is not self.master)
@@ -421,6 +423,13 @@ class SentinelTopology:
                 if sentinel.alive
             }
             if len(named) != 1 or old.port in named:
+                return False
+            # And the failover over everywhere, with one configuration: a sentinel still in it
+            # (or on an older epoch) can take the restarted, empty node for the master.
+            states = [self._state(sentinel) for sentinel in self.sentinels if sentinel.alive]
+            if any("failover_in_progress" in st["flags"] for st in states):
+                return False
+            if len({st["config-epoch"] for st in states}) != 1:
                 return False
             new = next(node for node in self.data if node.port in named)
             return bool(new.command("ROLE")[0] == "master")
