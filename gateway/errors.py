@@ -17,6 +17,8 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "The gateway could not handle this request."
+    # Headers every answer of this class carries (those given to one error add to them).
+    default_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -28,7 +30,7 @@ class GatewayError(Exception):
     ) -> None:
         self.message = message or self.default_message
         self.details: dict[str, Any] = details or {}
-        self.headers: dict[str, str] = headers or {}
+        self.headers: dict[str, str] = {**self.default_headers, **(headers or {})}
         # Why, in the gateway's own words, for the operator's log line; never rendered.
         self.cause = cause
         super().__init__(self.message)
@@ -176,15 +178,4 @@ class StoreUnavailable(ServiceUnavailable):
     ``Retry-After: 1``: most outages a client meets are a timeout or a failover of seconds."""
 
     default_message = "The credential store is unavailable. Retry later."
-
-    def __init__(
-        self,
-        message: str | None = None,
-        *,
-        details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        cause: str | None = None,
-    ) -> None:
-        super().__init__(
-            message, details=details, headers={"Retry-After": "1", **(headers or {})}, cause=cause
-        )
+    default_headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}

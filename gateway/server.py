@@ -26,7 +26,7 @@ from gateway.observe import logs
 from gateway.protocol import GatewayRunner
 from gateway.reload import reload
 from gateway.runtime import Current, Runtime, build_runtime, close_resources
-from gateway.tls import BoundedSite, TlsContexts
+from gateway.tls import BoundedSite, TlsContexts, listeners
 
 SHUTDOWN_TIMEOUT = 30.0
 SUPERVISOR_CHECK = 1.0  # seconds between a worker's looks at its parent
@@ -185,13 +185,15 @@ async def run(
 
 
 def _listeners(settings: Settings) -> dict[str, tuple[str, int]]:
-    """The listeners a supervisor's workers serve, as a client on this host reaches them."""
-    found = {"listen": settings.listen}
-    if settings.decision.listen is not None:
-        found["decision.listen"] = settings.decision.listen
+    """The listeners a supervisor's workers serve (all but the admin one), as a client on this
+    host reaches them."""
     # A wildcard address (every interface) is reached on the loopback.
     local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
-    return {field: (local.get(lst.host, lst.host), lst.port) for field, lst in found.items()}
+    return {
+        field: (local.get(lst.host, lst.host), lst.port)
+        for field, lst in listeners(settings)
+        if field != "admin"
+    }
 
 
 async def _follow(supervisor: int, stop: asyncio.Event) -> None:

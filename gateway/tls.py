@@ -84,8 +84,8 @@ class TlsContexts:
     after a move from ECDSA to RSA, or back, clients kept being served the replaced one."""
 
     def __init__(self) -> None:
-        self._current: list[list[ssl.SSLContext]] = []  # per listener: [its current context]
-        self._fields: list[str] = []
+        # Per listener: its field, and [its current context].
+        self._current: list[tuple[str, list[ssl.SSLContext]]] = []
 
     def context(self, field: str, listener: Listener) -> ssl.SSLContext | None:
         if listener.tls_cert is None or listener.tls_key is None:
@@ -98,8 +98,7 @@ class TlsContexts:
                 conn.context = current[0]
 
         dispatcher.sni_callback = handshake
-        self._current.append(current)
-        self._fields.append(field)
+        self._current.append((field, current))
         return dispatcher
 
     def reload(self, settings: Settings) -> None:
@@ -110,7 +109,7 @@ class TlsContexts:
         The files are read once, and those very bytes are loaded (from a private copy: what a
         renewal writes meanwhile cannot slip in between)."""
         named = dict(listeners(settings))
-        for current, field in zip(self._current, self._fields, strict=True):
+        for field, current in self._current:
             new = named.get(field)
             if new is None or new.tls_cert is None or new.tls_key is None:
                 continue

@@ -357,10 +357,11 @@ class RedisStore:
                 raise answer
         return result, int(acked)
 
-    def _replicated(self, acked: int) -> None:
+    def _replicated(self, acked: int, **more: Any) -> None:
+        """Raise ``not_replicated`` (``more`` in its details) unless enough replicas acked."""
         if acked < self._ack:
             raise StoreUnavailable(
-                details={"store": "redis", "reason": "not_replicated"},
+                details={"store": "redis", "reason": "not_replicated", **more},
             )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -478,10 +479,9 @@ class RedisStore:
     async def put_key(
         self, key_id: str, digest: str, blob: bytes, account: str | None = None
     ) -> None:
-        keys = [f"{self._keys}id:{key_id}", f"{self._keys}digest:{digest}", f"{self._keys}all"]
-        if account is not None:
-            keys.append(f"{self._keys}account:{account}")
-        _, acked = await self._acked(self._put_key, keys, [key_id, blob])
+        _, acked = await self._acked(
+            self._put_key, self._key_names(key_id, digest, account), [key_id, blob]
+        )
         # SECURITY: a revocation no replica holds could be undone by a failover: not confirmed.
         self._replicated(acked)
 
@@ -489,15 +489,19 @@ class RedisStore:
     async def replace_key(
         self, key_id: str, digest: str, expected: bytes, blob: bytes, account: str | None = None
     ) -> bool:
+        written, acked = await self._acked(
+            self._put_key, self._key_names(key_id, digest, account), [key_id, blob, expected]
+        )
+        self._replicated(acked, written=bool(written))
+        return bool(written)
+
+    def _key_names(self, key_id: str, digest: str, account: str | None) -> list[str]:
+        """put_key.lua's keys: the record, the digest's index entry, every key id, and the
+        account's key ids (when there is an account)."""
         keys = [f"{self._keys}id:{key_id}", f"{self._keys}digest:{digest}", f"{self._keys}all"]
         if account is not None:
             keys.append(f"{self._keys}account:{account}")
-        written, acked = await self._acked(self._put_key, keys, [key_id, blob, expected])
-        if acked < self._ack:
-            raise StoreUnavailable(
-                details={"store": "redis", "reason": "not_replicated", "written": bool(written)},
-            )
-        return bool(written)
+        return keys
 
     @_operation(idempotent=True)
     async def key_by_digest(self, digest: str) -> bytes | None:
