@@ -30,6 +30,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from gateway.json_object import DuplicateMember, loads_object
 from gateway.keys.record import KeyRecord
 from gateway.observe import logs
 from gateway.render import error_response
@@ -228,11 +229,13 @@ async def _body(request: web.Request, fields: frozenset[str] = frozenset()) -> d
     if not raw:
         return {}
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        data = loads_object(raw)
+    except DuplicateMember:
+        raise InvalidRequest(
+            "The body names a member more than once.", details={"reason": "duplicate_member"}
+        ) from None
+    except ValueError:
         raise InvalidRequest("The body must be a JSON object.") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a JSON object.")
     unknown = sorted(name for name in data if name not in fields)
     if unknown:
         # Named only when it is a plain field name: never echo what might be a secret.

@@ -22,22 +22,14 @@ from typing import Any
 from jwt.utils import base64url_decode
 
 from gateway.errors import InvalidToken
+from gateway.json_object import refuse_duplicates
 
 FORBIDDEN_HEADERS = ("crit", "jku", "x5u", "jwk", "x5c")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"duplicate member {key!r}")
-        seen[key] = value
-    return seen
-
-
 def _segment(segment: str) -> Any:
     try:
-        return json.loads(base64url_decode(segment), object_pairs_hook=_no_duplicates)
+        return json.loads(base64url_decode(segment), object_pairs_hook=refuse_duplicates)
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidToken("The token is malformed.", details={"reason": "malformed"}) from None
 

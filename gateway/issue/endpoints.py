@@ -31,6 +31,7 @@ from gateway.errors import (
 from gateway.identifiers import is_identifier
 from gateway.issue.gateway_tokens import SDK, USER
 from gateway.issue.mobile import SCOPES
+from gateway.json_object import DuplicateMember, loads_object
 from gateway.pipeline import Endpoint
 from gateway.principal import Principal
 from gateway.runtime import Runtime
@@ -65,14 +66,15 @@ async def _body(request: web.Request, limits: Limits) -> dict[str, Any]:
     if len(raw) > limit:
         raise PayloadTooLarge(details={"limit": limit})
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return loads_object(raw)
+    except DuplicateMember:
+        raise InvalidRequest(
+            "The body names a member more than once.", details={"reason": "duplicate_member"}
+        ) from None
+    except ValueError:
         raise InvalidRequest(
             "The body must be a JSON object.", details={"reason": "body"}
         ) from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a JSON object.", details={"reason": "body"})
-    return data
 
 
 def _user_id(data: dict[str, Any]) -> str:

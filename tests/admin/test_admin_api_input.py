@@ -140,6 +140,33 @@ async def test_a_query_parameter_given_twice_is_refused(admin: Admin) -> None:
     assert document["details"] == {"parameter": "account"}
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/keys", b'{"account":"acc_9","account":"acc_1"}'),
+        ("/admin/keys", b'{"account":"acc_9","label":"a","label":"b"}'),
+        (
+            "/admin/relationships",
+            b'{"account":"acc_9","subject":"usr_a","actor":"usr_b","actor":"usr_c"}',
+        ),
+    ],
+)
+async def test_a_body_naming_a_member_twice_is_refused_and_changes_nothing(
+    admin: Admin, path: str, body: bytes
+) -> None:
+    """Which of the two values counts is not for the gateway to guess: another reader of the
+    same body (an audit proxy in front) could have kept the other one."""
+    gw, client = admin
+    method = client.post if path == "/admin/keys" else client.put
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = await method(path, data=body, headers=headers)
+    document = await response.json()
+    assert (response.status, document["error"]) == (400, "invalid_request"), document
+    assert document["details"] == {"reason": "duplicate_member"}
+    assert await stored_keys(gw) == []
+    assert await gw.runtime.store.list_relationships("acc_9") == []
+
+
 async def test_a_parameter_name_that_may_be_a_secret_is_not_echoed(admin: Admin) -> None:
     _, client = admin
     response = await client.get(f"/admin/keys?{SECRET_LIKE}", headers=AUTH)

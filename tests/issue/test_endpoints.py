@@ -209,3 +209,29 @@ async def test_expect_100_continue_is_answered_only_once_the_request_is_admitted
     final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     writer.close()
     assert status_of(final) == 200, final
+
+
+@pytest.mark.parametrize("path", ISSUING)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"user_id":"usr_b","user_id":"usr_a"}',  # the last one is the confirmed user
+        b'{"user_id":"usr_a","user_id":"usr_b"}',
+        b'{"user_id":"usr_a","\\u0075ser_id":"usr_b"}',  # the same name, escaped
+        b'{"user_id":"usr_a","scopes":["read"],"scopes":[]}',
+    ],
+    ids=["last-confirmed", "first-confirmed", "escaped", "other-member"],
+)
+async def test_a_member_named_twice_is_refused_and_nothing_is_issued(
+    make_gateway: GatewayFactory, path: str, body: bytes
+) -> None:
+    """A proxy in front that keeps the first of two ``user_id`` members would see another user
+    than the gateway, which keeps the last: the body is refused, whichever one is confirmed."""
+    gw = await make_gateway()
+    key = await confirmed(gw)
+    headers = {**bearer(key), "Content-Type": "application/json"}
+    response = await gw.client.post(path, headers=headers, data=body)
+    document = await response.json()
+    assert (response.status, document["error"]) == (400, "invalid_request"), document
+    assert document["details"] == {"reason": "duplicate_member"}
+    assert "token" not in document
