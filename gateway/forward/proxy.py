@@ -20,6 +20,7 @@ from gateway.bodies import CLIENT_BODY_FAILURES, client_body_error, expect_conti
 from gateway.config import Settings, Upstream
 from gateway.errors import (
     GatewayError,
+    InvalidRequest,
     PayloadTooLarge,
     ServiceUnavailable,
     UpstreamTimeout,
@@ -111,6 +112,15 @@ class Forwarder:
         out[settings.headers.request_id] = request_id
         out.extend(identity)
 
+        coding = request.headers.get("Transfer-Encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            # aiohttp's parser takes ``gzip, chunked`` and removes only the chunking: the
+            # upstream would get gzip's bytes as the body, with nothing to say they are.
+            raise InvalidRequest(
+                "Only the chunked transfer coding is accepted (send a Content-Encoding instead).",
+                details={"reason": "transfer_encoding"},
+                headers={"Connection": "close"},
+            )
         length = request.content_length
         if length is not None and length > self._max_body:
             raise PayloadTooLarge(details={"limit": self._max_body})

@@ -133,6 +133,30 @@ async def test_smuggling_never_reaches_the_upstream(target: Target, name: str) -
     assert target.recorder.seen == [] or all(s.method == "POST" for s in target.recorder.seen)
 
 
+@pytest.mark.parametrize(
+    "coding", ["gzip, chunked", "deflate,chunked", "identity, chunked", "x-custom, chunked"]
+)
+async def test_a_transfer_coding_other_than_chunked_is_refused(target: Target, coding: str) -> None:
+    """The parser removes the chunking and leaves the other coding on the bytes: forwarded, the
+    upstream would read a gzip stream as the body itself."""
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    answer = await target.send(request(target.keys[0], [f"Transfer-Encoding: {coding}"], body))
+    assert status_of(answer) == 400, answer[:200]
+    document = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert document["details"] == {"reason": "transfer_encoding"}, document
+    assert target.recorder.seen == []
+
+
+@pytest.mark.parametrize("coding", ["chunked", "Chunked", " chunked "])
+async def test_the_chunked_coding_alone_is_forwarded_reframed(target: Target, coding: str) -> None:
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    answer = await target.send(
+        request(target.keys[0], [f"Transfer-Encoding: {coding}", "Connection: close"], body)
+    )
+    assert status_of(answer) == 200, answer[:200]
+    assert [(s.method, s.body_size) for s in target.recorder.seen] == [("POST", 5)]
+
+
 async def test_chunk_extensions_and_trailers_are_not_forwarded_as_headers(target: Target) -> None:
     body = b"5;name=value\r\nhello\r\n0\r\nX-Auth-User: usr_admin\r\nX-Auth-Account: acc_2\r\n\r\n"
     answer = await target.send(
