@@ -14,11 +14,22 @@ import orjson
 
 from gateway.commands import command
 from gateway.config import ConfigError
+from gateway.config.base import parse_duration
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.requirements import check_runtime_requirements
 from gateway.tls import check_tls
 
 Command = Callable[[argparse.Namespace], int]
+
+
+def _duration(text: str) -> float:
+    """``--lifetime``: seconds, or a duration with a unit as in the config (``12h``, ``30d``)."""
+    try:
+        return float(parse_duration(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a duration such as 3600, 12h or 30d, got {text!r}"
+        ) from None
 
 
 def _print(data: Any) -> None:
@@ -497,9 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument(
         "--lifetime",
-        type=float,
-        metavar="SECONDS",
-        help="shorter than the default lifetime (api_keys.lifetime, at most 90 days)",
+        type=_duration,
+        metavar="DURATION",
+        help="shorter than the default lifetime (api_keys.lifetime, at most 90 days): seconds, "
+        "or with a unit (12h, 30d)",
     )
     k = command(
         ksub,

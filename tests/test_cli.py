@@ -8,6 +8,7 @@ import stat
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,37 @@ def test_keys_create_test_is_a_sandbox_test_key(
     assert code == 0 and created["key"].startswith("sk_live_")
     code, listed, _ = gateway(capsys, "keys", "list", "--config", str(config))
     assert [k["prefix"] for k in listed["keys"]] == ["sk_test_", "sk_test_", "sk_live_"]
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"), [("3600", 3600), ("12h", 12 * 3600), ("30d", 30 * 86400), ("1.5h", 5400)]
+)
+def test_keys_create_lifetime_takes_seconds_or_a_duration(
+    config: Path, capsys: pytest.CaptureFixture[str], given: str, seconds: int
+) -> None:
+    code, created, _ = gateway(
+        capsys, "keys", "create", "--config", str(config), "--account", "acc_1",
+        "--lifetime", given,
+    )  # fmt: skip
+    assert code == 0, created
+    [key] = gateway(capsys, "keys", "list", "--config", str(config))[1]["keys"]
+    assert rfc3339_seconds(key["expires_at"]) - rfc3339_seconds(key["created_at"]) == seconds
+
+
+@pytest.mark.parametrize("given", ["abc", "-5", "30 days", "1w"])
+def test_keys_create_refuses_a_lifetime_that_is_no_duration(
+    config: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["keys", "create", "--config", str(config), "--account", "acc_1", "--lifetime", given])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --lifetime: must be a duration such as 3600, 12h or 30d, got {given!r}" in err
+    assert gateway(capsys, "keys", "list", "--config", str(config))[1]["keys"] == []
+
+
+def rfc3339_seconds(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
 
 def test_the_first_run_on_a_store_says_it_recorded_the_master_key(
