@@ -23,7 +23,8 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _duration(text: str) -> float:
-    """``--lifetime``: seconds, or a duration with a unit as in the config (``12h``, ``30d``)."""
+    """``--lifetime``, ``--grace``: seconds, or a duration with a unit as in the config
+    (``12h``, ``30d``)."""
     try:
         return float(parse_duration(text))
     except ValueError:
@@ -537,10 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("key_id", metavar="KEY_ID", help="the key to rotate (key_…)")
     k.add_argument(
         "--grace",
-        type=float,
+        type=_duration,
         default=0.0,
-        metavar="SECONDS",
-        help="how long the old key keeps working (default 0: it stops at once; at most 86400)",
+        metavar="DURATION",
+        help="how long the old key keeps working (default 0: it stops at once; at most 24h): "
+        "seconds, or with a unit (5m, 1h)",
     )
     k = command(
         ksub,

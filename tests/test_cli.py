@@ -98,6 +98,18 @@ def test_keys_create_refuses_a_lifetime_that_is_no_duration(
     assert gateway(capsys, "keys", "list", "--config", str(config))[1]["keys"] == []
 
 
+def test_keys_rotate_grace_takes_a_duration(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, created, _ = gateway(capsys, "keys", "create", "--config", str(config), "--account", "a")
+    code, rotated, _ = gateway(
+        capsys, "keys", "rotate", "--config", str(config), created["key_id"], "--grace", "5m"
+    )
+    assert code == 0, rotated
+    ends = rfc3339_seconds(rotated["previous"]["revoked_at"])
+    assert ends - rfc3339_seconds(rotated["created_at"]) == 300
+
+
 def rfc3339_seconds(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
