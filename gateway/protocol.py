@@ -19,6 +19,7 @@ from typing import Any, TypedDict, cast
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError, TransferEncodingError
 from aiohttp.web_protocol import _ErrInfo
+from multidict import CIMultiDict
 
 from gateway.config import Limits
 from gateway.errors import GatewayError, InvalidRequest, UpstreamTimeout
@@ -180,6 +181,24 @@ class _Server(web.Server):
         return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+def _ignoring_expectations(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """``handler`` (an app's router), with an ``Expect`` other than ``100-continue`` ignored, as
+    RFC 9110 §10.1.1 lets a server do and the public listener does (:mod:`gateway.front`):
+    aiohttp's router answers it with a plain-text 417 that echoes the header, before any
+    middleware could give the gateway's answer."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get("Expect")
+        if expect is not None and expect.lower() != "100-continue":
+            kept = [(k, v) for k, v in request.headers.items() if k.lower() != "expect"]
+            request = request.clone(headers=CIMultiDict(kept))
+        return await handler(request)
+
+    return handle
+
+
 class GatewayRunner(web.AppRunner):
     """An :class:`aiohttp.web.AppRunner` whose connections use :class:`GatewayRequestHandler`.
 
@@ -196,6 +215,8 @@ class GatewayRunner(web.AppRunner):
         if FRONT in app and not app.middlewares:
             # Its request factory is the app's: every request is a web.Request.
             handler = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], app[FRONT])
+        else:
+            handler = _ignoring_expectations(handler)
         return _Server(
             handler,
             request_factory=built.request_factory,

@@ -19,7 +19,6 @@ Contract:
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 import uuid
@@ -272,7 +271,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         return _sign_in_response(request, runtime, "The sign-in form expired; try again.", 403)
     presented = _field(form, "token")
     # SECURITY: constant-time comparison of the whole token.
-    if not hmac.compare_digest(presented.encode(), expected.encode()):
+    if not same(presented, expected):
         state.budget.failed(client, now)  # SECURITY: every failure spends the budget.
         logs.event(
             "dashboard sign-in refused", logging.WARNING, reason="wrong_token", client=client

@@ -52,9 +52,13 @@ def well_formed(value: str) -> bool:
 
 
 def same(presented: str, expected: str) -> bool:
-    """Constant-time equality of a presented secret with the expected one."""
+    """Constant-time equality of a presented secret with the expected one. Either may hold
+    lone surrogates (aiohttp decodes a header's non-UTF-8 bytes to them): each is compared as
+    its bytes, never raising."""
     # SECURITY: constant time: the comparison does not tell how much of a guess was right.
-    return hmac.compare_digest(presented.encode(), expected.encode())
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 @dataclass(slots=True)
