@@ -14,7 +14,8 @@ metrics (:func:`gateway.front.record`). Paths outside ``decision.prefix`` are 40
 ``limits.max_header_bytes`` (431), ``limits.header_timeout`` (a connection without complete
 request headers that long after opening or after its previous answer is closed), a request body
 is read and dropped, up to ``limits.max_body_bytes`` (413 beyond, 408 after
-``limits.body_timeout`` mid-body; the connection closes). Answers go out in the order the
+``limits.body_timeout`` mid-body, 400 for a body cut short or framed wrongly, as on the public
+listener; the connection closes). Answers go out in the order the
 requests came (pipelining). A request the parser refuses is answered with the JSON 400 and the
 connection closes, as on the public listener (:mod:`gateway.protocol`); so is an upgrade request
 once answered. Not served here: CORS headers (no browser calls a forward-auth endpoint).
@@ -34,15 +35,14 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 
 from gateway import wire
+from gateway.bodies import CLIENT_BODY_FAILURES, client_body_error
 from gateway.config import Limits, Listener, Settings
 from gateway.cors import rate_headers
 from gateway.errors import (
     GatewayError,
     HeadersTooLarge,
-    InvalidRequest,
     NotFound,
     PayloadTooLarge,
-    RequestTimeout,
 )
 from gateway.exchange import Exchange
 from gateway.forward.decision import admitted, admitted_at_once, answer_headers, under
@@ -298,14 +298,10 @@ class DecisionServer:
                 # SECURITY: a client that stalls mid-body is cut off; it cannot hold the
                 # connection (and the requests pipelined behind it) indefinitely.
                 chunk = await asyncio.wait_for(payload.readany(), limits.body_timeout)
-            except TimeoutError:
-                raise RequestTimeout(headers=close) from None
-            except (RequestPayloadError, HttpProcessingError):
-                raise InvalidRequest(
-                    "The request body's framing is malformed.",
-                    details={"reason": "malformed_body"},
-                    headers=close,
-                ) from None
+            except CLIENT_BODY_FAILURES as failure:
+                # The public listener's answers (gateway.bodies): 408 for a stall, 400 for a
+                # body cut short (the client hung up) or framed wrongly; never a 500.
+                raise client_body_error(failure) from None
             if not chunk:
                 return
             seen += len(chunk)

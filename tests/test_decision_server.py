@@ -8,6 +8,7 @@ connections, bodies), paths outside the prefix, HEAD, upgrades, shutdown, and th
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import socket
@@ -395,8 +396,10 @@ async def test_a_refused_request_with_a_body_keeps_the_connection_in_step(
 
 
 async def test_a_connection_lost_mid_body_ends_its_request_at_once(
-    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer]
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], log_lines: io.StringIO
 ) -> None:
+    """And it is the client's doing, counted and logged as the public listener's 400
+    ``body_incomplete``: never a 500 with an error line (it fed the 5xx panel and alerts)."""
     async with own_listener(make_gateway, upstream, limits={"body_timeout": "60s"}) as (
         gw,
         server,
@@ -416,6 +419,20 @@ async def test_a_connection_lost_mid_body_ends_its_request_at_once(
                 break
             await asyncio.sleep(0.01)
         assert gw.runtime.requests.active == 0 and not server.connections
+        metrics = gw.runtime.metrics
+        metrics.flush()
+        statuses = {
+            s.labels["status"]
+            for family in metrics.registry.collect()
+            if family.name == "gateway_requests"
+            for s in family.samples
+            if s.name == "gateway_requests_total"
+        }
+        assert statuses == {"400"}, statuses
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert not [line for line in lines if line["level"] in ("error", "critical")], lines
+    access = [line for line in lines if line["msg"] == "access"]
+    assert [(line["status"], line["error"]) for line in access] == [(400, "invalid_request")]
 
 
 async def test_a_reload_does_not_move_the_prefix_a_listener_routes_by(
