@@ -56,5 +56,6 @@ class HeaderSettings(HeaderNames):
     )
     trust_forwarded: Bool = Field(
         False,
-        description="Keep and append to a client's `X-Forwarded-*` (only behind a trusted proxy).",
+        description="Keep and append to a client's `X-Forwarded-*`, `Forwarded` and "
+        "`X-Real-IP` (only behind a trusted proxy).",
     )

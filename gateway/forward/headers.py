@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from gateway.errors import InvalidRequest
 from gateway.observe.redact import looks_secret
@@ -24,10 +24,35 @@ HOP_BY_HOP = frozenset(
         "http2-settings",
     }
 )
-# Set by the gateway from what it knows; a client's copy is never trusted.
+# Set by the gateway from what it knows, or dropped: a client's copy is never trusted (kept only
+# with trust_forwarded, where the proxy in front sets them).
 FORWARDED = frozenset(
-    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"}
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+    }
 )
+# Headers a backend or its framework may take as the request's real method or target:
+# method-override middleware (Express, Laravel, Symfony, ASP.NET) and URL rewriting (IIS,
+# Symfony's X-Original-URL and X-Rewrite-URL). The policy judged the method and target of the
+# request line, so a client's copy could make the backend act on another: a GET allowed, a
+# DELETE done. Refused in both modes (decision mode: :func:`refuse_overrides`); in proxy mode
+# ``X-Original-URL`` too (decision mode reads it from ingress-nginx, :mod:`.decision`).
+OVERRIDES = (
+    istr("X-HTTP-Method-Override"),
+    istr("X-HTTP-Method"),
+    istr("X-Method-Override"),
+    istr("X-Rewrite-URL"),
+)
+ORIGINAL_URL = istr("X-Original-URL")
+_PROXY_OVERRIDES = frozenset(str(name).lower() for name in (*OVERRIDES, ORIGINAL_URL))
 # Recomputed by aiohttp's client for the upstream.
 RECOMPUTED = frozenset({"host", "expect", "content-length"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
@@ -69,6 +94,9 @@ def request_headers(
             continue
         if key in FORWARDED and not trust_forwarded:
             continue
+        # SECURITY: the policy judged the request line's method and target, not this header's.
+        if key in _PROXY_OVERRIDES:
+            raise _override(key)
         if key == "authorization" and not forward_authorization:
             continue
         if not value.isascii() and not _encodable(value):
@@ -79,6 +107,22 @@ def request_headers(
             )
         out.add(name, value)
     return out
+
+
+def refuse_overrides(headers: CIMultiDictProxy[str], names: Iterable[istr] = OVERRIDES) -> None:
+    """Raise :class:`InvalidRequest` when the request carries one of ``names`` (see
+    :data:`OVERRIDES`)."""
+    for name in names:
+        if name in headers:
+            raise _override(name.lower())
+
+
+def _override(name: str) -> InvalidRequest:
+    # SECURITY: a backend could act on another method or target than the one authorized.
+    return InvalidRequest(
+        f"The {name} header is not accepted: send the method and target themselves.",
+        details={"reason": "override_header", "header": name},
+    )
 
 
 def _encodable(value: str) -> bool:

@@ -84,10 +84,50 @@ def test_no_owned_or_hop_by_hop_header_survives(
                 "x-forwarded-host",
                 "forwarded",
                 "x-real-ip",
+                "x-forwarded-port",
+                "x-forwarded-prefix",
+                "x-forwarded-scheme",
+                "x-forwarded-ssl",
             )
         ):
             continue
         assert value in out.getall(name)
+
+
+OVERRIDE_NAMES = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-rewrite-url",
+    "x-original-url",
+]
+
+
+@given(st.sampled_from(OVERRIDE_NAMES).flatmap(spellings), values)
+def test_a_header_a_backend_takes_as_the_method_or_target_is_refused(name: str, value: str) -> None:
+    """Whatever its case and '_' for '-' (a CGI-style backend reads both alike)."""
+    incoming = CIMultiDictProxy(CIMultiDict([("Accept", "*/*"), (name, value)]))
+    for trusted in (False, True):
+        with pytest.raises(InvalidRequest) as refused:
+            request_headers(
+                incoming, owned=OWNED, forward_authorization=False, trust_forwarded=trusted
+            )
+        assert refused.value.details == {
+            "reason": "override_header",
+            "header": canonical(name),
+        }
+
+
+@pytest.mark.parametrize(
+    "name", ["X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Scheme", "X-Forwarded-Ssl"]
+)
+def test_a_clients_forwarding_headers_cross_only_when_trusted(name: str) -> None:
+    incoming = CIMultiDictProxy(CIMultiDict([(name, "x"), ("Accept", "*/*")]))
+    for trusted in (False, True):
+        out = request_headers(
+            incoming, owned=OWNED, forward_authorization=False, trust_forwarded=trusted
+        )
+        assert out.get(name) == ("x" if trusted else None)
 
 
 @given(st.text(max_size=200))

@@ -401,11 +401,51 @@ async def test_a_client_cannot_name_the_request_in_another_proxys_headers(
     ]:
         m, path, headers = STYLES[style](method, uri)
         claimed = others(style, "GET", "/v1/users/usr_a/scores")  # what usr_a's token may do
+        # A client's X-Original-URL is refused whatever it says (the next test).
+        claimed.pop("X-Original-URL", None)
         response = await ask.request(m, path, headers={**headers, **claimed, **bearer})
         body = await response.json()
         assert (response.status, body["error"]) == (403, code), (style, method, uri, body)
     m, path, headers = STYLES[style]("GET", "/v1/users/usr_a/scores")
     allowed = await ask.request(m, path, headers={**headers, **bearer})
+    assert allowed.status == 200
+
+
+OVERRIDES = {
+    "X-HTTP-Method-Override": "DELETE",
+    "X-HTTP-Method": "DELETE",
+    "X-Method-Override": "PUT",
+    "X-Rewrite-URL": "/v1/users/usr_b/scores",
+    "X-Original-URL": "https://api.example.com/v1/users/usr_b/scores",
+}
+
+
+@pytest.mark.parametrize(
+    ("style", "name"),
+    [
+        (style, name)
+        for style in sorted(STYLES)
+        for name in sorted(OVERRIDES)
+        # ingress-nginx's own header: the request it names is the one judged.
+        if (style, name) != ("ingress-nginx", "X-Original-URL")
+    ],
+)
+async def test_a_header_a_backend_takes_as_the_method_or_target_is_refused(
+    gw: Gateway, ask: Decider, style: str, name: str
+) -> None:
+    """The front proxy passes the client's headers on to the backend; a backend whose framework
+    honours ``X-HTTP-Method-Override`` (or IIS's ``X-Rewrite-URL``) would act on another
+    method or target than the one allowed here. ``X-Original-URL`` is ingress-nginx's own."""
+    token = await user_token_of_usr_a(gw)
+    m, path, headers = STYLES[style]("GET", "/v1/users/usr_a/scores")
+    extra = {name: OVERRIDES[name], "Authorization": f"Bearer {token}"}
+    response = await ask.request(m, path, headers={**headers, **extra})
+    body = await response.json()
+    assert (response.status, body["error"]) == (400, "invalid_request"), body
+    assert body["details"] == {"reason": "override_header", "header": name.lower()}
+    allowed = await ask.request(
+        m, path, headers={**headers, "Authorization": extra["Authorization"]}
+    )
     assert allowed.status == 200
 
 

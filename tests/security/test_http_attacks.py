@@ -147,6 +147,31 @@ async def test_a_transfer_coding_other_than_chunked_is_refused(target: Target, c
     assert target.recorder.seen == []
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("X-Original-URL", "/v1/users/usr_victim/scores"),
+        ("X-Rewrite-URL", "/v1/users/usr_victim/scores"),
+    ],
+)
+async def test_a_header_naming_another_method_or_target_never_reaches_the_upstream(
+    target: Target, name: str, value: str
+) -> None:
+    """A read (allowed) that a backend honouring the header would have done as a DELETE, or on
+    another user's path."""
+    answer = await target.send(
+        request(
+            target.keys[0], [f"{name}: {value}", "Connection: close"], method="GET", path=SCORES
+        )
+    )
+    assert status_of(answer) == 400, answer[:200]
+    document = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert document["details"] == {"reason": "override_header", "header": name.lower()}
+    assert target.recorder.seen == []
+
+
 @pytest.mark.parametrize("coding", ["chunked", "Chunked", " chunked "])
 async def test_the_chunked_coding_alone_is_forwarded_reframed(target: Target, coding: str) -> None:
     body = b"5\r\nhello\r\n0\r\n\r\n"
