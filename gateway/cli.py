@@ -16,6 +16,7 @@ from gateway.commands import command
 from gateway.config import ConfigError
 from gateway.config.base import parse_duration
 from gateway.errors import GatewayError, StoreUnavailable
+from gateway.forward.upstream import check_upstream_tls
 from gateway.requirements import check_runtime_requirements
 from gateway.tls import check_tls
 
@@ -67,6 +68,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     check_runtime_requirements(settings)
     check_tls(settings)
+    check_upstream_tls(settings.upstreams)
     rules = len(settings.section("policy", Policy).rules)
     print(
         f"{args.file}: OK ({len(settings.upstreams)} upstream(s), {rules} route rule(s), "
@@ -94,6 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     check_runtime_requirements(settings)
     check_tls(settings)
+    check_upstream_tls(settings.upstreams)
     listener = logs.configure(settings.log_level, worker=args.worker)
     try:
         if settings.store.is_redis:

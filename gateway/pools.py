@@ -10,6 +10,7 @@ and a runtime that never served a request opens and leaves behind no connection.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 
 import aiohttp
@@ -19,10 +20,10 @@ from gateway.errors import ServiceUnavailable
 from gateway.forward.upstream import UpstreamClient, ssl_context
 
 
-def _upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
+def _upstream_client(upstream: Upstream, tls: ssl.SSLContext | None) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=upstream.max_connections,
-        ssl=ssl_context(upstream) or False,
+        ssl=tls or False,
         ttl_dns_cache=60,
         enable_cleanup_closed=True,
     )
@@ -43,6 +44,9 @@ class UpstreamPools:
 
     def __init__(self, upstreams: Mapping[str, Upstream]) -> None:
         self._upstreams = dict(upstreams)
+        # Loaded with the runtime, from the files the config check loaded: a request never reads
+        # them (one changed since would otherwise fail every request to its upstream).
+        self._tls = {name: ssl_context(upstream) for name, upstream in self._upstreams.items()}
         self._clients: dict[str, aiohttp.ClientSession] = {}
         self._forwarding: dict[str, UpstreamClient] = {}
         self._closed = False
@@ -60,7 +64,7 @@ class UpstreamPools:
         self._open_check()
         found = self._clients.get(name)
         if found is None:
-            found = self._clients[name] = _upstream_client(self._upstreams[name])
+            found = self._clients[name] = _upstream_client(self._upstreams[name], self._tls[name])
         return found
 
     def forwarding(self, name: str) -> UpstreamClient:
@@ -68,7 +72,8 @@ class UpstreamPools:
         self._open_check()
         found = self._forwarding.get(name)
         if found is None:
-            found = self._forwarding[name] = UpstreamClient(self._upstreams[name])
+            upstream = self._upstreams[name]
+            found = self._forwarding[name] = UpstreamClient(upstream, self._tls[name])
         return found
 
     @property

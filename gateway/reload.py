@@ -29,6 +29,7 @@ from pathlib import Path
 from gateway.authz.policy import Policy
 from gateway.config import ConfigError, Settings
 from gateway.errors import StoreUnavailable
+from gateway.forward.upstream import check_upstream_tls
 from gateway.keys.fingerprint import CLAIMED
 from gateway.observe import logs
 from gateway.observe.tracing import build_tracer
@@ -73,6 +74,7 @@ async def reload(current: Current, path: Path, *, started: Settings) -> bool:
         settings = await asyncio.to_thread(load_settings, path)
         check_runtime_requirements(settings)
         check_tls(settings)
+        check_upstream_tls(settings.upstreams)
     except Exception as exc:  # any failure: a reload never ends the reload task
         _failed(runtime, path, exc)
         return False

@@ -28,15 +28,23 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from aiohttp import StreamReader
 from aiohttp.http_parser import RawResponseMessage
 
-from gateway.config import Upstream
+from gateway.config import ConfigError, Upstream
 from gateway.forward.connection import UpstreamConnection, UpstreamLost
 
-__all__ = ["Answer", "ConnectTimeout", "UpstreamClient", "UpstreamLost", "framing"]
+__all__ = [
+    "Answer",
+    "ConnectTimeout",
+    "UpstreamClient",
+    "UpstreamLost",
+    "check_upstream_tls",
+    "framing",
+]
 
 KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's default)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -59,6 +67,46 @@ def framing(method: str, has_body: bool, length_known: bool) -> tuple[str, bool]
 
 class ConnectTimeout(TimeoutError):
     """No connection to the upstream within ``connect_timeout``."""
+
+
+def check_upstream_tls(upstreams: Mapping[str, Upstream]) -> None:
+    """Every ``https`` upstream's CA bundle and client certificate load, or a
+    :class:`ConfigError` names the field (``upstreams.live.ca_file: …``): for ``check-config``,
+    ``serve`` and a reload, so that a file that is not PEM, or a certificate renewed with the
+    wrong key, is refused before it is used rather than failing every request to the upstream."""
+    for name, upstream in upstreams.items():
+        if upstream.url.scheme != "https":
+            continue
+        field = f"upstreams.{name}"
+        for attr in ("ca_file", "client_cert", "client_key"):
+            path: Path | None = getattr(upstream, attr)
+            try:
+                if path is not None:
+                    path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"{field}.{attr}", f"cannot be read: {exc.strerror}") from None
+        try:
+            ssl.create_default_context(cafile=str(upstream.ca_file) if upstream.ca_file else None)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"{field}.ca_file", f"holds no certificate that loads ({exc.reason or 'SSLError'})"
+            ) from None
+        if upstream.client_cert is None:
+            continue
+        try:
+            ssl_context(upstream)
+        except ssl.SSLError as exc:
+            reason = exc.reason or "SSLError"
+            if reason in _MISMATCH:
+                message = f"the certificate and client_key do not match ({reason})"
+            else:
+                message = f"the certificate or client_key cannot be loaded ({reason})"
+            raise ConfigError(f"{field}.client_cert", message) from None
+
+
+# OpenSSL's reasons for a certificate and a key that are not one pair (another key of the same
+# type, or one of another type).
+_MISMATCH = frozenset({"KEY_VALUES_MISMATCH", "KEY_TYPE_MISMATCH", "NO_CERTIFICATE_ASSIGNED"})
 
 
 def ssl_context(upstream: Upstream) -> ssl.SSLContext | None:
@@ -122,11 +170,13 @@ class UpstreamClient:
     request arriving later cannot overtake it.
     """
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the upstream's context as :func:`ssl_context` made it (loaded once, by the
+        caller); by default made here."""
         url = upstream.url
         self._host = url.raw_host or ""
         self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._ssl = ssl_context(upstream)
+        self._ssl = tls if tls is not None else ssl_context(upstream)
         self._connect_timeout = upstream.connect_timeout
         self._read_timeout = upstream.read_timeout
         self._limit = upstream.max_connections
