@@ -241,6 +241,32 @@ def test_a_placeholder_put_together_by_expansion_is_refused(
         parse(with_(admin={"token": written.ljust(24, "x")}))
 
 
+SECRET = "Redis-Passw0rd-Secret-XYZ"
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ({"log_level": "${GW_SECRET}"}, "log_level"),
+        ({"limits": {"header_timeout": "${GW_SECRET}"}}, "limits.header_timeout"),
+        ({"limits": {"header_timeout": "x${GW_SECRET}"}}, "limits.header_timeout"),
+        ({"cors": [{"origins": ["${GW_SECRET}"], "methods": ["GET"]}]}, "cors[0].origins[0]"),
+        ({"decision": {"enabled": True, "proxy": "${GW_SECRET}"}}, "decision.proxy"),
+    ],
+)
+def test_a_refused_value_from_the_environment_is_named_by_its_variable_never_shown(
+    monkeypatch: pytest.MonkeyPatch, section: dict[str, Any], field: str
+) -> None:
+    """A secret's variable put in the wrong field by mistake (``log_level: ${REDIS_PASSWORD}``)
+    was quoted by the refusal, which check-config prints and a reload logs."""
+    monkeypatch.setenv("GW_SECRET", SECRET)
+    with pytest.raises(ConfigError) as refused:
+        parse(with_(**section))
+    assert str(refused.value).startswith(f"{field}: "), refused.value
+    assert SECRET not in str(refused.value)
+    assert "${GW_SECRET}" in str(refused.value), refused.value
+
+
 def test_a_placeholder_in_a_key_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"^upstreams.\$\{LIVE\}: a key is not expanded"):
         parse(with_(upstreams={"${LIVE}": {"url": "http://127.0.0.1:1"}}))

@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 from gateway.config.base import parse_duration
 from gateway.config.durations import format_duration
 from gateway.config.errors import ConfigError, config_error
-from gateway.config.placeholders import expand_env
+from gateway.config.placeholders import expand_env, unquoted
 
 T = TypeVar("T")
 
@@ -136,11 +136,12 @@ def validate(
 ) -> T:
     """Expand and validate ``document``; the first failure is a :class:`ConfigError`.
     ``context`` is passed to the validators (with ``base_dir``)."""
-    expanded = expand_env(document, prefix)
+    taken: dict[str, str] = {}
+    expanded = expand_env(document, prefix, taken)
     try:
         return adapter.validate_python(expanded, context={**(context or {}), "base_dir": base_dir})
     except ValidationError as exc:
-        raise config_error(exc, prefix) from None
+        raise unquoted(config_error(exc, prefix), taken) from None
 
 
 @dataclass(frozen=True, slots=True)

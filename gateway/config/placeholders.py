@@ -28,15 +28,35 @@ _WRITE = (
 )
 
 
-def expand_env(value: object, path: str = "") -> object:
-    """The document with ``${ENV}`` / ``${ENV:-default}`` expanded in every string value."""
+def expand_env(value: object, path: str = "", taken: dict[str, str] | None = None) -> object:
+    """The document with ``${ENV}`` / ``${ENV:-default}`` expanded in every string value.
+    ``taken``, when given, gets each value taken from the environment with its variable's name
+    (so that an error can say which variable without quoting its value: :func:`unquoted`)."""
     if isinstance(value, str):
-        return _substitute(value, path) if _OPENING in value else value
+        return _substitute(value, path, taken) if _OPENING in value else value
     if isinstance(value, dict):
-        return {key: expand_env(item, _key_path(path, key)) for key, item in _checked(value, path)}
+        return {
+            key: expand_env(item, _key_path(path, key), taken)
+            for key, item in _checked(value, path)
+        }
     if isinstance(value, list):
-        return [expand_env(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [expand_env(item, f"{path}[{i}]", taken) for i, item in enumerate(value)]
     return value
+
+
+def unquoted(error: ConfigError, taken: dict[str, str]) -> ConfigError:
+    """``error`` with every value taken from the environment that its message shows replaced
+    by the variable's name: a validator's message quotes the value it refused (``'…' is not
+    one of``, ``got '…'``), and the variable may hold a secret put in the wrong field by
+    mistake. The message goes to ``check-config``'s output and the reload log."""
+    problem = error.problem
+    # SECURITY: a secret from the environment is named by its variable, never shown.
+    for found, name in sorted(taken.items(), key=lambda item: -len(item[0])):
+        if not found:
+            continue
+        for shown in (repr(found), f'"{found}"', *((found,) if len(found) >= 6 else ())):
+            problem = problem.replace(shown, f"${{{name}}}'s value")
+    return error if problem == error.problem else ConfigError(error.path, problem)
 
 
 def check_written(value: object, path: str = "") -> None:
@@ -65,7 +85,7 @@ def _checked(mapping: dict[object, object], path: str) -> list[tuple[object, obj
     return list(mapping.items())
 
 
-def _substitute(value: str, path: str) -> str:
+def _substitute(value: str, path: str, taken: dict[str, str] | None = None) -> str:
     _check_placeholders(value, path)
     out: list[str] = []
     from_env: list[tuple[int, int]] = []  # where the variables' own values sit in the result
@@ -84,6 +104,8 @@ def _substitute(value: str, path: str) -> str:
             )
         else:
             piece, env = found, True
+            if taken is not None:
+                taken[found] = name
         out += (written, piece)
         size += len(written)
         if env:
