@@ -51,7 +51,7 @@ from gateway.mutate.headers import IdentityHeaders
 from gateway.observe import logs
 from gateway.pipeline import use_at_once
 from gateway.principal import Principal
-from gateway.protocol import header_bytes, parser_limits, refusal
+from gateway.protocol import header_bytes, parser_limits, refusal, unserved
 from gateway.render import error_body, error_headers
 from gateway.runtime import Current, Runtime
 
@@ -426,6 +426,11 @@ class _Connection(BaseProtocol):
                 # on a framing error (a bad chunk size) without failing it: failed here, the
                 # answer is a 400 at once, not a wait for limits.body_timeout.
                 body.set_exception(RequestPayloadError("malformed body framing"))
+        for i, (message, _) in enumerate(parsed):
+            if (refused := unserved(message)) is not None:
+                # Answered as bytes the parser refused; nothing after it is read.
+                parsed, upgraded = [*parsed[:i], (refused, EMPTY_PAYLOAD)], True
+                break
         if upgraded:
             # Whatever follows an upgrade request (or bytes the parser refused) is not HTTP.
             self._done_reading = True

@@ -17,7 +17,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypedDict, cast
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError, TransferEncodingError
+from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http_exceptions import (
+    BadHttpMessage,
+    HttpProcessingError,
+    InvalidURLError,
+    TransferEncodingError,
+)
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import _ErrInfo
 from multidict import CIMultiDict
 
@@ -107,6 +115,21 @@ def _client_fault(exc: BaseException | None) -> bool:
     return isinstance(exc, HttpProcessingError | web.RequestPayloadError)
 
 
+# The versions served. aiohttp's C parser reads a request line without a version as HTTP/0.9
+# (with the headers that follow) and passes HTTP/2.0 on; its pure-Python one any digits.
+SERVED_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
+
+
+def unserved(message: object) -> BadHttpMessage | None:
+    """The parser error a request of a version the gateway does not serve is answered as (the
+    JSON 400 ``malformed_http``, the connection closed); ``None`` for any other message."""
+    if isinstance(message, RawRequestMessage) and message.version not in SERVED_VERSIONS:
+        # SECURITY: a request line the gateway reads one way and a backend or a proxy in front
+        # another is refused, not judged (its answer's status line was "HTTP/0.9 200").
+        return BadHttpMessage("HTTP version not served")
+    return None
+
+
 class GatewayRequestHandler(web.RequestHandler):
     """aiohttp's protocol handler with the gateway's error answer (see the module docstring)."""
 
@@ -120,6 +143,10 @@ class GatewayRequestHandler(web.RequestHandler):
         """
         queued = len(self._messages)
         super().data_received(data)
+        for i in range(queued, len(self._messages)):
+            refused = unserved(self._messages[i][0])
+            if refused is not None:
+                self._messages[i] = (_ErrInfo(400, refused, refused.message), EMPTY_PAYLOAD)
         if len(self._messages) > queued and self._current_request is not None:
             message = self._messages[-1][0]
             content = self._current_request.content

@@ -169,6 +169,23 @@ MALFORMED = [
         b"Authorization\x7f: Basic {basic}\r\n\r\n",
     ),
     ("key in request line", b"GET /{key} HTTP/1.1 x\r\nHost: x\r\n\r\n"),
+    # No version: read as HTTP/0.9 with headers, judged and forwarded, its answer "HTTP/0.9 200".
+    (
+        "no HTTP version",
+        b"GET " + SCORES.encode() + b"\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "HTTP/0.9",
+        b"GET " + SCORES.encode() + b" HTTP/0.9\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "HTTP/1.2",
+        b"GET " + SCORES.encode() + b" HTTP/1.2\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n",
+    ),
+    (
+        "HTTP/2.0",
+        b"GET " + SCORES.encode() + b" HTTP/2.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n",
+    ),
     ("key as method", b"{key} " + SCORES.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
     (
         "bad chunk size",
