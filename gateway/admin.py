@@ -15,7 +15,8 @@ import asyncio
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -247,6 +248,19 @@ async def _body(request: web.Request, fields: frozenset[str] = frozenset()) -> d
     return data
 
 
+@contextmanager
+def _named(parameter: str, field: str) -> Iterator[None]:
+    """The key service's refusal of its ``parameter`` (``lifetime``, ``grace``, shared with the
+    command line and the dashboard) said in the admin API's words: the body's ``field``."""
+    try:
+        yield
+    except InvalidRequest as refused:
+        if refused.details.get("field") != parameter:
+            raise
+        message = refused.message.replace(parameter, field, 1)
+        raise InvalidRequest(message, details={**refused.details, "field": field}) from None
+
+
 def _str(data: dict[str, Any], name: str, default: str | None = None) -> str:
     value = data.get(name, default)
     if not isinstance(value, str):
@@ -261,19 +275,22 @@ async def create_key(request: web.Request, runtime: Runtime) -> web.Response:
     )
     lifetime = data.get("lifetime_seconds")
     if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int)):
-        raise InvalidRequest("lifetime_seconds must be an integer.")
+        raise InvalidRequest(
+            "lifetime_seconds must be an integer.", details={"field": "lifetime_seconds"}
+        )
     test = data.get("test", False)
     if not isinstance(test, bool):
         raise InvalidRequest("test must be true or false.", details={"field": "test"})
-    key, record = await runtime.keys.create(
-        _str(data, "account"),
-        # `test` asks for a sandbox sk_test_ key: sandbox unless the caller says otherwise
-        # (and a contradiction, test with live, is refused by the key service).
-        _str(data, "environment", "sandbox" if test else "live"),
-        label=_str(data, "label", ""),
-        test=test,
-        lifetime=lifetime,
-    )
+    with _named("lifetime", "lifetime_seconds"):
+        key, record = await runtime.keys.create(
+            _str(data, "account"),
+            # `test` asks for a sandbox sk_test_ key: sandbox unless the caller says otherwise
+            # (and a contradiction, test with live, is refused by the key service).
+            _str(data, "environment", "sandbox" if test else "live"),
+            label=_str(data, "label", ""),
+            test=test,
+            lifetime=lifetime,
+        )
     request[ACTED_ON] = key_acted_on(record)
     return json_response({"key": key, **record.public(runtime.clock.now())}, 201)
 
@@ -294,7 +311,8 @@ async def rotate_key(request: web.Request, runtime: Runtime) -> web.Response:
     grace = data.get("grace_seconds", 0)
     if isinstance(grace, bool) or not isinstance(grace, int | float):
         raise InvalidRequest("grace_seconds must be a number.", details={"field": "grace_seconds"})
-    key, new, old = await runtime.keys.rotate(request.match_info["key_id"], grace=float(grace))
+    with _named("grace", "grace_seconds"):
+        key, new, old = await runtime.keys.rotate(request.match_info["key_id"], grace=float(grace))
     request[ACTED_ON] = key_acted_on(old, new)
     now = runtime.clock.now()
     return json_response({"key": key, **new.public(now), "previous": old.public(now)}, 201)

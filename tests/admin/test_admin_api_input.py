@@ -167,6 +167,38 @@ async def test_a_body_naming_a_member_twice_is_refused_and_changes_nothing(
     assert await gw.runtime.store.list_relationships("acc_9") == []
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field", "message"),
+    [
+        ("/admin/keys", {"account": "acc_9", "lifetime_seconds": 0}, "lifetime_seconds", None),
+        ("/admin/keys", {"account": "acc_9", "lifetime_seconds": 10**9}, "lifetime_seconds", None),
+        (
+            "/admin/keys",
+            {"account": "acc_9", "lifetime_seconds": "1h"},
+            "lifetime_seconds",
+            "lifetime_seconds must be an integer.",
+        ),
+        ("rotate", {"grace_seconds": -1}, "grace_seconds", None),
+        ("rotate", {"grace_seconds": 10**6}, "grace_seconds", None),
+    ],
+)
+async def test_a_refused_value_is_named_by_the_field_the_body_has(
+    admin: Admin, path: str, body: dict[str, Any], field: str, message: str | None
+) -> None:
+    """The key service's own names (``lifetime``, ``grace``) are not fields this API takes: an
+    error naming one sent a client looking for a field it is refused for sending."""
+    gw, client = admin
+    if path == "rotate":
+        path = f"/admin/keys/{await new_key(client)}/rotate"
+    before = await stored_keys(gw)
+    response = await client.post(path, json=body, headers=AUTH)
+    document = await response.json()
+    assert (response.status, document["error"]) == (400, "invalid_request"), document
+    assert document["details"] == {"field": field}
+    assert document["message"].startswith(message or f"{field} must be between"), document
+    assert await stored_keys(gw) == before
+
+
 async def test_a_parameter_name_that_may_be_a_secret_is_not_echoed(admin: Admin) -> None:
     _, client = admin
     response = await client.get(f"/admin/keys?{SECRET_LIKE}", headers=AUTH)
