@@ -63,12 +63,14 @@ def _fail(message: str) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.authz.policy import Policy
+    from gateway.keys.signing import SigningKeys
     from gateway.settings import load_settings
 
     settings = load_settings(args.file)
     check_runtime_requirements(settings)
     check_tls(settings)
     check_upstream_tls(settings.upstreams)
+    SigningKeys.from_settings(settings.tokens)  # each file a key of its algorithm, as serve loads
     rules = len(settings.section("policy", Policy).rules)
     print(
         f"{args.file}: OK ({len(settings.upstreams)} upstream(s), {rules} route rule(s), "

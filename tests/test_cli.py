@@ -426,3 +426,46 @@ def test_init_refuses_a_redis_url_serve_could_not_open(tmp_path: Path) -> None:
     assert code == 2
     assert err.decode() == "gateway: --redis-url: must be a redis://, rediss:// or unix:// URL\n"
     assert not (tmp_path / "gateway.env").exists()
+
+
+@pytest.mark.parametrize(
+    ("kid", "algorithm", "content", "error"),
+    [
+        (
+            "ed1",
+            "RS256",
+            None,
+            "is not a key for RS256 (it is an Ed25519 key: set algorithm: EdDSA)",
+        ),
+        ("es1", "EdDSA", None, "is not a key for EdDSA (it is a P-256 key: set algorithm: ES256)"),
+        ("rs1", "RS256", "garbage\n", "is not an unencrypted PEM private key"),
+    ],
+)
+def test_check_config_loads_the_signing_keys_as_serve_does(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    kid: str,
+    algorithm: str,
+    content: str | None,
+    error: str,
+) -> None:
+    """``check-config`` said OK to a key ``serve`` then refused (an EdDSA key `gateway init`
+    wrote, with ``algorithm`` left at its RS256 default)."""
+    import yaml
+
+    from tests.support import signing_key_files
+
+    proc = write_config(tmp_path, "http://127.0.0.1:1")
+    document = yaml.safe_load(proc.config.read_text())
+    path = signing_key_files()[kid]
+    if content is not None:
+        path = tmp_path / "bad.pem"
+        path.write_text(content)
+    document["tokens"] = {
+        "signing_keys": [{"kid": "k", "file": str(path), "algorithm": algorithm}],
+        "active_kid": "k",
+    }
+    proc.config.write_text(yaml.safe_dump(document))
+    assert main(["check-config", str(proc.config)]) == 2
+    err = capsys.readouterr().err
+    assert "tokens.signing_keys[0].file: " in err and error in err, err

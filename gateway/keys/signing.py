@@ -80,7 +80,19 @@ def _load(path: Path, algorithm: str, field: str) -> PrivateKey:
         return key
     if algorithm == "EdDSA" and isinstance(key, ed25519.Ed25519PrivateKey):
         return key
-    raise ConfigError(field, f"{path} is not a key for {algorithm}")
+    raise ConfigError(field, f"{path} is not a key for {algorithm}{_is_for(key)}")
+
+
+def _is_for(key: object) -> str:
+    """What the key in the file is for, as a hint (``algorithm`` defaults to RS256, and `gateway
+    init` writes EdDSA keys)."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return " (it is an Ed25519 key: set algorithm: EdDSA)"
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return " (it is a P-256 key: set algorithm: ES256)"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return " (it is an RSA key: set algorithm: RS256)"
+    return ""
 
 
 class SigningKeys:
