@@ -23,6 +23,13 @@ from gateway.tls import check_tls
 Command = Callable[[argparse.Namespace], int]
 
 
+def _port(text: str) -> int:
+    """A TCP port to listen on, 1-65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port, 1-65535, got {text!r}")
+    return int(text)
+
+
 def _duration(text: str) -> float:
     """``--lifetime``, ``--grace``: seconds, or a duration with a unit as in the config
     (``12h``, ``30d``)."""
@@ -158,6 +165,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.observe import logs
     from gateway.server import install_event_loop_policy
 
+    flags = {
+        "--port": args.port,
+        "--admin-port": args.admin_port,
+        "--backend-port": args.backend_port,
+        "--page-port": args.page_port,
+    }
+    seen: dict[int, str] = {}
+    for flag, port in flags.items():
+        if port in seen:
+            print(f"gateway: {flag}: {port} is already {seen[port]}'s port", file=sys.stderr)
+            return 2
+        seen[port] = flag
     listener = logs.configure("WARNING")
     install_event_loop_policy()
     try:
@@ -166,6 +185,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         pass
+    except ConfigError as error:
+        # The demo has no config file: a listener's field is said as the flag that sets it.
+        said = {"listen.port": "--port", "admin.port": "--admin-port"}.get(error.path)
+        raise error if said is None else ConfigError(said, error.problem) from None
     finally:
         listener.stop()
     return 0
@@ -419,17 +442,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=8080, help="public port (default %(default)s)")
-    p.add_argument("--admin-port", type=int, default=9090, help="admin port (default %(default)s)")
+    p.add_argument("--port", type=_port, default=8080, help="public port (default %(default)s)")
+    p.add_argument(
+        "--admin-port", type=_port, default=9090, help="admin port (default %(default)s)"
+    )
     p.add_argument(
         "--backend-port",
-        type=int,
+        type=_port,
         default=8081,
         help="port of the bundled sandbox backend (default %(default)s)",
     )
     p.add_argument(
         "--page-port",
-        type=int,
+        type=_port,
         default=8082,
         help="port of the demo's web page, the origin the gateway's CORS config allows "
         "(default %(default)s)",

@@ -261,3 +261,42 @@ def test_a_page_port_in_use_is_one_line_naming_the_option() -> None:
         f"gateway: --page-port: cannot listen on 127.0.0.1:{port}: address already in use; "
         "stop what holds it (another demo?) or choose another port with --page-port"
     ]
+
+
+def test_the_public_port_in_use_is_one_line_naming_the_flag() -> None:
+    """Not ``listen.port``, a field of a config file the demo does not have."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(SCRIPT), "demo", "--port", str(port), "--admin-port", str(free_port()),
+             "--backend-port", str(free_port()), "--page-port", str(free_port())],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines()[-1].startswith(
+        f"gateway: --port: cannot listen on 127.0.0.1:{port}: address already in use"
+    ), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (
+            ["--port", "18590", "--admin-port", "18590"],
+            "gateway: --admin-port: 18590 is already --port's port",
+        ),
+        (["--backend-port", "8080"], "gateway: --backend-port: 8080 is already --port's port"),
+        (["--port", "70000"], "argument --port: must be a port, 1-65535, got '70000'"),
+        (["--page-port", "0"], "argument --page-port: must be a port, 1-65535, got '0'"),
+    ],
+)
+def test_ports_the_demo_cannot_use_are_one_line_and_exit_2(argv: list[str], error: str) -> None:
+    result = subprocess.run(
+        [str(SCRIPT), "demo", *argv], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2, result
+    assert error in result.stderr.splitlines()[-1], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
