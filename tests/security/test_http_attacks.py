@@ -3,6 +3,7 @@ pure-Python parser (AIOHTTP_NO_EXTENSIONS=1), in front of a recording upstream."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -277,6 +278,30 @@ async def test_upgrades_are_not_passed_through(target: Target, lines: list[str])
     assert seen.headers["x-auth-account"] == ["acc_1"]
     for name in ("upgrade", "http2-settings", "connection"):
         assert name not in seen.headers, name
+
+
+@pytest.mark.parametrize("upgrade", ["h2c", "foo", "websocket"])
+async def test_a_request_pipelined_after_an_upgrade_is_never_left_waiting(
+    target: Target, upgrade: str
+) -> None:
+    """The parser stops reading requests at an upgrade request: the one after it on the
+    connection waited unanswered until header_timeout (15 s). The upgrade request is answered
+    and the connection closed; the client sends the next request on a new one."""
+    first = request(
+        target.keys[0], ["Connection: Upgrade", f"Upgrade: {upgrade}"], method="GET", path=SCORES
+    )
+    second = request(target.keys[1], [], method="GET", path=SCORES)
+    reader, writer = await asyncio.open_connection("127.0.0.1", target.proc.port)
+    writer.write(first + second)
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(), 3.0)  # closed, not held for 15 s
+    finally:
+        writer.close()
+    assert status_of(answer) == 200, answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1 or answer.count(b"HTTP/1.1 200") == 2, answer
+    accounts = [s.headers["x-auth-account"] for s in target.recorder.seen]
+    assert accounts in ([["acc_1"]], [["acc_1"], ["acc_2"]]), accounts
 
 
 @pytest.mark.parametrize("hop", ["X-Auth-User", "Authorization", "X-Auth-Account, X-Auth-Actor"])
