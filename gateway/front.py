@@ -114,9 +114,9 @@ def front_handler(
                 # the client sends next on this connection could be that body or its next
                 # request; the connection ends here instead of guessing, or taking the body in.
                 response.force_close()
-            if request.message.upgrade:
-                # The parser stopped at an upgrade request (not passed through): what follows
-                # on the connection was never read as requests, and would wait unanswered.
+            if "Upgrade" in headers or request.method == "CONNECT":
+                # The parser stops at an upgrade request (not passed through): what follows on
+                # the connection is never read as requests, and would wait unanswered.
                 response.force_close()
             status = response.status
             return response

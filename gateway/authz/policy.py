@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.errors import InsufficientScope, NotFound
+from gateway.observe.metrics import KNOWN_METHODS
 
 HANDLERS: Final = ("user_token", "user_token_refresh", "mobile_token", "sdk_initialize")
 
@@ -104,8 +105,11 @@ class Policy:
             raise NotFound()
         rule = node.by_method.get(method)
         if rule is None:
+            # SECURITY: a method the client made up (the pure-Python parser takes any token,
+            # a secret sent by mistake included) is never echoed.
+            shown = method if method in KNOWN_METHODS else "this method"
             raise InsufficientScope(
-                f"No policy allows {method} on this route.", details={"reason": "method"}
+                f"No policy allows {shown} on this route.", details={"reason": "method"}
             )
         return RouteMatch(rule, node.template, params)
 

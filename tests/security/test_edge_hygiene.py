@@ -323,6 +323,7 @@ async def test_a_method_made_up_by_the_client_is_never_logged(edge: Edge) -> Non
         "Connection: close\r\n\r\n".encode()
     )
     assert _answer(raw)[0] in (400, 403), raw[:200]
+    assert secret[7:].encode() not in raw  # nor echoed in the answer
     for _ in range(200):  # the access line (or the parser's refusal) is written after the answer
         if len(list(iter_lines(edge.proc.output()))) > before:
             break
