@@ -58,8 +58,10 @@ def _why(exc: GatewayError) -> str:
         parts.append(f"reason: {reason}")
     cause = exc.__cause__
     if cause is not None and not isinstance(cause, GatewayError):
-        said = str(cause).splitlines()[0][:200] if str(cause) else ""
-        parts.append(f"{type(cause).__name__}: {said}" if said else type(cause).__name__)
+        from gateway.stores.redis import said
+
+        words = said(cause)[:300]
+        parts.append(f"{type(cause).__name__}: {words}" if words else type(cause).__name__)
     return f" ({'; '.join(parts)})" if parts else ""
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -81,6 +82,22 @@ LOG_EVERY = 60.0  # seconds between two log lines about the same kind of store f
 API_KEYS_TAG = "{apikeys}"
 
 Client = redis.Redis | RedisCluster
+
+
+# A client object's repr, which redis-py's Sentinel puts in its MasterNotFoundError once per
+# sentinel asked (500 characters each, its options and object addresses), before what that
+# sentinel answered: only its address is kept.
+_CLIENT_REPR = re.compile(
+    r"<redis\.asyncio\.client\.Redis\(.*?[(,]host=([^,]+),port=(\d+),.*?\)>\)>\)> - "
+)
+
+
+def said(exc: BaseException) -> str:
+    """What redis-py said, on one line, each client named by its address only: a Sentinel that
+    refused the password said so (``- auth:AuthenticationError: invalid username-password
+    pair``) 2,000 characters into its message, past any cut an operator would see."""
+    text = _CLIENT_REPR.sub(lambda m: f"sentinel {m[1]}:{m[2]}: ", str(exc))
+    return text.splitlines()[0] if text else ""
 
 
 def _lua(name: str) -> str:
@@ -250,7 +267,7 @@ class RedisStore:
             raise
         except Exception as exc:
             self._down = not self.quiet  # a candidate's recovery is not news either
-            self._log(operation, type(exc).__name__, str(exc)[:300])
+            self._log(operation, type(exc).__name__, said(exc)[:300])
             # SECURITY: whatever the client raised (redis-py can fail with AttributeError while
             # a failover tears a connection down), the decision fails closed: 503, never 500.
             raise StoreUnavailable(details={"store": "redis"}) from exc
