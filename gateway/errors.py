@@ -84,6 +84,15 @@ class WrongUser(AuthorizationError):
     default_message = "This token can only access data for its own user."
 
 
+class ForbiddenHeader(AuthorizationError):
+    """A header a backend may take as the request's real method or target
+    (:data:`gateway.forward.headers.OVERRIDES`): 403 in both modes, which a forward-auth proxy
+    passes on as a refusal (nginx ``auth_request`` turns a 400 into a 500)."""
+
+    code = "forbidden_header"
+    default_message = "This request carries a header that names another method or target."
+
+
 class NotFound(GatewayError):
     """A path the gateway does not serve at all."""
 

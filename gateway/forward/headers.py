@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from gateway.errors import InvalidRequest
+from gateway.errors import ForbiddenHeader, InvalidRequest
 from gateway.observe.redact import looks_secret
 
 HOP_BY_HOP = frozenset(
@@ -110,16 +110,16 @@ def request_headers(
 
 
 def refuse_overrides(headers: CIMultiDictProxy[str], names: Iterable[istr] = OVERRIDES) -> None:
-    """Raise :class:`InvalidRequest` when the request carries one of ``names`` (see
+    """Raise :class:`ForbiddenHeader` when the request carries one of ``names`` (see
     :data:`OVERRIDES`)."""
     for name in names:
         if name in headers:
             raise _override(name.lower())
 
 
-def _override(name: str) -> InvalidRequest:
+def _override(name: str) -> ForbiddenHeader:
     # SECURITY: a backend could act on another method or target than the one authorized.
-    return InvalidRequest(
+    return ForbiddenHeader(
         f"The {name} header is not accepted: send the method and target themselves.",
         details={"reason": "override_header", "header": name},
     )

@@ -441,7 +441,7 @@ async def test_a_header_a_backend_takes_as_the_method_or_target_is_refused(
     extra = {name: OVERRIDES[name], "Authorization": f"Bearer {token}"}
     response = await ask.request(m, path, headers={**headers, **extra})
     body = await response.json()
-    assert (response.status, body["error"]) == (400, "invalid_request"), body
+    assert (response.status, body["error"]) == (403, "forbidden_header"), body
     assert body["details"] == {"reason": "override_header", "header": name.lower()}
     allowed = await ask.request(
         m, path, headers={**headers, "Authorization": extra["Authorization"]}

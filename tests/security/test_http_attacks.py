@@ -167,8 +167,9 @@ async def test_a_header_naming_another_method_or_target_never_reaches_the_upstre
             target.keys[0], [f"{name}: {value}", "Connection: close"], method="GET", path=SCORES
         )
     )
-    assert status_of(answer) == 400, answer[:200]
+    assert status_of(answer) == 403, answer[:200]
     document = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert document["error"] == "forbidden_header"
     assert document["details"] == {"reason": "override_header", "header": name.lower()}
     assert target.recorder.seen == []
 
