@@ -219,6 +219,9 @@ def _with_runtime(args: argparse.Namespace, action: Callable[[Any], Awaitable[An
 
     async def main() -> Any:
         runtime = build_runtime(settings)
+        # The command says what the store said itself (its error line, _why); the store's own
+        # warning line is a server's log line, in plain text here before it.
+        runtime.store.quiet = True
         try:
             # Before anything else: a CLI run never seals a key the servers could not open.
             if await runtime.keys.ensure_master_key():
