@@ -9,10 +9,12 @@ accepting connections, drain in-flight requests for up to ``SHUTDOWN_TIMEOUT`` a
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -210,12 +212,28 @@ async def _bind(starting: Awaitable[None], field: str, listener: Listener) -> No
     try:
         await starting
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise ConfigError(
-            f"{field}.port",
-            f"cannot listen on {listener.host}:{listener.port}: {reason[:1].lower()}{reason[1:]}; "
-            "stop what holds it (another gateway?) or choose another port",
-        ) from None
+        raise listen_error(field, listener.host, listener.port, exc) from None
+
+
+def listen_error(field: str, host: str, port: int, exc: OSError) -> ConfigError:
+    """Why a listener could not bind, naming the field to change: the port when it is taken
+    (or needs privileges), the host when no interface has that address or the name does not
+    resolve (both were said as a port in use, "unknown error -2")."""
+    where = f"cannot listen on {host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"{field}.host", f"{where}: the host name does not resolve")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"{field}.host", f"{where}: no interface of this machine has it")
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            f"{field}.port", f"{where}: permission denied (ports below 1024 need privileges)"
+        )
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return ConfigError(
+        f"{field}.port",
+        f"{where}: {reason[:1].lower()}{reason[1:]}; "
+        "stop what holds it (another gateway?) or choose another port",
+    )
 
 
 async def _reload(

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.config import ConfigError, Settings
+from gateway.config import Settings
 from gateway.observe import logs
 
 if TYPE_CHECKING:
@@ -154,9 +154,6 @@ def _check_port(field: str, host: str, port: int) -> None:
             # SECURITY: bound without SO_REUSEPORT, so another gateway's workers cannot share.
             probe.bind(infos[0][4])
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise ConfigError(
-            f"{field}.port",
-            f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}; "
-            "stop what holds it (another gateway?) or choose another port",
-        ) from None
+        from gateway.server import listen_error
+
+        raise listen_error(field, host, port, exc) from None

@@ -317,6 +317,37 @@ def test_a_port_in_use_is_one_line_naming_it(
     )
 
 
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("10.255.255.1", "no interface of this machine has it"),
+        ("no-such-host.invalid", "the host name does not resolve"),
+    ],
+)
+def test_a_host_it_cannot_listen_on_is_named_as_the_host(
+    tmp_path: Path, host: str, said: str
+) -> None:
+    """Not as a port in use ("unknown error -2; stop what holds it")."""
+    port = free_port()
+    proc = write_config(
+        tmp_path, "http://127.0.0.1:1", extra={"listen": {"host": host, "port": port}}
+    )
+    result = serve(proc.config)
+    assert result.returncode == 2
+    assert result.stderr == f"gateway: listen.host: cannot listen on {host}:{port}: {said}\n"
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "1.2.3", "a b", "-gw.example.com"])
+def test_check_config_refuses_a_host_that_is_no_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    proc = write_config(tmp_path, "http://127.0.0.1:1", extra={"admin": {"host": host}})
+    assert main(["check-config", str(proc.config)]) == 2
+    assert (
+        f"admin.host: must be an IP address or a host name, got {host!r}" in capsys.readouterr().err
+    )
+
+
 def test_a_second_gateway_on_the_same_port_is_refused(tmp_path: Path) -> None:
     """A single-process gateway does not share its public port (SO_REUSEPORT is for the workers
     of one supervisor): a second one, an old instance left running, is an error, not two

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
@@ -9,13 +11,32 @@ from pydantic import AfterValidator, Field, model_validator
 from gateway.config.base import FilePath, Int, Section
 from gateway.config.errors import problem
 
+# A host name as RFC 1123 writes one: dot-separated labels of letters, digits and inner '-'.
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?\Z")
+
+
+def _host(host: str) -> str:
+    """An IP address, or a host name that is not a malformed IPv4 address (``999.1.1.1`` is a
+    valid name by its characters, and bound as one failed with ``unknown error -2``)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if not _HOST_NAME.match(host) or host.rstrip(".").replace(".", "").isdigit():
+        raise problem(f"must be an IP address or a host name, got {host!r}")
+    return host
+
+
+Host = Annotated[str, AfterValidator(_host)]
+
 
 class Listener(Section):
     """The public listener."""
 
-    host: str = Field(
+    host: Host = Field(
         "0.0.0.0",  # noqa: S104 - a gateway listens publicly
-        description="Address to bind.",
+        description="Address to bind (an IP address, or a host name it resolves to).",
     )
     port: Int = Field(8080, ge=0, le=65535, description="Port to bind (0: any free port).")
     tls_cert: FilePath | None = Field(
@@ -39,7 +60,7 @@ def _admin_token(token: str) -> str:
 class AdminListener(Listener):
     """The admin listener: health, readiness, metrics and the admin API."""
 
-    host: str = Field("127.0.0.1", description="Address to bind; keep it private.")
+    host: Host = Field("127.0.0.1", description="Address to bind; keep it private.")
     port: Int = Field(9090, ge=0, le=65535, description="Port to bind.")
     token: Annotated[str, AfterValidator(_admin_token)] | None = Field(
         None,
