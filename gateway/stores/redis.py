@@ -58,6 +58,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    NoPermissionError,
     ResponseError,
     TryAgainError,
 )
@@ -399,10 +400,14 @@ class RedisStore:
                 found: Any = await self._redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
             else:
                 found = await self._redis.info("memory")
+        except NoPermissionError:
+            return None  # refused by an ACL: not a store failure
         except ResponseError as exc:
-            if isinstance(exc, (AskError, ClusterDownError, TryAgainError)):
-                raise
-            return None  # refused by an ACL, or renamed away: not a store failure
+            if "unknown command" in str(exc).lower():
+                return None  # renamed away (rename-command): not a store failure either
+            # Anything else is the store failing (a database index out of range, a cluster
+            # moving a slot): it was taken for a refusal, and the call counted as answered.
+            raise
         if "maxmemory_policy" in found:  # one node's own answer
             nodes = {"": found}
         elif isinstance(self._redis, RedisCluster):  # each node's, by name

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as redis
 
 from gateway.app import create_admin_app
+from gateway.errors import StoreUnavailable
 from gateway.keys import watch
 from gateway.observe.metrics import Metrics
 from gateway.stores.base import MemoryPolicy
@@ -111,6 +112,27 @@ async def test_a_store_that_refuses_info_is_said_once(
     assert "INFO refused" in lines[0]["msg"] and "noeviction" in lines[0]["msg"]
     assert evicting(metrics) == 0
     assert "pw" not in log_lines.getvalue()
+
+
+async def test_a_database_the_server_does_not_have_is_a_store_failure_not_a_refusal(
+    server: RedisServer, log_lines: io.StringIO
+) -> None:
+    """``redis://…/99`` on a server of 16 databases: every command fails. Its INFO's error was
+    taken for an ACL's refusal ("the store does not say how it evicts"), and the call for an
+    answer ("store available again")."""
+    beyond = RedisStore(server.url.rsplit("/", 1)[0] + "/99")
+    watcher = EvictionWatch(Metrics().store_evicting)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await beyond.memory_policies()
+        await watcher.look(beyond)  # does not raise, and finds nothing
+    finally:
+        await beyond.close()
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert not said(log_lines), said(log_lines)
+    assert not [line for line in lines if "available again" in line["msg"]], lines
+    [failed] = [line for line in lines if line["msg"].startswith("store unavailable")]
+    assert "DB index is out of range" in failed["error"]
 
 
 async def test_a_store_that_does_not_answer_is_not_a_finding(
