@@ -116,6 +116,7 @@ async def run(
         # SECURITY: the file may have changed since this process read it; every other process
         # reloaded it.
         hangup()
+    listening = False
     try:
         if public:
             await _bind(
@@ -153,6 +154,7 @@ async def run(
                 "admin",
                 settings.admin,
             )
+        listening = True
         logs.event(
             "listening",
             public=f"{settings.listen.host}:{settings.listen.port}" if public else None,
@@ -183,7 +185,8 @@ async def run(
         await asyncio.gather(*closing)
         if not public:  # the public app's cleanup_ctx closes them otherwise
             await close_resources(current)
-        logs.event("stopped")
+        if listening:  # a process that never listened says why on stderr (the caller), only
+            logs.event("stopped")
 
 
 def _listeners(settings: Settings) -> dict[str, tuple[str, int]]:

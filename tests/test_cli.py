@@ -315,6 +315,8 @@ def test_a_port_in_use_is_one_line_naming_it(
         f"gateway: {listener}.port: cannot listen on 127.0.0.1:{held_port}: address already in "
         "use; stop what holds it (another gateway?) or choose another port\n"
     )
+    # Nothing on stdout claims a stop of what never listened.
+    assert '"stopped"' not in result.stdout and '"listening"' not in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -307,6 +307,9 @@ def _unraisablehook(args: Any) -> None:
 
 
 def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
+    """An event line, written after every request line made before it ("stopped" came before
+    the access line of the last request drained, with an earlier time)."""
+    _LINES.flush()
     EVENTS.log(level, message, extra={"fields": fields})
 
 

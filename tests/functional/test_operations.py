@@ -140,12 +140,14 @@ async def test_sigterm_drains_in_flight_requests(
     assert code == 0
     assert '"stopped"' in proc.output()
     # The access line of the request that finished while draining was written before exit.
-    access = [
-        line
-        for line in map(orjson.loads, (t for t in proc.output().splitlines() if t.startswith("{")))
-        if line.get("logger") == "gateway.access"
-    ]
+    lines = [orjson.loads(t) for t in proc.output().splitlines() if t.startswith("{")]
+    access = [line for line in lines if line.get("logger") == "gateway.access"]
     assert any(line["status"] == 200 and line["credential"] == "api_key" for line in access)
+    # ...before "stopped", which is the last line, and in the order of their times ("stopped"
+    # came before the access line of the request it drained, with a later time).
+    assert lines[-1]["msg"] == "stopped", lines[-3:]
+    times = [line["ts"] for line in lines]
+    assert times == sorted(times), times
 
 
 async def test_workers_share_the_port_and_metrics_add_up(
