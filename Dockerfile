@@ -21,6 +21,6 @@ USER 10001:10001
 EXPOSE 8080 9090
 # The config (and policy, signing keys) is mounted at /etc/gateway; secrets come from env.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/healthz', timeout=2)"]
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GATEWAY_ADMIN_PORT', '9090'), timeout=2)"]
 ENTRYPOINT ["gateway"]
 CMD ["serve", "--config", "/etc/gateway/gateway.yaml"]
