@@ -48,8 +48,10 @@ def problem(exc: Exception) -> str:
     (``KEY_VALUES_MISMATCH``, ``PEM lib``) or the operating system's."""
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or exc.__class__.__name__
-        if reason == "KEY_VALUES_MISMATCH":
-            return "the certificate and tls_key do not match (KEY_VALUES_MISMATCH)"
+        # Another key of the same type, or (NO_CERTIFICATE_ASSIGNED) one of another type: an
+        # ECDSA certificate renewed as RSA with the old key kept.
+        if reason in ("KEY_VALUES_MISMATCH", "KEY_TYPE_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
+            return f"the certificate and tls_key do not match ({reason})"
         return f"the certificate or tls_key cannot be loaded ({reason})"
     if isinstance(exc, OSError):
         return f"cannot be read: {exc.strerror or type(exc).__name__}"
@@ -67,6 +69,8 @@ def check_tls(settings: Settings) -> None:
                 path.read_bytes()
             except OSError as exc:
                 raise ConfigError(f"{field}.{name}", problem(exc)) from None
+        if b"PRIVATE KEY-----" not in listener.tls_key.read_bytes():
+            raise ConfigError(f"{field}.tls_key", "holds no PEM private key")
         try:
             server_context(listener.tls_cert, listener.tls_key)
         except (ssl.SSLError, OSError) as exc:

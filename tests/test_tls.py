@@ -108,3 +108,23 @@ def test_check_tls_names_the_file_that_cannot_be_read(tmp_path: Path, spoiled: s
     with pytest.raises(ConfigError) as raised:
         check_tls(settings)
     assert str(raised.value).startswith(f"admin.{spoiled}: cannot be read")
+
+
+def test_a_key_of_another_type_is_said_not_to_match(tmp_path: Path) -> None:
+    """An ECDSA certificate renewed as RSA with the old key kept (OpenSSL's
+    NO_CERTIFICATE_ASSIGNED, which read as a file that cannot be loaded)."""
+    ca = trustme.CA()
+    cert, _ = pair(ca, tmp_path, "rsa", trustme.KeyType.RSA)
+    _, ec_key = pair(ca, tmp_path, "ec", trustme.KeyType.ECDSA)
+    settings = make_settings("http://127.0.0.1:9", admin=listen(cert, ec_key))
+    with pytest.raises(ConfigError) as raised:
+        check_tls(settings)
+    assert str(raised.value).startswith("admin.tls_cert: the certificate and tls_key do not match")
+
+
+def test_a_key_file_that_holds_no_key_is_named_as_the_key(tmp_path: Path) -> None:
+    cert, _ = pair(trustme.CA(), tmp_path, "first")
+    settings = make_settings("http://127.0.0.1:9", admin=listen(cert, cert))
+    with pytest.raises(ConfigError) as raised:
+        check_tls(settings)
+    assert str(raised.value) == "admin.tls_key: holds no PEM private key"
