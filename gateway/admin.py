@@ -118,8 +118,9 @@ def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Resp
             sent = request.headers.getall("Authorization", ())
             # SECURITY: exactly one header (a second one beside a right one is not admitted).
             presented = sent[0] if len(sent) == 1 else ""
-            # SECURITY: constant-time comparison of the whole header value (bytes the client
-            # sent that are not UTF-8 are compared as sent, never an error: 401, not 500).
+            # SECURITY: constant-time comparison of the whole header value (a value that is not
+            # UTF-8, held as surrogates, is compared as their bytes, never an error: 401, not
+            # 500).
             sent_bytes = presented.encode("utf-8", "surrogatepass")
             if not hmac.compare_digest(sent_bytes, f"Bearer {expected}".encode()):
                 raise InvalidToken("The admin token is missing or wrong.")

@@ -189,7 +189,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         pass
     except ConfigError as error:
         # The demo has no config file: a listener's field is said as the flag that sets it.
-        said = {"listen.port": "--port", "admin.port": "--admin-port"}.get(error.path)
+        as_flags = {"listen.port": "--port", "admin.port": "--admin-port", "listen.host": "--host"}
+        said = as_flags.get(error.path)
         raise error if said is None else ConfigError(said, error.problem) from None
     finally:
         listener.stop()

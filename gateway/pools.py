@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from gateway.config import Upstream
-from gateway.errors import ServiceUnavailable
+from gateway.errors import ServiceUnavailable, UpstreamUnavailable
 from gateway.forward.upstream import UpstreamClient, ssl_context
 
 
@@ -44,9 +44,6 @@ class UpstreamPools:
 
     def __init__(self, upstreams: Mapping[str, Upstream]) -> None:
         self._upstreams = dict(upstreams)
-        # Loaded with the runtime, from the files the config check loaded: a request never reads
-        # them (one changed since would otherwise fail every request to its upstream).
-        self._tls = {name: ssl_context(upstream) for name, upstream in self._upstreams.items()}
         self._clients: dict[str, aiohttp.ClientSession] = {}
         self._forwarding: dict[str, UpstreamClient] = {}
         self._closed = False
@@ -64,7 +61,7 @@ class UpstreamPools:
         self._open_check()
         found = self._clients.get(name)
         if found is None:
-            found = self._clients[name] = _upstream_client(self._upstreams[name], self._tls[name])
+            found = self._clients[name] = _upstream_client(self._upstreams[name], self._tls(name))
         return found
 
     def forwarding(self, name: str) -> UpstreamClient:
@@ -73,8 +70,20 @@ class UpstreamPools:
         found = self._forwarding.get(name)
         if found is None:
             upstream = self._upstreams[name]
-            found = self._forwarding[name] = UpstreamClient(upstream, self._tls[name])
+            found = self._forwarding[name] = UpstreamClient(upstream, self._tls(name))
         return found
+
+    def _tls(self, name: str) -> ssl.SSLContext | None:
+        """The upstream's TLS context, made when its first client is (checked with the config
+        by ``check-config``, ``serve`` and a reload; a key command never makes one). A file
+        changed since that no longer loads is the upstream being unavailable: 502, not 500."""
+        try:
+            return ssl_context(self._upstreams[name])
+        except (ssl.SSLError, OSError) as exc:
+            raise UpstreamUnavailable(
+                details={"upstream": name},
+                cause=f"its TLS files no longer load ({type(exc).__name__}); reload to check them",
+            ) from None
 
     @property
     def open(self) -> int:

@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import (
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import _ErrInfo
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import Limits
 from gateway.errors import GatewayError, InvalidRequest, UpstreamTimeout
@@ -130,6 +130,22 @@ def unserved(message: object) -> BadHttpMessage | None:
     return None
 
 
+def _unmet(message: RawRequestMessage) -> bool:
+    """An ``Expect`` other than ``100-continue``: ignored, as RFC 9110 §10.1.1 lets a server
+    do (the public listener's handler never reads one; aiohttp's router, on the admin
+    listener, answered it with a plain-text 417 that echoed it, before any middleware)."""
+    expect = message.headers.get("Expect")
+    return expect is not None and expect.lower() != "100-continue"
+
+
+def _without_expectation(message: RawRequestMessage) -> RawRequestMessage:
+    """``message`` without its ``Expect`` headers: names and values kept as parsed (a value
+    that is not UTF-8 stays as it came; re-encoding it raised)."""
+    headers = CIMultiDict((k, v) for k, v in message.headers.items() if k.lower() != "expect")
+    raw = tuple((k, v) for k, v in message.raw_headers if k.lower() != b"expect")
+    return message._replace(headers=CIMultiDictProxy(headers), raw_headers=raw)
+
+
 class GatewayRequestHandler(web.RequestHandler):
     """aiohttp's protocol handler with the gateway's error answer (see the module docstring)."""
 
@@ -144,9 +160,12 @@ class GatewayRequestHandler(web.RequestHandler):
         queued = len(self._messages)
         super().data_received(data)
         for i in range(queued, len(self._messages)):
-            refused = unserved(self._messages[i][0])
+            message, payload = self._messages[i]
+            refused = unserved(message)
             if refused is not None:
                 self._messages[i] = (_ErrInfo(400, refused, refused.message), EMPTY_PAYLOAD)
+            elif isinstance(message, RawRequestMessage) and _unmet(message):
+                self._messages[i] = (_without_expectation(message), payload)
         if len(self._messages) > queued and self._current_request is not None:
             message = self._messages[-1][0]
             content = self._current_request.content
@@ -208,24 +227,6 @@ class _Server(web.Server):
         return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
-def _ignoring_expectations(
-    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
-    """``handler`` (an app's router), with an ``Expect`` other than ``100-continue`` ignored, as
-    RFC 9110 §10.1.1 lets a server do and the public listener does (:mod:`gateway.front`):
-    aiohttp's router answers it with a plain-text 417 that echoes the header, before any
-    middleware could give the gateway's answer."""
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        expect = request.headers.get("Expect")
-        if expect is not None and expect.lower() != "100-continue":
-            kept = [(k, v) for k, v in request.headers.items() if k.lower() != "expect"]
-            request = request.clone(headers=CIMultiDict(kept))
-        return await handler(request)
-
-    return handle
-
-
 class GatewayRunner(web.AppRunner):
     """An :class:`aiohttp.web.AppRunner` whose connections use :class:`GatewayRequestHandler`.
 
@@ -242,8 +243,6 @@ class GatewayRunner(web.AppRunner):
         if FRONT in app and not app.middlewares:
             # Its request factory is the app's: every request is a web.Request.
             handler = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], app[FRONT])
-        else:
-            handler = _ignoring_expectations(handler)
         return _Server(
             handler,
             request_factory=built.request_factory,

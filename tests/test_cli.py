@@ -339,7 +339,7 @@ def test_a_host_it_cannot_listen_on_is_named_as_the_host(
     assert result.stderr == f"gateway: listen.host: cannot listen on {host}:{port}: {said}\n"
 
 
-@pytest.mark.parametrize("host", ["999.1.1.1", "1.2.3", "a b", "-gw.example.com"])
+@pytest.mark.parametrize("host", ["999.1.1.1", "1.2.3", "a b", "-gw.example.com", "gw..example"])
 def test_check_config_refuses_a_host_that_is_no_address(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str
 ) -> None:
@@ -348,6 +348,16 @@ def test_check_config_refuses_a_host_that_is_no_address(
     assert (
         f"admin.host: must be an IP address or a host name, got {host!r}" in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::", "localhost", "gateway_1", "bücher.example"])
+def test_check_config_takes_any_address_or_name_it_can_bind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    """``""`` binds every interface (as asyncio reads it); a container's service name may hold
+    an underscore."""
+    proc = write_config(tmp_path, "http://127.0.0.1:1", extra={"admin": {"host": host}})
+    assert main(["check-config", str(proc.config)]) == 0, capsys.readouterr().err
 
 
 def test_a_second_gateway_on_the_same_port_is_refused(tmp_path: Path) -> None:

@@ -42,7 +42,8 @@ class DecisionSettings(Section):
         "(`X-Original-Method` + `X-Original-URI`), `ingress-nginx` (`X-Original-Method` + "
         "`X-Original-URL`), `traefik` (`X-Forwarded-Method` + `X-Forwarded-Uri`) or `envoy` "
         "(the request itself, below `prefix`). Only that proxy's headers are read; a client's "
-        "copies of the others, which the proxy passes on untouched, are ignored.",
+        "copies of the others, which the proxy passes on untouched, are ignored (a client's "
+        "`X-Original-URL` is refused, 403 `forbidden_header`, except behind ingress-nginx).",
     )
     environments: tuple[Environment, ...] = Field(
         ("live",),

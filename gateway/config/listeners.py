@@ -11,13 +11,17 @@ from pydantic import AfterValidator, Field, model_validator
 from gateway.config.base import FilePath, Int, Section
 from gateway.config.errors import problem
 
-# A host name as RFC 1123 writes one: dot-separated labels of letters, digits and inner '-'.
-_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?\Z")
+# A host name: dot-separated labels of letters, digits, inner '-' and '_' (a container's
+# service name may hold one), or of any letters (an internationalised name).
+_HOST_NAME = re.compile(r"(?!-)[\w-]{1,63}(?<!-)(\.(?!-)[\w-]{1,63}(?<!-))*\.?\Z")
 
 
 def _host(host: str) -> str:
-    """An IP address, or a host name that is not a malformed IPv4 address (``999.1.1.1`` is a
-    valid name by its characters, and bound as one failed with ``unknown error -2``)."""
+    """An IP address, a host name that is not a malformed IPv4 address (``999.1.1.1`` is a
+    valid name by its characters, and bound as one failed with ``unknown error -2``), or ``""``
+    (every interface, as asyncio binds it)."""
+    if host == "":
+        return host
     try:
         ipaddress.ip_address(host)
         return host

@@ -39,7 +39,7 @@ from gateway.errors import (
     ServiceUnavailable,
 )
 from gateway.exchange import Exchange
-from gateway.forward.headers import OVERRIDES, refuse_overrides
+from gateway.forward.headers import OVERRIDES, WITH_ORIGINAL_URL, refuse_overrides
 from gateway.pipeline import admit_client, reusable_at_once
 from gateway.principal import Principal
 from gateway.runtime import Runtime, no_upstream
@@ -48,10 +48,6 @@ from gateway.runtime import Runtime, no_upstream
 _ORIGINAL_METHOD, _FORWARDED_METHOD = istr("X-Original-Method"), istr("X-Forwarded-Method")
 _ORIGINAL_URI, _ORIGINAL_URL = istr("X-Original-URI"), istr("X-Original-URL")
 _FORWARDED_URI = istr("X-Forwarded-Uri")
-# The headers a backend may take as the real method or target (forward.headers.OVERRIDES): the
-# front proxy passes the client's on to the backend as they are, so a request carrying one is
-# refused here; X-Original-URL too, except from ingress-nginx, whose own header it is.
-_OVERRIDES_AND_URL = (*OVERRIDES, _ORIGINAL_URL)
 
 
 def under(prefix: str | None, path: str) -> bool:
@@ -80,7 +76,7 @@ def original_target(
         raise NotFound()  # decision mode off (it needs a proxy)
     # SECURITY: the backend gets the client's headers too; one naming another method or target
     # could make it act on a request this decision never allowed.
-    refuse_overrides(headers, OVERRIDES if proxy == "ingress-nginx" else _OVERRIDES_AND_URL)
+    refuse_overrides(headers, OVERRIDES if proxy == "ingress-nginx" else WITH_ORIGINAL_URL)
     names = ORIGINAL[proxy]
     if names is None:
         target = raw_path[len(prefix) :] or "/"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from multidict import CIMultiDict, CIMultiDictProxy, istr
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import ForbiddenHeader, InvalidRequest
 from gateway.observe.redact import looks_secret
@@ -45,14 +45,17 @@ FORWARDED = frozenset(
 # request line, so a client's copy could make the backend act on another: a GET allowed, a
 # DELETE done. Refused in both modes (decision mode: :func:`refuse_overrides`); in proxy mode
 # ``X-Original-URL`` too (decision mode reads it from ingress-nginx, :mod:`.decision`).
-OVERRIDES = (
-    istr("X-HTTP-Method-Override"),
-    istr("X-HTTP-Method"),
-    istr("X-Method-Override"),
-    istr("X-Rewrite-URL"),
+# Names as canonical() spells them: any case, and '_' for '-' (a CGI-style backend reads
+# X_HTTP_Method_Override as X-HTTP-Method-Override).
+OVERRIDES = frozenset(
+    {"x-http-method-override", "x-http-method", "x-method-override", "x-rewrite-url"}
 )
-ORIGINAL_URL = istr("X-Original-URL")
-_PROXY_OVERRIDES = frozenset(str(name).lower() for name in (*OVERRIDES, ORIGINAL_URL))
+WITH_ORIGINAL_URL = OVERRIDES | {"x-original-url"}
+# What every one of those names holds, in any case and with '_' or '-': a request whose header
+# names hold none of it (nearly every one) is passed after one search of them all.
+_OVERRIDE_WORDS = re.compile(
+    r"x[-_](?:http[-_]method|method[-_]override|rewrite[-_]url|original[-_]url)", re.IGNORECASE
+)
 # Recomputed by aiohttp's client for the upstream.
 RECOMPUTED = frozenset({"host", "expect", "content-length"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
@@ -95,7 +98,7 @@ def request_headers(
         if key in FORWARDED and not trust_forwarded:
             continue
         # SECURITY: the policy judged the request line's method and target, not this header's.
-        if key in _PROXY_OVERRIDES:
+        if key in WITH_ORIGINAL_URL:
             raise _override(key)
         if key == "authorization" and not forward_authorization:
             continue
@@ -109,12 +112,16 @@ def request_headers(
     return out
 
 
-def refuse_overrides(headers: CIMultiDictProxy[str], names: Iterable[istr] = OVERRIDES) -> None:
+def refuse_overrides(headers: CIMultiDictProxy[str], names: frozenset[str] = OVERRIDES) -> None:
     """Raise :class:`ForbiddenHeader` when the request carries one of ``names`` (see
-    :data:`OVERRIDES`)."""
-    for name in names:
-        if name in headers:
-            raise _override(name.lower())
+    :data:`OVERRIDES`), in any case and with '_' for '-', as :func:`request_headers` reads
+    them in proxy mode."""
+    if not _OVERRIDE_WORDS.search("\n".join(headers.keys())):
+        return
+    for key in headers:
+        name = canonical(key)
+        if name in names:
+            raise _override(name)
 
 
 def _override(name: str) -> ForbiddenHeader:

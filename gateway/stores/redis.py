@@ -58,7 +58,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
     ClusterDownError,
-    NoPermissionError,
+    MovedError,
     ResponseError,
     TryAgainError,
 )
@@ -91,6 +91,9 @@ Client = redis.Redis | RedisCluster
 _CLIENT_REPR = re.compile(
     r"<redis\.asyncio\.client\.Redis\(.*?[(,]host=([^,]+),port=(\d+),.*?\)>\)>\)> - "
 )
+
+
+_CLUSTER_MOVING = (AskError, ClusterDownError, TryAgainError, MovedError)
 
 
 def said(exc: BaseException) -> str:
@@ -400,14 +403,12 @@ class RedisStore:
                 found: Any = await self._redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
             else:
                 found = await self._redis.info("memory")
-        except NoPermissionError:
-            return None  # refused by an ACL: not a store failure
         except ResponseError as exc:
-            if "unknown command" in str(exc).lower():
-                return None  # renamed away (rename-command): not a store failure either
-            # Anything else is the store failing (a database index out of range, a cluster
-            # moving a slot): it was taken for a refusal, and the call counted as answered.
-            raise
+            # The store failing every command (a database index the server does not have) or a
+            # cluster moving its slots: taken for a refusal, the call counted as answered.
+            if "DB index" in str(exc) or isinstance(exc, _CLUSTER_MOVING):
+                raise
+            return None  # refused (an ACL, a renamed command, a proxy without INFO)
         if "maxmemory_policy" in found:  # one node's own answer
             nodes = {"": found}
         elif isinstance(self._redis, RedisCluster):  # each node's, by name

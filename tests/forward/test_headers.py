@@ -13,7 +13,10 @@ from gateway.config import HeaderNames
 from gateway.errors import ForbiddenHeader, InvalidRequest
 from gateway.forward.headers import (
     HOP_BY_HOP,
+    OVERRIDES,
+    WITH_ORIGINAL_URL,
     canonical,
+    refuse_overrides,
     request_head,
     request_headers,
     request_id,
@@ -116,6 +119,31 @@ def test_a_header_a_backend_takes_as_the_method_or_target_is_refused(name: str, 
             "reason": "override_header",
             "header": canonical(name),
         }
+
+
+@given(st.sampled_from(OVERRIDE_NAMES).flatmap(spellings), values, st.booleans())
+def test_decision_mode_refuses_the_same_headers_in_every_spelling(
+    name: str, value: str, with_original_url: bool
+) -> None:
+    """Decision mode's check (the front proxy passes the header on to the backend) reads names
+    as proxy mode does: a '_' for a '-' passed it, and Traefik and Envoy pass such names on."""
+    incoming = CIMultiDictProxy(CIMultiDict([("X-Original-URI", "/"), (name, value)]))
+    names = WITH_ORIGINAL_URL if with_original_url else OVERRIDES
+    if canonical(name) not in names:
+        refuse_overrides(incoming, names)  # ingress-nginx's own X-Original-URL
+        return
+    with pytest.raises(ForbiddenHeader) as refused:
+        refuse_overrides(incoming, names)
+    assert refused.value.details == {"reason": "override_header", "header": canonical(name)}
+
+
+def test_decision_mode_passes_a_request_without_them() -> None:
+    incoming = CIMultiDictProxy(
+        CIMultiDict(
+            [("X-Original-URI", "/x"), ("X-Original-Method", "GET"), ("X-Forwarded-Uri", "/x")]
+        )
+    )
+    refuse_overrides(incoming, WITH_ORIGINAL_URL)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,9 @@ import yaml
 
 from gateway.cli import main
 from gateway.config import ConfigError
+from gateway.errors import UpstreamUnavailable
 from gateway.forward.upstream import check_upstream_tls
+from gateway.pools import UpstreamPools
 from tests.conftest import make_settings
 from tests.support import GatewayProcess, write_config
 
@@ -121,3 +123,31 @@ async def test_a_reload_to_it_keeps_the_running_config(tmp_path: Path) -> None:
         assert '"config reloaded"' not in output
     finally:
         proc.stop()
+
+
+def test_a_key_command_does_not_read_the_upstreams_tls_files(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's account that may not read the gateway's client key (mode 0600) still
+    manages keys: only serving reads those files."""
+    f = files(tmp_path)
+    proc = write_config(tmp_path, "http://127.0.0.1:9", store=redis_url, name="tls-cli")
+    with_upstream_tls(proc, ca_file=f["garbage"])
+    assert main(["keys", "list", "--config", str(proc.config)]) == 0, capsys.readouterr().err
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_files_that_stop_loading_after_the_check_make_the_upstream_unavailable(
+    tmp_path: Path,
+) -> None:
+    """A 502 for the requests to that upstream (its cause in the warning line), not a 500."""
+    f = files(tmp_path)
+    settings = make_settings("http://127.0.0.1:9", upstreams={"live": upstream(ca_file=f["ca"])})
+    check_upstream_tls(settings.upstreams)
+    f["ca"].write_text("garbage\n")  # replaced after the check, before the first request
+    pools = UpstreamPools(settings.upstreams)
+    for make in (pools.forwarding, pools.client):
+        with pytest.raises(UpstreamUnavailable) as unavailable:
+            make("live")
+        assert unavailable.value.status == 502
+        assert unavailable.value.details == {"upstream": "live"}
