@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=FIRST_DEPLOY,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from gateway import __version__
+
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = command(

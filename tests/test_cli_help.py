@@ -93,3 +93,12 @@ def test_the_installed_entry_point_shows_the_same_help() -> None:
     )
     assert "--test" in result.stdout and "sk_test_" in result.stdout
     assert "gateway keys create --config config/gateway.yaml" in result.stdout
+
+
+def test_version_is_the_packages() -> None:
+    from gateway import __version__
+
+    result = subprocess.run(
+        gateway_command("--version"), capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout == f"gateway {__version__}\n"
