@@ -51,11 +51,6 @@ OVERRIDES = frozenset(
     {"x-http-method-override", "x-http-method", "x-method-override", "x-rewrite-url"}
 )
 WITH_ORIGINAL_URL = OVERRIDES | {"x-original-url"}
-# What every one of those names holds, in any case and with '_' or '-': a request whose header
-# names hold none of it (nearly every one) is passed after one search of them all.
-_OVERRIDE_WORDS = re.compile(
-    r"x[-_](?:http[-_]method|method[-_]override|rewrite[-_]url|original[-_]url)", re.IGNORECASE
-)
 # Recomputed by aiohttp's client for the upstream.
 RECOMPUTED = frozenset({"host", "expect", "content-length"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
@@ -116,7 +111,17 @@ def refuse_overrides(headers: CIMultiDictProxy[str], names: frozenset[str] = OVE
     """Raise :class:`ForbiddenHeader` when the request carries one of ``names`` (see
     :data:`OVERRIDES`), in any case and with '_' for '-', as :func:`request_headers` reads
     them in proxy mode."""
-    if not _OVERRIDE_WORDS.search("\n".join(headers.keys())):
+    # A request whose header names hold none of the words these names are made of (nearly
+    # every one) is passed after a few substring searches in C (a regex took twice as long).
+    sent = "\n".join(headers.keys()).lower()
+    if not (
+        "override" in sent
+        or "http-method" in sent
+        or "http_method" in sent
+        or "rewrite" in sent
+        or "original-url" in sent
+        or "original_url" in sent
+    ):
         return
     for key in headers:
         name = canonical(key)
