@@ -87,14 +87,15 @@ def request_headers(
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         key = canonical(name)
+        # SECURITY: the policy judged the request line's method and target, not this header's
+        # (refused even when Connection names it: the client still sent it).
+        if key in WITH_ORIGINAL_URL:
+            raise _override(key)
         # SECURITY: spoofed identity headers are removed in every case and with '_' for '-'.
         if key in owned or key in drop:
             continue
         if key in FORWARDED and not trust_forwarded:
             continue
-        # SECURITY: the policy judged the request line's method and target, not this header's.
-        if key in WITH_ORIGINAL_URL:
-            raise _override(key)
         if key == "authorization" and not forward_authorization:
             continue
         if not value.isascii() and not _encodable(value):
@@ -125,7 +126,9 @@ def refuse_overrides(headers: CIMultiDictProxy[str], names: frozenset[str] = OVE
         return
     for key in headers:
         name = canonical(key)
-        if name in names:
+        # An X-Original-URL spelled with '_' is never a proxy's own (they write '-'), so it is
+        # a client's, even behind ingress-nginx, whose own the '-' spelling is.
+        if name in names or (name == "x-original-url" and "_" in key):
             raise _override(name)
 
 

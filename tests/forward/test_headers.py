@@ -129,12 +129,21 @@ def test_decision_mode_refuses_the_same_headers_in_every_spelling(
     as proxy mode does: a '_' for a '-' passed it, and Traefik and Envoy pass such names on."""
     incoming = CIMultiDictProxy(CIMultiDict([("X-Original-URI", "/"), (name, value)]))
     names = WITH_ORIGINAL_URL if with_original_url else OVERRIDES
-    if canonical(name) not in names:
-        refuse_overrides(incoming, names)  # ingress-nginx's own X-Original-URL
+    if canonical(name) not in names and "_" not in name:
+        refuse_overrides(incoming, names)  # ingress-nginx's own X-Original-URL, with '-' only
         return
     with pytest.raises(ForbiddenHeader) as refused:
         refuse_overrides(incoming, names)
     assert refused.value.details == {"reason": "override_header", "header": canonical(name)}
+
+
+@pytest.mark.parametrize("connection", ["X-HTTP-Method-Override", "close, x_original_url"])
+def test_naming_one_in_connection_does_not_pass_it(connection: str) -> None:
+    """It would be dropped as hop-by-hop, but the client sent it: refused all the same."""
+    name = connection.rsplit(", ", 1)[-1]
+    incoming = CIMultiDictProxy(CIMultiDict([("Connection", connection), (name, "DELETE")]))
+    with pytest.raises(ForbiddenHeader):
+        request_headers(incoming, owned=OWNED, forward_authorization=False, trust_forwarded=False)
 
 
 def test_decision_mode_passes_a_request_without_them() -> None:

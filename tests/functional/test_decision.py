@@ -455,6 +455,27 @@ async def test_a_header_a_backend_takes_as_the_method_or_target_is_refused(
     assert allowed.status == 200
 
 
+@pytest.mark.parametrize("spelling", ["X_Original_URL", "x_ORIGINAL-url", "X-Original_URL"])
+async def test_behind_ingress_nginx_an_x_original_url_spelled_with_underscore_is_refused(
+    make_gateway: GatewayFactory, upstream: tuple[Any, TestServer], spelling: str
+) -> None:
+    """ingress-nginx writes its own with '-'; one with '_' is a client's, which the proxy passes
+    on to the backend (with underscores allowed) and a CGI-style backend reads as its own."""
+    url = base_url(upstream[1])
+    settings = make_settings(url, url, decision={"enabled": True, "proxy": "ingress-nginx"})
+    gw = await make_gateway(settings=settings)
+    token = await user_token_of_usr_a(gw)
+    m, path, headers = STYLES["ingress-nginx"]("GET", "/v1/users/usr_a/scores")
+    bearer = {"Authorization": f"Bearer {token}"}
+    refused = await gw.client.request(
+        m, path, headers={**headers, **bearer, spelling: "/v1/users/usr_b/scores"}
+    )
+    body = await refused.json()
+    assert (refused.status, body["error"]) == (403, "forbidden_header"), body
+    allowed = await gw.client.request(m, path, headers={**headers, **bearer})
+    assert allowed.status == 200
+
+
 @pytest.mark.parametrize("style", sorted(STYLES))
 @pytest.mark.parametrize(
     "uri",
