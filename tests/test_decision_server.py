@@ -64,6 +64,19 @@ async def own_listener(
         await server.close(timeout=5)
 
 
+def counted_statuses(gw: Gateway) -> set[str]:
+    """The statuses ``gateway_requests_total`` counted."""
+    metrics = gw.runtime.metrics
+    metrics.flush()
+    return {
+        s.labels["status"]
+        for family in metrics.registry.collect()
+        if family.name == "gateway_requests"
+        for s in family.samples
+        if s.name == "gateway_requests_total"
+    }
+
+
 def ask(key: str | None, uri: str = SCORES, *extra: str, version: str = "1.1") -> bytes:
     lines = [f"GET /decisions HTTP/{version}", "Host: gw", f"X-Original-URI: {uri}"]
     lines += ["X-Original-Method: GET", *extra]
@@ -419,16 +432,7 @@ async def test_a_connection_lost_mid_body_ends_its_request_at_once(
                 break
             await asyncio.sleep(0.01)
         assert gw.runtime.requests.active == 0 and not server.connections
-        metrics = gw.runtime.metrics
-        metrics.flush()
-        statuses = {
-            s.labels["status"]
-            for family in metrics.registry.collect()
-            if family.name == "gateway_requests"
-            for s in family.samples
-            if s.name == "gateway_requests_total"
-        }
-        assert statuses == {"400"}, statuses
+        assert counted_statuses(gw) == {"400"}
     lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
     assert not [line for line in lines if line["level"] in ("error", "critical")], lines
     access = [line for line in lines if line["msg"] == "access"]
@@ -631,13 +635,4 @@ async def test_a_decision_cut_off_at_shutdown_is_logged_as_such(
         if line["logger"] == "gateway.access"
     ]
     assert [(line["status"], line["error"]) for line in access] == [(499, "shutdown")]
-    metrics = gw.runtime.metrics
-    metrics.flush()
-    statuses = {
-        s.labels["status"]
-        for family in metrics.registry.collect()
-        if family.name == "gateway_requests"
-        for s in family.samples
-        if s.name == "gateway_requests_total"
-    }
-    assert statuses == {"499"}, statuses
+    assert counted_statuses(gw) == {"499"}
