@@ -51,8 +51,13 @@ def test_unknown_path_is_404_and_unknown_method_is_403() -> None:
         p.match("GET", ("v1", "nope"))
     with pytest.raises(NotFound):
         p.match("GET", ("v1", "users", "u", "scores", "extra"))
-    with pytest.raises(InsufficientScope):
+    with pytest.raises(InsufficientScope) as refused:
         p.match("PUT", ("v1", "users", "u", "scores"))
+    assert refused.value.message == "No policy allows PUT on this route."
+    # A method the client made up is not echoed (it may be anything, a secret included).
+    with pytest.raises(InsufficientScope) as refused:
+        p.match("SK_LIVE_SECRET", ("v1", "users", "u", "scores"))
+    assert refused.value.message == "No policy allows this method on this route."
 
 
 def test_conflicting_parameter_names_are_a_config_error() -> None:
