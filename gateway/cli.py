@@ -16,9 +16,7 @@ from gateway.commands import command
 from gateway.config import ConfigError
 from gateway.config.base import parse_duration
 from gateway.errors import GatewayError, StoreUnavailable
-from gateway.forward.upstream import check_upstream_tls
-from gateway.requirements import check_runtime_requirements
-from gateway.tls import check_tls
+from gateway.requirements import check_runtime_requirements, check_served_files
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -77,8 +75,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.file)
     check_runtime_requirements(settings)
-    check_tls(settings)
-    check_upstream_tls(settings.upstreams)
+    check_served_files(settings)
     SigningKeys.from_settings(settings.tokens)  # each file a key of its algorithm, as serve loads
     rules = len(settings.section("policy", Policy).rules)
     print(
@@ -106,8 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     early = hangup.install()  # (by the entry point already) before the file is read
     settings = load_settings(args.config)
     check_runtime_requirements(settings)
-    check_tls(settings)
-    check_upstream_tls(settings.upstreams)
+    check_served_files(settings)
     listener = logs.configure(settings.log_level, worker=args.worker)
     try:
         if settings.store.is_redis:

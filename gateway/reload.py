@@ -29,14 +29,13 @@ from pathlib import Path
 from gateway.authz.policy import Policy
 from gateway.config import ConfigError, Settings
 from gateway.errors import StoreUnavailable
-from gateway.forward.upstream import check_upstream_tls
 from gateway.keys.fingerprint import CLAIMED
 from gateway.observe import logs
 from gateway.observe.tracing import build_tracer
-from gateway.requirements import check_runtime_requirements
+from gateway.requirements import check_runtime_requirements, check_served_files
 from gateway.runtime import Current, Runtime, build_runtime, open_store
 from gateway.settings import load_settings
-from gateway.tls import check_tls, listeners
+from gateway.tls import listeners
 
 IDLE_POLL = 0.05  # seconds between looks at a replaced forwarder's in-flight count
 STORE_GRACE = 30.0  # a replaced store is closed no earlier than this after the swap
@@ -73,8 +72,7 @@ async def reload(current: Current, path: Path, *, started: Settings) -> bool:
     try:
         settings = await asyncio.to_thread(load_settings, path)
         check_runtime_requirements(settings)
-        check_tls(settings)
-        check_upstream_tls(settings.upstreams)
+        check_served_files(settings)
     except Exception as exc:  # any failure: a reload never ends the reload task
         _failed(runtime, path, exc)
         return False

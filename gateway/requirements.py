@@ -8,15 +8,17 @@ import gateway.stores.redis_py  # noqa: F401  # first: redis-py without OpenTele
 from redis.asyncio.connection import parse_url
 
 from gateway.config import ConfigError, Settings
+from gateway.forward.upstream import check_upstream_tls
+from gateway.tls import check_tls
 
 
 def check_runtime_requirements(settings: Settings) -> None:
     """A shared store needs what lets every replica open the keys and verify the tokens the
     others sign; several workers need a shared store (each worker is its own process); a
     Redis URL must be one redis-py can open (checked as it will be opened, so that what
-    ``check-config`` passes, ``serve`` and a reload can open). The listeners' certificates are
-    checked by :func:`gateway.tls.check_tls`, where listeners are served or checked (not by the
-    ``keys`` commands, which must work without reading the TLS private key)."""
+    ``check-config`` passes, ``serve`` and a reload can open). The TLS files are checked by
+    :func:`check_served_files`, where listeners are served or checked (not by the ``keys``
+    commands, which must work without reading a TLS private key)."""
     if settings.store.topology == "standalone":
         try:
             parse_url(settings.store.url)
@@ -44,3 +46,13 @@ def check_runtime_requirements(settings: Settings) -> None:
             "workers",
             "more than one worker needs a redis store (the memory store lives in one process)",
         )
+
+
+def check_served_files(settings: Settings) -> None:
+    """The TLS files a serving process reads load, or a :class:`ConfigError` names the field:
+    the listeners' certificates and keys (:func:`gateway.tls.check_tls`) and the ``https``
+    upstreams' CA bundles and client certificates
+    (:func:`gateway.forward.upstream.check_upstream_tls`); for ``check-config``, ``serve`` and
+    a reload."""
+    check_tls(settings)
+    check_upstream_tls(settings.upstreams)

@@ -171,8 +171,8 @@ class UpstreamClient:
     """
 
     def __init__(self, upstream: Upstream, tls: ssl.SSLContext | None = None) -> None:
-        """``tls``: the upstream's context as :func:`ssl_context` made it (loaded once, by the
-        caller); by default made here."""
+        """``tls``: the upstream's context, made by the caller with :func:`ssl_context` (the
+        pools, which answer a file that no longer loads as a 502); made here when not given."""
         url = upstream.url
         self._host = url.raw_host or ""
         self._port = url.port or (443 if url.scheme == "https" else 80)
